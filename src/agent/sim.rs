@@ -1,0 +1,51 @@
+//! The built-in `sim` agent: no network, no model. It waits for the task's estimate scaled
+//! down by `--sim-speed`, then replies with a deterministic result that echoes its task file,
+//! so demos, tests and benches exercise the whole pipeline offline.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Default scale: an estimate of 2m simulates in 1.2s.
+pub const DEFAULT_SPEED: f64 = 100.0;
+
+/// Sleeps for `estimate / speed`; returns false if cancelled first.
+pub fn wait(estimate: Option<Duration>, speed: f64, cancel: &AtomicBool) -> bool {
+    let total = estimate.unwrap_or(Duration::from_secs(30));
+    let scaled = if speed > 0.0 {
+        total.div_f64(speed)
+    } else {
+        Duration::ZERO
+    };
+    let end = Instant::now() + scaled;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return false;
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(20)));
+    }
+}
+
+/// The simulated result for a task.
+pub fn reply(task_id: &str, title: &str, agent_id: &str, task_file: &str) -> String {
+    let digest = blake3::hash(task_file.as_bytes()).to_hex();
+    let mut s = format!(
+        "# {title}\n\n_Simulated result of {task_id} by {agent_id} (sim agent, task digest {})._\n\n",
+        &digest[..12]
+    );
+    s.push_str("## Task as received\n\n");
+    for line in task_file.lines() {
+        s.push_str("> ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
+}
+
+/// Content the sim agent writes into each declared output file.
+pub fn output_content(task_id: &str, path: &str, prompt_digest: &str) -> String {
+    format!("simulated output of {task_id}: {path}\nprompt digest: {prompt_digest}\n")
+}

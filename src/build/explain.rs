@@ -1,0 +1,45 @@
+//! Why a task is not up to date: compares its last recorded success with its fingerprint now.
+
+use super::runner::FingerprintParts;
+use crate::state::TaskRecord;
+
+/// A one-line reason naming the first part that changed.
+pub fn diff_reason(prev: &TaskRecord, now: &FingerprintParts) -> String {
+    reasons(prev, now)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "fingerprint changed".into())
+}
+
+/// Every difference between the recorded run and now, most fundamental first.
+pub fn reasons(prev: &TaskRecord, now: &FingerprintParts) -> Vec<String> {
+    let mut out = Vec::new();
+    if prev.definition != now.definition {
+        out.push("definition changed (prompt, command, agent or declared files)".into());
+    }
+    for (path, hash) in &now.inputs {
+        match prev.inputs.iter().find(|(p, _)| p == path) {
+            None => out.push(format!("input {path} is new")),
+            Some((_, h)) if h != hash => out.push(format!("input {path} changed")),
+            Some(_) => {}
+        }
+    }
+    for (path, _) in &prev.inputs {
+        if !now.inputs.iter().any(|(p, _)| p == path) {
+            out.push(format!("input {path} was removed"));
+        }
+    }
+    for (id, digest) in &now.deps {
+        match prev.deps.iter().find(|(d, _)| d == id) {
+            None => out.push(format!("dep {id} was added")),
+            Some((_, d)) if d != digest => out.push(format!("dep {id} changed")),
+            Some(_) => {}
+        }
+    }
+    for (id, _) in &prev.deps {
+        if !now.deps.iter().any(|(d, _)| d == id) {
+            out.push(format!("dep {id} was removed"));
+        }
+    }
+    out
+}

@@ -1,0 +1,688 @@
+//! `orch build`: load state, schedule the wanted tasks, run them on workers, record every state
+//! change (journal, status table, execution log), then aggregate the results.
+
+pub mod dry_run;
+pub mod explain;
+mod plan_doc;
+pub mod prompt;
+pub mod runner;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use miette::{miette, IntoDiagnostic, Result};
+
+use crate::agent::FailureKind;
+use crate::aggregate;
+use crate::clock::Stamp;
+use crate::executor::procgroup;
+use crate::fingerprint::StatCache;
+use crate::graph::TaskGraph;
+use crate::plan::{OnMissing, Plan};
+use crate::redact::Redactor;
+use crate::reporter::{Event, Reporter, Summary, TaskRef};
+use crate::scheduler::{self, Coordinator, SchedTask, Scheduler};
+use crate::state::lock::{LockWait, RunLock};
+use crate::state::master_plan::{LogEntry, Status, StatusRow};
+use crate::state::{JournalEntry, StateLayout, StateStore, StatusRecord};
+use plan_doc::PlanDoc;
+pub use runner::{BuildContext, DoneInfo, TaskDone, TaskMsg};
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// `-j`; defaults to settings.jobs, then the number of CPUs.
+    pub jobs: Option<usize>,
+    /// `-k`; defaults to settings.keep_going.
+    pub keep_going: Option<bool>,
+    /// `--agent NAME`: every agent task uses this agent.
+    pub agent_override: Option<String>,
+    /// Build only these tasks and what they need; empty means all.
+    pub targets: Vec<String>,
+    /// `sim` agent time scale: an estimate is divided by this.
+    pub sim_speed: f64,
+    /// `-B`: run wanted tasks even when up to date.
+    pub force: bool,
+    pub wait_for_lock: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            jobs: None,
+            keep_going: None,
+            agent_override: None,
+            targets: Vec::new(),
+            sim_speed: crate::agent::sim::DEFAULT_SPEED,
+            force: false,
+            wait_for_lock: false,
+        }
+    }
+}
+
+impl BuildOptions {
+    pub fn jobs(&self, plan: &Plan) -> usize {
+        self.jobs
+            .or(plan.settings.jobs)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
+            .max(1)
+    }
+}
+
+#[derive(Debug)]
+pub struct BuildOutcome {
+    pub summary: Summary,
+    pub aggregate_error: Option<String>,
+}
+
+impl BuildOutcome {
+    /// 0 success, 1 a task or the aggregation failed, 130 interrupted.
+    pub fn exit_code(&self) -> i32 {
+        if self.summary.interrupted {
+            130
+        } else if self.summary.success() && self.aggregate_error.is_none() {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+/// Resolves target ids to task indexes, all tasks when none are given.
+pub fn wanted_tasks(plan: &Plan, graph: &TaskGraph, targets: &[String]) -> Result<Vec<bool>> {
+    if targets.is_empty() {
+        return Ok(vec![true; plan.tasks.len()]);
+    }
+    let mut idx = Vec::new();
+    for t in targets {
+        match plan.index.get(t) {
+            Some(&i) => idx.push(i),
+            None => {
+                let known: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).take(20).collect();
+                return Err(miette!(
+                    help = format!("tasks: {}", known.join(", ")),
+                    "no task named `{t}` in {}",
+                    plan.source_path.display()
+                ));
+            }
+        }
+    }
+    Ok(graph.upstream_closure(&idx))
+}
+
+/// Final per-task result of this build, for the summary.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Ran,
+    UpToDate,
+    Failed,
+    Cancelled,
+    Blocked,
+}
+
+struct BuildCoordinator<'a, 'c> {
+    ctx: &'a BuildContext<'c>,
+    store: &'a mut StateStore,
+    reporter: &'a mut dyn Reporter,
+    doc: PlanDoc,
+    rows: Vec<StatusRow>,
+    outcome: Vec<Option<Outcome>>,
+    retries: u32,
+    cost: f64,
+    batch_no: u32,
+    io_error: Option<String>,
+}
+
+fn task_ref<'x>(ctx: &'x BuildContext, t: usize) -> TaskRef<'x> {
+    let task = ctx.task(t);
+    TaskRef {
+        id: &task.id,
+        title: &task.title,
+        agent_id: &ctx.agent_ids[t],
+        runner: ctx.runner_name(t),
+    }
+}
+
+impl BuildCoordinator<'_, '_> {
+    fn log(&mut self, title: String, lines: Vec<String>) {
+        self.doc.log(LogEntry {
+            stamp: Stamp::now().date_time(),
+            title,
+            lines,
+        });
+    }
+
+    fn journal(&mut self, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            self.io_error
+                .get_or_insert(format!("cannot write state journal: {e}"));
+        }
+    }
+
+    fn save_status(&mut self, t: usize) {
+        let row = &self.rows[t];
+        self.store.snapshot.statuses.insert(
+            row.id.clone(),
+            StatusRecord {
+                status: row.status,
+                start: row.start.clone(),
+                end: row.end.clone(),
+                retries: row.retries,
+            },
+        );
+    }
+}
+
+impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
+    fn started(&mut self, batch: &[usize]) {
+        self.batch_no += 1;
+        for &t in batch {
+            self.rows[t].status = Status::Ready;
+        }
+        let agents: Vec<String> = batch
+            .iter()
+            .map(|&t| self.ctx.agent_ids[t].clone())
+            .collect();
+        let line = if batch.len() == 1 {
+            format!("{} started on {}", agents[0], self.ctx.task(batch[0]).id)
+        } else {
+            format!("{} launched in parallel", agents.join(", "))
+        };
+        let title = format!("Batch #{} Started", self.batch_no);
+        self.log(title, vec![line]);
+        self.doc.touch();
+    }
+
+    fn message(&mut self, msg: TaskMsg) {
+        match msg {
+            TaskMsg::AttemptStarted { task, attempt } => {
+                let row = &mut self.rows[task];
+                row.status = Status::Running;
+                if attempt == 1 {
+                    row.start = Some(Stamp::now().time());
+                    row.end = None;
+                }
+                row.retries = attempt - 1;
+                self.reporter.report(&Event::TaskStarted {
+                    task: task_ref(self.ctx, task),
+                    attempt,
+                });
+                self.doc.touch();
+            }
+            TaskMsg::Spawned { task, pgid, ticks } => {
+                let id = self.ctx.task(task).id.clone();
+                let r = self.store.append(&JournalEntry::Spawned {
+                    task: id,
+                    pgid,
+                    start_ticks: ticks,
+                });
+                self.journal(r);
+            }
+            TaskMsg::ProcessEnded { pgid } => {
+                let r = self.store.append(&JournalEntry::Reaped { pgid });
+                self.journal(r);
+            }
+            TaskMsg::Retrying {
+                task,
+                attempt,
+                reason,
+                delay,
+            } => {
+                self.retries += 1;
+                self.rows[task].retries = attempt;
+                let agent = self.ctx.agent_ids[task].clone();
+                let id = self.ctx.task(task).id.clone();
+                self.log(
+                    format!("{agent} Retrying"),
+                    vec![format!(
+                        "{id} attempt {attempt} failed: {}; retry in {}",
+                        one_line(&reason),
+                        crate::duration::format_duration(delay)
+                    )],
+                );
+                self.reporter.report(&Event::TaskRetrying {
+                    task: task_ref(self.ctx, task),
+                    attempt,
+                    reason: &reason,
+                    delay,
+                });
+                self.doc.touch();
+            }
+        }
+    }
+
+    fn finished(&mut self, t: usize, done: TaskDone) -> bool {
+        let agent = self.ctx.agent_ids[t].clone();
+        let id = self.ctx.task(t).id.clone();
+        let ok = match done {
+            TaskDone::UpToDate(_) => {
+                self.rows[t].status = Status::Skipped;
+                self.outcome[t] = Some(Outcome::UpToDate);
+                self.reporter.report(&Event::TaskSkipped {
+                    task: task_ref(self.ctx, t),
+                });
+                true
+            }
+            TaskDone::Ran {
+                record,
+                usage,
+                duration,
+                retries,
+                why,
+            } => {
+                let r = self.store.record_success(&id, record);
+                self.journal(r);
+                self.cost += usage.cost_usd.unwrap_or(0.0);
+                let row = &mut self.rows[t];
+                row.status = Status::Completed;
+                row.end = Some(Stamp::now().time());
+                row.retries = retries;
+                self.outcome[t] = Some(Outcome::Ran);
+                let mut lines = vec![
+                    format!(
+                        "{id} completed, duration {}",
+                        crate::duration::format_duration(duration)
+                    ),
+                    format!("Why it ran: {why}"),
+                    format!("Output saved to {}", self.ctx.result_rel(t)),
+                ];
+                if let Some(c) = usage.cost_usd {
+                    lines.push(format!("Cost: ${c:.4}"));
+                }
+                self.log(format!("{agent} Completed"), lines);
+                self.reporter.report(&Event::TaskSucceeded {
+                    task: task_ref(self.ctx, t),
+                    duration,
+                    retries,
+                    usage: &usage,
+                    why: &why,
+                });
+                true
+            }
+            TaskDone::Failed {
+                failure,
+                duration,
+                retries,
+            } => {
+                self.rows[t].retries = retries;
+                if failure.kind == FailureKind::Cancelled {
+                    self.rows[t].status = Status::Ready;
+                    self.rows[t].end = None;
+                    self.outcome[t] = Some(Outcome::Cancelled);
+                    self.log(
+                        format!("{agent} Cancelled"),
+                        vec![format!("{id} was stopped before it finished")],
+                    );
+                } else {
+                    let r = self.store.invalidate(&id);
+                    self.journal(r);
+                    self.rows[t].status = Status::Failed;
+                    self.rows[t].end = Some(Stamp::now().time());
+                    self.outcome[t] = Some(Outcome::Failed);
+                    self.log(
+                        format!("{agent} Failed"),
+                        vec![format!(
+                            "{id} failed after {}: {}",
+                            crate::duration::format_duration(duration),
+                            one_line(&failure.message)
+                        )],
+                    );
+                    self.reporter.report(&Event::TaskFailed {
+                        task: task_ref(self.ctx, t),
+                        duration,
+                        retries,
+                        reason: &failure.message,
+                    });
+                }
+                false
+            }
+        };
+        self.save_status(t);
+        self.doc.touch();
+        ok
+    }
+
+    fn blocked(&mut self, t: usize, failed_dep: usize) {
+        self.rows[t].status = Status::Waiting;
+        self.outcome[t] = Some(Outcome::Blocked);
+        let dep = self.ctx.task(failed_dep).id.clone();
+        let id = self.ctx.task(t).id.clone();
+        self.log(
+            format!("{} Blocked", self.ctx.agent_ids[t]),
+            vec![format!("{id} will not run: dep {dep} failed")],
+        );
+        self.reporter.report(&Event::TaskBlocked {
+            task: task_ref(self.ctx, t),
+            failed_dep: &dep,
+        });
+        self.save_status(t);
+    }
+
+    fn tick(&mut self) {
+        if let Err(e) = self.doc.maybe_write(&self.rows) {
+            self.io_error
+                .get_or_insert(format!("cannot write master_plan.md: {e}"));
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 300 {
+        format!("{}…", flat.chars().take(300).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+/// Opens the state directory for a run: lock, journal replay, cleanup after a crash, agent ids.
+pub fn open_state(
+    plan: &Plan,
+    wait: bool,
+    reporter: &mut dyn Reporter,
+) -> Result<(RunLock, StateStore)> {
+    let layout = StateLayout::new(plan.state_dir());
+    layout
+        .create_dirs()
+        .map_err(|e| miette!("cannot create {}: {e}", layout.dir.display()))?;
+    let lock = RunLock::acquire(
+        &layout.lock(),
+        if wait {
+            LockWait::Wait
+        } else {
+            LockWait::Refuse
+        },
+    )
+    .map_err(|e| miette!("{e}"))?;
+    let mut store = StateStore::open(layout).map_err(|e| miette!("{e}"))?;
+    let recovered = std::fs::metadata(store.layout.journal()).is_ok_and(|m| m.len() > 0);
+    if !store.stale_groups.is_empty() {
+        let groups: Vec<(i32, u64)> = store
+            .stale_groups
+            .iter()
+            .map(|(_, g, t)| (*g, *t))
+            .collect();
+        let n = procgroup::reap_stale(&groups);
+        if n > 0 {
+            reporter.report(&Event::Notice {
+                message: &format!("stopped {n} process(es) left running by an interrupted run"),
+            });
+        }
+    }
+    if recovered {
+        reporter.report(&Event::Notice {
+            message: "resuming after an interrupted run: finished tasks are kept",
+        });
+    }
+    let new_ids = store.assign_agent_ids(plan);
+    if recovered || new_ids {
+        store.compact().into_diagnostic()?;
+    }
+    Ok((lock, store))
+}
+
+/// Runs a build to the end (or until `cancel`). Plan errors and state I/O errors are `Err`;
+/// task failures are reported in the outcome.
+pub fn run_build(
+    plan: &Plan,
+    opts: &BuildOptions,
+    reporter: &mut dyn Reporter,
+    cancel: &AtomicBool,
+) -> Result<BuildOutcome> {
+    let started = Instant::now();
+    let graph =
+        TaskGraph::from_plan(plan).map_err(|_| miette!("the plan has a dependency cycle"))?;
+    let wanted = wanted_tasks(plan, &graph, &opts.targets)?;
+    let (_lock, mut store) = open_state(plan, opts.wait_for_lock, reporter)?;
+    let layout = store.layout.clone();
+    let stat_cache = StatCache::load(&layout.stat_cache());
+    let mut doc = PlanDoc::load(plan, &layout, &store);
+    let forced_by_person = doc.reset_by_person(plan, &store);
+    let agent_ids: Vec<String> = plan
+        .tasks
+        .iter()
+        .map(|t| store.agent_id_of(&t.id))
+        .collect();
+    let previous: Vec<_> = plan
+        .tasks
+        .iter()
+        .map(|t| store.snapshot.records.get(&t.id).cloned())
+        .collect();
+    let forced: Vec<bool> = (0..plan.tasks.len())
+        .map(|t| wanted[t] && (opts.force || forced_by_person.contains(&t)))
+        .collect();
+    let done: Vec<OnceLock<DoneInfo>> = (0..plan.tasks.len()).map(|_| OnceLock::new()).collect();
+    for t in 0..plan.tasks.len() {
+        if !wanted[t] {
+            if let Some(r) = &previous[t] {
+                let _ = done[t].set(DoneInfo::from_record(r));
+            }
+        }
+    }
+    let ctx = BuildContext {
+        plan,
+        graph: &graph,
+        layout: layout.clone(),
+        opts,
+        agent_ids,
+        previous,
+        forced,
+        done,
+        stat_cache,
+        cancel,
+        redactor: Redactor::from_env(),
+    };
+    let jobs = opts.jobs(plan);
+    let keep_going = opts.keep_going.unwrap_or(plan.settings.keep_going);
+    let wanted_count = wanted.iter().filter(|&&w| w).count();
+    reporter.report(&Event::BuildStarted {
+        tasks: wanted_count,
+        jobs,
+    });
+    let rows = doc.initial_rows(plan, &ctx, &store, &wanted);
+    doc.log_initialization(plan, wanted_count, jobs);
+    let mut coord = BuildCoordinator {
+        ctx: &ctx,
+        store: &mut store,
+        reporter,
+        doc,
+        rows,
+        outcome: vec![None; plan.tasks.len()],
+        retries: 0,
+        cost: 0.0,
+        batch_no: 0,
+        io_error: None,
+    };
+
+    let (classes, class_limit) = agent_classes(&ctx);
+    let (lock_ids, lock_count) = lock_indexes(plan);
+    let sched_tasks = || -> Vec<SchedTask> {
+        (0..plan.tasks.len())
+            .map(|t| SchedTask {
+                priority: plan.tasks[t].priority.0,
+                critical: graph.critical[t],
+                agent_class: classes[t],
+                locks: lock_ids[t].clone(),
+            })
+            .collect()
+    };
+    let mut sched = Scheduler::new(
+        &graph,
+        sched_tasks(),
+        &wanted,
+        class_limit.clone(),
+        lock_count,
+        keep_going,
+    );
+    scheduler::drive(&mut sched, &ctx, &mut coord, jobs, cancel);
+    let mut unstarted = sched.not_started();
+
+    // Phase 4: every result must exist before merging; re-run what is missing once if asked.
+    let mut aggregate_error = None;
+    let aggregating = opts.targets.is_empty() && aggregate::enabled(plan);
+    if aggregating && !cancel.load(Ordering::Relaxed) {
+        let mut missing = aggregate::missing_results(&ctx, &coord.outcome_ok());
+        let on_missing = plan
+            .aggregate
+            .as_ref()
+            .map(|a| a.on_missing)
+            .unwrap_or(OnMissing::Rerun);
+        if !missing.is_empty() && on_missing == OnMissing::Rerun {
+            let ids: Vec<&str> = missing.iter().map(|&t| ctx.agent_ids[t].as_str()).collect();
+            let msg = format!(
+                "results missing for {}; re-running them once",
+                ids.join(", ")
+            );
+            coord.reporter.report(&Event::Notice { message: &msg });
+            coord.log("Missing Results".into(), vec![msg.clone()]);
+            let closure = graph.upstream_closure(&missing);
+            let rerun: Vec<bool> = (0..plan.tasks.len())
+                .map(|t| closure[t] && ctx.done[t].get().is_none())
+                .collect();
+            let mut second =
+                Scheduler::new(&graph, sched_tasks(), &rerun, class_limit, lock_count, true);
+            scheduler::drive(&mut second, &ctx, &mut coord, jobs, cancel);
+            unstarted = second.not_started();
+            missing = aggregate::missing_results(&ctx, &coord.outcome_ok());
+        }
+        if cancel.load(Ordering::Relaxed) {
+            // Interrupted: say nothing about aggregation.
+        } else if missing.is_empty() {
+            match aggregate::run(&ctx, coord.store, coord.reporter) {
+                Ok(line) => coord.log("Result Aggregation Completed".into(), vec![line]),
+                Err(e) => {
+                    coord
+                        .reporter
+                        .report(&Event::AggregateFailed { reason: &e });
+                    coord.log("Result Aggregation Failed".into(), vec![one_line(&e)]);
+                    aggregate_error = Some(e);
+                }
+            }
+        } else {
+            let ids: Vec<String> = missing
+                .iter()
+                .map(|&t| format!("{} ({})", ctx.agent_ids[t], plan.tasks[t].id))
+                .collect();
+            let e = format!(
+                "results missing for {}; final_output.md not written",
+                ids.join(", ")
+            );
+            let _ = std::fs::remove_file(layout.final_output());
+            coord
+                .reporter
+                .report(&Event::AggregateFailed { reason: &e });
+            coord.log("Result Aggregation Failed".into(), vec![e.clone()]);
+            aggregate_error = Some(e);
+        }
+    }
+
+    let interrupted = cancel.load(Ordering::Relaxed);
+    let mut summary = Summary {
+        retries: coord.retries,
+        cost_usd: coord.cost,
+        interrupted,
+        ..Default::default()
+    };
+    for o in &coord.outcome {
+        match o {
+            Some(Outcome::Ran) => summary.ran += 1,
+            Some(Outcome::UpToDate) => summary.skipped += 1,
+            Some(Outcome::Failed) => summary.failed += 1,
+            Some(Outcome::Blocked) => summary.blocked += 1,
+            Some(Outcome::Cancelled) => summary.not_started += 1,
+            None => {}
+        }
+    }
+    summary.not_started += unstarted.len();
+    if summary.skipped > 0 {
+        let n = summary.skipped;
+        coord.log(
+            "Up-To-Date Check".into(),
+            vec![format!("{n} task(s) up to date, skipped")],
+        );
+    }
+    coord.log(
+        if interrupted {
+            "Build Interrupted".into()
+        } else {
+            "Build Finished".into()
+        },
+        vec![summary.line()],
+    );
+    for t in 0..plan.tasks.len() {
+        if coord.outcome[t].is_some() {
+            coord.save_status(t);
+        }
+    }
+    let rows = std::mem::take(&mut coord.rows);
+    coord.doc.write(&rows, true).into_diagnostic()?;
+    let io_error = coord.io_error.take();
+    drop(coord);
+    store.compact().into_diagnostic()?;
+    let _ = ctx.stat_cache.save(&layout.stat_cache());
+    if let Some(e) = io_error {
+        return Err(miette!("{e}"));
+    }
+    summary.duration = started.elapsed();
+    reporter.report(&Event::BuildFinished { summary: &summary });
+    Ok(BuildOutcome {
+        summary,
+        aggregate_error,
+    })
+}
+
+impl BuildCoordinator<'_, '_> {
+    /// Which tasks ended with their result in place, this run.
+    fn outcome_ok(&self) -> Vec<bool> {
+        self.outcome
+            .iter()
+            .map(|o| matches!(o, Some(Outcome::Ran | Outcome::UpToDate)))
+            .collect()
+    }
+}
+
+/// Per-agent concurrency classes: tasks of an agent with `max_parallel` share a class.
+fn agent_classes(ctx: &BuildContext) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+    let mut names: Vec<String> = Vec::new();
+    let mut limits = Vec::new();
+    let classes = (0..ctx.plan.tasks.len())
+        .map(|t| {
+            let a = ctx.agent(t)?;
+            a.max_parallel?;
+            Some(match names.iter().position(|n| n == &a.name) {
+                Some(i) => i,
+                None => {
+                    names.push(a.name.clone());
+                    limits.push(a.max_parallel);
+                    names.len() - 1
+                }
+            })
+        })
+        .collect();
+    (classes, limits)
+}
+
+fn lock_indexes(plan: &Plan) -> (Vec<Vec<usize>>, usize) {
+    let mut names: Vec<&str> = Vec::new();
+    let ids = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            t.locks
+                .iter()
+                .map(|l| match names.iter().position(|n| n == l) {
+                    Some(i) => i,
+                    None => {
+                        names.push(l);
+                        names.len() - 1
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (ids, names.len())
+}

@@ -1,0 +1,294 @@
+//! Keeps `master_plan.md` current during a build: status rows in memory, log entries appended,
+//! the file rewritten atomically at most every few hundred milliseconds and once at the end.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::runner::BuildContext;
+use crate::clock::Stamp;
+use crate::plan::{Action, Plan};
+use crate::state::master_plan::{self, Generated, LogEntry, Sections, Status, StatusRow};
+use crate::state::{persist_atomic, StateLayout, StateStore};
+
+/// The log keeps at most this much of earlier runs; the oldest entries go first.
+const LOG_LIMIT: usize = 1 << 20;
+/// Beyond this many tasks the mermaid diagram is left out (`orch graph` still draws it).
+const DIAGRAM_LIMIT: usize = 200;
+
+pub struct PlanDoc {
+    path: std::path::PathBuf,
+    previous: Sections,
+    request: String,
+    details: String,
+    graph: String,
+    log: String,
+    dirty: bool,
+    last_write: Instant,
+    /// Grows with the cost of a write so huge plans do not spend their time rewriting it.
+    interval: Duration,
+}
+
+impl PlanDoc {
+    pub fn load(plan: &Plan, layout: &StateLayout, store: &StateStore) -> PlanDoc {
+        let path = layout.master_plan();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let previous = Sections::parse(&text);
+        let mut log = previous
+            .get("Execution Log")
+            .unwrap_or("")
+            .trim_matches('\n')
+            .to_string();
+        if log.len() > LOG_LIMIT {
+            let cut = log.len() - LOG_LIMIT;
+            let start = log[cut..]
+                .find("\n### [")
+                .map(|i| cut + i + 1)
+                .unwrap_or(cut);
+            log = format!("_(older entries trimmed)_\n\n{}", &log[start..]);
+        }
+        if !log.is_empty() {
+            log.push_str("\n\n");
+        }
+        let request = plan.request.clone().unwrap_or_else(|| {
+            format!(
+                "Build of `{}` ({} tasks).",
+                plan.source_path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                plan.tasks.len()
+            )
+        });
+        PlanDoc {
+            path,
+            previous,
+            request,
+            details: details(plan, store),
+            graph: mermaid(plan),
+            log,
+            dirty: true,
+            last_write: Instant::now() - Duration::from_secs(1),
+            interval: Duration::from_millis(250),
+        }
+    }
+
+    /// Tasks a person marked Pending/🟡 in the status table although orch recorded them as
+    /// done: the contract's way to force a re-run.
+    pub fn reset_by_person(&self, plan: &Plan, store: &StateStore) -> HashSet<usize> {
+        let mut out = HashSet::new();
+        let Some(table) = self.previous.get("Task Status") else {
+            return out;
+        };
+        for line in table.lines() {
+            let cells: Vec<&str> = line
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect();
+            if cells.len() < 4 {
+                continue;
+            }
+            let Some(&t) = plan.index.get(cells[0]) else {
+                continue;
+            };
+            let was = store.snapshot.statuses.get(cells[0]).map(|s| s.status);
+            if Status::parse(cells[3]) == Some(Status::Ready)
+                && matches!(was, Some(Status::Completed | Status::Skipped))
+            {
+                out.insert(t);
+            }
+        }
+        out
+    }
+
+    pub fn initial_rows(
+        &self,
+        plan: &Plan,
+        ctx: &BuildContext,
+        store: &StateStore,
+        wanted: &[bool],
+    ) -> Vec<StatusRow> {
+        plan.tasks
+            .iter()
+            .enumerate()
+            .map(|(t, task)| {
+                let prev = store.snapshot.statuses.get(&task.id);
+                let status = if wanted[t] {
+                    if ctx.graph.deps[t].iter().any(|&d| wanted[d]) {
+                        Status::Waiting
+                    } else {
+                        Status::Ready
+                    }
+                } else {
+                    prev.map(|p| p.status).unwrap_or(
+                        if store.snapshot.records.contains_key(&task.id) {
+                            Status::Completed
+                        } else {
+                            Status::Waiting
+                        },
+                    )
+                };
+                StatusRow {
+                    id: task.id.clone(),
+                    title: task.title.clone(),
+                    agent: ctx.agent_ids[t].clone(),
+                    status,
+                    priority: task.priority.to_string(),
+                    deps: task.deps.clone(),
+                    start: if wanted[t] {
+                        None
+                    } else {
+                        prev.and_then(|p| p.start.clone())
+                    },
+                    end: if wanted[t] {
+                        None
+                    } else {
+                        prev.and_then(|p| p.end.clone())
+                    },
+                    retries: if wanted[t] {
+                        0
+                    } else {
+                        prev.map(|p| p.retries).unwrap_or(0)
+                    },
+                }
+            })
+            .collect()
+    }
+
+    pub fn log_initialization(&mut self, plan: &Plan, wanted: usize, jobs: usize) {
+        self.log(LogEntry {
+            stamp: Stamp::now().date_time(),
+            title: "Initialization".into(),
+            lines: vec![
+                format!("Loaded plan from {}", plan.source_path.display()),
+                format!(
+                    "{} agents assigned; {wanted} task(s) selected, up to {jobs} at once",
+                    plan.tasks.len()
+                ),
+            ],
+        });
+    }
+
+    pub fn log(&mut self, entry: LogEntry) {
+        self.log.push_str(&entry.render());
+        self.dirty = true;
+    }
+
+    pub fn touch(&mut self) {
+        self.dirty = true;
+    }
+
+    pub fn maybe_write(&mut self, rows: &[StatusRow]) -> io::Result<()> {
+        if self.dirty && self.last_write.elapsed() >= self.interval {
+            self.write(rows, false)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the file; `sync` (the final write) also fsyncs it.
+    pub fn write(&mut self, rows: &[StatusRow], sync: bool) -> io::Result<()> {
+        let began = Instant::now();
+        let table = master_plan::render_table(rows);
+        let text = master_plan::render(
+            &self.previous,
+            &Generated {
+                request: &self.request,
+                table: &table,
+                details: &self.details,
+                graph: &self.graph,
+                log: &self.log,
+            },
+        );
+        if sync {
+            persist_atomic(&self.path, text.as_bytes())?;
+        } else {
+            let tmp = self.path.with_extension("md.tmp");
+            std::fs::write(&tmp, text.as_bytes())?;
+            std::fs::rename(&tmp, &self.path)?;
+        }
+        self.dirty = false;
+        self.last_write = Instant::now();
+        self.interval = Duration::from_millis(250).max(began.elapsed() * 20);
+        Ok(())
+    }
+}
+
+fn details(plan: &Plan, store: &StateStore) -> String {
+    let mut s = String::new();
+    for task in &plan.tasks {
+        let agent_id = store.agent_id_of(&task.id);
+        let _ = writeln!(s, "### {}: {}\n", task.id, master_plan::cell(&task.title));
+        let runner = match &task.action {
+            Action::Shell(_) => "shell".to_string(),
+            _ => task
+                .agent
+                .clone()
+                .unwrap_or_else(|| plan.settings.default_agent.clone()),
+        };
+        let _ = writeln!(s, "- **Agent**: {agent_id} ({runner})");
+        let _ = writeln!(s, "- **Priority**: {}", task.priority);
+        let deps = if task.deps.is_empty() {
+            "None".into()
+        } else {
+            task.deps.join(", ")
+        };
+        let _ = writeln!(s, "- **Deps**: {deps}");
+        if !task.inputs.is_empty() {
+            let _ = writeln!(s, "- **Input**: {}", task.inputs.join(", "));
+        }
+        if !task.outputs.is_empty() {
+            let _ = writeln!(s, "- **Output**: {}", task.outputs.join(", "));
+        }
+        if let Some(e) = task.estimate {
+            let _ = writeln!(
+                s,
+                "- **Estimated Time**: {}",
+                crate::duration::format_duration(e)
+            );
+        }
+        if let Some(v) = &task.verify {
+            let _ = writeln!(s, "- **Verify**: `{v}`");
+        }
+        match &task.action {
+            Action::Shell(cmd) => {
+                let _ = writeln!(s, "- **Run**: `{}`", cmd.replace('`', "'"));
+            }
+            Action::PromptFile(f) => {
+                let _ = writeln!(s, "- **Prompt file**: {}", f.display());
+            }
+            Action::Prompt(p) => {
+                let _ = writeln!(s, "- **Prompt**:\n");
+                for line in p.lines() {
+                    let _ = writeln!(s, "  > {line}");
+                }
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// A mermaid flowchart, so the plan renders as a picture where markdown is shown.
+pub fn mermaid(plan: &Plan) -> String {
+    if plan.tasks.len() > DIAGRAM_LIMIT {
+        return format!(
+            "_{} tasks: too many to draw here; run `orch graph` for the full graph._",
+            plan.tasks.len()
+        );
+    }
+    let mut s = String::from("```mermaid\nflowchart LR\n");
+    for (i, t) in plan.tasks.iter().enumerate() {
+        let label = format!("{}: {}", t.id, t.title).replace('"', "'");
+        let _ = writeln!(s, "    n{i}[\"{label}\"]");
+    }
+    for (i, t) in plan.tasks.iter().enumerate() {
+        for d in &t.deps {
+            let _ = writeln!(s, "    n{} --> n{i}", plan.index[d]);
+        }
+    }
+    s.push_str("```");
+    s
+}

@@ -1,0 +1,633 @@
+//! The worker side of a build: decide whether a task is up to date, and if not run it (shell,
+//! sim or agent CLI) with retries, check its outputs and verify command, and record hashes.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::prompt::{render_task_file, DepResult};
+use super::BuildOptions;
+use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
+use crate::clock::unix_now;
+use crate::executor::{self, procgroup, Exit, ProcessSpec};
+use crate::fingerprint::{self, Digest, StatCache};
+use crate::graph::TaskGraph;
+use crate::plan::{Action, AgentKind, AgentSpec, Plan, Task};
+use crate::redact::Redactor;
+use crate::scheduler::Runner;
+use crate::state::{persist_atomic, StateLayout, TaskRecord};
+
+/// What a finished (or up-to-date) task hands its dependents.
+#[derive(Debug, Clone)]
+pub struct DoneInfo {
+    pub fingerprint: Digest,
+    pub outputs: Vec<(String, Digest)>,
+}
+
+impl DoneInfo {
+    pub fn from_record(r: &TaskRecord) -> DoneInfo {
+        DoneInfo {
+            fingerprint: r.fingerprint.clone(),
+            outputs: r.outputs.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum TaskMsg {
+    AttemptStarted {
+        task: usize,
+        attempt: u32,
+    },
+    Spawned {
+        task: usize,
+        pgid: i32,
+        ticks: u64,
+    },
+    ProcessEnded {
+        pgid: i32,
+    },
+    Retrying {
+        task: usize,
+        attempt: u32,
+        reason: String,
+        delay: Duration,
+    },
+}
+
+#[derive(Debug)]
+pub enum TaskDone {
+    UpToDate(DoneInfo),
+    Ran {
+        record: TaskRecord,
+        usage: Usage,
+        duration: Duration,
+        retries: u32,
+        why: String,
+    },
+    Failed {
+        failure: Failure,
+        duration: Duration,
+        retries: u32,
+    },
+}
+
+/// The parts of a fingerprint, kept apart so `explain` can say which one changed.
+#[derive(Debug, Clone)]
+pub struct FingerprintParts {
+    pub definition: Digest,
+    pub inputs: Vec<(String, Digest)>,
+    pub deps: Vec<(String, Digest)>,
+    pub value: Digest,
+}
+
+/// Everything the workers of one build share.
+pub struct BuildContext<'a> {
+    pub plan: &'a Plan,
+    pub graph: &'a TaskGraph,
+    pub layout: StateLayout,
+    pub opts: &'a BuildOptions,
+    pub agent_ids: Vec<String>,
+    pub previous: Vec<Option<TaskRecord>>,
+    pub forced: Vec<bool>,
+    /// Set once per task when it is done (ran or up to date); read by its dependents.
+    pub done: Vec<OnceLock<DoneInfo>>,
+    pub stat_cache: StatCache,
+    pub cancel: &'a AtomicBool,
+    pub redactor: Redactor,
+}
+
+impl BuildContext<'_> {
+    pub fn task(&self, t: usize) -> &Task {
+        &self.plan.tasks[t]
+    }
+
+    pub fn agent(&self, t: usize) -> Option<&AgentSpec> {
+        self.plan
+            .agent_for(&self.plan.tasks[t], self.opts.agent_override.as_deref())
+    }
+
+    /// `shell`, or the agent's name.
+    pub fn runner_name(&self, t: usize) -> &str {
+        self.agent(t).map(|a| a.name.as_str()).unwrap_or("shell")
+    }
+
+    /// Result file path relative to the project root, as written in prompts.
+    pub fn result_rel(&self, t: usize) -> String {
+        let p = self.layout.result_file(&self.agent_ids[t]);
+        p.strip_prefix(&self.plan.root)
+            .unwrap_or(&p)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn env(&self, t: usize, agent: Option<&AgentSpec>) -> Vec<(String, String)> {
+        let task = self.task(t);
+        let mut env = vec![
+            ("ORCH_TASK_ID".to_string(), task.id.clone()),
+            ("ORCH_AGENT_ID".to_string(), self.agent_ids[t].clone()),
+            (
+                "ORCH_ROOT".to_string(),
+                self.plan.root.to_string_lossy().into_owned(),
+            ),
+            (
+                "ORCH_RESULT_FILE".to_string(),
+                self.layout
+                    .result_file(&self.agent_ids[t])
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            (
+                "ORCH_TASK_FILE".to_string(),
+                self.layout
+                    .task_file(&self.agent_ids[t])
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+        ];
+        if let Some(a) = agent {
+            env.extend(a.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+
+    /// Computes the task's fingerprint from its definition, inputs and finished deps.
+    pub fn fingerprint(&self, t: usize) -> io::Result<FingerprintParts> {
+        let task = self.task(t);
+        let definition = fingerprint::definition_digest(self.plan, task, self.agent(t))?;
+        let files = fingerprint::expand_inputs(&self.plan.root, &task.inputs, &self.layout.dir)?;
+        let mut inputs = Vec::with_capacity(files.len());
+        for f in files {
+            let h = self
+                .stat_cache
+                .hash_file(&self.plan.root.join(&f))?
+                .unwrap_or_else(|| "missing".into());
+            inputs.push((f, h));
+        }
+        let deps: Vec<(String, Digest)> = self.graph.deps[t]
+            .iter()
+            .map(|&d| {
+                let digest = match self.done[d].get() {
+                    Some(info) => fingerprint::dep_digest(&info.fingerprint, &info.outputs),
+                    None => "unbuilt".to_string(),
+                };
+                (self.task(d).id.clone(), digest)
+            })
+            .collect();
+        let value = fingerprint::combine(&definition, &inputs, &deps);
+        Ok(FingerprintParts {
+            definition,
+            inputs,
+            deps,
+            value,
+        })
+    }
+
+    /// Files whose hashes prove a run's work is still there: declared outputs, then the
+    /// result file.
+    fn output_paths(&self, t: usize) -> Vec<String> {
+        let mut v = self.task(t).outputs.clone();
+        v.push(self.result_rel(t));
+        v
+    }
+
+    /// Why the task must run, or `None` when it is up to date.
+    pub fn stale_reason(&self, t: usize, parts: &FingerprintParts) -> io::Result<Option<String>> {
+        if self.forced[t] {
+            return Ok(Some("forced".into()));
+        }
+        let Some(prev) = &self.previous[t] else {
+            return Ok(Some("never built".into()));
+        };
+        if prev.fingerprint != parts.value {
+            return Ok(Some(super::explain::diff_reason(prev, parts)));
+        }
+        for (path, hash) in &prev.outputs {
+            match self.stat_cache.hash_file(&self.plan.root.join(path))? {
+                None => return Ok(Some(format!("output {path} is missing"))),
+                Some(h) if &h != hash => return Ok(Some(format!("output {path} was modified"))),
+                Some(_) => {}
+            }
+        }
+        Ok(None)
+    }
+
+    fn dep_results(&self, t: usize) -> Vec<DepResult<'_>> {
+        self.graph.deps[t]
+            .iter()
+            .map(|&d| {
+                let path = self.layout.result_file(&self.agent_ids[d]);
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let text = if size as usize <= self.plan.settings.inline_result_limit {
+                    std::fs::read(&path)
+                        .ok()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                } else {
+                    None
+                };
+                DepResult {
+                    id: &self.task(d).id,
+                    title: &self.task(d).title,
+                    agent_id: &self.agent_ids[d],
+                    path: self.result_rel(d),
+                    text,
+                    size,
+                }
+            })
+            .collect()
+    }
+
+    fn prompt_text(&self, task: &Task) -> io::Result<String> {
+        Ok(match &task.action {
+            Action::Prompt(p) => p.clone(),
+            Action::PromptFile(f) => std::fs::read_to_string(self.plan.resolve(f))?,
+            Action::Shell(_) => String::new(),
+        })
+    }
+
+    fn attempts_allowed(&self, t: usize) -> u32 {
+        let task = self.task(t);
+        let retries = task
+            .retries
+            .or_else(|| self.agent(t).map(|a| a.retries))
+            .unwrap_or(0);
+        retries + 1
+    }
+
+    fn timeout(&self, t: usize) -> Option<Duration> {
+        self.task(t)
+            .timeout
+            .or_else(|| self.agent(t).and_then(|a| a.timeout))
+    }
+
+    /// Backoff before retry number `n` (1-based): exponential with equal jitter.
+    fn backoff(&self, n: u32, seed: u64) -> Duration {
+        let s = &self.plan.settings;
+        let exp = s
+            .retry_backoff
+            .saturating_mul(1u32 << (n - 1).min(16))
+            .min(s.retry_backoff_max);
+        let half = exp / 2;
+        half + half.mul_f64(jitter(seed))
+    }
+
+    fn sleep_unless_cancelled(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if self.cancel.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(
+                end.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(20)),
+            );
+        }
+        !self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn process_spec(
+        &self,
+        t: usize,
+        argv: Vec<String>,
+        stdin: Option<Vec<u8>>,
+        agent: Option<&AgentSpec>,
+    ) -> ProcessSpec {
+        ProcessSpec {
+            argv,
+            cwd: self.plan.root.clone(),
+            env: self.env(t, agent),
+            stdin,
+            timeout: self.timeout(t),
+            grace: self.plan.settings.kill_grace,
+            max_output: 64 << 20,
+        }
+    }
+
+    fn run_process(
+        &self,
+        t: usize,
+        spec: &ProcessSpec,
+        send: &dyn Fn(TaskMsg),
+    ) -> io::Result<executor::ProcessOutput> {
+        let mut spawned = None;
+        let out = executor::run_process(spec, self.cancel, &mut |pgid| {
+            spawned = Some(pgid);
+            let ticks = procgroup::start_ticks(pgid).unwrap_or(0);
+            send(TaskMsg::Spawned {
+                task: t,
+                pgid,
+                ticks,
+            });
+        });
+        if let Some(pgid) = spawned {
+            send(TaskMsg::ProcessEnded { pgid });
+        }
+        out
+    }
+
+    /// One attempt: run the action, then check outputs and `verify`.
+    fn attempt(&self, t: usize, task_file: &str, send: &dyn Fn(TaskMsg)) -> Result<Reply, Failure> {
+        let task = self.task(t);
+        let reply = match (&task.action, self.agent(t)) {
+            (Action::Shell(script), _) => {
+                let spec = self.process_spec(
+                    t,
+                    vec!["sh".into(), "-c".into(), script.clone()],
+                    None,
+                    None,
+                );
+                let out = self
+                    .run_process(t, &spec, send)
+                    .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;
+                match out.exit {
+                    Exit::Code(0) => Reply {
+                        text: String::from_utf8_lossy(&out.stdout).into_owned(),
+                        usage: Usage::default(),
+                    },
+                    Exit::TimedOut => {
+                        return Err(Failure::new(
+                            FailureKind::Timeout,
+                            "timed out; process group stopped",
+                        ))
+                    }
+                    Exit::Cancelled => {
+                        return Err(Failure::new(FailureKind::Cancelled, "cancelled"))
+                    }
+                    exit => {
+                        let err = String::from_utf8_lossy(&out.stderr);
+                        return Err(Failure::new(
+                            FailureKind::Exit,
+                            format!("{exit}: {}", agent::tail(&err, 500)),
+                        ));
+                    }
+                }
+            }
+            (_, Some(a)) if a.kind == AgentKind::Sim => {
+                if !sim::wait(task.estimate, self.opts.sim_speed, self.cancel) {
+                    return Err(Failure::new(FailureKind::Cancelled, "cancelled"));
+                }
+                let digest = blake3::hash(task_file.as_bytes()).to_hex();
+                for o in &task.outputs {
+                    let path = self.plan.root.join(o);
+                    if let Some(parent) = path.parent() {
+                        let _ = std::fs::create_dir_all(parent);
+                    }
+                    persist_atomic(
+                        &path,
+                        sim::output_content(&task.id, o, &digest[..12]).as_bytes(),
+                    )
+                    .map_err(|e| Failure::new(FailureKind::Launch, format!("writing {o}: {e}")))?;
+                }
+                Reply {
+                    text: sim::reply(&task.id, &task.title, &self.agent_ids[t], task_file),
+                    usage: Usage::default(),
+                }
+            }
+            (_, Some(a)) => {
+                let task_path = self.layout.task_file(&self.agent_ids[t]);
+                let (argv, stdin) = agent::invocation(a, task_file, &task_path);
+                let spec = self.process_spec(t, argv, stdin, Some(a));
+                let out = self
+                    .run_process(t, &spec, send)
+                    .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;
+                let judged = agent::judge(a, &out, &self.plan.root);
+                if judged.is_err() {
+                    self.log_attempt(t, &out);
+                }
+                judged?
+            }
+            (_, None) => {
+                return Err(Failure::new(FailureKind::Launch, "no agent for this task"));
+            }
+        };
+        let missing: Vec<&str> = task
+            .outputs
+            .iter()
+            .filter(|o| !self.plan.root.join(o).is_file())
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Failure::new(
+                FailureKind::MissingOutput,
+                format!("declared output missing after run: {}", missing.join(", ")),
+            ));
+        }
+        if let Some(v) = &task.verify {
+            let spec = self.process_spec(t, vec!["sh".into(), "-c".into(), v.clone()], None, None);
+            let out = self
+                .run_process(t, &spec, send)
+                .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;
+            if out.exit == Exit::Cancelled {
+                return Err(Failure::new(FailureKind::Cancelled, "cancelled"));
+            }
+            if !out.exit.success() {
+                let detail = String::from_utf8_lossy(if out.stderr.is_empty() {
+                    &out.stdout
+                } else {
+                    &out.stderr
+                })
+                .into_owned();
+                return Err(Failure::new(
+                    FailureKind::Verify,
+                    format!(
+                        "verify `{v}` failed ({}): {}",
+                        out.exit,
+                        agent::tail(&detail, 300)
+                    ),
+                ));
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Keeps what a failed attempt printed, for a post-mortem, with secrets masked.
+    fn log_attempt(&self, t: usize, out: &executor::ProcessOutput) {
+        let path = self
+            .layout
+            .logs_dir()
+            .join(format!("{}.log", self.agent_ids[t].to_ascii_lowercase()));
+        let text = format!(
+            "--- {} ({}) ---\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
+            self.task(t).id,
+            out.exit,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::create_dir_all(self.layout.logs_dir());
+        let _ = std::fs::write(path, self.redactor.redact(&text).as_bytes());
+    }
+
+    fn run_task(&self, t: usize, send: &dyn Fn(TaskMsg)) -> TaskDone {
+        let started = Instant::now();
+        let fail = |failure: Failure, retries: u32| TaskDone::Failed {
+            failure,
+            duration: started.elapsed(),
+            retries,
+        };
+        if self.cancel.load(Ordering::Relaxed) {
+            return fail(Failure::new(FailureKind::Cancelled, "cancelled"), 0);
+        }
+        let parts = match self.fingerprint(t) {
+            Ok(p) => p,
+            Err(e) => return fail(Failure::new(FailureKind::Launch, e.to_string()), 0),
+        };
+        let why = match self.stale_reason(t, &parts) {
+            Ok(None) => {
+                let info = DoneInfo::from_record(self.previous[t].as_ref().unwrap());
+                let _ = self.done[t].set(info.clone());
+                return TaskDone::UpToDate(info);
+            }
+            Ok(Some(why)) => why,
+            Err(e) => return fail(Failure::new(FailureKind::Launch, e.to_string()), 0),
+        };
+        let task = self.task(t);
+        // Agent tasks get their task file written once; every attempt sends the same text.
+        let task_file = if task.action.is_shell() {
+            String::new()
+        } else {
+            let prompt = match self.prompt_text(task) {
+                Ok(p) => p,
+                Err(e) => {
+                    return fail(
+                        Failure::new(FailureKind::Launch, format!("prompt_file: {e}")),
+                        0,
+                    )
+                }
+            };
+            let deps = self.dep_results(t);
+            let text = render_task_file(
+                task,
+                &self.agent_ids[t],
+                &prompt,
+                &parts
+                    .inputs
+                    .iter()
+                    .map(|(p, _)| p.clone())
+                    .collect::<Vec<_>>(),
+                &deps,
+            );
+            if let Err(e) =
+                persist_atomic(&self.layout.task_file(&self.agent_ids[t]), text.as_bytes())
+            {
+                return fail(
+                    Failure::new(FailureKind::Launch, format!("writing task file: {e}")),
+                    0,
+                );
+            }
+            text
+        };
+        let attempts = self.attempts_allowed(t);
+        let mut retries = 0;
+        let reply = loop {
+            let attempt = retries + 1;
+            send(TaskMsg::AttemptStarted { task: t, attempt });
+            match self.attempt(t, &task_file, send) {
+                Ok(r) => break r,
+                Err(f) => {
+                    let f = Failure::new(f.kind, self.redactor.redact(&f.message));
+                    if attempt >= attempts || !f.retryable() || self.cancel.load(Ordering::Relaxed)
+                    {
+                        return fail(f, retries);
+                    }
+                    // Load-related failures back off; others are retried at once.
+                    let delay = if f.kind == FailureKind::Transient {
+                        self.backoff(attempt, started.elapsed().as_nanos() as u64 ^ t as u64)
+                    } else {
+                        Duration::ZERO
+                    };
+                    send(TaskMsg::Retrying {
+                        task: t,
+                        attempt,
+                        reason: f.message.clone(),
+                        delay,
+                    });
+                    if !self.sleep_unless_cancelled(delay) {
+                        return fail(Failure::new(FailureKind::Cancelled, "cancelled"), retries);
+                    }
+                    retries += 1;
+                }
+            }
+        };
+        // Shell results are cheap to redo, so they skip the fsync; the output-hash check
+        // catches a torn one. Agent results cost money and are synced.
+        let result_path = self.layout.result_file(&self.agent_ids[t]);
+        let written = if task.action.is_shell() {
+            write_unsynced(&result_path, reply.text.as_bytes())
+        } else {
+            persist_atomic(&result_path, reply.text.as_bytes())
+        };
+        if let Err(e) = written {
+            return fail(
+                Failure::new(FailureKind::Launch, format!("writing result: {e}")),
+                retries,
+            );
+        }
+        let mut outputs = Vec::new();
+        for o in self.output_paths(t) {
+            match self.stat_cache.hash_file(&self.plan.root.join(&o)) {
+                Ok(Some(h)) => outputs.push((o, h)),
+                Ok(None) => {
+                    return fail(
+                        Failure::new(FailureKind::MissingOutput, format!("output {o} vanished")),
+                        retries,
+                    )
+                }
+                Err(e) => {
+                    return fail(
+                        Failure::new(FailureKind::Launch, format!("hashing {o}: {e}")),
+                        retries,
+                    )
+                }
+            }
+        }
+        let record = TaskRecord {
+            fingerprint: parts.value.clone(),
+            definition: parts.definition,
+            inputs: parts.inputs,
+            deps: parts.deps,
+            outputs: outputs.clone(),
+            finished_at: unix_now(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            retries,
+        };
+        let _ = self.done[t].set(DoneInfo {
+            fingerprint: parts.value,
+            outputs,
+        });
+        TaskDone::Ran {
+            record,
+            usage: reply.usage,
+            duration: started.elapsed(),
+            retries,
+            why,
+        }
+    }
+}
+
+/// Temp file and rename, no fsync: readers never see a torn file, but a power loss may lose it.
+fn write_unsynced(path: &PathBuf, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// A number in [0, 1) from a seed (splitmix64), for backoff jitter.
+fn jitter(seed: u64) -> f64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Runner for BuildContext<'_> {
+    type Message = TaskMsg;
+    type Done = TaskDone;
+
+    fn run(&self, task: usize, send: &dyn Fn(TaskMsg)) -> TaskDone {
+        self.run_task(task, send)
+    }
+}

@@ -1,0 +1,103 @@
+//! Process-group helpers: signalling a whole group, and stopping groups a crashed run left.
+
+/// Sends `sig` to every process in group `pgid`; a group that is gone is fine.
+pub fn kill_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: plain syscall; a negative pid addresses the group.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat_fields(&stat).is_some_and(|f| f.first() != Some(&"Z")),
+        Err(_) => false,
+    }
+}
+
+/// Fields of /proc/PID/stat after the `(comm)` field, which may itself hold spaces.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let close = stat.rfind(')')?;
+    Some(stat[close + 1..].split_whitespace().collect())
+}
+
+/// Start time of `pid` in clock ticks since boot, which tells a pid apart from a later reuse.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After comm: state(0) ppid(1) pgrp(2) ... starttime is field 22 overall, index 19 here.
+    stat_fields(&stat)?.get(19)?.parse().ok()
+}
+
+fn pgrp_of(stat: &str) -> Option<i32> {
+    stat_fields(stat)?.get(2)?.parse().ok()
+}
+
+/// Stops what remains of process groups a previous, crashed run started. A group counts as
+/// ours only if its leader still has the recorded start time or, with the leader gone, its
+/// members started no earlier than it did. Returns how many processes were signalled.
+pub fn reap_stale(groups: &[(i32, u64)]) -> usize {
+    let mut killed = 0;
+    for &(pgid, ticks) in groups {
+        if pgid <= 1 {
+            continue;
+        }
+        let ours = match start_ticks(pgid) {
+            Some(t) => t == ticks,
+            None => true,
+        };
+        if !ours {
+            continue;
+        }
+        let members = members_of(pgid, ticks);
+        if !members.is_empty() {
+            kill_group(pgid, libc::SIGKILL);
+            killed += members.len();
+        }
+    }
+    killed
+}
+
+fn members_of(pgid: i32, min_ticks: u64) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            pgrp_of(&stat) == Some(pgid)
+                && stat_fields(&stat)
+                    .and_then(|f| f.get(19)?.parse::<u64>().ok())
+                    .is_some_and(|t| t >= min_ticks)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn reaps_a_group_left_behind() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let ticks = start_ticks(pid).unwrap();
+        assert_eq!(
+            reap_stale(&[(pid, ticks + 1)]),
+            0,
+            "start time differs: not ours"
+        );
+        assert_eq!(reap_stale(&[(pid, ticks)]), 1);
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+    }
+}

@@ -1,0 +1,28 @@
+//! orch: a declarative, make-like runner that orchestrates AI agents.
+//!
+//! The binary is a thin layer over these modules:
+//! - [`plan`]: the plan model and `Orchfile.toml` parsing with span-carrying diagnostics;
+//! - [`graph`]: the task DAG, cycles, critical paths;
+//! - [`fingerprint`]: blake3 content hashes and the stat cache;
+//! - [`state`]: the `.orchestrator/` layout, journal, lock and `master_plan.md`;
+//! - [`executor`]: child processes in their own process groups, timeouts and kills;
+//! - [`agent`]: agent presets, prompt delivery and reply judging;
+//! - [`scheduler`]: ready-queue scheduling, apart from execution;
+//! - [`build`]: one build end to end; [`aggregate`]: `final_output.md`;
+//! - [`reporter`]: terminal, progress and JSON views of build events;
+//! - [`cli`]: the command line.
+
+pub mod agent;
+pub mod aggregate;
+pub mod build;
+pub mod cli;
+pub mod clock;
+pub mod duration;
+pub mod executor;
+pub mod fingerprint;
+pub mod graph;
+pub mod plan;
+pub mod redact;
+pub mod reporter;
+pub mod scheduler;
+pub mod state;

@@ -1,0 +1,127 @@
+//! Span-carrying errors for plan files, rendered by miette with the offending source lines.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use miette::{Diagnostic, LabeledSpan, NamedSource};
+
+/// One problem in a plan file, pointing at where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct PlanError {
+    pub message: String,
+    pub code: &'static str,
+    pub src: NamedSource<Arc<String>>,
+    pub labels: Vec<LabeledSpan>,
+    pub help: Option<String>,
+    /// Further problems found in the same pass, so one run reports them all.
+    pub related: Vec<PlanError>,
+}
+
+impl Diagnostic for PlanError {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        Some(Box::new(self.code))
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(&self.src)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        if self.labels.is_empty() {
+            None
+        } else {
+            Some(Box::new(self.labels.iter().cloned()))
+        }
+    }
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        if self.related.is_empty() {
+            None
+        } else {
+            Some(Box::new(self.related.iter().map(|e| e as &dyn Diagnostic)))
+        }
+    }
+}
+
+/// Builds errors against one source text.
+#[derive(Clone)]
+pub struct SourceFile {
+    pub name: String,
+    pub text: Arc<String>,
+}
+
+impl SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        SourceFile {
+            name: name.into(),
+            text: Arc::new(text.into()),
+        }
+    }
+
+    pub fn error(
+        &self,
+        code: &'static str,
+        message: impl Into<String>,
+        span: Option<Range<usize>>,
+        label: impl Into<String>,
+    ) -> PlanError {
+        let labels = span
+            .map(|s| {
+                let s = clamp(s, self.text.len());
+                vec![LabeledSpan::new_with_span(Some(label.into()), s)]
+            })
+            .unwrap_or_default();
+        PlanError {
+            message: message.into(),
+            code,
+            src: NamedSource::new(self.name.clone(), self.text.clone()),
+            labels,
+            help: None,
+            related: Vec::new(),
+        }
+    }
+}
+
+impl PlanError {
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn with_label(mut self, span: Range<usize>, label: impl Into<String>) -> Self {
+        let len = self.src.inner().len();
+        self.labels.push(LabeledSpan::new_with_span(
+            Some(label.into()),
+            clamp(span, len),
+        ));
+        self
+    }
+
+    /// Folds several errors into one diagnostic: the first, with the rest as related.
+    pub fn combine(mut errors: Vec<PlanError>) -> Option<PlanError> {
+        if errors.is_empty() {
+            return None;
+        }
+        let mut first = errors.remove(0);
+        first.related.extend(errors);
+        Some(first)
+    }
+
+    /// Every message in this diagnostic, first one first (for tests and plain output).
+    pub fn messages(&self) -> Vec<String> {
+        let mut out = vec![self.message.clone()];
+        for r in &self.related {
+            out.extend(r.messages());
+        }
+        out
+    }
+}
+
+fn clamp(span: Range<usize>, len: usize) -> Range<usize> {
+    let start = span.start.min(len);
+    let end = span.end.clamp(start, len);
+    start..end
+}

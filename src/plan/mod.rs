@@ -1,0 +1,210 @@
+//! The plan model: what `Orchfile.toml` (or `master_plan.md`) describes, resolved and validated.
+//!
+//! Parsing lives in [`orchfile`]; everything downstream (graph, fingerprint, scheduler) works on
+//! these types only, so a plan from either source behaves the same.
+
+pub mod diagnostic;
+pub mod orchfile;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+pub use diagnostic::PlanError;
+
+/// Name of the built-in simulated agent.
+pub const SIM_AGENT: &str = "sim";
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Directory that relative paths (inputs, outputs, state_dir) are resolved against.
+    pub root: PathBuf,
+    /// The file the plan came from, for messages.
+    pub source_path: PathBuf,
+    pub settings: Settings,
+    pub agents: IndexMap<String, AgentSpec>,
+    /// Tasks in file order; a task's index is its identity inside one run.
+    pub tasks: Vec<Task>,
+    pub index: HashMap<String, usize>,
+    pub aggregate: Option<AggregateSpec>,
+    /// The person's request this plan answers, shown in master_plan.md.
+    pub request: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub jobs: Option<usize>,
+    pub default_agent: String,
+    pub keep_going: bool,
+    /// Time between SIGTERM and SIGKILL when a task is stopped.
+    pub kill_grace: Duration,
+    /// First delay of the exponential retry backoff.
+    pub retry_backoff: Duration,
+    /// Upper bound for one backoff delay.
+    pub retry_backoff_max: Duration,
+    /// Dep results up to this size are inlined into a dependent's prompt; larger ones by path.
+    pub inline_result_limit: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            state_dir: PathBuf::from(".orchestrator"),
+            jobs: None,
+            default_agent: "claude".into(),
+            keep_going: false,
+            kill_grace: Duration::from_secs(5),
+            retry_backoff: Duration::from_secs(2),
+            retry_backoff_max: Duration::from_secs(120),
+            inline_result_limit: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `run = "..."`: a shell command, `sh -c`, no agent.
+    Shell(String),
+    /// `prompt = "..."`: sent to the task's agent.
+    Prompt(String),
+    /// `prompt_file = "..."`: the file's content (read at run time) is the prompt.
+    PromptFile(PathBuf),
+}
+
+impl Action {
+    pub fn is_shell(&self) -> bool {
+        matches!(self, Action::Shell(_))
+    }
+}
+
+/// P0 (critical) .. P3 (low); lower runs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Priority(pub u8);
+
+impl Default for Priority {
+    fn default() -> Self {
+        Priority(2)
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "P{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: String,
+    pub title: String,
+    pub action: Action,
+    /// Agent name for prompt tasks (resolved against `Plan::agents`); `None` for shell tasks.
+    pub agent: Option<String>,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub deps: Vec<String>,
+    pub priority: Priority,
+    pub retries: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub locks: Vec<String>,
+    pub verify: Option<String>,
+    pub estimate: Option<Duration>,
+    pub env: IndexMap<String, String>,
+}
+
+impl Task {
+    /// Estimate used for the critical path: the declared one, or one unit.
+    pub fn weight(&self) -> f64 {
+        self.estimate.map(|d| d.as_secs_f64()).unwrap_or(1.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PromptVia {
+    Stdin,
+    Arg,
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ResultSpec {
+    Stdout,
+    /// A field of the JSON document on stdout, dotted for nesting (`json:result`).
+    JsonField(String),
+    /// A file the agent writes, relative to the project root.
+    File(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AgentKind {
+    /// The built-in simulated agent.
+    Sim,
+    /// An external CLI launched from `command`.
+    Command,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub name: String,
+    pub kind: AgentKind,
+    pub command: Vec<String>,
+    pub prompt_via: PromptVia,
+    pub result: ResultSpec,
+    pub max_parallel: Option<usize>,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub retry_on: Vec<String>,
+    pub env: IndexMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateStrategy {
+    Concat,
+    Structured,
+    Agent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMissing {
+    Rerun,
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct AggregateSpec {
+    pub strategy: AggregateStrategy,
+    pub agent: Option<String>,
+    pub title: String,
+    pub on_missing: OnMissing,
+    /// Extra instructions for the `agent` strategy's merge prompt.
+    pub prompt: Option<String>,
+}
+
+impl Plan {
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.index.get(id).map(|&i| &self.tasks[i])
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(&self.settings.state_dir)
+    }
+
+    /// The agent a prompt task runs with, after an optional `--agent` override.
+    pub fn agent_for(&self, task: &Task, override_agent: Option<&str>) -> Option<&AgentSpec> {
+        if task.action.is_shell() {
+            return None;
+        }
+        let name = override_agent
+            .or(task.agent.as_deref())
+            .unwrap_or(&self.settings.default_agent);
+        self.agents.get(name)
+    }
+
+    /// Resolves a path written in the plan against the project root.
+    pub fn resolve(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.root.join(rel)
+    }
+}

@@ -1,0 +1,867 @@
+//! `Orchfile.toml`: serde structures that keep spans, and validation into a [`Plan`].
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::diagnostic::{PlanError, SourceFile};
+use super::*;
+use crate::agent::presets;
+use crate::duration::parse_duration;
+use crate::graph::TaskGraph;
+
+pub const ORCHFILE_NAME: &str = "Orchfile.toml";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrchfile {
+    request: Option<String>,
+    settings: Option<RawSettings>,
+    #[serde(default)]
+    agents: IndexMap<String, Spanned<RawAgent>>,
+    #[serde(default)]
+    tasks: IndexMap<String, Spanned<RawTask>>,
+    aggregate: Option<RawAggregate>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    state_dir: Option<Spanned<String>>,
+    jobs: Option<Spanned<i64>>,
+    default_agent: Option<Spanned<String>>,
+    keep_going: Option<bool>,
+    kill_grace: Option<Spanned<toml::Value>>,
+    retry_backoff: Option<Spanned<toml::Value>>,
+    retry_backoff_max: Option<Spanned<toml::Value>>,
+    inline_result_limit: Option<usize>,
+    /// Lets inputs/outputs name paths outside the project root.
+    #[serde(default)]
+    allow_outside_root: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    preset: Option<Spanned<String>>,
+    command: Option<Spanned<Vec<String>>>,
+    prompt_via: Option<Spanned<String>>,
+    result: Option<Spanned<String>>,
+    max_parallel: Option<Spanned<i64>>,
+    timeout: Option<Spanned<toml::Value>>,
+    retries: Option<u32>,
+    retry_on: Option<Vec<String>>,
+    env: Option<IndexMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    title: Option<String>,
+    prompt: Option<Spanned<String>>,
+    prompt_file: Option<Spanned<String>>,
+    run: Option<Spanned<String>>,
+    agent: Option<Spanned<String>>,
+    #[serde(default)]
+    inputs: Vec<Spanned<String>>,
+    #[serde(default)]
+    outputs: Vec<Spanned<String>>,
+    #[serde(default)]
+    deps: Vec<Spanned<String>>,
+    priority: Option<Spanned<toml::Value>>,
+    retries: Option<u32>,
+    timeout: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    locks: Vec<String>,
+    verify: Option<String>,
+    estimate: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    env: IndexMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAggregate {
+    strategy: Option<Spanned<String>>,
+    agent: Option<Spanned<String>>,
+    title: Option<String>,
+    on_missing: Option<Spanned<String>>,
+    prompt: Option<String>,
+}
+
+/// Finds `Orchfile.toml` in `start` or the nearest ancestor.
+pub fn discover(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|d| d.join(ORCHFILE_NAME))
+        .find(|p| p.is_file())
+}
+
+/// Parses and validates an Orchfile whose text is already read. `path` names it in messages and
+/// its directory becomes the plan root.
+pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
+    let src = SourceFile::new(path.display().to_string(), text);
+    let raw: RawOrchfile = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().to_string();
+        let (code, help) = if message.contains("unknown field") {
+            (
+                "orch::unknown_field",
+                Some("see Orchfile.toml.example for every field".to_string()),
+            )
+        } else {
+            ("orch::toml", None)
+        };
+        let err = src.error(
+            code,
+            format!("invalid Orchfile: {message}"),
+            e.span(),
+            "here",
+        );
+        Box::new(match help {
+            Some(h) => err.with_help(h),
+            None => err,
+        })
+    })?;
+    let root = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Validator {
+        src: &src,
+        errors: Vec::new(),
+    }
+    .validate(raw, root, path.to_path_buf())
+    .map_err(Box::new)
+}
+
+/// Reads and parses the Orchfile at `path`.
+pub fn load(path: &Path) -> miette::Result<Plan> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| miette::miette!("cannot read {}: {e}", path.display()))?;
+    parse(path, &text).map_err(|e| miette::Report::new(*e))
+}
+
+struct Validator<'a> {
+    src: &'a SourceFile,
+    errors: Vec<PlanError>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, code: &'static str, msg: String, span: Range<usize>, label: &str) {
+        self.errors
+            .push(self.src.error(code, msg, Some(span), label));
+    }
+
+    fn duration(&mut self, v: &Option<Spanned<toml::Value>>, field: &str) -> Option<Duration> {
+        let v = v.as_ref()?;
+        let parsed = match v.get_ref() {
+            toml::Value::String(s) => parse_duration(s),
+            toml::Value::Integer(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
+            toml::Value::Float(f) if *f >= 0.0 => Ok(Duration::from_secs_f64(*f)),
+            other => Err(format!("expected a duration like \"90s\", found {other}")),
+        };
+        match parsed {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(
+                    "orch::bad_duration",
+                    format!("invalid {field}: {e}"),
+                    v.span(),
+                    "not a duration",
+                );
+                None
+            }
+        }
+    }
+
+    fn relative_path(&mut self, p: &Spanned<String>, what: &str, allow_outside: bool) {
+        if allow_outside {
+            return;
+        }
+        if let Err(why) = check_inside_root(p.get_ref()) {
+            self.errors.push(
+                self.src
+                    .error(
+                        "orch::path_outside_root",
+                        format!("{what} `{}` {why}", p.get_ref()),
+                        Some(p.span()),
+                        "outside the project",
+                    )
+                    .with_help(
+                        "paths are relative to the Orchfile's directory; set \
+                         settings.allow_outside_root = true to allow this",
+                    ),
+            );
+        }
+    }
+
+    #[allow(clippy::result_large_err)] // boxed once, by `parse`
+    fn validate(
+        mut self,
+        raw: RawOrchfile,
+        root: PathBuf,
+        source_path: PathBuf,
+    ) -> Result<Plan, PlanError> {
+        let mut settings = Settings::default();
+        let raw_settings = raw.settings.unwrap_or_default();
+        let allow_outside = raw_settings.allow_outside_root;
+        if let Some(dir) = &raw_settings.state_dir {
+            self.relative_path(dir, "state_dir", allow_outside);
+            settings.state_dir = PathBuf::from(dir.get_ref());
+        }
+        if let Some(j) = &raw_settings.jobs {
+            if *j.get_ref() < 1 {
+                self.err(
+                    "orch::bad_value",
+                    "jobs must be at least 1".into(),
+                    j.span(),
+                    "here",
+                );
+            } else {
+                settings.jobs = Some(*j.get_ref() as usize);
+            }
+        }
+        if let Some(k) = raw_settings.keep_going {
+            settings.keep_going = k;
+        }
+        if let Some(d) = self.duration(&raw_settings.kill_grace, "kill_grace") {
+            settings.kill_grace = d;
+        }
+        if let Some(d) = self.duration(&raw_settings.retry_backoff, "retry_backoff") {
+            settings.retry_backoff = d;
+        }
+        if let Some(d) = self.duration(&raw_settings.retry_backoff_max, "retry_backoff_max") {
+            settings.retry_backoff_max = d;
+        }
+        if let Some(l) = raw_settings.inline_result_limit {
+            settings.inline_result_limit = l;
+        }
+
+        let mut agents = presets::builtin_agents();
+        for (name, raw_agent) in &raw.agents {
+            if let Some(a) = self.agent(name, raw_agent) {
+                agents.insert(name.clone(), a);
+            }
+        }
+        if let Some(d) = &raw_settings.default_agent {
+            if !agents.contains_key(d.get_ref()) {
+                self.unknown_agent(d, &agents);
+            }
+            settings.default_agent = d.get_ref().clone();
+        }
+
+        let ids: HashMap<&str, usize> = raw
+            .tasks
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i))
+            .collect();
+        let mut tasks = Vec::with_capacity(raw.tasks.len());
+        let mut dep_spans: Vec<Vec<Range<usize>>> = Vec::with_capacity(raw.tasks.len());
+        for (id, raw_task) in &raw.tasks {
+            let (task, spans) = self.task(id, raw_task, &ids, &agents, allow_outside);
+            tasks.push(task);
+            dep_spans.push(spans);
+        }
+
+        let aggregate = raw.aggregate.map(|a| self.aggregate(a, &agents));
+
+        if self.errors.is_empty() {
+            let deps: Vec<Vec<usize>> = tasks
+                .iter()
+                .map(|t: &Task| t.deps.iter().map(|d| ids[d.as_str()]).collect())
+                .collect();
+            if let Err(cycle) = TaskGraph::new(deps.clone(), &[]) {
+                let names: Vec<&str> = cycle.iter().map(|&i| tasks[i].id.as_str()).collect();
+                let mut err = self.src.error(
+                    "orch::cycle",
+                    format!("dependency cycle: {}", names.join(" -> ")),
+                    None,
+                    "",
+                );
+                // Label each edge of the cycle where the dependent lists its dep.
+                for pair in cycle.windows(2) {
+                    let (dep, dependent) = (pair[0], pair[1]);
+                    if let Some(k) = deps[dependent].iter().position(|&d| d == dep) {
+                        err = err.with_label(
+                            dep_spans[dependent][k].clone(),
+                            format!("{} depends on {}", tasks[dependent].id, tasks[dep].id),
+                        );
+                    }
+                }
+                self.errors
+                    .push(err.with_help("remove one of these deps to break the cycle"));
+            }
+        }
+        if let Some(e) = PlanError::combine(self.errors) {
+            return Err(e);
+        }
+        let index = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
+        Ok(Plan {
+            root,
+            source_path,
+            settings,
+            agents,
+            tasks,
+            index,
+            aggregate: aggregate.flatten(),
+            request: raw.request,
+        })
+    }
+
+    fn unknown_agent(&mut self, name: &Spanned<String>, agents: &IndexMap<String, AgentSpec>) {
+        let known: Vec<&str> = agents.keys().map(String::as_str).collect();
+        self.errors.push(
+            self.src
+                .error(
+                    "orch::unknown_agent",
+                    format!("unknown agent `{}`", name.get_ref()),
+                    Some(name.span()),
+                    "no such agent",
+                )
+                .with_help(format!(
+                    "known agents: {}; define others under [agents.NAME]",
+                    known.join(", ")
+                )),
+        );
+    }
+
+    fn agent(&mut self, name: &str, raw: &Spanned<RawAgent>) -> Option<AgentSpec> {
+        let r = raw.get_ref();
+        let base_name = r
+            .preset
+            .as_ref()
+            .map(|p| p.get_ref().as_str())
+            .unwrap_or(name);
+        let mut spec = match presets::preset(base_name) {
+            Some(p) => p,
+            None if r.preset.is_some() => {
+                let p = r.preset.as_ref().unwrap();
+                self.errors.push(
+                    self.src
+                        .error(
+                            "orch::unknown_preset",
+                            format!("unknown agent preset `{}`", p.get_ref()),
+                            Some(p.span()),
+                            "no such preset",
+                        )
+                        .with_help(format!("presets: {}", presets::PRESET_NAMES.join(", "))),
+                );
+                return None;
+            }
+            None => {
+                if r.command.is_none() {
+                    self.errors.push(
+                        self.src
+                            .error(
+                                "orch::agent_without_command",
+                                format!("agent `{name}` has no command and no preset"),
+                                Some(raw.span()),
+                                "defined here",
+                            )
+                            .with_help(
+                                "add command = [\"my-cli\", \"--flag\"] or preset = \"claude\"",
+                            ),
+                    );
+                    return None;
+                }
+                let mut p = presets::preset("llm").expect("llm preset");
+                p.retry_on.clear();
+                p
+            }
+        };
+        spec.name = name.to_string();
+        if let Some(c) = &r.command {
+            if c.get_ref().is_empty() {
+                self.err(
+                    "orch::bad_value",
+                    "command must not be empty".into(),
+                    c.span(),
+                    "empty",
+                );
+            }
+            spec.command = c.get_ref().clone();
+        }
+        if let Some(v) = &r.prompt_via {
+            spec.prompt_via = match v.get_ref().as_str() {
+                "stdin" => PromptVia::Stdin,
+                "arg" => PromptVia::Arg,
+                "file" => PromptVia::File,
+                other => {
+                    self.err(
+                        "orch::bad_value",
+                        format!("prompt_via must be stdin, arg or file, not `{other}`"),
+                        v.span(),
+                        "here",
+                    );
+                    spec.prompt_via
+                }
+            };
+        }
+        let placeholder = match spec.prompt_via {
+            PromptVia::Arg => Some("{prompt}"),
+            PromptVia::File => Some("{prompt_file}"),
+            PromptVia::Stdin => None,
+        };
+        if let (Some(ph), Some(c)) = (placeholder, &r.command) {
+            if !c.get_ref().iter().any(|a| a.contains(ph)) {
+                self.err(
+                    "orch::missing_placeholder",
+                    format!("prompt_via needs a `{ph}` argument in command"),
+                    c.span(),
+                    "no placeholder here",
+                );
+            }
+        }
+        if let Some(v) = &r.result {
+            match parse_result_spec(v.get_ref()) {
+                Ok(s) => spec.result = s,
+                Err(e) => self.err("orch::bad_value", e, v.span(), "here"),
+            }
+        }
+        if let Some(m) = &r.max_parallel {
+            if *m.get_ref() < 1 {
+                self.err(
+                    "orch::bad_value",
+                    "max_parallel must be at least 1".into(),
+                    m.span(),
+                    "here",
+                );
+            } else {
+                spec.max_parallel = Some(*m.get_ref() as usize);
+            }
+        }
+        if let Some(t) = self.duration(&r.timeout, "timeout") {
+            spec.timeout = Some(t);
+        }
+        if let Some(n) = r.retries {
+            spec.retries = n;
+        }
+        if let Some(p) = &r.retry_on {
+            spec.retry_on = p.clone();
+        }
+        if let Some(env) = &r.env {
+            spec.env = env.clone();
+        }
+        Some(spec)
+    }
+
+    fn task(
+        &mut self,
+        id: &str,
+        raw: &Spanned<RawTask>,
+        ids: &HashMap<&str, usize>,
+        agents: &IndexMap<String, AgentSpec>,
+        allow_outside: bool,
+    ) -> (Task, Vec<Range<usize>>) {
+        let r = raw.get_ref();
+        if !valid_task_id(id) {
+            self.err(
+                "orch::bad_task_id",
+                format!("task id `{id}` may only use letters, digits, `-`, `_` and `.`"),
+                raw.span(),
+                "this task",
+            );
+        }
+        let actions = [r.prompt.is_some(), r.prompt_file.is_some(), r.run.is_some()];
+        let action = match (&r.prompt, &r.prompt_file, &r.run) {
+            (Some(p), None, None) => Action::Prompt(p.get_ref().clone()),
+            (None, Some(f), None) => {
+                self.relative_path(f, "prompt_file", allow_outside);
+                Action::PromptFile(PathBuf::from(f.get_ref()))
+            }
+            (None, None, Some(c)) => Action::Shell(c.get_ref().clone()),
+            _ => {
+                let n = actions.iter().filter(|&&b| b).count();
+                let msg = if n == 0 {
+                    format!("task `{id}` has nothing to do")
+                } else {
+                    format!("task `{id}` sets more than one of prompt, prompt_file and run")
+                };
+                self.errors.push(
+                    self.src
+                        .error("orch::task_action", msg, Some(raw.span()), "this task")
+                        .with_help("give exactly one of prompt, prompt_file or run"),
+                );
+                Action::Shell(String::new())
+            }
+        };
+        if let Some(a) = &r.agent {
+            if action.is_shell() && r.run.is_some() {
+                self.err(
+                    "orch::agent_on_shell_task",
+                    format!("task `{id}` runs a shell command, so it takes no agent"),
+                    a.span(),
+                    "remove this",
+                );
+            } else if !agents.contains_key(a.get_ref()) {
+                self.unknown_agent(a, agents);
+            }
+        }
+        let mut deps = Vec::new();
+        let mut spans = Vec::new();
+        for d in &r.deps {
+            let name = d.get_ref();
+            if name == id {
+                self.err(
+                    "orch::self_dep",
+                    format!("task `{id}` depends on itself"),
+                    d.span(),
+                    "here",
+                );
+            } else if !ids.contains_key(name.as_str()) {
+                let mut err = self.src.error(
+                    "orch::unknown_dep",
+                    format!("task `{id}` depends on unknown task `{name}`"),
+                    Some(d.span()),
+                    "no task has this id",
+                );
+                if let Some(close) = closest(name, ids.keys().copied()) {
+                    err = err.with_help(format!("did you mean `{close}`?"));
+                }
+                self.errors.push(err);
+            } else if deps.contains(name) {
+                self.err(
+                    "orch::duplicate_dep",
+                    format!("task `{id}` lists dep `{name}` twice"),
+                    d.span(),
+                    "again here",
+                );
+            } else {
+                deps.push(name.clone());
+                spans.push(d.span());
+            }
+        }
+        for pattern in &r.inputs {
+            if let Err(e) = globset::Glob::new(pattern.get_ref()) {
+                self.err(
+                    "orch::bad_glob",
+                    format!("invalid input glob `{}`: {}", pattern.get_ref(), e.kind()),
+                    pattern.span(),
+                    "bad glob",
+                );
+            }
+            self.relative_path(pattern, "input", allow_outside);
+        }
+        for out in &r.outputs {
+            self.relative_path(out, "output", allow_outside);
+            if out.get_ref().contains(['*', '?', '[', '{']) {
+                self.err(
+                    "orch::glob_output",
+                    format!("output `{}` must be a file path, not a glob", out.get_ref()),
+                    out.span(),
+                    "a glob",
+                );
+            }
+        }
+        let priority = match &r.priority {
+            None => Priority::default(),
+            Some(p) => {
+                let level = match p.get_ref() {
+                    toml::Value::String(s) => s
+                        .strip_prefix(['P', 'p'])
+                        .and_then(|n| n.parse::<u8>().ok()),
+                    toml::Value::Integer(i) => u8::try_from(*i).ok(),
+                    _ => None,
+                };
+                match level {
+                    Some(l) if l <= 3 => Priority(l),
+                    _ => {
+                        self.err(
+                            "orch::bad_priority",
+                            "priority must be one of P0, P1, P2, P3".into(),
+                            p.span(),
+                            "here",
+                        );
+                        Priority::default()
+                    }
+                }
+            }
+        };
+        let timeout = self.duration(&r.timeout, "timeout");
+        let estimate = self.duration(&r.estimate, "estimate");
+        let task = Task {
+            id: id.to_string(),
+            title: r.title.clone().unwrap_or_else(|| id.to_string()),
+            action,
+            agent: r.agent.as_ref().map(|a| a.get_ref().clone()),
+            inputs: r.inputs.iter().map(|s| s.get_ref().clone()).collect(),
+            outputs: r.outputs.iter().map(|s| s.get_ref().clone()).collect(),
+            deps,
+            priority,
+            retries: r.retries,
+            timeout,
+            locks: r.locks.clone(),
+            verify: r.verify.clone(),
+            estimate,
+            env: r.env.clone(),
+        };
+        (task, spans)
+    }
+
+    fn aggregate(
+        &mut self,
+        raw: RawAggregate,
+        agents: &IndexMap<String, AgentSpec>,
+    ) -> Option<AggregateSpec> {
+        let strategy = match raw.strategy.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("concat") => AggregateStrategy::Concat,
+            Some("structured") => AggregateStrategy::Structured,
+            Some("agent") => AggregateStrategy::Agent,
+            Some(other) => {
+                let s = raw.strategy.as_ref().unwrap();
+                self.err(
+                    "orch::bad_value",
+                    format!(
+                        "aggregate strategy must be concat, structured or agent, not `{other}`"
+                    ),
+                    s.span(),
+                    "here",
+                );
+                return None;
+            }
+        };
+        if let Some(a) = &raw.agent {
+            if !agents.contains_key(a.get_ref()) {
+                self.unknown_agent(a, agents);
+            }
+        }
+        let on_missing = match raw.on_missing.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("rerun") => OnMissing::Rerun,
+            Some("fail") => OnMissing::Fail,
+            Some(other) => {
+                let s = raw.on_missing.as_ref().unwrap();
+                self.err(
+                    "orch::bad_value",
+                    format!("on_missing must be rerun or fail, not `{other}`"),
+                    s.span(),
+                    "here",
+                );
+                OnMissing::Rerun
+            }
+        };
+        Some(AggregateSpec {
+            strategy,
+            agent: raw.agent.map(|a| a.into_inner()),
+            title: raw.title.unwrap_or_else(|| "Final Output".into()),
+            on_missing,
+            prompt: raw.prompt,
+        })
+    }
+}
+
+pub fn parse_result_spec(s: &str) -> Result<ResultSpec, String> {
+    if s == "stdout" {
+        Ok(ResultSpec::Stdout)
+    } else if let Some(f) = s.strip_prefix("json:") {
+        if f.is_empty() {
+            Err("json: needs a field name, e.g. json:result".into())
+        } else {
+            Ok(ResultSpec::JsonField(f.to_string()))
+        }
+    } else if let Some(p) = s.strip_prefix("file:") {
+        if p.is_empty() {
+            Err("file: needs a path, e.g. file:out/result.md".into())
+        } else {
+            Ok(ResultSpec::File(p.to_string()))
+        }
+    } else {
+        Err(format!(
+            "result must be stdout, json:<field> or file:<path>, not `{s}`"
+        ))
+    }
+}
+
+/// Task ids name files and table cells, so they stay plain.
+pub fn valid_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Refuses absolute paths and `..` that climb above the root.
+pub fn check_inside_root(path: &str) -> Result<(), &'static str> {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return Err("is absolute");
+    }
+    let mut depth: i32 = 0;
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("climbs out of the project root");
+                }
+            }
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return Err("is absolute"),
+        }
+    }
+    Ok(())
+}
+
+/// The known name nearest to a misspelling, if one is close.
+fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|&(d, k)| d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Plan, Box<PlanError>> {
+        parse(Path::new("/p/Orchfile.toml"), text)
+    }
+
+    fn first_label(e: &PlanError, text: &str) -> String {
+        let l = &e.labels[0];
+        text[l.offset()..l.offset() + l.len()].to_string()
+    }
+
+    #[test]
+    fn parses_the_contract_example() {
+        let text = r#"
+[settings]
+jobs = 4
+default_agent = "claude"
+
+[agents.claude]
+preset = "claude"
+max_parallel = 3
+timeout = "15m"
+
+[tasks.T-01]
+title = "Read code"
+prompt = "Read all files"
+inputs = ["src/**/*.ts"]
+outputs = ["reports/stats.md"]
+priority = "P0"
+estimate = "2m"
+
+[tasks.T-02]
+run = "echo hi"
+deps = ["T-01"]
+
+[aggregate]
+strategy = "structured"
+title = "Report"
+"#;
+        let plan = parse_str(text).unwrap();
+        assert_eq!(plan.tasks.len(), 2);
+        assert_eq!(plan.tasks[0].priority, Priority(0));
+        assert_eq!(plan.tasks[0].estimate, Some(Duration::from_secs(120)));
+        assert_eq!(plan.agents["claude"].max_parallel, Some(3));
+        assert_eq!(plan.agents["claude"].command[0], "claude");
+        assert_eq!(plan.settings.jobs, Some(4));
+        assert_eq!(plan.root, Path::new("/p"));
+        assert_eq!(
+            plan.aggregate.as_ref().unwrap().strategy,
+            AggregateStrategy::Structured
+        );
+    }
+
+    #[test]
+    fn unknown_field_points_at_it() {
+        let text = "[tasks.a]\nrun = \"x\"\nprompts = \"oops\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+        assert_eq!(first_label(&e, text), "prompts");
+    }
+
+    #[test]
+    fn unknown_dep_suggests_a_name() {
+        let text = "[tasks.build]\nrun = \"x\"\n[tasks.test]\nrun = \"y\"\ndeps = [\"biuld\"]\n";
+        let e = parse_str(text).unwrap_err();
+        assert!(e.message.contains("unknown task `biuld`"));
+        assert_eq!(first_label(&e, text), "\"biuld\"");
+        assert!(e.help.as_ref().unwrap().contains("build"));
+    }
+
+    #[test]
+    fn cycle_names_its_path_and_edges() {
+        let text = "[tasks.a]\nrun = \"x\"\ndeps = [\"c\"]\n[tasks.b]\nrun = \"y\"\ndeps = [\"a\"]\n[tasks.c]\nrun = \"z\"\ndeps = [\"b\"]\n";
+        let e = parse_str(text).unwrap_err();
+        assert!(e.message.starts_with("dependency cycle: "), "{}", e.message);
+        assert_eq!(e.labels.len(), 3);
+    }
+
+    #[test]
+    fn collects_several_errors() {
+        let text = "[tasks.a]\nrun = \"x\"\ntimeout = \"soon\"\nestimate = \"2 fortnights\"\ninputs = [\"src/[\"]\npriority = \"P9\"\n";
+        let e = parse_str(text).unwrap_err();
+        let msgs = e.messages();
+        assert_eq!(msgs.len(), 4, "{msgs:?}");
+        assert!(msgs.iter().any(|m| m.contains("invalid timeout")));
+        assert!(msgs.iter().any(|m| m.contains("invalid input glob")));
+        assert!(msgs.iter().any(|m| m.contains("priority")));
+    }
+
+    #[test]
+    fn task_needs_exactly_one_action() {
+        let e = parse_str("[tasks.a]\ntitle = \"nothing\"\n").unwrap_err();
+        assert!(e.message.contains("nothing to do"));
+        let e = parse_str("[tasks.a]\nrun = \"x\"\nprompt = \"y\"\n").unwrap_err();
+        assert!(e.message.contains("more than one"));
+    }
+
+    #[test]
+    fn refuses_paths_outside_the_root() {
+        let e =
+            parse_str("[tasks.a]\nrun = \"x\"\noutputs = [\"../../etc/passwd\"]\n").unwrap_err();
+        assert!(e.message.contains("climbs out"), "{}", e.message);
+        let e = parse_str("[tasks.a]\nrun = \"x\"\ninputs = [\"/etc/*\"]\n").unwrap_err();
+        assert!(e.message.contains("absolute"));
+        assert!(parse_str(
+            "[settings]\nallow_outside_root = true\n[tasks.a]\nrun = \"x\"\ninputs = [\"/etc/hosts\"]\n"
+        )
+        .is_ok());
+        assert!(check_inside_root("a/../b").is_ok());
+        assert!(check_inside_root("a/../../b").is_err());
+    }
+
+    #[test]
+    fn unknown_agent_lists_known_ones() {
+        let text = "[tasks.a]\nprompt = \"x\"\nagent = \"gpt9\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert!(e.message.contains("unknown agent `gpt9`"));
+        assert!(e.help.as_ref().unwrap().contains("claude"));
+    }
+
+    #[test]
+    fn custom_agent_needs_placeholder_for_arg_mode() {
+        let text = "[agents.my]\ncommand = [\"my-cli\"]\nprompt_via = \"arg\"\n[tasks.a]\nprompt = \"x\"\nagent = \"my\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert!(e.message.contains("{prompt}"));
+    }
+}

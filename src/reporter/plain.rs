@@ -1,0 +1,134 @@
+//! One line per event on stderr: for logs, CI and terminals without progress bars.
+
+use std::io::Write;
+
+use super::{Event, Paint, Reporter};
+use crate::duration::format_duration;
+
+pub struct PlainReporter {
+    paint: Paint,
+    /// With `--quiet`: only failures and the summary.
+    quiet: bool,
+}
+
+impl PlainReporter {
+    pub fn new(color: bool, quiet: bool) -> Self {
+        PlainReporter {
+            paint: Paint { on: color },
+            quiet,
+        }
+    }
+
+    /// The text of one event, or `None` for events this reporter leaves out.
+    pub fn line(&self, event: &Event) -> Option<String> {
+        let p = &self.paint;
+        let loud = |s: String| if self.quiet { None } else { Some(s) };
+        match event {
+            Event::BuildStarted { tasks, jobs } => loud(format!(
+                "{} {tasks} task{} with up to {jobs} at once",
+                p.bold("orch:"),
+                if *tasks == 1 { "" } else { "s" }
+            )),
+            Event::TaskStarted { task, attempt } => loud(format!(
+                "{} {} [{}: {}] ({}){}",
+                p.dim("  start"),
+                task.agent_id,
+                task.id,
+                task.title,
+                task.runner,
+                if *attempt > 1 {
+                    format!(" attempt {attempt}")
+                } else {
+                    String::new()
+                }
+            )),
+            Event::TaskRetrying {
+                task,
+                attempt,
+                reason,
+                delay,
+            } => Some(format!(
+                "{} {} [{}] attempt {attempt} failed: {reason}; retrying in {}",
+                p.yellow("  retry"),
+                task.agent_id,
+                task.id,
+                format_duration(*delay)
+            )),
+            Event::TaskSkipped { task } => loud(format!(
+                "{} {} [{}] up to date",
+                p.dim("   skip"),
+                task.agent_id,
+                task.id
+            )),
+            Event::TaskSucceeded {
+                task,
+                duration,
+                retries,
+                usage,
+                ..
+            } => {
+                let mut extra = String::new();
+                if *retries > 0 {
+                    extra.push_str(&format!(", {retries} retries"));
+                }
+                if let Some(c) = usage.cost_usd {
+                    extra.push_str(&format!(", ${c:.4}"));
+                }
+                loud(format!(
+                    "{} {} [{}] in {}{extra}",
+                    p.green("     ok"),
+                    task.agent_id,
+                    task.id,
+                    format_duration(*duration)
+                ))
+            }
+            Event::TaskFailed {
+                task,
+                duration,
+                reason,
+                ..
+            } => Some(format!(
+                "{} {} [{}] after {}: {reason}",
+                p.red(" FAILED"),
+                task.agent_id,
+                task.id,
+                format_duration(*duration)
+            )),
+            Event::TaskBlocked { task, failed_dep } => Some(format!(
+                "{} {} [{}]: dep {failed_dep} failed",
+                p.yellow("blocked"),
+                task.agent_id,
+                task.id
+            )),
+            Event::Aggregated {
+                path,
+                strategy,
+                up_to_date,
+            } => loud(if *up_to_date {
+                format!("{} {path} up to date", p.dim("   skip"))
+            } else {
+                format!("{} {path} ({strategy})", p.green(" merged"))
+            }),
+            Event::AggregateFailed { reason } => {
+                Some(format!("{} aggregation: {reason}", p.red(" FAILED")))
+            }
+            Event::Notice { message } => Some(format!("{} {message}", p.yellow("   note"))),
+            Event::BuildFinished { summary } => {
+                let line = summary.line();
+                Some(if summary.success() {
+                    format!("{} {line}", p.green(&p.bold("done:")))
+                } else {
+                    format!("{} {line}", p.red(&p.bold("failed:")))
+                })
+            }
+        }
+    }
+}
+
+impl Reporter for PlainReporter {
+    fn report(&mut self, event: &Event) {
+        if let Some(line) = self.line(event) {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! Scheduling, apart from execution (ninja's Plan/CommandRunner split).
+//!
+//! [`Scheduler`] is pure bookkeeping: which tasks are wanted, which are ready, which may start
+//! now given per-agent limits and locks, and what a failure blocks. [`drive`] runs it on a rayon
+//! pool with any [`Runner`], handing results to a [`Coordinator`] on the calling thread, so
+//! tests can drive the real scheduler with a fake runner.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::graph::TaskGraph;
+
+/// What the scheduler needs to know about one task.
+#[derive(Debug, Clone, Default)]
+pub struct SchedTask {
+    /// 0 (P0, first) .. 3.
+    pub priority: u8,
+    /// Remaining critical-path length; longer starts first among equal priorities.
+    pub critical: f64,
+    /// Index into the per-agent limits, for agent tasks.
+    pub agent_class: Option<usize>,
+    /// Indexes of the locks the task holds while running.
+    pub locks: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    NotWanted,
+    Waiting,
+    Ready,
+    Running,
+    Succeeded,
+    Failed,
+    /// A dep failed, so this task will not run.
+    Blocked,
+}
+
+#[derive(Debug, PartialEq)]
+struct ReadyKey {
+    priority: u8,
+    critical: f64,
+    index: usize,
+}
+
+impl Eq for ReadyKey {}
+
+impl Ord for ReadyKey {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        // Max-heap: lower priority number, then longer critical path, then earlier in the plan.
+        other
+            .priority
+            .cmp(&self.priority)
+            .then(self.critical.total_cmp(&other.critical))
+            .then(other.index.cmp(&self.index))
+    }
+}
+
+impl PartialOrd for ReadyKey {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+pub struct Scheduler {
+    tasks: Vec<SchedTask>,
+    dependents: Vec<Vec<usize>>,
+    waiting_on: Vec<u32>,
+    state: Vec<NodeState>,
+    ready: BinaryHeap<ReadyKey>,
+    class_limit: Vec<Option<usize>>,
+    class_running: Vec<usize>,
+    lock_held: Vec<bool>,
+    running: usize,
+    keep_going: bool,
+    stopped: bool,
+}
+
+impl Scheduler {
+    /// `wanted[i]` selects the tasks to run; unwanted deps count as already satisfied.
+    pub fn new(
+        graph: &TaskGraph,
+        tasks: Vec<SchedTask>,
+        wanted: &[bool],
+        class_limit: Vec<Option<usize>>,
+        lock_count: usize,
+        keep_going: bool,
+    ) -> Scheduler {
+        let n = graph.len();
+        let mut waiting_on = vec![0u32; n];
+        let mut state = vec![NodeState::NotWanted; n];
+        let mut ready = BinaryHeap::new();
+        for t in 0..n {
+            if !wanted[t] {
+                continue;
+            }
+            waiting_on[t] = graph.deps[t].iter().filter(|&&d| wanted[d]).count() as u32;
+            if waiting_on[t] == 0 {
+                state[t] = NodeState::Ready;
+                ready.push(ReadyKey {
+                    priority: tasks[t].priority,
+                    critical: tasks[t].critical,
+                    index: t,
+                });
+            } else {
+                state[t] = NodeState::Waiting;
+            }
+        }
+        let classes = class_limit.len();
+        Scheduler {
+            tasks,
+            dependents: graph.dependents.clone(),
+            waiting_on,
+            state,
+            ready,
+            class_limit,
+            class_running: vec![0; classes],
+            lock_held: vec![false; lock_count],
+            running: 0,
+            keep_going,
+            stopped: false,
+        }
+    }
+
+    pub fn state(&self, t: usize) -> NodeState {
+        self.state[t]
+    }
+
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Stops starting new tasks (after a failure without keep-going, or on cancel).
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    fn can_start(&self, t: usize) -> bool {
+        let task = &self.tasks[t];
+        if let Some(c) = task.agent_class {
+            if let Some(limit) = self.class_limit[c] {
+                if self.class_running[c] >= limit {
+                    return false;
+                }
+            }
+        }
+        task.locks.iter().all(|&l| !self.lock_held[l])
+    }
+
+    /// The best ready task that may start now, marked running.
+    pub fn next_task(&mut self) -> Option<usize> {
+        if self.stopped {
+            return None;
+        }
+        let mut deferred = Vec::new();
+        let mut found = None;
+        while let Some(key) = self.ready.pop() {
+            if self.can_start(key.index) {
+                found = Some(key.index);
+                break;
+            }
+            deferred.push(key);
+        }
+        self.ready.extend(deferred);
+        let t = found?;
+        self.state[t] = NodeState::Running;
+        self.running += 1;
+        if let Some(c) = self.tasks[t].agent_class {
+            self.class_running[c] += 1;
+        }
+        for &l in &self.tasks[t].locks {
+            self.lock_held[l] = true;
+        }
+        Some(t)
+    }
+
+    /// Records the end of a running task. Returns the tasks this blocks when it failed.
+    pub fn finish(&mut self, t: usize, success: bool) -> Vec<usize> {
+        debug_assert_eq!(self.state[t], NodeState::Running);
+        self.running -= 1;
+        if let Some(c) = self.tasks[t].agent_class {
+            self.class_running[c] -= 1;
+        }
+        for &l in &self.tasks[t].locks {
+            self.lock_held[l] = false;
+        }
+        if success {
+            self.state[t] = NodeState::Succeeded;
+            for i in 0..self.dependents[t].len() {
+                let d = self.dependents[t][i];
+                if self.state[d] != NodeState::Waiting {
+                    continue;
+                }
+                self.waiting_on[d] -= 1;
+                if self.waiting_on[d] == 0 {
+                    self.state[d] = NodeState::Ready;
+                    self.ready.push(ReadyKey {
+                        priority: self.tasks[d].priority,
+                        critical: self.tasks[d].critical,
+                        index: d,
+                    });
+                }
+            }
+            Vec::new()
+        } else {
+            self.state[t] = NodeState::Failed;
+            if !self.keep_going {
+                self.stopped = true;
+            }
+            let mut blocked = Vec::new();
+            let mut stack = self.dependents[t].clone();
+            while let Some(d) = stack.pop() {
+                if matches!(self.state[d], NodeState::Waiting | NodeState::Ready) {
+                    self.state[d] = NodeState::Blocked;
+                    blocked.push(d);
+                    stack.extend(self.dependents[d].iter().copied());
+                }
+            }
+            blocked.sort_unstable();
+            blocked
+        }
+    }
+
+    /// Wanted tasks that never started (stopped early, or cancelled).
+    pub fn not_started(&self) -> Vec<usize> {
+        (0..self.state.len())
+            .filter(|&t| matches!(self.state[t], NodeState::Waiting | NodeState::Ready))
+            .collect()
+    }
+}
+
+/// Executes one task on a worker thread.
+pub trait Runner: Sync {
+    /// Progress sent while a task runs (attempt started, retrying...).
+    type Message: Send;
+    /// The result of a task.
+    type Done: Send;
+    fn run(&self, task: usize, send: &dyn Fn(Self::Message)) -> Self::Done;
+}
+
+/// Receives everything on the scheduling thread, in order.
+pub trait Coordinator<M, D> {
+    /// Tasks handed to workers together.
+    fn started(&mut self, batch: &[usize]);
+    fn message(&mut self, msg: M);
+    /// Returns whether the task succeeded.
+    fn finished(&mut self, task: usize, done: D) -> bool;
+    fn blocked(&mut self, task: usize, failed_dep: usize);
+    /// Called at least every 100ms while tasks run.
+    fn tick(&mut self) {}
+}
+
+enum WorkerEvent<M, D> {
+    Message(M),
+    Done(usize, D),
+}
+
+/// Runs the scheduler to completion: starts each task as soon as its deps are done, at most
+/// `jobs` at once. On `cancel`, starts nothing more and waits for running tasks (the runner
+/// sees `cancel` too and stops its processes).
+pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
+    sched: &mut Scheduler,
+    runner: &R,
+    coord: &mut C,
+    jobs: usize,
+    cancel: &AtomicBool,
+) {
+    let jobs = jobs.max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .thread_name(|i| format!("orch-worker-{i}"))
+        .build()
+        .expect("cannot start worker threads");
+    let (tx, rx) = mpsc::channel::<WorkerEvent<R::Message, R::Done>>();
+    pool.in_place_scope(|scope| {
+        let mut batch = Vec::new();
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                sched.stop();
+            }
+            while sched.running() < jobs {
+                match sched.next_task() {
+                    Some(t) => batch.push(t),
+                    None => break,
+                }
+            }
+            if !batch.is_empty() {
+                coord.started(&batch);
+                for &t in &batch {
+                    let tx = tx.clone();
+                    scope.spawn(move |_| {
+                        let send = |m| {
+                            let _ = tx.send(WorkerEvent::Message(m));
+                        };
+                        let done = runner.run(t, &send);
+                        let _ = tx.send(WorkerEvent::Done(t, done));
+                    });
+                }
+                batch.clear();
+            }
+            if sched.running() == 0 {
+                break;
+            }
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(WorkerEvent::Message(m)) => coord.message(m),
+                Ok(WorkerEvent::Done(t, d)) => {
+                    let ok = coord.finished(t, d);
+                    for b in sched.finish(t, ok) {
+                        coord.blocked(b, t);
+                    }
+                }
+                Err(_) => {}
+            }
+            coord.tick();
+        }
+    });
+    // Messages sent after the last Done cannot exist: each worker sends Done last.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    fn graph(deps: Vec<Vec<usize>>) -> TaskGraph {
+        let n = deps.len();
+        TaskGraph::new(deps, &vec![1.0; n]).unwrap()
+    }
+
+    fn plain(g: &TaskGraph) -> Vec<SchedTask> {
+        (0..g.len())
+            .map(|t| SchedTask {
+                priority: 2,
+                critical: g.critical[t],
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn priority_then_critical_path_then_plan_order() {
+        // 0 and 1 and 2 are roots; 1 has a long chain behind it; 2 is P0.
+        let g = graph(vec![vec![], vec![], vec![], vec![1], vec![3]]);
+        let mut tasks = plain(&g);
+        tasks[2].priority = 0;
+        let mut s = Scheduler::new(&g, tasks, &[true; 5], vec![], 0, false);
+        assert_eq!(s.next_task(), Some(2));
+        assert_eq!(s.next_task(), Some(1));
+        assert_eq!(s.next_task(), Some(0));
+        assert_eq!(s.next_task(), None);
+    }
+
+    #[test]
+    fn dependents_start_as_soon_as_their_own_deps_finish() {
+        // 0 -> 2, 1 -> 3: 2 must not wait for 1.
+        let g = graph(vec![vec![], vec![], vec![0], vec![1]]);
+        let mut s = Scheduler::new(&g, plain(&g), &[true; 4], vec![], 0, false);
+        let a = s.next_task().unwrap();
+        let b = s.next_task().unwrap();
+        assert_eq!((a, b), (0, 1));
+        s.finish(0, true);
+        assert_eq!(s.next_task(), Some(2));
+    }
+
+    #[test]
+    fn agent_limit_and_locks_hold_tasks_back() {
+        let g = graph(vec![vec![], vec![], vec![], vec![]]);
+        let mut tasks = plain(&g);
+        tasks[0].agent_class = Some(0);
+        tasks[1].agent_class = Some(0);
+        tasks[2].locks = vec![0];
+        tasks[3].locks = vec![0];
+        let mut s = Scheduler::new(&g, tasks, &[true; 4], vec![Some(1)], 1, false);
+        let first: HashSet<usize> = [s.next_task(), s.next_task()]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(first, HashSet::from([0, 2]));
+        assert_eq!(
+            s.next_task(),
+            None,
+            "1 waits for agent slot, 3 for the lock"
+        );
+        s.finish(2, true);
+        assert_eq!(s.next_task(), Some(3));
+        s.finish(0, true);
+        assert_eq!(s.next_task(), Some(1));
+    }
+
+    #[test]
+    fn failure_blocks_dependents_and_stops_without_keep_going() {
+        let g = graph(vec![vec![], vec![0], vec![1], vec![]]);
+        let mut s = Scheduler::new(&g, plain(&g), &[true; 4], vec![], 0, false);
+        assert_eq!(s.next_task(), Some(0));
+        assert_eq!(s.next_task(), Some(3));
+        assert_eq!(s.finish(0, false), vec![1, 2]);
+        assert_eq!(s.next_task(), None);
+        let mut s = Scheduler::new(&g, plain(&g), &[true; 4], vec![], 0, true);
+        assert_eq!(s.next_task(), Some(0));
+        s.finish(0, false);
+        assert_eq!(s.next_task(), Some(3), "keep-going starts unrelated work");
+    }
+
+    #[test]
+    fn unwanted_deps_count_as_done() {
+        let g = graph(vec![vec![], vec![0]]);
+        let mut s = Scheduler::new(&g, plain(&g), &[false, true], vec![], 0, false);
+        assert_eq!(s.next_task(), Some(1));
+    }
+
+    struct FakeRunner {
+        fail: HashSet<usize>,
+        log: Mutex<Vec<usize>>,
+    }
+
+    impl Runner for FakeRunner {
+        type Message = usize;
+        type Done = bool;
+        fn run(&self, task: usize, send: &dyn Fn(usize)) -> bool {
+            send(task);
+            self.log.lock().unwrap().push(task);
+            !self.fail.contains(&task)
+        }
+    }
+
+    #[derive(Default)]
+    struct Record {
+        finished: Vec<usize>,
+        blocked: Vec<usize>,
+        messages: usize,
+    }
+
+    impl Coordinator<usize, bool> for Record {
+        fn started(&mut self, _: &[usize]) {}
+        fn message(&mut self, _: usize) {
+            self.messages += 1;
+        }
+        fn finished(&mut self, t: usize, ok: bool) -> bool {
+            self.finished.push(t);
+            ok
+        }
+        fn blocked(&mut self, t: usize, _: usize) {
+            self.blocked.push(t);
+        }
+    }
+
+    #[test]
+    fn drive_runs_every_task_after_its_deps() {
+        let n = 200;
+        let deps: Vec<Vec<usize>> = (0..n)
+            .map(|i| {
+                if i == 0 {
+                    vec![]
+                } else {
+                    vec![(i * 7) % i, i / 2]
+                }
+            })
+            .map(|mut v: Vec<usize>| {
+                v.sort();
+                v.dedup();
+                v
+            })
+            .collect();
+        let g = graph(deps.clone());
+        let mut s = Scheduler::new(&g, plain(&g), &vec![true; n], vec![], 0, false);
+        let runner = FakeRunner {
+            fail: HashSet::new(),
+            log: Mutex::new(Vec::new()),
+        };
+        let mut rec = Record::default();
+        drive(&mut s, &runner, &mut rec, 4, &AtomicBool::new(false));
+        assert_eq!(rec.finished.len(), n);
+        let pos: Vec<usize> = {
+            let mut p = vec![0; n];
+            for (i, &t) in rec.finished.iter().enumerate() {
+                p[t] = i;
+            }
+            p
+        };
+        for (t, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                assert!(pos[d] < pos[t], "{d} must finish before {t}");
+            }
+        }
+        assert!(rec.messages <= n);
+    }
+
+    #[test]
+    fn drive_stops_after_failure() {
+        let g = graph(vec![vec![], vec![0], vec![1]]);
+        let mut s = Scheduler::new(&g, plain(&g), &[true; 3], vec![], 0, false);
+        let runner = FakeRunner {
+            fail: HashSet::from([0]),
+            log: Mutex::new(Vec::new()),
+        };
+        let mut rec = Record::default();
+        drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(false));
+        assert_eq!(rec.finished, vec![0]);
+        assert_eq!(rec.blocked, vec![1, 2]);
+    }
+}

@@ -1,0 +1,83 @@
+//! One orch run per state directory: an exclusive `flock` on `<state_dir>/lock`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// Held for the life of a run; the kernel releases it if the process dies.
+pub struct RunLock {
+    _file: File,
+}
+
+pub enum LockWait {
+    /// Fail at once when another run holds the lock.
+    Refuse,
+    /// Block until the other run ends.
+    Wait,
+}
+
+impl RunLock {
+    pub fn acquire(path: &Path, wait: LockWait) -> io::Result<RunLock> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let fd = file.as_raw_fd();
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err);
+            }
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            match wait {
+                LockWait::Refuse => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!(
+                            "another orch run{} is using {}; wait for it to finish, or pass --wait",
+                            if holder.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (pid {holder})")
+                            },
+                            path.parent().unwrap_or(path).display()
+                        ),
+                    ))
+                }
+                LockWait::Wait => {
+                    eprintln!("orch: waiting for another run (pid {holder}) to finish...");
+                    // SAFETY: as above, blocking this time.
+                    if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+            }
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        let first = RunLock::acquire(&p, LockWait::Refuse).unwrap();
+        let err = RunLock::acquire(&p, LockWait::Refuse).err().unwrap();
+        assert!(err.to_string().contains("another orch run"), "{err}");
+        drop(first);
+        assert!(RunLock::acquire(&p, LockWait::Refuse).is_ok());
+    }
+}

@@ -1,0 +1,303 @@
+//! `master_plan.md`: the human-readable plan, status table and execution log.
+//!
+//! orch owns the sections it generates (Request, Task Status, Task Details, Dependency Graph,
+//! Execution Log) and rewrites them; any other `## ` section a person adds is kept, and the
+//! execution log only ever grows.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Completed,
+    Running,
+    Ready,
+    Waiting,
+    Failed,
+    Skipped,
+}
+
+impl Status {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Status::Completed => "✅",
+            Status::Running => "🔵",
+            Status::Ready => "🟡",
+            Status::Waiting => "⏸️",
+            Status::Failed => "❌",
+            Status::Skipped => "⏭️",
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Completed => "completed",
+            Status::Running => "running",
+            Status::Ready => "ready",
+            Status::Waiting => "waiting",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+
+    /// Reads a status cell as written by orch or a person (`✅`, `Pending`, `failed`...).
+    pub fn parse(cell: &str) -> Option<Status> {
+        let c = cell.trim().trim_matches('*');
+        let lower = c.to_ascii_lowercase();
+        Some(match () {
+            _ if c.starts_with('✅') || lower == "completed" || lower == "done" => {
+                Status::Completed
+            }
+            _ if c.starts_with('🔵') || lower == "running" => Status::Running,
+            _ if c.starts_with('🟡') || lower == "ready" || lower == "pending" => Status::Ready,
+            _ if c.starts_with('⏸') || lower == "waiting" => Status::Waiting,
+            _ if c.starts_with('❌') || lower == "failed" => Status::Failed,
+            _ if c.starts_with('⏭') || lower == "skipped" => Status::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRow {
+    pub id: String,
+    pub title: String,
+    pub agent: String,
+    pub status: Status,
+    pub priority: String,
+    pub deps: Vec<String>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub retries: u32,
+}
+
+pub const TABLE_HEADER: &str =
+    "| Task ID | Task Description | Agent | Status | Priority | Deps | Start | End | Retries |";
+
+/// A table cell: pipes escaped, newlines folded.
+pub fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+pub fn render_table(rows: &[StatusRow]) -> String {
+    let mut out = String::with_capacity(64 * (rows.len() + 2));
+    out.push_str(TABLE_HEADER);
+    out.push_str("\n|---------|------------------|-------|--------|----------|------|-------|-----|---------|\n");
+    for r in rows {
+        let deps = if r.deps.is_empty() {
+            "None".to_string()
+        } else {
+            r.deps.join(",")
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            cell(&r.id),
+            cell(&r.title),
+            r.agent,
+            r.status.symbol(),
+            r.priority,
+            cell(&deps),
+            r.start.as_deref().unwrap_or("-"),
+            r.end.as_deref().unwrap_or("-"),
+            r.retries
+        ));
+    }
+    out
+}
+
+/// One `### [stamp] Title` entry of the execution log.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub stamp: String,
+    pub title: String,
+    pub lines: Vec<String>,
+}
+
+impl LogEntry {
+    pub fn render(&self) -> String {
+        let mut s = format!("### [{}] {}\n", self.stamp, self.title);
+        for l in &self.lines {
+            s.push_str("- ");
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.push('\n');
+        s
+    }
+}
+
+pub const GENERATED_SECTIONS: &[&str] = &[
+    "Request",
+    "Task Status",
+    "Task Details",
+    "Dependency Graph",
+    "Execution Log",
+];
+
+/// A markdown document split at its `## ` headings (outside code fences).
+#[derive(Debug, Default, Clone)]
+pub struct Sections {
+    /// Text before the first `## ` heading (the `# ` title).
+    pub preamble: String,
+    pub sections: Vec<(String, String)>,
+}
+
+impl Sections {
+    pub fn parse(text: &str) -> Sections {
+        let mut out = Sections::default();
+        let mut in_fence = false;
+        let mut current: Option<(String, String)> = None;
+        for line in text.split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+                in_fence = !in_fence;
+            }
+            if !in_fence {
+                if let Some(h) = line.strip_prefix("## ") {
+                    if let Some(done) = current.take() {
+                        out.sections.push(done);
+                    }
+                    current = Some((h.trim().to_string(), String::new()));
+                    continue;
+                }
+            }
+            match &mut current {
+                Some((_, body)) => body.push_str(line),
+                None => out.preamble.push_str(line),
+            }
+        }
+        if let Some(done) = current {
+            out.sections.push(done);
+        }
+        out
+    }
+
+    pub fn get(&self, heading: &str) -> Option<&str> {
+        self.sections
+            .iter()
+            .find(|(h, _)| h == heading)
+            .map(|(_, b)| b.as_str())
+    }
+}
+
+/// What orch generates for one rewrite of master_plan.md.
+pub struct Generated<'a> {
+    pub request: &'a str,
+    pub table: &'a str,
+    pub details: &'a str,
+    pub graph: &'a str,
+    /// The whole execution log body (previous entries plus this run's).
+    pub log: &'a str,
+}
+
+/// Renders master_plan.md, keeping the sections of `previous` that a person wrote.
+pub fn render(previous: &Sections, g: &Generated) -> String {
+    let mut out = String::with_capacity(g.table.len() + g.details.len() + g.log.len() + 1024);
+    if previous.preamble.trim().is_empty() {
+        out.push_str("# Master Plan\n\n");
+    } else {
+        out.push_str(&previous.preamble);
+    }
+    let generated = [
+        ("Request", g.request),
+        ("Task Status", g.table),
+        ("Task Details", g.details),
+        ("Dependency Graph", g.graph),
+    ];
+    for (heading, body) in generated {
+        push_section(&mut out, heading, body);
+    }
+    for (heading, body) in &previous.sections {
+        if !GENERATED_SECTIONS.contains(&heading.as_str()) {
+            out.push_str("## ");
+            out.push_str(heading);
+            out.push('\n');
+            out.push_str(body);
+            if !body.ends_with("\n\n") {
+                out.push('\n');
+            }
+        }
+    }
+    push_section(&mut out, "Execution Log", g.log);
+    out
+}
+
+fn push_section(out: &mut String, heading: &str, body: &str) {
+    out.push_str("## ");
+    out.push_str(heading);
+    out.push_str("\n\n");
+    out.push_str(body.trim_matches('\n'));
+    out.push_str("\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_the_contract_columns() {
+        let rows = vec![StatusRow {
+            id: "T-01".into(),
+            title: "Read | code".into(),
+            agent: "Agent-01".into(),
+            status: Status::Completed,
+            priority: "P0".into(),
+            deps: vec![],
+            start: Some("10:00:00".into()),
+            end: Some("10:01:00".into()),
+            retries: 0,
+        }];
+        let t = render_table(&rows);
+        assert!(t.starts_with(TABLE_HEADER));
+        assert!(t.contains(
+            "| T-01 | Read \\| code | Agent-01 | ✅ | P0 | None | 10:00:00 | 10:01:00 | 0 |"
+        ));
+    }
+
+    #[test]
+    fn keeps_a_persons_sections_and_the_log() {
+        let before = "# Master Plan\n\n## Request\n\nold\n\n## Notes\n\nkeep me\n```\n## not a heading\n```\n\n## Execution Log\n\n### [x] Old\n\n";
+        let prev = Sections::parse(before);
+        assert!(prev.get("Notes").unwrap().contains("## not a heading"));
+        let log = format!("{}### [y] New\n", prev.get("Execution Log").unwrap());
+        let out = render(
+            &prev,
+            &Generated {
+                request: "new",
+                table: "T",
+                details: "D",
+                graph: "G",
+                log: &log,
+            },
+        );
+        assert!(out.contains("## Notes\n\nkeep me"));
+        assert!(out.contains("### [x] Old"));
+        assert!(out.contains("### [y] New"));
+        assert!(!out.contains("old"));
+        let again = Sections::parse(&out);
+        assert_eq!(
+            again
+                .sections
+                .iter()
+                .map(|(h, _)| h.as_str())
+                .collect::<Vec<_>>(),
+            vec![
+                "Request",
+                "Task Status",
+                "Task Details",
+                "Dependency Graph",
+                "Notes",
+                "Execution Log"
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_status_words_and_symbols() {
+        assert_eq!(Status::parse("Pending"), Some(Status::Ready));
+        assert_eq!(Status::parse(" 🟡 "), Some(Status::Ready));
+        assert_eq!(Status::parse("⏸️"), Some(Status::Waiting));
+        assert_eq!(Status::parse("✅"), Some(Status::Completed));
+        assert_eq!(Status::parse("??"), None);
+    }
+}
