@@ -1,16 +1,19 @@
 //! The command line: argument parsing, plan discovery, signal handling, reporter choice.
+//! Each subcommand lives in its own module with its `Args` and `run`.
+
+pub mod build;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use miette::{miette, Result};
 
-use crate::build::{self, BuildOptions};
+use crate::build::BuildOptions;
 use crate::plan::{orchfile, Plan};
-use crate::reporter::{self, Fanout, JsonReporter, PlainReporter, ProgressReporter, Reporter};
+use crate::reporter::{self, JsonReporter, PlainReporter, ProgressReporter, Reporter};
 
 #[derive(Parser, Debug)]
 #[command(name = "orch", version, about = "A make-like runner that orchestrates AI agents", long_about = None)]
@@ -28,54 +31,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the tasks that are not up to date, then aggregate the results.
-    Build(BuildArgs),
-}
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct BuildArgs {
-    /// Tasks to build (with what they depend on); all when empty.
-    pub targets: Vec<String>,
-    /// Tasks running at once [default: settings.jobs, else the CPU count].
-    #[arg(short = 'j', long = "jobs")]
-    pub jobs: Option<usize>,
-    /// Keep starting independent tasks after a failure.
-    #[arg(short = 'k', long = "keep-going")]
-    pub keep_going: bool,
-    /// Run every agent task with this agent (e.g. `--agent sim` for an offline run).
-    #[arg(long = "agent", value_name = "NAME")]
-    pub agent: Option<String>,
-    /// Show what would run, in parallel batches and why, without running anything.
-    #[arg(short = 'n', long = "dry-run")]
-    pub dry_run: bool,
-    /// Time scale of the sim agent: an estimate of 2m takes 2m / SPEED.
-    #[arg(long = "sim-speed", default_value_t = crate::agent::sim::DEFAULT_SPEED)]
-    pub sim_speed: f64,
-    /// Run the selected tasks even if they are up to date.
-    #[arg(short = 'B', long = "force")]
-    pub force: bool,
-    /// Only failures and the summary.
-    #[arg(short = 'q', long = "quiet")]
-    pub quiet: bool,
-    /// One JSON event per line on stdout.
-    #[arg(long = "json")]
-    pub json: bool,
-    /// Wait for another run in this directory to end instead of refusing.
-    #[arg(long = "wait")]
-    pub wait: bool,
-}
-
-impl BuildArgs {
-    pub fn options(&self) -> BuildOptions {
-        BuildOptions {
-            jobs: self.jobs,
-            keep_going: if self.keep_going { Some(true) } else { None },
-            agent_override: self.agent.clone(),
-            targets: self.targets.clone(),
-            sim_speed: self.sim_speed,
-            force: self.force,
-            wait_for_lock: self.wait,
-        }
-    }
+    Build(build::BuildArgs),
 }
 
 /// Entry point of the binary; returns the process exit code.
@@ -142,24 +98,24 @@ fn run(cli: Cli) -> Result<i32> {
         std::env::set_current_dir(dir)
             .map_err(|e| miette!("cannot change to {}: {e}", dir.display()))?;
     }
-    match &cli.command {
-        Command::Build(args) => {
-            let plan = load_plan(cli.file.as_deref())?;
-            let opts = args.options();
-            check_agent_override(&plan, &opts)?;
-            if args.dry_run {
-                print!("{}", build::dry_run::run(&plan, &opts)?);
-                return Ok(0);
-            }
-            let cancel = install_signal_handlers()?;
-            let mut reporter = Fanout(vec![reporter_for(args.json, args.quiet)]);
-            let outcome = build::run_build(&plan, &opts, &mut reporter, &cancel)?;
-            Ok(outcome.exit_code())
-        }
+    let global = Global { file: cli.file };
+    match cli.command {
+        Command::Build(args) => build::run(&global, &args),
     }
 }
 
-fn check_agent_override(plan: &Plan, opts: &BuildOptions) -> Result<()> {
+/// Options every command shares.
+pub struct Global {
+    pub file: Option<PathBuf>,
+}
+
+impl Global {
+    pub fn plan(&self) -> Result<Plan> {
+        load_plan(self.file.as_deref())
+    }
+}
+
+pub fn check_agent_override(plan: &Plan, opts: &BuildOptions) -> Result<()> {
     if let Some(a) = &opts.agent_override {
         if !plan.agents.contains_key(a) {
             let known: Vec<&str> = plan.agents.keys().map(String::as_str).collect();

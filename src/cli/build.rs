@@ -1,0 +1,69 @@
+//! `orch build`.
+
+use clap::Args;
+use miette::Result;
+
+use super::{check_agent_override, install_signal_handlers, reporter_for, Global};
+use crate::build::{self as engine, BuildOptions};
+use crate::reporter::Fanout;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct BuildArgs {
+    /// Tasks to build (with what they depend on); all when empty.
+    pub targets: Vec<String>,
+    /// Tasks running at once [default: settings.jobs, else the CPU count].
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<usize>,
+    /// Keep starting independent tasks after a failure.
+    #[arg(short = 'k', long = "keep-going")]
+    pub keep_going: bool,
+    /// Run every agent task with this agent (e.g. `--agent sim` for an offline run).
+    #[arg(long = "agent", value_name = "NAME")]
+    pub agent: Option<String>,
+    /// Show what would run, in parallel batches and why, without running anything.
+    #[arg(short = 'n', long = "dry-run")]
+    pub dry_run: bool,
+    /// Time scale of the sim agent: an estimate of 2m takes 2m / SPEED.
+    #[arg(long = "sim-speed", default_value_t = crate::agent::sim::DEFAULT_SPEED)]
+    pub sim_speed: f64,
+    /// Run the selected tasks even if they are up to date.
+    #[arg(short = 'B', long = "force")]
+    pub force: bool,
+    /// Only failures and the summary.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// One JSON event per line on stdout.
+    #[arg(long = "json")]
+    pub json: bool,
+    /// Wait for another run in this directory to end instead of refusing.
+    #[arg(long = "wait")]
+    pub wait: bool,
+}
+
+impl BuildArgs {
+    pub fn options(&self) -> BuildOptions {
+        BuildOptions {
+            jobs: self.jobs,
+            keep_going: if self.keep_going { Some(true) } else { None },
+            agent_override: self.agent.clone(),
+            targets: self.targets.clone(),
+            sim_speed: self.sim_speed,
+            force: self.force,
+            wait_for_lock: self.wait,
+        }
+    }
+}
+
+pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
+    let plan = global.plan()?;
+    let opts = args.options();
+    check_agent_override(&plan, &opts)?;
+    if args.dry_run {
+        print!("{}", engine::dry_run::run(&plan, &opts)?);
+        return Ok(0);
+    }
+    let cancel = install_signal_handlers()?;
+    let mut reporter = Fanout(vec![reporter_for(args.json, args.quiet)]);
+    let outcome = engine::run_build(&plan, &opts, &mut reporter, &cancel)?;
+    Ok(outcome.exit_code())
+}
