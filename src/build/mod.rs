@@ -183,12 +183,14 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
         for &t in batch {
             self.rows[t].status = Status::Ready;
         }
-        let agents: Vec<String> = batch
+        let mut in_order = batch.to_vec();
+        in_order.sort_unstable();
+        let agents: Vec<String> = in_order
             .iter()
             .map(|&t| self.ctx.agent_ids[t].clone())
             .collect();
         let line = if batch.len() == 1 {
-            format!("{} started on {}", agents[0], self.ctx.task(batch[0]).id)
+            format!("{} started on {}", agents[0], self.ctx.task(in_order[0]).id)
         } else {
             format!("{} launched in parallel", agents.join(", "))
         };
@@ -531,15 +533,26 @@ pub fn run_build(
             .as_ref()
             .map(|a| a.on_missing)
             .unwrap_or(OnMissing::Rerun);
-        if !missing.is_empty() && on_missing == OnMissing::Rerun {
-            let ids: Vec<&str> = missing.iter().map(|&t| ctx.agent_ids[t].as_str()).collect();
-            let msg = format!(
-                "results missing for {}; re-running them once",
-                ids.join(", ")
-            );
+        // A failed task already spent its retries; re-run only results missing for other
+        // reasons (never started, vanished) whose upstream did not fail.
+        let rerunnable: Vec<usize> = missing
+            .iter()
+            .copied()
+            .filter(|&t| {
+                let up = graph.upstream_closure(&[t]);
+                !(0..plan.tasks.len())
+                    .any(|u| up[u] && coord.outcome[u] == Some(Outcome::Failed))
+            })
+            .collect();
+        if !rerunnable.is_empty() && on_missing == OnMissing::Rerun {
+            let ids: Vec<&str> = rerunnable
+                .iter()
+                .map(|&t| ctx.agent_ids[t].as_str())
+                .collect();
+            let msg = format!("results missing for {}; re-running them", ids.join(", "));
             coord.reporter.report(&Event::Notice { message: &msg });
             coord.log("Missing Results".into(), vec![msg.clone()]);
-            let closure = graph.upstream_closure(&missing);
+            let closure = graph.upstream_closure(&rerunnable);
             let rerun: Vec<bool> = (0..plan.tasks.len())
                 .map(|t| closure[t] && ctx.done[t].get().is_none())
                 .collect();
@@ -598,6 +611,7 @@ pub fn run_build(
         }
     }
     summary.not_started += unstarted.len();
+    summary.duration = started.elapsed();
     if summary.skipped > 0 {
         let n = summary.skipped;
         coord.log(
@@ -627,7 +641,6 @@ pub fn run_build(
     if let Some(e) = io_error {
         return Err(miette!("{e}"));
     }
-    summary.duration = started.elapsed();
     reporter.report(&Event::BuildFinished { summary: &summary });
     Ok(BuildOutcome {
         summary,

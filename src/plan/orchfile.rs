@@ -865,3 +865,27 @@ title = "Report"
         assert!(e.message.contains("{prompt}"));
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../Orchfile.toml.example");
+        let plan = parse(Path::new("/p/Orchfile.toml"), text).unwrap();
+        assert_eq!(plan.tasks.len(), 2);
+        assert_eq!(plan.agents["mytool"].prompt_via, PromptVia::File);
+        assert_eq!(plan.agents["local"].command[2], "qwen2.5-coder");
+    }
+
+    #[test]
+    fn the_examples_parse() {
+        for ex in [
+            include_str!("../../examples/code-review/Orchfile.toml"),
+            include_str!("../../examples/shell-pipeline/Orchfile.toml"),
+        ] {
+            parse(Path::new("/p/Orchfile.toml"), ex).unwrap();
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! End-to-end tests of `orch build`: the real binary, temp projects, fake agent CLIs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// a -> b -> c, and d independent; each shell task appends its id to ran.log.
+const CHAIN: &str = r#"
+[settings]
+jobs = 2
+
+[tasks.a]
+run = "echo a >> ran.log; cat in_a.txt > out_a.txt"
+inputs = ["in_a.txt"]
+outputs = ["out_a.txt"]
+
+[tasks.b]
+run = "echo b >> ran.log; cat out_a.txt in_b.txt > out_b.txt"
+inputs = ["in_b.txt"]
+outputs = ["out_b.txt"]
+deps = ["a"]
+
+[tasks.c]
+run = "echo c >> ran.log; cat out_b.txt > out_c.txt"
+outputs = ["out_c.txt"]
+deps = ["b"]
+
+[tasks.d]
+run = "echo d >> ran.log; cat in_d.txt > out_d.txt"
+inputs = ["in_d.txt"]
+outputs = ["out_d.txt"]
+"#;
+
+fn chain() -> Project {
+    let p = Project::new(CHAIN);
+    for f in ["in_a.txt", "in_b.txt", "in_d.txt"] {
+        p.write(f, &format!("{f} v1\n"));
+    }
+    p
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn up_to_date_tasks_are_skipped_and_an_edit_reruns_only_its_cone() {
+    let p = chain();
+    p.orch(&["build"]).success();
+    assert_eq!(sorted(p.lines("ran.log")), ["a", "b", "c", "d"]);
+    assert_eq!(p.read("out_c.txt"), "in_a.txt v1\nin_b.txt v1\n");
+
+    p.clear("ran.log");
+    let run = p.orch(&["build"]);
+    run.success();
+    assert!(p.lines("ran.log").is_empty(), "nothing changed, nothing runs");
+    assert!(run.stderr().contains("0 ran, 4 up to date"), "{}", run.stderr());
+
+    p.write("in_b.txt", "in_b.txt v2\n");
+    p.orch(&["build"]).success();
+    assert_eq!(sorted(p.lines("ran.log")), ["b", "c"], "only b and its dependents");
+    assert_eq!(p.read("out_c.txt"), "in_a.txt v1\nin_b.txt v2\n");
+
+    // Restoring the old content after a run counts as a change against the last success...
+    p.clear("ran.log");
+    p.write("in_b.txt", "in_b.txt v2\n");
+    p.orch(&["build"]).success();
+    assert!(p.lines("ran.log").is_empty(), "same content, different mtime: no run");
+}
+
+#[test]
+fn a_modified_or_deleted_output_is_rebuilt() {
+    let p = chain();
+    p.orch(&["build"]).success();
+    p.clear("ran.log");
+    std::fs::remove_file(p.path("out_d.txt")).unwrap();
+    p.write("out_a.txt", "tampered\n");
+    p.orch(&["build"]).success();
+    // a's output changed back, so b and c see a new dep digest only if the content differs:
+    // a rewrites the same content, so b/c stay up to date.
+    assert_eq!(sorted(p.lines("ran.log")), ["a", "d"]);
+    assert_eq!(p.read("out_a.txt"), "in_a.txt v1\n");
+}
+
+#[test]
+fn a_definition_change_reruns_the_task() {
+    let p = chain();
+    p.orch(&["build"]).success();
+    p.clear("ran.log");
+    p.write(
+        "Orchfile.toml",
+        &CHAIN.replace("cat in_d.txt > out_d.txt", "cat in_d.txt in_d.txt > out_d.txt"),
+    );
+    p.orch(&["build"]).success();
+    assert_eq!(p.lines("ran.log"), ["d"]);
+}
+
+#[test]
+fn targets_build_only_what_they_need() {
+    let p = chain();
+    p.orch(&["build", "b"]).success();
+    assert_eq!(p.lines("ran.log"), ["a", "b"]);
+    let run = p.orch(&["build", "nope"]);
+    assert_eq!(run.code(), 2);
+    assert!(run.stderr().contains("no task named `nope`"));
+}
+
+const FAILING: &str = r#"
+[settings]
+jobs = 1
+
+[tasks.bad]
+run = "echo bad >> ran.log; echo 'compiler exploded' >&2; exit 7"
+priority = "P0"
+
+[tasks.after_bad]
+run = "echo after_bad >> ran.log"
+deps = ["bad"]
+
+[tasks.other]
+run = "echo other >> ran.log"
+priority = "P3"
+"#;
+
+#[test]
+fn a_failure_stops_new_work_unless_keep_going() {
+    let p = Project::new(FAILING);
+    let run = p.orch(&["build"]);
+    assert_eq!(run.code(), 1);
+    assert_eq!(p.lines("ran.log"), ["bad"], "P0 runs first; nothing starts after the failure");
+    assert!(run.stderr().contains("exit code 7: compiler exploded"), "{}", run.stderr());
+    assert!(run.stderr().contains("1 blocked"), "{}", run.stderr());
+    assert!(run.stderr().contains("1 not started"), "{}", run.stderr());
+    let plan = p.read(".orchestrator/master_plan.md");
+    assert!(plan.contains("| bad | bad | Agent-01 | ❌ |"), "{plan}");
+    assert!(plan.contains("| other | other | Agent-03 | 🟡 |"), "{plan}");
+
+    p.clear("ran.log");
+    let run = p.orch(&["build", "-k"]);
+    assert_eq!(run.code(), 1);
+    assert_eq!(p.lines("ran.log"), ["bad", "other"], "-k runs independent work");
+    assert!(!p.lines("ran.log").contains(&"after_bad".to_string()));
+}
+
+#[test]
+fn keep_going_from_settings() {
+    let p = Project::new(&FAILING.replace("jobs = 1", "jobs = 1\nkeep_going = true"));
+    assert_eq!(p.orch(&["build"]).code(), 1);
+    assert_eq!(p.lines("ran.log"), ["bad", "other"]);
+}
+
+fn agent_project(mode: &str, extra_task: &str) -> Project {
+    let fake = fake_claude();
+    Project::new(&format!(
+        r#"
+[settings]
+jobs = 2
+retry_backoff = "10ms"
+
+[agents.claude]
+preset = "claude"
+command = ["{fake}"]
+retries = 2
+
+[tasks.T-01]
+title = "Read code"
+prompt = "Count the lines."
+env = {{ FAKE_MODE = "{mode}" }}
+{extra_task}
+"#,
+        fake = fake.display()
+    ))
+}
+
+#[test]
+fn overload_is_retried_with_backoff_then_succeeds() {
+    let p = agent_project("overload:2", "");
+    let run = p.orch(&["build"]);
+    run.success();
+    assert_eq!(p.lines("calls.log").len(), 3, "two overloads, then success");
+    assert!(run.stderr().contains("transient error"), "{}", run.stderr());
+    assert!(run.stderr().contains("2 retries"), "{}", run.stderr());
+    assert_eq!(p.read(".orchestrator/results/agent-01-result.md"), "recovered after 2 overloads");
+    let plan = p.read(".orchestrator/master_plan.md");
+    assert!(plan.contains("| T-01 | Read code | Agent-01 | ✅ | P2 | None |"), "{plan}");
+    assert!(plan.contains("| 2 |\n"), "retries column: {plan}");
+    assert!(plan.contains("Agent-01 Retrying"), "{plan}");
+}
+
+#[test]
+fn overload_beyond_the_retry_budget_fails() {
+    let p = agent_project("overload:5", "");
+    let run = p.orch(&["build"]);
+    assert_eq!(run.code(), 1);
+    assert_eq!(p.lines("calls.log").len(), 3, "1 try + 2 retries");
+    assert!(!p.exists(".orchestrator/results/agent-01-result.md"));
+}
+
+#[test]
+fn is_error_with_exit_zero_is_a_failure_and_not_a_result() {
+    let p = agent_project("is_error", "retries = 0");
+    let run = p.orch(&["build"]);
+    assert_eq!(run.code(), 1);
+    assert!(run.stderr().contains("is_error"), "{}", run.stderr());
+    assert!(run.stderr().contains("Execution error: tool failed"));
+    assert!(!p.exists(".orchestrator/results/agent-01-result.md"));
+    assert!(!p.exists(".orchestrator/final_output.md"), "no half result presented as complete");
+    assert!(p.read(".orchestrator/logs/agent-01.log").contains("is_error"));
+}
+
+#[test]
+fn odd_agent_outputs_are_failures() {
+    for (mode, expect) in [
+        ("not_json", "expected JSON"),
+        ("empty", "empty result"),
+        ("crash", "exit code 3: fatal: model not available"),
+    ] {
+        let p = agent_project(mode, "retries = 0");
+        let run = p.orch(&["build"]);
+        assert_eq!(run.code(), 1, "{mode}");
+        assert!(run.stderr().contains(expect), "{mode}: {}", run.stderr());
+    }
+}
+
+#[test]
+fn claudecode_is_stripped_so_a_nested_claude_starts() {
+    let p = agent_project("ok", "");
+    let mut cmd = p.command(&["build"]);
+    cmd.env("CLAUDECODE", "1");
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group() {
+    let p = agent_project("hang", "retries = 0\ntimeout = \"500ms\"");
+    p.write(
+        "Orchfile.toml",
+        &p.read("Orchfile.toml")
+            .replace("retry_backoff = \"10ms\"", "retry_backoff = \"10ms\"\nkill_grace = \"200ms\""),
+    );
+    let run = p.orch(&["build"]);
+    assert_eq!(run.code(), 1);
+    assert!(run.stderr().contains("timed out"), "{}", run.stderr());
+    let child = read_pid(&p, "hang-child.pid");
+    let parent = read_pid(&p, "hang-parent.pid");
+    assert!(!alive(child), "the agent's child {child} survived the timeout");
+    assert!(!alive(parent), "the agent {parent} survived the timeout");
+}
+
+#[test]
+fn missing_declared_output_fails_and_verify_is_checked() {
+    let p = Project::new(
+        r#"
+[tasks.forgets]
+run = "echo hi"
+outputs = ["never.txt"]
+
+[tasks.verified]
+run = "echo short > v.txt"
+outputs = ["v.txt"]
+verify = "test $(wc -c < v.txt) -gt 100"
+"#,
+    );
+    let run = p.orch(&["build", "-k"]);
+    assert_eq!(run.code(), 1);
+    let err = run.stderr();
+    assert!(err.contains("declared output missing after run: never.txt"), "{err}");
+    assert!(err.contains("verify `test $(wc -c < v.txt) -gt 100` failed"), "{err}");
+}
+
+#[test]
+fn dep_results_reach_the_dependents_prompt_file() {
+    let fake = fake_claude();
+    let p = Project::new(&format!(
+        r#"
+[agents.claude]
+command = ["{fake}"]
+
+[tasks.T-01]
+title = "Read code"
+prompt = "Inventory the code."
+env = {{ FAKE_MODE = "echo" }}
+inputs = ["src/*.ts"]
+
+[tasks.T-02]
+title = "Style"
+prompt = "Check style using this inventory: {{{{ deps.T-01.result }}}} and {{{{ inputs }}}}"
+inputs = ["src/*.ts"]
+deps = ["T-01"]
+env = {{ FAKE_MODE = "echo" }}
+
+[tasks.T-03]
+title = "Report"
+prompt = "Summarise."
+deps = ["T-02"]
+outputs = ["report.md"]
+env = {{ FAKE_MODE = "ok", FAKE_WRITE = "report.md" }}
+
+[aggregate]
+strategy = "concat"
+title = "Review"
+"#,
+        fake = fake.display()
+    ));
+    p.write("src/a.ts", "let a = 1;\n");
+    p.orch(&["build"]).success();
+    let t2 = p.read(".orchestrator/agent_tasks/agent-02.md");
+    assert!(t2.contains("Check style using this inventory: # Task T-01: Read code"), "{t2}");
+    assert!(t2.contains("Inventory the code."), "T-01's result (its echoed prompt) is inlined");
+    assert!(t2.contains("- src/a.ts"), "{{ inputs }} lists the input files");
+    let t3 = p.read(".orchestrator/agent_tasks/agent-03.md");
+    assert!(t3.contains("## Results from dependencies"), "{t3}");
+    assert!(t3.contains("### T-02: Style (Agent-02)"), "{t3}");
+    assert!(t3.contains("- **Expected outputs** (write these files): report.md"));
+    let result = p.read(".orchestrator/results/agent-02-result.md");
+    assert_eq!(result, t2.trim_end(), "the agent got exactly the task file");
+    let fin = p.read(".orchestrator/final_output.md");
+    let (i1, i2, i3) = (
+        fin.find("## Agent-01 Output").unwrap(),
+        fin.find("## Agent-02 Output").unwrap(),
+        fin.find("## Agent-03 Output").unwrap(),
+    );
+    assert!(i1 < i2 && i2 < i3, "merged in dependency order");
+}
+
+#[test]
+fn sim_agent_runs_the_code_review_example_offline() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/code-review");
+    let p = Project::new(&std::fs::read_to_string(example.join("Orchfile.toml")).unwrap());
+    for f in ["src/server.ts", "src/users.ts"] {
+        p.write(f, &std::fs::read_to_string(example.join(f)).unwrap());
+    }
+    let run = p.orch(&["build", "--agent", "sim", "--sim-speed", "1000"]);
+    run.success();
+    let plan = p.read(".orchestrator/master_plan.md");
+    for (id, agent) in [("T-01", "Agent-01"), ("T-05", "Agent-05")] {
+        assert!(plan.contains(&format!("| {id} |")) && plan.contains(agent), "{plan}");
+    }
+    assert_eq!(plan.matches(" | ✅ | ").count(), 5, "{plan}");
+    assert!(plan.contains("## Execution Log"));
+    assert!(plan.contains("] Initialization"));
+    assert!(plan.contains("] Batch #2 Started\n- Agent-02, Agent-03, Agent-04 launched in parallel"), "{plan}");
+    assert!(plan.contains("] Result Aggregation Completed"));
+    let fin = p.read(".orchestrator/final_output.md");
+    assert!(fin.starts_with("# Code Review Report\n\n## Overview\n"), "{fin}");
+    assert!(p.exists("reports/security.json"), "sim writes declared outputs");
+
+    // Agent ids are stable: a new task gets the next number, old ones keep theirs.
+    let more = std::fs::read_to_string(example.join("Orchfile.toml")).unwrap().replace(
+        "[tasks.T-05]",
+        "[tasks.T-00]\ntitle = \"Extra\"\nprompt = \"x\"\n\n[tasks.T-05]",
+    );
+    p.write("Orchfile.toml", &more);
+    p.orch(&["build", "--agent", "sim", "--sim-speed", "1000"]).success();
+    let plan = p.read(".orchestrator/master_plan.md");
+    assert!(plan.contains("| T-00 | Extra | Agent-06 |"), "{plan}");
+    assert!(plan.contains("| T-05 | Generate report | Agent-05 |"), "{plan}");
+}
+
+#[test]
+fn dry_run_prints_batches_and_reasons_without_running() {
+    let p = chain();
+    let run = p.orch(&["build", "--dry-run"]);
+    run.success();
+    let out = run.stdout();
+    assert!(out.contains("🚀 Parallel Execution Batch #1"), "{out}");
+    assert!(out.contains("🚀 Parallel Execution Batch #3"), "{out}");
+    assert!(out.contains("🤖 Agent-01 [a: a]"));
+    assert!(out.contains("❓ Why: never built"));
+    assert!(out.contains("❓ Why: dep a will run"));
+    assert!(out.contains("Would run 4 task(s) in 3 batch(es)"));
+    assert!(!p.exists("ran.log"), "dry run runs nothing");
+
+    p.orch(&["build"]).success();
+    p.write("in_d.txt", "changed\n");
+    let out = p.orch(&["build", "-n"]).stdout();
+    assert!(out.contains("❓ Why: input in_d.txt changed"), "{out}");
+    assert!(out.contains("Would run 1 task(s) in 1 batch(es)"), "{out}");
+}
+
+#[test]
+fn bad_orchfiles_get_diagnostics_pointing_at_the_problem() {
+    let cases = [
+        ("[tasks.a]\nrun = \"x\"\nruns = 3\n", "unknown field `runs`", "runs = 3"),
+        ("[tasks.a\nrun = \"x\"\n", "invalid Orchfile", "[tasks.a"),
+        (
+            "[tasks.a]\nrun = \"x\"\ndeps = [\"b\"]\n[tasks.b]\nrun = \"y\"\ndeps = [\"a\"]\n",
+            "dependency cycle: ",
+            "deps = [\"a\"]",
+        ),
+        ("[tasks.a]\nrun = \"x\"\ndeps = [\"zzz\"]\n", "unknown task `zzz`", "\"zzz\""),
+        ("[tasks.a]\nrun = \"x\"\ntimeout = \"5 fortnights\"\n", "invalid timeout", "5 fortnights"),
+        ("[tasks.a]\nrun = \"x\"\ninputs = [\"src/[\"]\n", "invalid input glob", "src/["),
+    ];
+    for (text, message, shown) in cases {
+        let p = Project::new(text);
+        let run = p.orch(&["build"]);
+        assert_eq!(run.code(), 2, "{text}");
+        let err = run.stderr();
+        assert!(err.contains(message), "{text}: {err}");
+        assert!(err.contains("Orchfile.toml"), "names the file: {err}");
+        assert!(err.contains(shown), "shows the source line: {err}");
+        assert!(!p.exists(".orchestrator"), "a bad plan runs nothing");
+    }
+}
+
+#[test]
+fn no_orchfile_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(orch_bin())
+        .arg("build")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Orchfile.toml"));
+}
+
+#[test]
+fn json_events_one_per_line() {
+    let p = chain();
+    let run = p.orch(&["build", "--json"]);
+    run.success();
+    let events: Vec<serde_json::Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "build_started");
+    assert_eq!(events.last().unwrap()["event"], "build_finished");
+    assert_eq!(events.iter().filter(|e| e["event"] == "task_finished").count(), 4);
+    let a = events.iter().find(|e| e["event"] == "task_finished" && e["task"] == "a").unwrap();
+    assert_eq!(a["agent_id"], "Agent-01");
+    assert!(a["duration_ms"].is_u64());
+}
+
+#[test]
+fn a_second_build_in_the_same_directory_is_refused() {
+    let p = Project::new("[tasks.slow]\nrun = \"sleep 2\"\n");
+    let mut first = p.command(&["build"]).spawn().unwrap();
+    wait_for("the first run to take the lock", Duration::from_secs(10), || {
+        p.exists(".orchestrator/lock") && !p.read(".orchestrator/lock").is_empty()
+    });
+    let second = p.orch(&["build"]);
+    assert_eq!(second.code(), 2);
+    assert!(second.stderr().contains("another orch run"), "{}", second.stderr());
+    assert!(first.wait().unwrap().success());
+}
+
+#[test]
+fn sigint_stops_children_and_exits_130() {
+    let p = Project::new(
+        "[settings]\njobs = 2\n[tasks.x]\nrun = \"sleep 60 & echo $! > x.pid; wait\"\n[tasks.y]\nrun = \"echo $$ > y.pid; sleep 60\"\n",
+    );
+    let mut child = p.command(&["build"]).spawn().unwrap();
+    wait_for("both tasks to start", Duration::from_secs(10), || {
+        p.exists("x.pid") && p.exists("y.pid")
+    });
+    let (x, y) = (read_pid(&p, "x.pid"), read_pid(&p, "y.pid"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(!alive(x) && !alive(y), "children survived SIGINT");
+    let plan = p.read(".orchestrator/master_plan.md");
+    assert!(plan.contains("Build Interrupted"), "{plan}");
+}
+
+#[test]
+fn sigkill_mid_run_then_resume_reruns_only_unfinished_tasks() {
+    // Ten quick independent tasks and one slow one; kill orch while the slow one runs.
+    let mut orchfile = String::from("[settings]\njobs = 2\n");
+    for i in 0..10 {
+        orchfile.push_str(&format!(
+            "[tasks.q{i}]\nrun = \"echo q{i} >> ran.log; echo {i} > q{i}.out\"\noutputs = [\"q{i}.out\"]\npriority = \"P0\"\n"
+        ));
+    }
+    orchfile.push_str(
+        "[tasks.slow]\nrun = \"echo slow >> ran.log; echo $$ > slow.pid; sleep 30; echo done > slow.out\"\noutputs = [\"slow.out\"]\npriority = \"P3\"\n[tasks.after]\nrun = \"echo after >> ran.log\"\ndeps = [\"slow\"]\n",
+    );
+    let p = Project::new(&orchfile);
+    let mut child = p.command(&["build"]).spawn().unwrap();
+    wait_for("the slow task to start", Duration::from_secs(20), || p.exists("slow.pid"));
+    let slow = read_pid(&p, "slow.pid");
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    wait_for("the orphaned task to die", Duration::from_secs(5), || !alive(slow));
+    let first: Vec<String> = p.lines("ran.log");
+    let finished: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+    for q in &finished {
+        assert!(first.contains(q), "{q} ran before the kill: {first:?}");
+    }
+
+    // Make the slow task quick, then resume: only it and its dependent run.
+    p.write("Orchfile.toml", &orchfile.replace("sleep 30; ", ""));
+    p.clear("ran.log");
+    p.orch(&["build"]).success();
+    assert_eq!(p.lines("ran.log"), ["slow", "after"]);
+    assert!(p.read(".orchestrator/master_plan.md").contains("| slow | slow |"));
+}
