@@ -56,19 +56,33 @@ fn up_to_date_tasks_are_skipped_and_an_edit_reruns_only_its_cone() {
     p.clear("ran.log");
     let run = p.orch(&["build"]);
     run.success();
-    assert!(p.lines("ran.log").is_empty(), "nothing changed, nothing runs");
-    assert!(run.stderr().contains("0 ran, 4 up to date"), "{}", run.stderr());
+    assert!(
+        p.lines("ran.log").is_empty(),
+        "nothing changed, nothing runs"
+    );
+    assert!(
+        run.stderr().contains("0 ran, 4 up to date"),
+        "{}",
+        run.stderr()
+    );
 
     p.write("in_b.txt", "in_b.txt v2\n");
     p.orch(&["build"]).success();
-    assert_eq!(sorted(p.lines("ran.log")), ["b", "c"], "only b and its dependents");
+    assert_eq!(
+        sorted(p.lines("ran.log")),
+        ["b", "c"],
+        "only b and its dependents"
+    );
     assert_eq!(p.read("out_c.txt"), "in_a.txt v1\nin_b.txt v2\n");
 
     // Restoring the old content after a run counts as a change against the last success...
     p.clear("ran.log");
     p.write("in_b.txt", "in_b.txt v2\n");
     p.orch(&["build"]).success();
-    assert!(p.lines("ran.log").is_empty(), "same content, different mtime: no run");
+    assert!(
+        p.lines("ran.log").is_empty(),
+        "same content, different mtime: no run"
+    );
 }
 
 #[test]
@@ -92,7 +106,10 @@ fn a_definition_change_reruns_the_task() {
     p.clear("ran.log");
     p.write(
         "Orchfile.toml",
-        &CHAIN.replace("cat in_d.txt > out_d.txt", "cat in_d.txt in_d.txt > out_d.txt"),
+        &CHAIN.replace(
+            "cat in_d.txt > out_d.txt",
+            "cat in_d.txt in_d.txt > out_d.txt",
+        ),
     );
     p.orch(&["build"]).success();
     assert_eq!(p.lines("ran.log"), ["d"]);
@@ -130,8 +147,16 @@ fn a_failure_stops_new_work_unless_keep_going() {
     let p = Project::new(FAILING);
     let run = p.orch(&["build"]);
     assert_eq!(run.code(), 1);
-    assert_eq!(p.lines("ran.log"), ["bad"], "P0 runs first; nothing starts after the failure");
-    assert!(run.stderr().contains("exit code 7: compiler exploded"), "{}", run.stderr());
+    assert_eq!(
+        p.lines("ran.log"),
+        ["bad"],
+        "P0 runs first; nothing starts after the failure"
+    );
+    assert!(
+        run.stderr().contains("exit code 7: compiler exploded"),
+        "{}",
+        run.stderr()
+    );
     assert!(run.stderr().contains("1 blocked"), "{}", run.stderr());
     assert!(run.stderr().contains("1 not started"), "{}", run.stderr());
     let plan = p.read(".orchestrator/master_plan.md");
@@ -141,7 +166,11 @@ fn a_failure_stops_new_work_unless_keep_going() {
     p.clear("ran.log");
     let run = p.orch(&["build", "-k"]);
     assert_eq!(run.code(), 1);
-    assert_eq!(p.lines("ran.log"), ["bad", "other"], "-k runs independent work");
+    assert_eq!(
+        p.lines("ran.log"),
+        ["bad", "other"],
+        "-k runs independent work"
+    );
     assert!(!p.lines("ran.log").contains(&"after_bad".to_string()));
 }
 
@@ -183,9 +212,15 @@ fn overload_is_retried_with_backoff_then_succeeds() {
     assert_eq!(p.lines("calls.log").len(), 3, "two overloads, then success");
     assert!(run.stderr().contains("transient error"), "{}", run.stderr());
     assert!(run.stderr().contains("2 retries"), "{}", run.stderr());
-    assert_eq!(p.read(".orchestrator/results/agent-01-result.md"), "recovered after 2 overloads");
+    assert_eq!(
+        p.read(".orchestrator/results/agent-01-result.md"),
+        "recovered after 2 overloads"
+    );
     let plan = p.read(".orchestrator/master_plan.md");
-    assert!(plan.contains("| T-01 | Read code | Agent-01 | ✅ | P2 | None |"), "{plan}");
+    assert!(
+        plan.contains("| T-01 | Read code | Agent-01 | ✅ | P2 | None |"),
+        "{plan}"
+    );
     assert!(plan.contains("| 2 |\n"), "retries column: {plan}");
     assert!(plan.contains("Agent-01 Retrying"), "{plan}");
 }
@@ -207,8 +242,13 @@ fn is_error_with_exit_zero_is_a_failure_and_not_a_result() {
     assert!(run.stderr().contains("is_error"), "{}", run.stderr());
     assert!(run.stderr().contains("Execution error: tool failed"));
     assert!(!p.exists(".orchestrator/results/agent-01-result.md"));
-    assert!(!p.exists(".orchestrator/final_output.md"), "no half result presented as complete");
-    assert!(p.read(".orchestrator/logs/agent-01.log").contains("is_error"));
+    assert!(
+        !p.exists(".orchestrator/final_output.md"),
+        "no half result presented as complete"
+    );
+    assert!(p
+        .read(".orchestrator/logs/agent-01.log")
+        .contains("is_error"));
 }
 
 #[test]
@@ -231,7 +271,11 @@ fn claudecode_is_stripped_so_a_nested_claude_starts() {
     let mut cmd = p.command(&["build"]);
     cmd.env("CLAUDECODE", "1");
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -239,15 +283,20 @@ fn timeout_kills_the_whole_process_group() {
     let p = agent_project("hang", "retries = 0\ntimeout = \"500ms\"");
     p.write(
         "Orchfile.toml",
-        &p.read("Orchfile.toml")
-            .replace("retry_backoff = \"10ms\"", "retry_backoff = \"10ms\"\nkill_grace = \"200ms\""),
+        &p.read("Orchfile.toml").replace(
+            "retry_backoff = \"10ms\"",
+            "retry_backoff = \"10ms\"\nkill_grace = \"200ms\"",
+        ),
     );
     let run = p.orch(&["build"]);
     assert_eq!(run.code(), 1);
     assert!(run.stderr().contains("timed out"), "{}", run.stderr());
     let child = read_pid(&p, "hang-child.pid");
     let parent = read_pid(&p, "hang-parent.pid");
-    assert!(!alive(child), "the agent's child {child} survived the timeout");
+    assert!(
+        !alive(child),
+        "the agent's child {child} survived the timeout"
+    );
     assert!(!alive(parent), "the agent {parent} survived the timeout");
 }
 
@@ -268,8 +317,14 @@ verify = "test $(wc -c < v.txt) -gt 100"
     let run = p.orch(&["build", "-k"]);
     assert_eq!(run.code(), 1);
     let err = run.stderr();
-    assert!(err.contains("declared output missing after run: never.txt"), "{err}");
-    assert!(err.contains("verify `test $(wc -c < v.txt) -gt 100` failed"), "{err}");
+    assert!(
+        err.contains("declared output missing after run: never.txt"),
+        "{err}"
+    );
+    assert!(
+        err.contains("verify `test $(wc -c < v.txt) -gt 100` failed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -309,9 +364,18 @@ title = "Review"
     p.write("src/a.ts", "let a = 1;\n");
     p.orch(&["build"]).success();
     let t2 = p.read(".orchestrator/agent_tasks/agent-02.md");
-    assert!(t2.contains("Check style using this inventory: # Task T-01: Read code"), "{t2}");
-    assert!(t2.contains("Inventory the code."), "T-01's result (its echoed prompt) is inlined");
-    assert!(t2.contains("- src/a.ts"), "{{ inputs }} lists the input files");
+    assert!(
+        t2.contains("Check style using this inventory: # Task T-01: Read code"),
+        "{t2}"
+    );
+    assert!(
+        t2.contains("Inventory the code."),
+        "T-01's result (its echoed prompt) is inlined"
+    );
+    assert!(
+        t2.contains("- src/a.ts"),
+        "{{ inputs }} lists the input files"
+    );
     let t3 = p.read(".orchestrator/agent_tasks/agent-03.md");
     assert!(t3.contains("## Results from dependencies"), "{t3}");
     assert!(t3.contains("### T-02: Style (Agent-02)"), "{t3}");
@@ -338,27 +402,45 @@ fn sim_agent_runs_the_code_review_example_offline() {
     run.success();
     let plan = p.read(".orchestrator/master_plan.md");
     for (id, agent) in [("T-01", "Agent-01"), ("T-05", "Agent-05")] {
-        assert!(plan.contains(&format!("| {id} |")) && plan.contains(agent), "{plan}");
+        assert!(
+            plan.contains(&format!("| {id} |")) && plan.contains(agent),
+            "{plan}"
+        );
     }
     assert_eq!(plan.matches(" | ✅ | ").count(), 5, "{plan}");
     assert!(plan.contains("## Execution Log"));
     assert!(plan.contains("] Initialization"));
-    assert!(plan.contains("] Batch #2 Started\n- Agent-02, Agent-03, Agent-04 launched in parallel"), "{plan}");
+    assert!(
+        plan.contains("] Batch #2 Started\n- Agent-02, Agent-03, Agent-04 launched in parallel"),
+        "{plan}"
+    );
     assert!(plan.contains("] Result Aggregation Completed"));
     let fin = p.read(".orchestrator/final_output.md");
-    assert!(fin.starts_with("# Code Review Report\n\n## Overview\n"), "{fin}");
-    assert!(p.exists("reports/security.json"), "sim writes declared outputs");
+    assert!(
+        fin.starts_with("# Code Review Report\n\n## Overview\n"),
+        "{fin}"
+    );
+    assert!(
+        p.exists("reports/security.json"),
+        "sim writes declared outputs"
+    );
 
     // Agent ids are stable: a new task gets the next number, old ones keep theirs.
-    let more = std::fs::read_to_string(example.join("Orchfile.toml")).unwrap().replace(
-        "[tasks.T-05]",
-        "[tasks.T-00]\ntitle = \"Extra\"\nprompt = \"x\"\n\n[tasks.T-05]",
-    );
+    let more = std::fs::read_to_string(example.join("Orchfile.toml"))
+        .unwrap()
+        .replace(
+            "[tasks.T-05]",
+            "[tasks.T-00]\ntitle = \"Extra\"\nprompt = \"x\"\n\n[tasks.T-05]",
+        );
     p.write("Orchfile.toml", &more);
-    p.orch(&["build", "--agent", "sim", "--sim-speed", "1000"]).success();
+    p.orch(&["build", "--agent", "sim", "--sim-speed", "1000"])
+        .success();
     let plan = p.read(".orchestrator/master_plan.md");
     assert!(plan.contains("| T-00 | Extra | Agent-06 |"), "{plan}");
-    assert!(plan.contains("| T-05 | Generate report | Agent-05 |"), "{plan}");
+    assert!(
+        plan.contains("| T-05 | Generate report | Agent-05 |"),
+        "{plan}"
+    );
 }
 
 #[test]
@@ -385,16 +467,32 @@ fn dry_run_prints_batches_and_reasons_without_running() {
 #[test]
 fn bad_orchfiles_get_diagnostics_pointing_at_the_problem() {
     let cases = [
-        ("[tasks.a]\nrun = \"x\"\nruns = 3\n", "unknown field `runs`", "runs = 3"),
+        (
+            "[tasks.a]\nrun = \"x\"\nruns = 3\n",
+            "unknown field `runs`",
+            "runs = 3",
+        ),
         ("[tasks.a\nrun = \"x\"\n", "invalid Orchfile", "[tasks.a"),
         (
             "[tasks.a]\nrun = \"x\"\ndeps = [\"b\"]\n[tasks.b]\nrun = \"y\"\ndeps = [\"a\"]\n",
             "dependency cycle: ",
             "deps = [\"a\"]",
         ),
-        ("[tasks.a]\nrun = \"x\"\ndeps = [\"zzz\"]\n", "unknown task `zzz`", "\"zzz\""),
-        ("[tasks.a]\nrun = \"x\"\ntimeout = \"5 fortnights\"\n", "invalid timeout", "5 fortnights"),
-        ("[tasks.a]\nrun = \"x\"\ninputs = [\"src/[\"]\n", "invalid input glob", "src/["),
+        (
+            "[tasks.a]\nrun = \"x\"\ndeps = [\"zzz\"]\n",
+            "unknown task `zzz`",
+            "\"zzz\"",
+        ),
+        (
+            "[tasks.a]\nrun = \"x\"\ntimeout = \"5 fortnights\"\n",
+            "invalid timeout",
+            "5 fortnights",
+        ),
+        (
+            "[tasks.a]\nrun = \"x\"\ninputs = [\"src/[\"]\n",
+            "invalid input glob",
+            "src/[",
+        ),
     ];
     for (text, message, shown) in cases {
         let p = Project::new(text);
@@ -432,8 +530,17 @@ fn json_events_one_per_line() {
         .collect();
     assert_eq!(events.first().unwrap()["event"], "build_started");
     assert_eq!(events.last().unwrap()["event"], "build_finished");
-    assert_eq!(events.iter().filter(|e| e["event"] == "task_finished").count(), 4);
-    let a = events.iter().find(|e| e["event"] == "task_finished" && e["task"] == "a").unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "task_finished")
+            .count(),
+        4
+    );
+    let a = events
+        .iter()
+        .find(|e| e["event"] == "task_finished" && e["task"] == "a")
+        .unwrap();
     assert_eq!(a["agent_id"], "Agent-01");
     assert!(a["duration_ms"].is_u64());
 }
@@ -442,12 +549,18 @@ fn json_events_one_per_line() {
 fn a_second_build_in_the_same_directory_is_refused() {
     let p = Project::new("[tasks.slow]\nrun = \"sleep 2\"\n");
     let mut first = p.command(&["build"]).spawn().unwrap();
-    wait_for("the first run to take the lock", Duration::from_secs(10), || {
-        p.exists(".orchestrator/lock") && !p.read(".orchestrator/lock").is_empty()
-    });
+    wait_for(
+        "the first run to take the lock",
+        Duration::from_secs(10),
+        || p.exists(".orchestrator/lock") && !p.read(".orchestrator/lock").is_empty(),
+    );
     let second = p.orch(&["build"]);
     assert_eq!(second.code(), 2);
-    assert!(second.stderr().contains("another orch run"), "{}", second.stderr());
+    assert!(
+        second.stderr().contains("another orch run"),
+        "{}",
+        second.stderr()
+    );
     assert!(first.wait().unwrap().success());
 }
 
@@ -464,7 +577,9 @@ fn sigint_stops_children_and_exits_130() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    assert!(!alive(x) && !alive(y), "children survived SIGINT");
+    wait_for("children to die after SIGINT", Duration::from_secs(5), || {
+        !alive(x) && !alive(y)
+    });
     let plan = p.read(".orchestrator/master_plan.md");
     assert!(plan.contains("Build Interrupted"), "{plan}");
 }
@@ -483,11 +598,15 @@ fn sigkill_mid_run_then_resume_reruns_only_unfinished_tasks() {
     );
     let p = Project::new(&orchfile);
     let mut child = p.command(&["build"]).spawn().unwrap();
-    wait_for("the slow task to start", Duration::from_secs(20), || p.exists("slow.pid"));
+    wait_for("the slow task to start", Duration::from_secs(20), || {
+        p.exists("slow.pid")
+    });
     let slow = read_pid(&p, "slow.pid");
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    wait_for("the orphaned task to die", Duration::from_secs(5), || !alive(slow));
+    wait_for("the orphaned task to die", Duration::from_secs(5), || {
+        !alive(slow)
+    });
     let first: Vec<String> = p.lines("ran.log");
     let finished: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
     for q in &finished {
@@ -499,5 +618,7 @@ fn sigkill_mid_run_then_resume_reruns_only_unfinished_tasks() {
     p.clear("ran.log");
     p.orch(&["build"]).success();
     assert_eq!(p.lines("ran.log"), ["slow", "after"]);
-    assert!(p.read(".orchestrator/master_plan.md").contains("| slow | slow |"));
+    assert!(p
+        .read(".orchestrator/master_plan.md")
+        .contains("| slow | slow |"));
 }
