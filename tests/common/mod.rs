@@ -87,12 +87,23 @@ impl Run {
     }
     #[track_caller]
     pub fn success(&self) -> &Self {
-        assert_eq!(self.code(), 0, "stdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+        assert_eq!(
+            self.code(),
+            0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
     #[track_caller]
     pub fn failure(&self) -> &Self {
-        assert_ne!(self.code(), 0, "expected failure; stderr:\n{}", self.stderr());
+        assert_ne!(
+            self.code(),
+            0,
+            "expected failure; stderr:\n{}",
+            self.stderr()
+        );
         self
     }
 }
