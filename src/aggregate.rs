@@ -30,7 +30,12 @@ fn spec(plan: &Plan) -> AggregateSpec {
 /// Tasks whose result is not there: they did not end well this run, or the file is gone.
 pub fn missing_results(ctx: &BuildContext, ok: &[bool]) -> Vec<usize> {
     (0..ctx.plan.tasks.len())
-        .filter(|&t| !ok[t] || !ctx.layout.result_file(&ctx.agent_ids[t]).is_file())
+        .filter(|&t| {
+            // A shell task that printed nothing has no result file; that is an empty result.
+            !ok[t]
+                || (!ctx.task(t).action.is_shell()
+                    && !ctx.layout.result_file(&ctx.agent_ids[t]).is_file())
+        })
         .collect()
 }
 
@@ -51,7 +56,12 @@ pub fn run(
     let mut parts = Vec::new();
     for &t in &ctx.graph.topo {
         let path = ctx.layout.result_file(&ctx.agent_ids[t]);
-        let bytes = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let bytes = match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ctx.task(t).action.is_shell() => {
+                Vec::new()
+            }
+            other => other.map_err(|e| format!("reading {}: {e}", path.display()))?,
+        };
         parts.push(Part {
             id: ctx.task(t).id.clone(),
             title: ctx.task(t).title.clone(),

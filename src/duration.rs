@@ -71,6 +71,26 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// A duration written so that [`parse_duration`] reads back the same value (to the
+/// millisecond): `2m`, `1h30m`, `90ms`, `2m30s`. For files orch writes and reads again.
+pub fn format_exact(d: Duration) -> String {
+    // Rounded, not truncated: a parsed `7ms` may come back as 6.999999ms.
+    let ms = (d.as_nanos() + 500_000) / 1_000_000;
+    if ms == 0 {
+        return "0s".into();
+    }
+    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    let (s, ms) = (rest / 1000, rest % 1000);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +118,18 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(850)), "850ms");
         assert_eq!(format_duration(Duration::from_millis(7200)), "7.2s");
         assert_eq!(format_duration(Duration::from_secs(184)), "3m04s");
+    }
+
+    #[test]
+    fn exact_format_reads_back() {
+        for ms in [0, 1, 999, 1000, 90_000, 150_500, 3_600_000, 5_423_007] {
+            let d = Duration::from_millis(ms);
+            let text = format_exact(d);
+            let back = parse_duration(&text).unwrap();
+            assert_eq!((back.as_secs_f64() * 1000.0).round() as u64, ms, "{text}");
+            assert_eq!(format_exact(back), text);
+        }
+        assert_eq!(format_exact(Duration::from_secs(120)), "2m");
+        assert_eq!(format_exact(Duration::from_secs(5400)), "1h30m");
     }
 }

@@ -180,7 +180,8 @@ pub fn has_glob_meta(p: &str) -> bool {
     p.contains(['*', '?', '[', '{'])
 }
 
-fn compile_glob(pattern: &str) -> io::Result<GlobMatcher> {
+/// Compiles an input pattern the way inputs are matched: `*` stays within one path component.
+pub fn compile_glob(pattern: &str) -> io::Result<GlobMatcher> {
     GlobBuilder::new(&normalize(pattern))
         .literal_separator(true)
         .build()
@@ -189,7 +190,7 @@ fn compile_glob(pattern: &str) -> io::Result<GlobMatcher> {
 }
 
 /// `./src//a.txt` -> `src/a.txt`, so the same file always has one name.
-fn normalize(p: &str) -> String {
+pub fn normalize(p: &str) -> String {
     p.split('/')
         .filter(|s| !s.is_empty() && *s != ".")
         .collect::<Vec<_>>()
@@ -197,7 +198,7 @@ fn normalize(p: &str) -> String {
 }
 
 /// The directory part of a glob before its first wildcard: where the walk starts.
-fn literal_prefix(pattern: &str) -> String {
+pub fn literal_prefix(pattern: &str) -> String {
     let norm = normalize(pattern);
     let parts: Vec<&str> = norm.split('/').collect();
     let fixed: Vec<&str> = parts
@@ -262,6 +263,67 @@ pub fn definition_digest(
         field("output", o.as_bytes());
     }
     Ok(hex(h.finalize()))
+}
+
+/// The definition split by field (`prompt`, `run`, `agent`, `env`, `verify`, `inputs`,
+/// `outputs`), each hashed on its own, so `orch explain` can name the field that changed.
+/// It covers the same data as [`definition_digest`]; every field is always listed, empty or not.
+pub fn definition_fields(
+    plan: &Plan,
+    task: &Task,
+    agent: Option<&AgentSpec>,
+) -> io::Result<Vec<(String, Digest)>> {
+    fn digest(parts: &[&[u8]]) -> Digest {
+        let mut h = blake3::Hasher::new();
+        for p in parts {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        hex(h.finalize())
+    }
+    let (run, prompt): (&[u8], Vec<u8>) = match &task.action {
+        Action::Shell(cmd) => (cmd.as_bytes(), Vec::new()),
+        Action::Prompt(p) => (b"", p.as_bytes().to_vec()),
+        Action::PromptFile(p) => (
+            b"",
+            std::fs::read(plan.resolve(p)).map_err(|e| {
+                io::Error::new(e.kind(), format!("prompt_file {}: {e}", p.display()))
+            })?,
+        ),
+    };
+    let agent_parts: Vec<Vec<u8>> = match agent {
+        None => Vec::new(),
+        Some(a) => {
+            let mut v = vec![
+                a.name.as_bytes().to_vec(),
+                format!("{:?}", a.kind).into_bytes(),
+                format!("{:?}", a.prompt_via).into_bytes(),
+                format!("{:?}", a.result).into_bytes(),
+            ];
+            v.extend(a.command.iter().map(|c| c.as_bytes().to_vec()));
+            v.extend(a.env.keys().map(|k| format!("env:{k}").into_bytes()));
+            v
+        }
+    };
+    let list = |items: &mut dyn Iterator<Item = &String>| -> Digest {
+        let parts: Vec<&[u8]> = items.map(|s| s.as_bytes()).collect();
+        digest(&parts)
+    };
+    Ok(vec![
+        ("prompt".into(), digest(&[&prompt])),
+        ("run".into(), digest(&[run])),
+        (
+            "agent".into(),
+            digest(&agent_parts.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+        ),
+        ("env".into(), list(&mut task.env.keys())),
+        (
+            "verify".into(),
+            digest(&[task.verify.as_deref().unwrap_or("").as_bytes()]),
+        ),
+        ("inputs".into(), list(&mut task.inputs.iter())),
+        ("outputs".into(), list(&mut task.outputs.iter())),
+    ])
 }
 
 /// What one finished dep hands its dependents: its fingerprint and its outputs' hashes.

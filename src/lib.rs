@@ -10,19 +10,26 @@
 //! - [`scheduler`]: ready-queue scheduling, apart from execution;
 //! - [`build`]: one build end to end; [`aggregate`]: `final_output.md`;
 //! - [`reporter`]: terminal, progress and JSON views of build events;
+//! - [`planner`]: `orch plan`, a request decomposed into tasks by an agent;
+//! - [`inspect`]: status, explain, graph and list, read-only; [`clean`]: `orch clean`;
+//! - [`watch`]: `orch watch`, re-building on file changes;
 //! - [`cli`]: the command line.
 
 pub mod agent;
 pub mod aggregate;
 pub mod build;
+pub mod clean;
 pub mod cli;
 pub mod clock;
 pub mod duration;
 pub mod executor;
 pub mod fingerprint;
 pub mod graph;
+pub mod inspect;
 pub mod plan;
+pub mod planner;
 pub mod redact;
 pub mod reporter;
 pub mod scheduler;
 pub mod state;
+pub mod watch;

@@ -577,9 +577,11 @@ fn sigint_stops_children_and_exits_130() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    wait_for("children to die after SIGINT", Duration::from_secs(5), || {
-        !alive(x) && !alive(y)
-    });
+    wait_for(
+        "children to die after SIGINT",
+        Duration::from_secs(5),
+        || !alive(x) && !alive(y),
+    );
     let plan = p.read(".orchestrator/master_plan.md");
     assert!(plan.contains("Build Interrupted"), "{plan}");
 }
@@ -594,18 +596,19 @@ fn sigkill_mid_run_then_resume_reruns_only_unfinished_tasks() {
         ));
     }
     orchfile.push_str(
-        "[tasks.slow]\nrun = \"echo slow >> ran.log; echo $$ > slow.pid; sleep 30; echo done > slow.out\"\noutputs = [\"slow.out\"]\npriority = \"P3\"\n[tasks.after]\nrun = \"echo after >> ran.log\"\ndeps = [\"slow\"]\n",
+        "[tasks.slow]\nrun = \"echo slow >> ran.log; echo $$ > slow.pid; sleep 30 & echo $! > sleep.pid; wait; echo done > slow.out\"\noutputs = [\"slow.out\"]\npriority = \"P3\"\n[tasks.after]\nrun = \"echo after >> ran.log\"\ndeps = [\"slow\"]\n",
     );
     let p = Project::new(&orchfile);
     let mut child = p.command(&["build"]).spawn().unwrap();
     wait_for("the slow task to start", Duration::from_secs(20), || {
-        p.exists("slow.pid")
+        p.exists("sleep.pid") && !p.read("sleep.pid").is_empty()
     });
-    let slow = read_pid(&p, "slow.pid");
+    let (slow, sleep) = (read_pid(&p, "slow.pid"), read_pid(&p, "sleep.pid"));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    wait_for("the orphaned task to die", Duration::from_secs(5), || {
-        !alive(slow)
+    // The crash guard stops the whole process group, grandchildren included.
+    wait_for("the orphaned task to die", Duration::from_secs(10), || {
+        !alive(slow) && !alive(sleep)
     });
     let first: Vec<String> = p.lines("ran.log");
     let finished: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
@@ -614,7 +617,10 @@ fn sigkill_mid_run_then_resume_reruns_only_unfinished_tasks() {
     }
 
     // Make the slow task quick, then resume: only it and its dependent run.
-    p.write("Orchfile.toml", &orchfile.replace("sleep 30; ", ""));
+    p.write(
+        "Orchfile.toml",
+        &orchfile.replace("sleep 30 & echo $! > sleep.pid; wait; ", ""),
+    );
     p.clear("ran.log");
     p.orch(&["build"]).success();
     assert_eq!(p.lines("ran.log"), ["slow", "after"]);

@@ -111,6 +111,7 @@ pub fn run(plan: &crate::plan::Plan, opts: &super::BuildOptions) -> miette::Resu
     let by_person = doc.reset_by_person(plan, &store);
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let ctx = BuildContext {
+        guard: None,
         plan,
         graph: &graph,
         layout: layout.clone(),

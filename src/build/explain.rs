@@ -15,7 +15,21 @@ pub fn diff_reason(prev: &TaskRecord, now: &FingerprintParts) -> String {
 pub fn reasons(prev: &TaskRecord, now: &FingerprintParts) -> Vec<String> {
     let mut out = Vec::new();
     if prev.definition != now.definition {
-        out.push("definition changed (prompt, command, agent or declared files)".into());
+        let changed: Vec<&str> = now
+            .definition_fields
+            .iter()
+            .filter(|(name, digest)| {
+                prev.definition_fields
+                    .iter()
+                    .any(|(n, d)| n == name && d != digest)
+            })
+            .map(|(name, _)| field_label(name))
+            .collect();
+        if changed.is_empty() {
+            out.push("definition changed (prompt, command, agent or declared files)".into());
+        } else {
+            out.push(format!("definition changed: {}", changed.join(", ")));
+        }
     }
     for (path, hash) in &now.inputs {
         match prev.inputs.iter().find(|(p, _)| p == path) {
@@ -42,4 +56,18 @@ pub fn reasons(prev: &TaskRecord, now: &FingerprintParts) -> Vec<String> {
         }
     }
     out
+}
+
+/// How a definition field is named in reasons.
+fn field_label(name: &str) -> &str {
+    match name {
+        "prompt" => "prompt",
+        "run" => "run command",
+        "agent" => "agent",
+        "env" => "env names",
+        "verify" => "verify command",
+        "inputs" => "declared inputs",
+        "outputs" => "declared outputs",
+        other => other,
+    }
 }

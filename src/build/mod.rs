@@ -3,8 +3,9 @@
 
 pub mod dry_run;
 pub mod explain;
-mod plan_doc;
+pub mod plan_doc;
 pub mod prompt;
+pub mod readonly;
 pub mod runner;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ use miette::{miette, IntoDiagnostic, Result};
 use crate::agent::FailureKind;
 use crate::aggregate;
 use crate::clock::Stamp;
+use crate::executor::guard::Guard;
 use crate::executor::procgroup;
 use crate::fingerprint::StatCache;
 use crate::graph::TaskGraph;
@@ -44,6 +46,8 @@ pub struct BuildOptions {
     /// `-B`: run wanted tasks even when up to date.
     pub force: bool,
     pub wait_for_lock: bool,
+    /// The orch binary, to start the crash guard (`orch __guard`); `None` runs without one.
+    pub guard_program: Option<std::path::PathBuf>,
 }
 
 impl Default for BuildOptions {
@@ -56,6 +60,7 @@ impl Default for BuildOptions {
             sim_speed: crate::agent::sim::DEFAULT_SPEED,
             force: false,
             wait_for_lock: false,
+            guard_program: None,
         }
     }
 }
@@ -465,7 +470,17 @@ pub fn run_build(
             }
         }
     }
-    let ctx = BuildContext {
+    let guard = opts.guard_program.as_ref().and_then(|prog| {
+        Guard::start(prog, plan.settings.kill_grace)
+            .map_err(|e| {
+                reporter.report(&Event::Notice {
+                    message: &format!("crash guard not started ({e}); running without it"),
+                })
+            })
+            .ok()
+    });
+    let mut ctx = BuildContext {
+        guard,
         plan,
         graph: &graph,
         layout: layout.clone(),
@@ -540,8 +555,7 @@ pub fn run_build(
             .copied()
             .filter(|&t| {
                 let up = graph.upstream_closure(&[t]);
-                !(0..plan.tasks.len())
-                    .any(|u| up[u] && coord.outcome[u] == Some(Outcome::Failed))
+                !(0..plan.tasks.len()).any(|u| up[u] && coord.outcome[u] == Some(Outcome::Failed))
             })
             .collect();
         if !rerunnable.is_empty() && on_missing == OnMissing::Rerun {
@@ -637,6 +651,9 @@ pub fn run_build(
     let io_error = coord.io_error.take();
     drop(coord);
     store.compact().into_diagnostic()?;
+    if let Some(g) = ctx.guard.take() {
+        g.finish();
+    }
     let _ = ctx.stat_cache.save(&layout.stat_cache());
     if let Some(e) = io_error {
         return Err(miette!("{e}"));

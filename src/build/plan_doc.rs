@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::runner::BuildContext;
 use crate::clock::Stamp;
-use crate::plan::{Action, Plan};
+use crate::plan::Plan;
 use crate::state::master_plan::{self, Generated, LogEntry, Sections, Status, StatusRow};
 use crate::state::{persist_atomic, StateLayout, StateStore};
 
@@ -81,21 +81,13 @@ impl PlanDoc {
         let Some(table) = self.previous.get("Task Status") else {
             return out;
         };
-        for line in table.lines() {
-            let cells: Vec<&str> = line
-                .trim()
-                .trim_matches('|')
-                .split('|')
-                .map(str::trim)
-                .collect();
-            if cells.len() < 4 {
-                continue;
-            }
-            let Some(&t) = plan.index.get(cells[0]) else {
+        // Read with the markdown parser: a title with an escaped `\|` does not shift cells.
+        for (id, status) in crate::plan::markdown::table_statuses(table) {
+            let Some(&t) = plan.index.get(&id) else {
                 continue;
             };
-            let was = store.snapshot.statuses.get(cells[0]).map(|s| s.status);
-            if Status::parse(cells[3]) == Some(Status::Ready)
+            let was = store.snapshot.statuses.get(&id).map(|s| s.status);
+            if Status::parse(&status) == Some(Status::Ready)
                 && matches!(was, Some(Status::Completed | Status::Skipped))
             {
                 out.insert(t);
@@ -217,58 +209,8 @@ impl PlanDoc {
 }
 
 fn details(plan: &Plan, store: &StateStore) -> String {
-    let mut s = String::new();
-    for task in &plan.tasks {
-        let agent_id = store.agent_id_of(&task.id);
-        let _ = writeln!(s, "### {}: {}\n", task.id, master_plan::cell(&task.title));
-        let runner = match &task.action {
-            Action::Shell(_) => "shell".to_string(),
-            _ => task
-                .agent
-                .clone()
-                .unwrap_or_else(|| plan.settings.default_agent.clone()),
-        };
-        let _ = writeln!(s, "- **Agent**: {agent_id} ({runner})");
-        let _ = writeln!(s, "- **Priority**: {}", task.priority);
-        let deps = if task.deps.is_empty() {
-            "None".into()
-        } else {
-            task.deps.join(", ")
-        };
-        let _ = writeln!(s, "- **Deps**: {deps}");
-        if !task.inputs.is_empty() {
-            let _ = writeln!(s, "- **Input**: {}", task.inputs.join(", "));
-        }
-        if !task.outputs.is_empty() {
-            let _ = writeln!(s, "- **Output**: {}", task.outputs.join(", "));
-        }
-        if let Some(e) = task.estimate {
-            let _ = writeln!(
-                s,
-                "- **Estimated Time**: {}",
-                crate::duration::format_duration(e)
-            );
-        }
-        if let Some(v) = &task.verify {
-            let _ = writeln!(s, "- **Verify**: `{v}`");
-        }
-        match &task.action {
-            Action::Shell(cmd) => {
-                let _ = writeln!(s, "- **Run**: `{}`", cmd.replace('`', "'"));
-            }
-            Action::PromptFile(f) => {
-                let _ = writeln!(s, "- **Prompt file**: {}", f.display());
-            }
-            Action::Prompt(p) => {
-                let _ = writeln!(s, "- **Prompt**:\n");
-                for line in p.lines() {
-                    let _ = writeln!(s, "  > {line}");
-                }
-            }
-        }
-        s.push('\n');
-    }
-    s
+    // Written in the form master_plan.md is read back in, for when it is the plan's source.
+    crate::plan::markdown::render_details(plan, &|id| store.agent_id_of(id))
 }
 
 /// A mermaid flowchart, so the plan renders as a picture where markdown is shown.

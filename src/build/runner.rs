@@ -57,6 +57,8 @@ pub enum TaskMsg {
     },
 }
 
+// One per finished task, moved once through a channel: boxing would not pay.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum TaskDone {
     UpToDate(DoneInfo),
@@ -78,6 +80,8 @@ pub enum TaskDone {
 #[derive(Debug, Clone)]
 pub struct FingerprintParts {
     pub definition: Digest,
+    /// The definition by field, recorded so `explain` can name the field that changed.
+    pub definition_fields: Vec<(String, Digest)>,
     pub inputs: Vec<(String, Digest)>,
     pub deps: Vec<(String, Digest)>,
     pub value: Digest,
@@ -85,6 +89,8 @@ pub struct FingerprintParts {
 
 /// Everything the workers of one build share.
 pub struct BuildContext<'a> {
+    /// Stops this build's process groups if orch dies without cleaning up.
+    pub guard: Option<crate::executor::guard::Guard>,
     pub plan: &'a Plan,
     pub graph: &'a TaskGraph,
     pub layout: StateLayout,
@@ -158,6 +164,7 @@ impl BuildContext<'_> {
     pub fn fingerprint(&self, t: usize) -> io::Result<FingerprintParts> {
         let task = self.task(t);
         let definition = fingerprint::definition_digest(self.plan, task, self.agent(t))?;
+        let definition_fields = fingerprint::definition_fields(self.plan, task, self.agent(t))?;
         let files = fingerprint::expand_inputs(&self.plan.root, &task.inputs, &self.layout.dir)?;
         let mut inputs = Vec::with_capacity(files.len());
         for f in files {
@@ -180,18 +187,11 @@ impl BuildContext<'_> {
         let value = fingerprint::combine(&definition, &inputs, &deps);
         Ok(FingerprintParts {
             definition,
+            definition_fields,
             inputs,
             deps,
             value,
         })
-    }
-
-    /// Files whose hashes prove a run's work is still there: declared outputs, then the
-    /// result file.
-    fn output_paths(&self, t: usize) -> Vec<String> {
-        let mut v = self.task(t).outputs.clone();
-        v.push(self.result_rel(t));
-        v
     }
 
     /// Why the task must run, or `None` when it is up to date.
@@ -222,9 +222,12 @@ impl BuildContext<'_> {
                 let path = self.layout.result_file(&self.agent_ids[d]);
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 let text = if size as usize <= self.plan.settings.inline_result_limit {
-                    std::fs::read(&path)
-                        .ok()
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    // An absent result is a shell task that printed nothing.
+                    Some(
+                        std::fs::read(&path)
+                            .map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_default(),
+                    )
                 } else {
                     None
                 };
@@ -315,6 +318,9 @@ impl BuildContext<'_> {
         let mut spawned = None;
         let out = executor::run_process(spec, self.cancel, &mut |pgid| {
             spawned = Some(pgid);
+            if let Some(g) = &self.guard {
+                g.watch(pgid);
+            }
             let ticks = procgroup::start_ticks(pgid).unwrap_or(0);
             send(TaskMsg::Spawned {
                 task: t,
@@ -323,6 +329,9 @@ impl BuildContext<'_> {
             });
         });
         if let Some(pgid) = spawned {
+            if let Some(g) = &self.guard {
+                g.release(pgid);
+            }
             send(TaskMsg::ProcessEnded { pgid });
         }
         out
@@ -554,7 +563,15 @@ impl BuildContext<'_> {
         // Shell results are cheap to redo, so they skip the fsync; the output-hash check
         // catches a torn one. Agent results cost money and are synced.
         let result_path = self.layout.result_file(&self.agent_ids[t]);
-        let written = if task.action.is_shell() {
+        // A shell task that printed nothing has no result file: creating thousands of empty
+        // files is most of the bookkeeping cost of a large shell build.
+        let no_result = task.action.is_shell() && reply.text.is_empty();
+        let written = if no_result {
+            match std::fs::remove_file(&result_path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        } else if task.action.is_shell() {
             write_unsynced(&result_path, reply.text.as_bytes())
         } else {
             persist_atomic(&result_path, reply.text.as_bytes())
@@ -565,8 +582,13 @@ impl BuildContext<'_> {
                 retries,
             );
         }
+        // The hashes that prove this run's work is still there: declared outputs and result.
+        let mut proof = task.outputs.clone();
+        if !no_result {
+            proof.push(self.result_rel(t));
+        }
         let mut outputs = Vec::new();
-        for o in self.output_paths(t) {
+        for o in proof {
             match self.stat_cache.hash_file(&self.plan.root.join(&o)) {
                 Ok(Some(h)) => outputs.push((o, h)),
                 Ok(None) => {
@@ -586,6 +608,7 @@ impl BuildContext<'_> {
         let record = TaskRecord {
             fingerprint: parts.value.clone(),
             definition: parts.definition,
+            definition_fields: parts.definition_fields,
             inputs: parts.inputs,
             deps: parts.deps,
             outputs: outputs.clone(),

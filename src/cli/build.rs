@@ -50,13 +50,15 @@ impl BuildArgs {
             sim_speed: self.sim_speed,
             force: self.force,
             wait_for_lock: self.wait,
+            guard_program: None,
         }
     }
 }
 
 pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     let plan = global.plan()?;
-    let opts = args.options();
+    let mut opts = args.options();
+    opts.guard_program = std::env::current_exe().ok();
     check_agent_override(&plan, &opts)?;
     if args.dry_run {
         print!("{}", engine::dry_run::run(&plan, &opts)?);

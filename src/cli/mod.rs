@@ -2,6 +2,16 @@
 //! Each subcommand lives in its own module with its `Args` and `run`.
 
 pub mod build;
+pub mod clean;
+pub mod completions;
+pub mod explain;
+pub mod graph;
+pub mod init;
+pub mod list;
+pub mod man;
+pub mod plan;
+pub mod status;
+pub mod watch;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,7 +22,7 @@ use clap::{Parser, Subcommand};
 use miette::{miette, Result};
 
 use crate::build::BuildOptions;
-use crate::plan::{orchfile, Plan};
+use crate::plan::{markdown, orchfile, Plan, Settings};
 use crate::reporter::{self, JsonReporter, PlainReporter, ProgressReporter, Reporter};
 
 #[derive(Parser, Debug)]
@@ -21,7 +31,8 @@ pub struct Cli {
     /// Change to DIR before doing anything.
     #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
     pub directory: Option<PathBuf>,
-    /// Use this Orchfile instead of searching for Orchfile.toml upward.
+    /// Use this plan instead of searching for Orchfile.toml upward (then
+    /// .orchestrator/master_plan.md here); a `.md` file is read as a master plan.
     #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
     pub file: Option<PathBuf>,
     #[command(subcommand)]
@@ -32,10 +43,36 @@ pub struct Cli {
 pub enum Command {
     /// Run the tasks that are not up to date, then aggregate the results.
     Build(build::BuildArgs),
+    /// Build, then watch the inputs and the Orchfile and re-build what a change affects.
+    Watch(watch::WatchArgs),
+    /// Ask an agent to break a request into tasks; writes .orchestrator/master_plan.md.
+    Plan(plan::PlanArgs),
+    /// Show the status table: each task's last known status, times and retries.
+    Status(status::StatusArgs),
+    /// Say why tasks would run (which input, dep or definition field changed).
+    Explain(explain::ExplainArgs),
+    /// Print the task graph as Graphviz DOT or a mermaid flowchart.
+    Graph(graph::GraphArgs),
+    /// List the tasks: id, title, what runs them, priority, deps.
+    List(list::ListArgs),
+    /// Remove build state (results, logs, journal, caches); --outputs also declared outputs.
+    Clean(clean::CleanArgs),
+    /// Write a commented starter Orchfile.toml.
+    Init(init::InitArgs),
+    /// Print a shell completion script.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff), or write all pages with --dir.
+    Man(man::ManArgs),
 }
 
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> i32 {
+    // The crash guard is orch itself in another role; see executor/guard.rs.
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some("__guard") {
+        let grace = args.next().and_then(|g| g.parse().ok()).unwrap_or(5000);
+        return crate::executor::guard::run_guard(std::time::Duration::from_millis(grace));
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -46,23 +83,41 @@ pub fn main() -> i32 {
     }
 }
 
-/// Finds and loads the plan named by `-f`, or the nearest `Orchfile.toml`.
+/// Finds and loads the plan named by `-f`, or the nearest `Orchfile.toml`, or else
+/// `.orchestrator/master_plan.md` in the working directory (the plan `orch plan` wrote, as a
+/// person edited it). A `-f` file ending in `.md` is read as a master plan.
 pub fn load_plan(file: Option<&Path>) -> Result<Plan> {
     let path = match file {
         Some(f) => f.to_path_buf(),
         None => {
             let cwd = std::env::current_dir().map_err(|e| miette!("no working directory: {e}"))?;
-            orchfile::discover(&cwd).ok_or_else(|| {
-                miette!(
-                    help = "create one (see Orchfile.toml.example) or point at one with -f FILE",
-                    "no {} in {} or any parent directory",
-                    orchfile::ORCHFILE_NAME,
-                    cwd.display()
-                )
-            })?
+            match orchfile::discover(&cwd) {
+                Some(p) => p,
+                None => {
+                    let md = cwd
+                        .join(Settings::default().state_dir)
+                        .join(markdown::MASTER_PLAN_NAME);
+                    if md.is_file() {
+                        return markdown::load(&md);
+                    }
+                    return Err(miette!(
+                        help = "create one with `orch init`, plan one with `orch plan \"...\"`, \
+                                or point at one with -f FILE",
+                        "no {} in {} or any parent directory, and no {}",
+                        orchfile::ORCHFILE_NAME,
+                        cwd.display(),
+                        Path::new(".orchestrator")
+                            .join(markdown::MASTER_PLAN_NAME)
+                            .display()
+                    ));
+                }
+            }
         }
     };
     let path = std::path::absolute(&path).unwrap_or(path);
+    if markdown::is_markdown(&path) {
+        return markdown::load(&path);
+    }
     orchfile::load(&path)
 }
 
@@ -101,6 +156,16 @@ fn run(cli: Cli) -> Result<i32> {
     let global = Global { file: cli.file };
     match cli.command {
         Command::Build(args) => build::run(&global, &args),
+        Command::Watch(args) => watch::run(&global, &args),
+        Command::Plan(args) => plan::run(&global, &args),
+        Command::Status(args) => status::run(&global, &args),
+        Command::Explain(args) => explain::run(&global, &args),
+        Command::Graph(args) => graph::run(&global, &args),
+        Command::List(args) => list::run(&global, &args),
+        Command::Clean(args) => clean::run(&global, &args),
+        Command::Init(args) => init::run(&global, &args),
+        Command::Completions(args) => completions::run(&global, &args),
+        Command::Man(args) => man::run(&global, &args),
     }
 }
 

@@ -2,6 +2,7 @@
 //! stdin fed from memory, stdout/stderr captured, a timeout and cancellation that stop the
 //! whole group (SIGTERM, grace period, SIGKILL), and no member of the group left behind.
 
+pub mod guard;
 pub mod procgroup;
 
 use std::io;
@@ -105,19 +106,9 @@ pub fn run_process(
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // If orch dies (even by SIGKILL) the direct child goes with it; the next run stops
-            // whatever else is left of the group (see procgroup::reap_stale).
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent {
-                libc::_exit(137);
-            }
-            Ok(())
-        });
-    }
+    // No pre_exec hook: that would force fork(), which copies orch's page tables for every
+    // task. Without one, std spawns with posix_spawn (vfork-like). Orphans if orch is
+    // SIGKILLed are the guard's job (see guard.rs).
     let mut child = cmd.spawn().map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             io::Error::new(

@@ -1,9 +1,10 @@
 //! The plan model: what `Orchfile.toml` (or `master_plan.md`) describes, resolved and validated.
 //!
-//! Parsing lives in [`orchfile`]; everything downstream (graph, fingerprint, scheduler) works on
+//! Parsing lives in [`orchfile`] and [`markdown`] (`master_plan.md` as the source); everything downstream (graph, fingerprint, scheduler) works on
 //! these types only, so a plan from either source behaves the same.
 
 pub mod diagnostic;
+pub mod markdown;
 pub mod orchfile;
 
 use std::collections::HashMap;

@@ -713,7 +713,7 @@ pub fn check_inside_root(path: &str) -> Result<(), &'static str> {
 }
 
 /// The known name nearest to a misspelling, if one is close.
-fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     known
         .map(|k| (edit_distance(name, k), k))
         .filter(|&(d, k)| d <= 2.max(k.len() / 3))

@@ -88,7 +88,16 @@ pub fn to_json(event: &Event) -> serde_json::Value {
 
 impl<W: Write> Reporter for JsonReporter<W> {
     fn report(&mut self, event: &Event) {
-        let _ = writeln!(self.out, "{}", to_json(event));
+        let mut v = to_json(event);
+        // Wall-clock time of every event (Unix milliseconds), for timelines in CI tools.
+        if let Some(o) = v.as_object_mut() {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            o.insert("ts_ms".into(), ms.into());
+        }
+        let _ = writeln!(self.out, "{v}");
         let _ = self.out.flush();
     }
 }

@@ -134,7 +134,7 @@ pub const GENERATED_SECTIONS: &[&str] = &[
     "Execution Log",
 ];
 
-/// A markdown document split at its `## ` headings (outside code fences).
+/// A markdown document split at its `## ` headings (outside code blocks).
 #[derive(Debug, Default, Clone)]
 pub struct Sections {
     /// Text before the first `## ` heading (the `# ` title).
@@ -143,31 +143,36 @@ pub struct Sections {
 }
 
 impl Sections {
+    /// Splits at `## ` headings that start a line. Headings are found with a markdown parser,
+    /// so a `## ` line inside a code block, list or quote stays in its section's body.
     pub fn parse(text: &str) -> Sections {
-        let mut out = Sections::default();
-        let mut in_fence = false;
-        let mut current: Option<(String, String)> = None;
-        for line in text.split_inclusive('\n') {
-            let trimmed = line.trim_start();
-            if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
-                in_fence = !in_fence;
-            }
-            if !in_fence {
-                if let Some(h) = line.strip_prefix("## ") {
-                    if let Some(done) = current.take() {
-                        out.sections.push(done);
-                    }
-                    current = Some((h.trim().to_string(), String::new()));
-                    continue;
-                }
-            }
-            match &mut current {
-                Some((_, body)) => body.push_str(line),
-                None => out.preamble.push_str(line),
+        use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag};
+        let mut heads: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+        for (event, range) in Parser::new_ext(text, Options::ENABLE_TABLES).into_offset_iter() {
+            let Event::Start(Tag::Heading {
+                level: HeadingLevel::H2,
+                ..
+            }) = event
+            else {
+                continue;
+            };
+            let at_line_start = range.start == 0 || text.as_bytes()[range.start - 1] == b'\n';
+            let raw = &text[range.clone()];
+            if let (true, Some(h)) = (at_line_start, raw.strip_prefix("## ")) {
+                let title = h.lines().next().unwrap_or("").trim().to_string();
+                heads.push((range, title));
             }
         }
-        if let Some(done) = current {
-            out.sections.push(done);
+        let mut out = Sections {
+            preamble: text[..heads.first().map_or(text.len(), |(r, _)| r.start)].to_string(),
+            sections: Vec::with_capacity(heads.len()),
+        };
+        for (i, (range, title)) in heads.iter().enumerate() {
+            let end = heads.get(i + 1).map_or(text.len(), |(r, _)| r.start);
+            // A heading line without its newline (end of file) leaves an empty body.
+            let start = range.end.min(end);
+            out.sections
+                .push((title.clone(), text[start..end].to_string()));
         }
         out
     }

@@ -119,6 +119,10 @@ pub fn persist_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub struct TaskRecord {
     pub fingerprint: Digest,
     pub definition: Digest,
+    /// The definition by field (`prompt`, `run`, `agent`, ...), for `orch explain`. Empty in
+    /// records written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub definition_fields: Vec<(String, Digest)>,
     /// Input path -> content hash, sorted by path.
     pub inputs: Vec<(String, Digest)>,
     /// Dep id -> digest of the dep's fingerprint and outputs.
@@ -335,6 +339,7 @@ mod tests {
         TaskRecord {
             fingerprint: fp.into(),
             definition: "d".into(),
+            definition_fields: vec![],
             inputs: vec![],
             deps: vec![],
             outputs: vec![],

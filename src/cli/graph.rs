@@ -1,0 +1,47 @@
+//! `orch graph`.
+
+use clap::Args;
+use miette::{miette, Result};
+
+use super::Global;
+use crate::graph::TaskGraph;
+use crate::inspect::{self, GraphFormat};
+
+#[derive(Args, Debug, Clone)]
+pub struct GraphArgs {
+    /// Draw only these tasks and what they depend on; all when empty.
+    pub targets: Vec<String>,
+    /// `dot` for Graphviz (`orch graph | dot -Tsvg > plan.svg`), `mermaid` for markdown.
+    #[arg(long = "format", value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+    /// Leave out the colours of each task's last known status.
+    #[arg(long = "no-status")]
+    pub no_status: bool,
+}
+
+/// Prints the task DAG.
+pub fn run(global: &Global, args: &GraphArgs) -> Result<i32> {
+    let plan = global.plan()?;
+    let graph =
+        TaskGraph::from_plan(&plan).map_err(|_| miette!("the plan has a dependency cycle"))?;
+    let selected = if args.targets.is_empty() {
+        vec![true; plan.tasks.len()]
+    } else {
+        graph.upstream_closure(&inspect::resolve_ids(&plan, &args.targets)?)
+    };
+    let statuses = if args.no_status {
+        None
+    } else {
+        Some(
+            inspect::status_rows(&plan)?
+                .into_iter()
+                .map(|r| r.status)
+                .collect::<Vec<_>>(),
+        )
+    };
+    print!(
+        "{}",
+        inspect::render_graph(&plan, &selected, statuses.as_deref(), args.format)
+    );
+    Ok(0)
+}

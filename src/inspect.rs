@@ -1,0 +1,514 @@
+//! Looking at a plan without running it: the status table (`orch status`), why a task would
+//! run (`orch explain`), the DAG as DOT or mermaid (`orch graph`) and the task list
+//! (`orch list`). All of it reads the state directory and writes nothing.
+
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicBool;
+
+use miette::{miette, Result};
+use serde_json::json;
+
+use crate::build::{self, dry_run, explain, readonly, BuildOptions};
+use crate::clock::Stamp;
+use crate::graph::TaskGraph;
+use crate::plan::{Action, Plan};
+use crate::state::master_plan::{Status, StatusRow};
+use crate::state::{StateLayout, StateStore};
+
+/// The status table as the state records it: the last known status of every task, the agent
+/// ids a build uses (assigned in memory for tasks that have none yet), times and retries.
+/// A task whose Status a person set back to Pending in master_plan.md shows as ready, since
+/// the next build runs it.
+pub fn status_rows(plan: &Plan) -> Result<Vec<StatusRow>> {
+    let layout = StateLayout::new(plan.state_dir());
+    let mut store = StateStore::open(layout.clone()).map_err(|e| miette!("{e}"))?;
+    store.assign_agent_ids(plan);
+    let reset = build::plan_doc::PlanDoc::load(plan, &layout, &store).reset_by_person(plan, &store);
+    let mut rows = rows_from_store(plan, &store);
+    for t in reset {
+        rows[t].status = Status::Ready;
+    }
+    Ok(rows)
+}
+
+/// Status rows from an opened store.
+pub fn rows_from_store(plan: &Plan, store: &StateStore) -> Vec<StatusRow> {
+    plan.tasks
+        .iter()
+        .map(|task| {
+            let rec = store.snapshot.statuses.get(&task.id);
+            let status = match rec {
+                Some(r) => r.status,
+                None if store.snapshot.records.contains_key(&task.id) => Status::Completed,
+                None if task.deps.is_empty() => Status::Ready,
+                None => Status::Waiting,
+            };
+            StatusRow {
+                id: task.id.clone(),
+                title: task.title.clone(),
+                agent: store.agent_id_of(&task.id),
+                status,
+                priority: task.priority.to_string(),
+                deps: task.deps.clone(),
+                start: rec.and_then(|r| r.start.clone()),
+                end: rec.and_then(|r| r.end.clone()),
+                retries: rec.map(|r| r.retries).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+/// Columns a terminal shows one cell of: emoji take two, variation selectors none.
+pub fn display_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| match c as u32 {
+            0xFE00..=0xFE0F | 0x200B..=0x200D => 0,
+            0x1F000..=0x1FFFF | 0x2300..=0x23FF | 0x2600..=0x27BF | 0x2B00..=0x2BFF => 2,
+            0x1100..=0x115F | 0x2E80..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF => 2,
+            0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 => 2,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// A plain-text table: a header, a rule, rows; columns padded to their widest cell.
+pub fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| display_width(h)).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(display_width(c));
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
+        let mut s = String::new();
+        let cells: Vec<&str> = cells.collect();
+        for (i, c) in cells.iter().enumerate() {
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(widths[i] - display_width(c) + 2));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(&mut header.iter().copied());
+    out.push('\n');
+    let total: usize = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+    out.push_str(&"─".repeat(total));
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(&mut r.iter().map(String::as_str)));
+        out.push('\n');
+    }
+    out
+}
+
+fn deps_text(deps: &[String]) -> String {
+    if deps.is_empty() {
+        "None".into()
+    } else {
+        deps.join(",")
+    }
+}
+
+/// The status table for a terminal, then a count by status.
+pub fn render_status(rows: &[StatusRow]) -> String {
+    let header = [
+        "Task ID",
+        "Task Description",
+        "Agent",
+        "Status",
+        "Priority",
+        "Deps",
+        "Start",
+        "End",
+        "Retries",
+    ];
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.title.replace(['\n', '\r'], " "),
+                r.agent.clone(),
+                format!("{} {}", r.status.symbol(), r.status.word()),
+                r.priority.clone(),
+                deps_text(&r.deps),
+                r.start.clone().unwrap_or_else(|| "-".into()),
+                r.end.clone().unwrap_or_else(|| "-".into()),
+                r.retries.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = text_table(&header, &body);
+    let order = [
+        Status::Completed,
+        Status::Skipped,
+        Status::Running,
+        Status::Ready,
+        Status::Waiting,
+        Status::Failed,
+    ];
+    let counts: Vec<String> = order
+        .iter()
+        .filter_map(|s| {
+            let n = rows.iter().filter(|r| r.status == *s).count();
+            (n > 0).then(|| format!("{n} {}", s.word()))
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n{} task(s){}{}",
+        rows.len(),
+        if counts.is_empty() { "" } else { ": " },
+        counts.join(", ")
+    );
+    out
+}
+
+/// `orch status --json`: one object per task.
+pub fn status_json(rows: &[StatusRow]) -> serde_json::Value {
+    serde_json::Value::Array(
+        rows.iter()
+            .map(|r| {
+                json!({
+                    "id": r.id, "title": r.title, "agent_id": r.agent,
+                    "status": r.status.word(), "symbol": r.status.symbol(),
+                    "priority": r.priority, "deps": r.deps, "start": r.start,
+                    "end": r.end, "retries": r.retries,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Why one task would run, or that it would not.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub id: String,
+    pub title: String,
+    pub agent_id: String,
+    /// Empty when the task is up to date.
+    pub reasons: Vec<String>,
+    /// Unix seconds of its last recorded success.
+    pub last_success: Option<u64>,
+}
+
+impl Explanation {
+    pub fn render(&self) -> String {
+        let mut s = format!("{} ({}, {})", self.id, self.agent_id, self.title);
+        if self.reasons.is_empty() {
+            s.push_str(": up to date");
+            if let Some(t) = self.last_success {
+                let _ = write!(s, " (last built {})", Stamp::from_unix(t).date_time());
+            }
+            s.push('\n');
+        } else {
+            s.push_str(": would run\n");
+            for r in &self.reasons {
+                let _ = writeln!(s, "  - {r}");
+            }
+        }
+        s
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "id": self.id, "title": self.title, "agent_id": self.agent_id,
+            "up_to_date": self.reasons.is_empty(), "reasons": self.reasons,
+            "last_success": self.last_success,
+        })
+    }
+}
+
+/// Task indexes for ids, with the known ids in the error.
+pub fn resolve_ids(plan: &Plan, ids: &[String]) -> Result<Vec<usize>> {
+    ids.iter()
+        .map(|id| {
+            plan.index.get(id).copied().ok_or_else(|| {
+                let known: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).take(20).collect();
+                miette!(
+                    help = format!("tasks: {}", known.join(", ")),
+                    "no task named `{id}` in {}",
+                    plan.source_path.display()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Explains the given tasks (all when empty) with the build's own fingerprints: every reason
+/// each one would run, most fundamental first. `opts.agent_override` matters, since the agent
+/// is part of a task's definition.
+pub fn explain(plan: &Plan, opts: &BuildOptions, ids: &[String]) -> Result<Vec<Explanation>> {
+    let graph =
+        TaskGraph::from_plan(plan).map_err(|_| miette!("the plan has a dependency cycle"))?;
+    let targets = if ids.is_empty() {
+        (0..plan.tasks.len()).collect()
+    } else {
+        resolve_ids(plan, ids)?
+    };
+    let wanted = graph.upstream_closure(&targets);
+    let cancel = AtomicBool::new(false);
+    let (ctx, state) = readonly::read_only_context(plan, &graph, opts, &cancel, &wanted)?;
+    let predicted = dry_run::predict(&ctx, &wanted);
+    Ok(targets
+        .into_iter()
+        .map(|t| {
+            let mut reasons = Vec::new();
+            if state.reset_by_person[t] {
+                reasons.push(
+                    "its Status was set back to Pending (🟡) in master_plan.md, which forces a \
+                     re-run"
+                        .to_string(),
+                );
+            } else if ctx.forced[t] {
+                reasons.push("forced".to_string());
+            }
+            match &ctx.previous[t] {
+                None => reasons.push("never built: no successful run is recorded".into()),
+                Some(prev) => reasons.extend(changes(&ctx, &state, &predicted, t, prev)),
+            }
+            if reasons.is_empty() {
+                if let Some(why) = &predicted[t] {
+                    reasons.push(why.clone());
+                }
+            }
+            let task = &plan.tasks[t];
+            Explanation {
+                id: task.id.clone(),
+                title: task.title.clone(),
+                agent_id: ctx.agent_ids[t].clone(),
+                reasons,
+                last_success: ctx.previous[t].as_ref().map(|r| r.finished_at),
+            }
+        })
+        .collect())
+}
+
+/// Every difference between a task's last success and now.
+fn changes(
+    ctx: &build::BuildContext,
+    state: &readonly::ReadOnlyState,
+    predicted: &[Option<String>],
+    t: usize,
+    prev: &crate::state::TaskRecord,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let parts = match ctx.fingerprint(t) {
+        Ok(p) => p,
+        Err(e) => return vec![format!("cannot check: {e}")],
+    };
+    // Definition and inputs from the build's own comparison; deps below, with more to say.
+    let mut own = parts.clone();
+    own.deps = prev.deps.clone();
+    out.extend(explain::reasons(prev, &own));
+    for &d in &ctx.graph.deps[t] {
+        let id = &ctx.task(d).id;
+        if let Some(why) = &predicted[d] {
+            let why = if state.reset_by_person[d] {
+                "its Status was set back to Pending"
+            } else {
+                why.as_str()
+            };
+            out.push(format!("dep {id} will run ({why})"));
+            continue;
+        }
+        let now = parts.deps.iter().find(|(x, _)| x == id).map(|(_, h)| h);
+        match prev.deps.iter().find(|(x, _)| x == id) {
+            None => out.push(format!("dep {id} was added")),
+            Some((_, h)) if Some(h) != now => {
+                out.push(format!("dep {id} changed since this task last ran"))
+            }
+            Some(_) => {}
+        }
+    }
+    for (id, _) in &prev.deps {
+        if !ctx.graph.deps[t].iter().any(|&d| &ctx.task(d).id == id) {
+            out.push(format!("dep {id} was removed"));
+        }
+    }
+    for (path, hash) in &prev.outputs {
+        match ctx.stat_cache.hash_file(&ctx.plan.root.join(path)) {
+            Ok(None) => out.push(format!("output {path} is missing")),
+            Ok(Some(h)) if &h != hash => out.push(format!("output {path} was modified")),
+            Ok(Some(_)) => {}
+            Err(e) => out.push(format!("output {path} cannot be read: {e}")),
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz: `orch graph | dot -Tsvg > plan.svg`.
+    Dot,
+    /// A mermaid flowchart, for markdown that renders it.
+    Mermaid,
+}
+
+fn status_colour(s: Status) -> (&'static str, &'static str) {
+    // (fill, stroke)
+    match s {
+        Status::Completed | Status::Skipped => ("#c8e6c9", "#2e7d32"),
+        Status::Running => ("#bbdefb", "#1565c0"),
+        Status::Ready => ("#fff9c4", "#f9a825"),
+        Status::Waiting => ("#eeeeee", "#757575"),
+        Status::Failed => ("#ffcdd2", "#c62828"),
+    }
+}
+
+fn dot_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace(['\n', '\r'], " ")
+}
+
+fn mermaid_label(s: &str) -> String {
+    s.replace('"', "#quot;").replace(['\n', '\r'], " ")
+}
+
+/// The DAG of the `selected` tasks (edges between selected tasks only), nodes coloured by
+/// `statuses` when given.
+pub fn render_graph(
+    plan: &Plan,
+    selected: &[bool],
+    statuses: Option<&[Status]>,
+    format: GraphFormat,
+) -> String {
+    let mut s = String::new();
+    let nodes: Vec<usize> = (0..plan.tasks.len()).filter(|&t| selected[t]).collect();
+    match format {
+        GraphFormat::Dot => {
+            s.push_str("digraph orch {\n    rankdir=LR;\n");
+            s.push_str(
+                "    node [shape=box, style=\"rounded,filled\", fillcolor=\"#ffffff\", \
+                 fontname=\"Helvetica\"];\n",
+            );
+            for &t in &nodes {
+                let task = &plan.tasks[t];
+                let mut attrs = format!(
+                    "label=\"{}\\n{}\"",
+                    dot_escape(&task.id),
+                    dot_escape(&task.title)
+                );
+                if let Some(st) = statuses.map(|v| v[t]) {
+                    let (fill, stroke) = status_colour(st);
+                    let _ = write!(
+                        attrs,
+                        ", fillcolor=\"{fill}\", color=\"{stroke}\", tooltip=\"{}\"",
+                        st.word()
+                    );
+                }
+                let _ = writeln!(s, "    \"{}\" [{attrs}];", dot_escape(&task.id));
+            }
+            for &t in &nodes {
+                for d in &plan.tasks[t].deps {
+                    if selected[plan.index[d]] {
+                        let _ = writeln!(
+                            s,
+                            "    \"{}\" -> \"{}\";",
+                            dot_escape(d),
+                            dot_escape(&plan.tasks[t].id)
+                        );
+                    }
+                }
+            }
+            s.push_str("}\n");
+        }
+        GraphFormat::Mermaid => {
+            s.push_str("flowchart LR\n");
+            for &t in &nodes {
+                let task = &plan.tasks[t];
+                let label = mermaid_label(&format!("{}: {}", task.id, task.title));
+                let _ = writeln!(s, "    n{t}[\"{label}\"]");
+            }
+            for &t in &nodes {
+                for d in &plan.tasks[t].deps {
+                    let di = plan.index[d];
+                    if selected[di] {
+                        let _ = writeln!(s, "    n{di} --> n{t}");
+                    }
+                }
+            }
+            if let Some(st) = statuses {
+                let order = [
+                    Status::Completed,
+                    Status::Skipped,
+                    Status::Running,
+                    Status::Ready,
+                    Status::Waiting,
+                    Status::Failed,
+                ];
+                for status in order {
+                    let members: Vec<String> = nodes
+                        .iter()
+                        .filter(|&&t| st[t] == status)
+                        .map(|t| format!("n{t}"))
+                        .collect();
+                    if members.is_empty() {
+                        continue;
+                    }
+                    let (fill, stroke) = status_colour(status);
+                    let _ = writeln!(
+                        s,
+                        "    classDef {} fill:{fill},stroke:{stroke}",
+                        status.word()
+                    );
+                    let _ = writeln!(s, "    class {} {}", members.join(","), status.word());
+                }
+            }
+        }
+    }
+    s
+}
+
+/// `orch list`: one line per task.
+pub fn render_list(plan: &Plan) -> String {
+    let rows: Vec<Vec<String>> = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.title.replace(['\n', '\r'], " "),
+                runner(plan, t),
+                t.priority.to_string(),
+                deps_text(&t.deps),
+            ]
+        })
+        .collect();
+    text_table(&["ID", "Title", "Runs with", "Priority", "Deps"], &rows)
+}
+
+/// `shell`, or the agent a task names, or the default agent.
+pub fn runner(plan: &Plan, t: &crate::plan::Task) -> String {
+    match &t.action {
+        Action::Shell(_) => "shell".into(),
+        _ => t
+            .agent
+            .clone()
+            .unwrap_or_else(|| plan.settings.default_agent.clone()),
+    }
+}
+
+pub fn list_json(plan: &Plan) -> serde_json::Value {
+    serde_json::Value::Array(
+        plan.tasks
+            .iter()
+            .map(|t| {
+                let (kind, text) = match &t.action {
+                    Action::Shell(c) => ("run", c.clone()),
+                    Action::Prompt(p) => ("prompt", p.clone()),
+                    Action::PromptFile(f) => ("prompt_file", f.to_string_lossy().into_owned()),
+                };
+                json!({
+                    "id": t.id, "title": t.title, "agent": runner(plan, t),
+                    "priority": t.priority.to_string(), "deps": t.deps,
+                    "inputs": t.inputs, "outputs": t.outputs, kind: text,
+                    "verify": t.verify,
+                    "estimate": t.estimate.map(crate::duration::format_exact),
+                })
+            })
+            .collect(),
+    )
+}
