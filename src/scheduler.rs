@@ -242,6 +242,12 @@ pub trait Runner: Sync {
     /// The result of a task.
     type Done: Send;
     fn run(&self, task: usize, send: &dyn Fn(Self::Message)) -> Self::Done;
+
+    /// A cheap check on the scheduling thread before a task is handed to a worker: `Some`
+    /// finishes the task at once (e.g. it is up to date) without a thread round trip.
+    fn try_skip(&self, _task: usize) -> Option<Self::Done> {
+        None
+    }
 }
 
 /// Receives everything on the scheduling thread, in order.
@@ -259,6 +265,8 @@ pub trait Coordinator<M, D> {
 enum WorkerEvent<M, D> {
     Message(M),
     Done(usize, D),
+    /// A runner panicked: without this the loop would wait for its `Done` forever.
+    Panicked(Box<dyn std::any::Any + Send>),
 }
 
 /// Runs the scheduler to completion: starts each task as soon as its deps are done, at most
@@ -285,9 +293,15 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
                 sched.stop();
             }
             while sched.running() < jobs {
-                match sched.next_task() {
-                    Some(t) => batch.push(t),
-                    None => break,
+                let Some(t) = sched.next_task() else { break };
+                match runner.try_skip(t) {
+                    Some(done) => {
+                        let ok = coord.finished(t, done);
+                        for b in sched.finish(t, ok) {
+                            coord.blocked(b, t);
+                        }
+                    }
+                    None => batch.push(t),
                 }
             }
             if !batch.is_empty() {
@@ -298,8 +312,11 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
                         let send = |m| {
                             let _ = tx.send(WorkerEvent::Message(m));
                         };
-                        let done = runner.run(t, &send);
-                        let _ = tx.send(WorkerEvent::Done(t, done));
+                        let run = std::panic::AssertUnwindSafe(|| runner.run(t, &send));
+                        let _ = tx.send(match std::panic::catch_unwind(run) {
+                            Ok(done) => WorkerEvent::Done(t, done),
+                            Err(panic) => WorkerEvent::Panicked(panic),
+                        });
                     });
                 }
                 batch.clear();
@@ -314,6 +331,11 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
                     for b in sched.finish(t, ok) {
                         coord.blocked(b, t);
                     }
+                }
+                Ok(WorkerEvent::Panicked(panic)) => {
+                    // A bug: stop the other tasks' processes and crash rather than hang.
+                    cancel.store(true, Ordering::Relaxed);
+                    std::panic::resume_unwind(panic);
                 }
                 Err(_) => {}
             }
@@ -504,5 +526,36 @@ mod tests {
         drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(false));
         assert_eq!(rec.finished, vec![0]);
         assert_eq!(rec.blocked, vec![1, 2]);
+    }
+
+    struct PanickingRunner;
+
+    impl Runner for PanickingRunner {
+        type Message = usize;
+        type Done = bool;
+        fn run(&self, task: usize, _: &dyn Fn(usize)) -> bool {
+            if task == 1 {
+                panic!("runner bug");
+            }
+            true
+        }
+    }
+
+    #[test]
+    fn a_runner_panic_propagates_instead_of_hanging() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let g = graph(vec![vec![], vec![], vec![1]]);
+            let mut s = Scheduler::new(&g, plain(&g), &[true; 3], vec![], 0, false);
+            let cancel = AtomicBool::new(false);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                drive(&mut s, &PanickingRunner, &mut Record::default(), 2, &cancel)
+            }));
+            let _ = tx.send((r.is_err(), cancel.load(Ordering::Relaxed)));
+        });
+        let (panicked, cancelled) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("drive hung after a runner panic");
+        assert!(panicked && cancelled);
     }
 }

@@ -133,6 +133,7 @@ pub fn run(plan: &crate::plan::Plan, opts: &super::BuildOptions) -> miette::Resu
             .map(|_| std::sync::OnceLock::new())
             .collect(),
         stat_cache: crate::fingerprint::StatCache::load(&layout.stat_cache()),
+        checked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
         cancel: &cancel,
         redactor: crate::redact::Redactor::default(),
     };

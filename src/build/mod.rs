@@ -140,6 +140,8 @@ struct BuildCoordinator<'a, 'c> {
     cost: f64,
     batch_no: u32,
     io_error: Option<String>,
+    /// Something beyond up-to-date checks happened: master_plan.md needs a rewrite.
+    eventful: bool,
 }
 
 fn task_ref<'x>(ctx: &'x BuildContext, t: usize) -> TaskRef<'x> {
@@ -170,6 +172,19 @@ impl BuildCoordinator<'_, '_> {
 
     fn save_status(&mut self, t: usize) {
         let row = &self.rows[t];
+        let old = self.store.snapshot.statuses.get(&row.id);
+        // Up to date after a completion is still "completed": keep the record of the run
+        // that did the work, so a no-op build changes nothing on disk.
+        let unchanged = match old {
+            Some(o) if row.status == Status::Skipped => {
+                matches!(o.status, Status::Completed | Status::Skipped)
+            }
+            Some(o) => o.status == row.status && o.start == row.start && o.end == row.end,
+            None => false,
+        };
+        if unchanged {
+            return;
+        }
         self.store.snapshot.statuses.insert(
             row.id.clone(),
             StatusRecord {
@@ -179,11 +194,13 @@ impl BuildCoordinator<'_, '_> {
                 retries: row.retries,
             },
         );
+        self.store.dirty = true;
     }
 }
 
 impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
     fn started(&mut self, batch: &[usize]) {
+        self.eventful = true;
         self.batch_no += 1;
         for &t in batch {
             self.rows[t].status = Status::Ready;
@@ -205,6 +222,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
     }
 
     fn message(&mut self, msg: TaskMsg) {
+        self.eventful = true;
         match msg {
             TaskMsg::AttemptStarted { task, attempt } => {
                 let row = &mut self.rows[task];
@@ -265,6 +283,10 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
     fn finished(&mut self, t: usize, done: TaskDone) -> bool {
         let agent = self.ctx.agent_ids[t].clone();
         let id = self.ctx.task(t).id.clone();
+        if !matches!(done, TaskDone::UpToDate(_)) {
+            self.eventful = true;
+            self.doc.touch();
+        }
         let ok = match done {
             TaskDone::UpToDate(_) => {
                 self.rows[t].status = Status::Skipped;
@@ -349,11 +371,11 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
             }
         };
         self.save_status(t);
-        self.doc.touch();
         ok
     }
 
     fn blocked(&mut self, t: usize, failed_dep: usize) {
+        self.eventful = true;
         self.rows[t].status = Status::Waiting;
         self.outcome[t] = Some(Outcome::Blocked);
         let dep = self.ctx.task(failed_dep).id.clone();
@@ -370,7 +392,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
     }
 
     fn tick(&mut self) {
-        if let Err(e) = self.doc.maybe_write(&self.rows) {
+        if let Err(e) = self.doc.maybe_write(self.ctx.plan, &self.rows) {
             self.io_error
                 .get_or_insert(format!("cannot write master_plan.md: {e}"));
         }
@@ -490,6 +512,7 @@ pub fn run_build(
         forced,
         done,
         stat_cache,
+        checked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
         cancel,
         redactor: Redactor::from_env(),
     };
@@ -513,6 +536,7 @@ pub fn run_build(
         cost: 0.0,
         batch_no: 0,
         io_error: None,
+        eventful: false,
     };
 
     let (classes, class_limit) = agent_classes(&ctx);
@@ -579,8 +603,15 @@ pub fn run_build(
         if cancel.load(Ordering::Relaxed) {
             // Interrupted: say nothing about aggregation.
         } else if missing.is_empty() {
+            let before = coord.store.snapshot.aggregate_digest.clone();
             match aggregate::run(&ctx, coord.store, coord.reporter) {
-                Ok(line) => coord.log("Result Aggregation Completed".into(), vec![line]),
+                Ok(line) => {
+                    if coord.store.snapshot.aggregate_digest != before {
+                        coord.store.dirty = true;
+                        coord.eventful = true;
+                        coord.log("Result Aggregation Completed".into(), vec![line]);
+                    }
+                }
                 Err(e) => {
                     coord
                         .reporter
@@ -626,31 +657,39 @@ pub fn run_build(
     }
     summary.not_started += unstarted.len();
     summary.duration = started.elapsed();
-    if summary.skipped > 0 {
+    // A build that only found everything up to date leaves master_plan.md as it was.
+    let eventful = coord.eventful || interrupted || !layout.master_plan().exists();
+    if eventful && summary.skipped > 0 {
         let n = summary.skipped;
         coord.log(
             "Up-To-Date Check".into(),
             vec![format!("{n} task(s) up to date, skipped")],
         );
     }
-    coord.log(
-        if interrupted {
-            "Build Interrupted".into()
-        } else {
-            "Build Finished".into()
-        },
-        vec![summary.line()],
-    );
+    if eventful {
+        coord.log(
+            if interrupted {
+                "Build Interrupted".into()
+            } else {
+                "Build Finished".into()
+            },
+            vec![summary.line()],
+        );
+    }
     for t in 0..plan.tasks.len() {
         if coord.outcome[t].is_some() {
             coord.save_status(t);
         }
     }
-    let rows = std::mem::take(&mut coord.rows);
-    coord.doc.write(&rows, true).into_diagnostic()?;
+    if eventful {
+        let rows = std::mem::take(&mut coord.rows);
+        coord.doc.write(plan, &rows, true).into_diagnostic()?;
+    }
     let io_error = coord.io_error.take();
     drop(coord);
-    store.compact().into_diagnostic()?;
+    if store.dirty {
+        store.compact().into_diagnostic()?;
+    }
     if let Some(g) = ctx.guard.take() {
         g.finish();
     }

@@ -21,8 +21,9 @@ pub struct PlanDoc {
     path: std::path::PathBuf,
     previous: Sections,
     request: String,
-    details: String,
-    graph: String,
+    /// Generated at the first write: a build that writes nothing never pays for it.
+    generated: Option<(String, String)>,
+    agent_ids: Vec<String>,
     log: String,
     dirty: bool,
     last_write: Instant,
@@ -65,8 +66,12 @@ impl PlanDoc {
             path,
             previous,
             request,
-            details: details(plan, store),
-            graph: mermaid(plan),
+            generated: None,
+            agent_ids: plan
+                .tasks
+                .iter()
+                .map(|t| store.agent_id_of(&t.id))
+                .collect(),
             log,
             dirty: true,
             last_write: Instant::now() - Duration::from_secs(1),
@@ -81,8 +86,8 @@ impl PlanDoc {
         let Some(table) = self.previous.get("Task Status") else {
             return out;
         };
-        // Read with the markdown parser: a title with an escaped `\|` does not shift cells.
-        for (id, status) in crate::plan::markdown::table_statuses(table) {
+        // Cells are split at unescaped pipes: a title with `\|` does not shift them.
+        for (id, status) in master_plan::table_statuses(table) {
             let Some(&t) = plan.index.get(&id) else {
                 continue;
             };
@@ -173,24 +178,34 @@ impl PlanDoc {
         self.dirty = true;
     }
 
-    pub fn maybe_write(&mut self, rows: &[StatusRow]) -> io::Result<()> {
+    pub fn maybe_write(&mut self, plan: &Plan, rows: &[StatusRow]) -> io::Result<()> {
         if self.dirty && self.last_write.elapsed() >= self.interval {
-            self.write(rows, false)?;
+            self.write(plan, rows, false)?;
         }
         Ok(())
     }
 
     /// Rewrites the file; `sync` (the final write) also fsyncs it.
-    pub fn write(&mut self, rows: &[StatusRow], sync: bool) -> io::Result<()> {
+    pub fn write(&mut self, plan: &Plan, rows: &[StatusRow], sync: bool) -> io::Result<()> {
         let began = Instant::now();
+        let ids = &self.agent_ids;
+        let (details, graph) = self.generated.get_or_insert_with(|| {
+            let details = crate::plan::markdown::render_details(plan, &|id| {
+                plan.index
+                    .get(id)
+                    .map(|&t| ids[t].clone())
+                    .unwrap_or_default()
+            });
+            (details, mermaid(plan))
+        });
         let table = master_plan::render_table(rows);
         let text = master_plan::render(
             &self.previous,
             &Generated {
                 request: &self.request,
                 table: &table,
-                details: &self.details,
-                graph: &self.graph,
+                details,
+                graph,
                 log: &self.log,
             },
         );
@@ -206,11 +221,6 @@ impl PlanDoc {
         self.interval = Duration::from_millis(250).max(began.elapsed() * 20);
         Ok(())
     }
-}
-
-fn details(plan: &Plan, store: &StateStore) -> String {
-    // Written in the form master_plan.md is read back in, for when it is the plan's source.
-    crate::plan::markdown::render_details(plan, &|id| store.agent_id_of(id))
 }
 
 /// A mermaid flowchart, so the plan renders as a picture where markdown is shown.

@@ -101,6 +101,8 @@ pub struct BuildContext<'a> {
     /// Set once per task when it is done (ran or up to date); read by its dependents.
     pub done: Vec<OnceLock<DoneInfo>>,
     pub stat_cache: StatCache,
+    /// A stale verdict from `try_skip`, so the worker does not fingerprint the task again.
+    pub checked: Vec<std::sync::Mutex<Option<(FingerprintParts, String)>>>,
     pub cancel: &'a AtomicBool,
     pub redactor: Redactor,
 }
@@ -163,15 +165,20 @@ impl BuildContext<'_> {
     /// Computes the task's fingerprint from its definition, inputs and finished deps.
     pub fn fingerprint(&self, t: usize) -> io::Result<FingerprintParts> {
         let task = self.task(t);
-        let definition = fingerprint::definition_digest(self.plan, task, self.agent(t))?;
         let definition_fields = fingerprint::definition_fields(self.plan, task, self.agent(t))?;
+        let definition = fingerprint::definition_digest(&definition_fields);
         let files = fingerprint::expand_inputs(&self.plan.root, &task.inputs, &self.layout.dir)?;
         let mut inputs = Vec::with_capacity(files.len());
         for f in files {
             let h = self
                 .stat_cache
                 .hash_file(&self.plan.root.join(&f))?
-                .unwrap_or_else(|| "missing".into());
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("input `{f}` does not exist"),
+                    )
+                })?;
             inputs.push((f, h));
         }
         let deps: Vec<(String, Digest)> = self.graph.deps[t]
@@ -469,6 +476,20 @@ impl BuildContext<'_> {
         let _ = std::fs::write(path, self.redactor.redact(&text).as_bytes());
     }
 
+    /// Fingerprints the task: up to date (recorded as done), or stale with the reason.
+    #[allow(clippy::type_complexity)]
+    fn check(&self, t: usize) -> io::Result<Result<DoneInfo, (FingerprintParts, String)>> {
+        let parts = self.fingerprint(t)?;
+        Ok(match self.stale_reason(t, &parts)? {
+            None => {
+                let info = DoneInfo::from_record(self.previous[t].as_ref().unwrap());
+                let _ = self.done[t].set(info.clone());
+                Ok(info)
+            }
+            Some(why) => Err((parts, why)),
+        })
+    }
+
     fn run_task(&self, t: usize, send: &dyn Fn(TaskMsg)) -> TaskDone {
         let started = Instant::now();
         let fail = |failure: Failure, retries: u32| TaskDone::Failed {
@@ -479,18 +500,14 @@ impl BuildContext<'_> {
         if self.cancel.load(Ordering::Relaxed) {
             return fail(Failure::new(FailureKind::Cancelled, "cancelled"), 0);
         }
-        let parts = match self.fingerprint(t) {
-            Ok(p) => p,
-            Err(e) => return fail(Failure::new(FailureKind::Launch, e.to_string()), 0),
-        };
-        let why = match self.stale_reason(t, &parts) {
-            Ok(None) => {
-                let info = DoneInfo::from_record(self.previous[t].as_ref().unwrap());
-                let _ = self.done[t].set(info.clone());
-                return TaskDone::UpToDate(info);
-            }
-            Ok(Some(why)) => why,
-            Err(e) => return fail(Failure::new(FailureKind::Launch, e.to_string()), 0),
+        let checked = self.checked[t].lock().unwrap().take();
+        let (parts, why) = match checked {
+            Some(verdict) => verdict,
+            None => match self.check(t) {
+                Ok(Ok(info)) => return TaskDone::UpToDate(info),
+                Ok(Err(stale)) => stale,
+                Err(e) => return fail(Failure::new(FailureKind::Launch, e.to_string()), 0),
+            },
         };
         let task = self.task(t);
         // Agent tasks get their task file written once; every attempt sends the same text.
@@ -652,5 +669,22 @@ impl Runner for BuildContext<'_> {
 
     fn run(&self, task: usize, send: &dyn Fn(TaskMsg)) -> TaskDone {
         self.run_task(task, send)
+    }
+
+    /// Up-to-date checks are a few stats and hashes: cheaper on the scheduling thread than a
+    /// hop to a worker and back, which makes no-op builds fast.
+    fn try_skip(&self, t: usize) -> Option<TaskDone> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.check(t) {
+            Ok(Ok(info)) => Some(TaskDone::UpToDate(info)),
+            Ok(Err(stale)) => {
+                *self.checked[t].lock().unwrap() = Some(stale);
+                None
+            }
+            // The worker checks again and reports the error as the task's failure.
+            Err(_) => None,
+        }
     }
 }

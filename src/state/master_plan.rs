@@ -143,36 +143,56 @@ pub struct Sections {
 }
 
 impl Sections {
-    /// Splits at `## ` headings that start a line. Headings are found with a markdown parser,
-    /// so a `## ` line inside a code block, list or quote stays in its section's body.
+    /// Splits at `## ` headings that start a line, outside fenced code blocks (a fence closes
+    /// only with the same character, at least as long), so a `## ` line quoted in a prompt
+    /// stays in its section. A line scan, not a markdown parse: master_plan.md of a large
+    /// plan runs to megabytes and is read on every build. At column 0 a `## ` line is a
+    /// heading in CommonMark unless it sits in a fence (or an HTML block, which orch never
+    /// writes).
     pub fn parse(text: &str) -> Sections {
-        use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag};
-        let mut heads: Vec<(std::ops::Range<usize>, String)> = Vec::new();
-        for (event, range) in Parser::new_ext(text, Options::ENABLE_TABLES).into_offset_iter() {
-            let Event::Start(Tag::Heading {
-                level: HeadingLevel::H2,
-                ..
-            }) = event
-            else {
-                continue;
-            };
-            let at_line_start = range.start == 0 || text.as_bytes()[range.start - 1] == b'\n';
-            let raw = &text[range.clone()];
-            if let (true, Some(h)) = (at_line_start, raw.strip_prefix("## ")) {
-                let title = h.lines().next().unwrap_or("").trim().to_string();
-                heads.push((range, title));
+        // (heading line start, body start, title)
+        let mut heads: Vec<(usize, usize, String)> = Vec::new();
+        let mut fence: Option<(u8, usize)> = None;
+        let mut pos = 0;
+        for line in text.split_inclusive('\n') {
+            let start = pos;
+            pos += line.len();
+            let content = line.trim_end_matches(['\n', '\r']);
+            let unindented = content.trim_start_matches(' ');
+            if content.len() - unindented.len() <= 3 {
+                if let Some(&c @ (b'`' | b'~')) = unindented.as_bytes().first() {
+                    let n = unindented.bytes().take_while(|&b| b == c).count();
+                    let after = &unindented[n..];
+                    if n >= 3 {
+                        match fence {
+                            // A backtick fence's info string may not contain backticks.
+                            None if !(c == b'`' && after.contains('`')) => {
+                                fence = Some((c, n));
+                                continue;
+                            }
+                            Some((fc, fnum)) if fc == c && n >= fnum && after.trim().is_empty() => {
+                                fence = None;
+                                continue;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            if fence.is_none() {
+                if let Some(title) = content.strip_prefix("## ") {
+                    heads.push((start, pos, title.trim().to_string()));
+                }
             }
         }
         let mut out = Sections {
-            preamble: text[..heads.first().map_or(text.len(), |(r, _)| r.start)].to_string(),
+            preamble: text[..heads.first().map_or(text.len(), |h| h.0)].to_string(),
             sections: Vec::with_capacity(heads.len()),
         };
-        for (i, (range, title)) in heads.iter().enumerate() {
-            let end = heads.get(i + 1).map_or(text.len(), |(r, _)| r.start);
-            // A heading line without its newline (end of file) leaves an empty body.
-            let start = range.end.min(end);
+        for (i, (_, body, title)) in heads.iter().enumerate() {
+            let end = heads.get(i + 1).map_or(text.len(), |h| h.0);
             out.sections
-                .push((title.clone(), text[start..end].to_string()));
+                .push((title.clone(), text[*body..end].to_string()));
         }
         out
     }
@@ -183,6 +203,58 @@ impl Sections {
             .find(|(h, _)| h == heading)
             .map(|(_, b)| b.as_str())
     }
+}
+
+/// Cells of a GFM table row: split at `|` not escaped as `\\|`, trimmed, escapes undone.
+pub fn split_row(line: &str) -> Vec<String> {
+    let inner = line.trim();
+    let inner = inner.strip_prefix('|').unwrap_or(inner);
+    let inner = inner
+        .strip_suffix('|')
+        .filter(|r| !r.ends_with('\\'))
+        .unwrap_or(inner);
+    let mut cells = Vec::new();
+    let mut cell = String::new();
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'|') => {
+                cell.push('|');
+                chars.next();
+            }
+            '|' => cells.push(std::mem::take(&mut cell).trim().to_string()),
+            c => cell.push(c),
+        }
+    }
+    cells.push(cell.trim().to_string());
+    cells
+}
+
+/// The `(task id, status cell)` pairs of the status table in `text` (the section body),
+/// found by column name so a reordered or extended table still reads.
+pub fn table_statuses(text: &str) -> Vec<(String, String)> {
+    let mut lines = text.lines().map(str::trim).filter(|l| l.starts_with('|'));
+    let Some(header) = lines.next().map(split_row) else {
+        return Vec::new();
+    };
+    let col = |name: &str| header.iter().position(|c| c.eq_ignore_ascii_case(name));
+    let (Some(id), Some(status)) = (col("task id"), col("status")) else {
+        return Vec::new();
+    };
+    lines
+        .map(split_row)
+        .filter(|cells| {
+            !cells
+                .iter()
+                .all(|c| c.chars().all(|ch| matches!(ch, '-' | ':' | ' ')))
+        })
+        .filter_map(|cells| {
+            Some((
+                cells.get(id)?.trim_matches('`').to_string(),
+                cells.get(status)?.clone(),
+            ))
+        })
+        .collect()
 }
 
 /// What orch generates for one rewrite of master_plan.md.
@@ -294,6 +366,30 @@ mod tests {
                 "Notes",
                 "Execution Log"
             ]
+        );
+    }
+
+    #[test]
+    fn headings_inside_fences_do_not_split_sections() {
+        let text =
+            "# T\n## A\n````md\n```\n## not a heading\n```\n````\n~~~\n## nor this\n~~~\n## B\nb\n";
+        let s = Sections::parse(text);
+        let names: Vec<&str> = s.sections.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(names, ["A", "B"]);
+        assert!(s.get("A").unwrap().contains("## nor this"));
+        let unclosed = Sections::parse("## A\n```\n## inside\n");
+        assert_eq!(unclosed.sections.len(), 1);
+    }
+
+    #[test]
+    fn table_cells_respect_escaped_pipes() {
+        assert_eq!(split_row("| a \\| b | `c` |"), ["a | b", "`c`"]);
+        let table = format!(
+            "{TABLE_HEADER}\n|---|---|---|---|---|---|---|---|---|\n| T-1 | x \\| y | Agent-01 | Pending | P2 | None | - | - | 0 |\n"
+        );
+        assert_eq!(
+            table_statuses(&table),
+            [("T-1".to_string(), "Pending".to_string())]
         );
     }
 

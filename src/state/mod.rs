@@ -190,6 +190,8 @@ pub struct StateStore {
     /// Process groups a previous run started and never saw end.
     pub stale_groups: Vec<(String, i32, u64)>,
     journal: Option<File>,
+    /// Whether the snapshot on disk is behind (journal lines, new ids, changed statuses).
+    pub dirty: bool,
 }
 
 impl StateStore {
@@ -247,6 +249,7 @@ impl StateStore {
             snapshot,
             stale_groups,
             journal: None,
+            dirty: false,
         })
     }
 
@@ -276,6 +279,7 @@ impl StateStore {
     }
 
     pub fn append(&mut self, entry: &JournalEntry) -> io::Result<()> {
+        self.dirty = true;
         if self.journal.is_none() {
             self.journal = Some(
                 OpenOptions::new()
@@ -319,6 +323,7 @@ impl StateStore {
 
     /// Folds the journal into a new snapshot and empties the journal.
     pub fn compact(&mut self) -> io::Result<()> {
+        self.dirty = false;
         self.snapshot.version = 1;
         let bytes = serde_json::to_vec(&self.snapshot).map_err(io::Error::other)?;
         persist_atomic(&self.layout.snapshot(), &bytes)?;
