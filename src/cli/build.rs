@@ -66,6 +66,8 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     }
     let cancel = install_signal_handlers()?;
     let mut reporter = Fanout(vec![reporter_for(args.json, args.quiet)]);
+    engine::LEAK_ON_RETURN.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcome = engine::run_build(&plan, &opts, &mut reporter, &cancel)?;
+    std::mem::forget(plan); // the process exits next; see LEAK_ON_RETURN
     Ok(outcome.exit_code())
 }

@@ -6,58 +6,94 @@
 
 use std::io::{self, BufRead, Write};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use super::procgroup;
 
-/// orch's end of the pipe.
+/// orch's end of the pipe. The guard process starts with the first child, so a build that
+/// starts none (everything up to date) does not pay for it.
 pub struct Guard {
+    program: PathBuf,
+    grace: Duration,
+    running: OnceLock<Option<Running>>,
+}
+
+struct Running {
     child: Mutex<Child>,
     pipe: Mutex<Option<ChildStdin>>,
 }
 
-impl Guard {
-    /// Starts `program __guard` in its own process group, so a Ctrl-C meant for orch does not
-    /// reach it.
-    pub fn start(program: &Path, grace: Duration) -> io::Result<Guard> {
-        let mut child = Command::new(program)
-            .arg("__guard")
-            .arg(grace.as_millis().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()?;
-        let pipe = child.stdin.take();
-        Ok(Guard {
-            child: Mutex::new(child),
-            pipe: Mutex::new(pipe),
-        })
-    }
-
+impl Running {
     fn send(&self, line: &str) {
         if let Some(p) = self.pipe.lock().unwrap().as_mut() {
             // A dead guard only costs us the crash cleanup; the build goes on.
             let _ = p.write_all(line.as_bytes());
         }
     }
+}
 
+impl Guard {
+    pub fn new(program: PathBuf, grace: Duration) -> Guard {
+        Guard {
+            program,
+            grace,
+            running: OnceLock::new(),
+        }
+    }
+
+    /// Starts `program __guard` in its own process group, so a Ctrl-C meant for orch does
+    /// not reach it.
+    fn start(&self) -> io::Result<Running> {
+        let mut child = Command::new(&self.program)
+            .arg("__guard")
+            .arg(self.grace.as_millis().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()?;
+        let pipe = child.stdin.take();
+        Ok(Running {
+            child: Mutex::new(child),
+            pipe: Mutex::new(pipe),
+        })
+    }
+
+    fn running(&self) -> Option<&Running> {
+        self.running
+            .get_or_init(|| match self.start() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("orch: crash guard not started ({e}); running without it");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Registers a process group to stop if orch dies.
     pub fn watch(&self, pgid: i32) {
-        self.send(&format!("+{pgid}\n"));
+        if let Some(r) = self.running() {
+            r.send(&format!("+{pgid}\n"));
+        }
     }
 
     pub fn release(&self, pgid: i32) {
-        self.send(&format!("-{pgid}\n"));
+        if let Some(Some(r)) = self.running.get() {
+            r.send(&format!("-{pgid}\n"));
+        }
     }
 
     /// Says goodbye (nothing to clean up) and waits for the guard to exit.
     pub fn finish(self) {
-        self.send("exit\n");
-        self.pipe.lock().unwrap().take();
-        let _ = self.child.lock().unwrap().wait();
+        if let Some(Some(r)) = self.running.into_inner() {
+            r.send("exit\n");
+            r.pipe.lock().unwrap().take();
+            let _ = r.child.lock().unwrap().wait();
+        }
     }
 }
 
