@@ -628,3 +628,94 @@ fn sigkill_mid_run_then_resume_reruns_only_unfinished_tasks() {
         .read(".orchestrator/master_plan.md")
         .contains("| slow | slow |"));
 }
+
+const STOPPED_EARLY: &str = r#"
+[settings]
+jobs = 1
+
+[tasks.bad]
+title = "Fails"
+prompt = "x"
+priority = "P0"
+env = { FAKE_MODE = "crash" }
+
+[tasks.other]
+title = "Independent"
+prompt = "y"
+priority = "P3"
+env = { FAKE_MODE = "ok" }
+
+[aggregate]
+strategy = "concat"
+"#;
+
+fn stopped_early(on_missing: &str) -> Project {
+    let fake = fake_claude();
+    Project::new(&format!(
+        "{}on_missing = \"{on_missing}\"\n\n[agents.claude]\ncommand = [\"{}\"]\nretries = 0\n",
+        STOPPED_EARLY,
+        fake.display()
+    ))
+}
+
+#[test]
+fn missing_results_are_rerun_but_failures_are_not() {
+    // The failure stops the build before `other` starts; aggregation finds its result missing
+    // and runs it, but does not retry the failed task, so the final output is not written.
+    let p = stopped_early("rerun");
+    let run = p.orch(&["build"]);
+    assert_eq!(run.code(), 1);
+    assert_eq!(p.lines("calls.log"), ["bad", "other"], "{}", run.stderr());
+    assert!(run
+        .stderr()
+        .contains("results missing for Agent-02; re-running them"));
+    assert!(run.stderr().contains("results missing for Agent-01 (bad)"));
+    assert!(p.exists(".orchestrator/results/agent-02-result.md"));
+    assert!(!p.exists(".orchestrator/final_output.md"));
+}
+
+#[test]
+fn on_missing_fail_runs_nothing_more() {
+    let p = stopped_early("fail");
+    assert_eq!(p.orch(&["build"]).code(), 1);
+    assert_eq!(p.lines("calls.log"), ["bad"]);
+    assert!(!p.exists(".orchestrator/final_output.md"));
+}
+
+#[test]
+fn agent_merge_strategy_sends_every_result_to_the_merging_agent() {
+    let fake = fake_claude();
+    let p = Project::new(&format!(
+        r#"
+[agents.claude]
+command = ["{fake}"]
+env = {{ FAKE_MODE = "echo" }}
+
+[tasks.a]
+run = "echo alpha-result"
+
+[tasks.b]
+run = "echo beta-result"
+deps = ["a"]
+
+[aggregate]
+strategy = "agent"
+title = "Merged"
+prompt = "Keep it short."
+"#,
+        fake = fake.display()
+    ));
+    p.orch(&["build"]).success();
+    let fin = p.read(".orchestrator/final_output.md");
+    // The echoing fake returns the merge prompt itself.
+    assert!(
+        fin.contains("merge the following 2 subtask results"),
+        "{fin}"
+    );
+    assert!(fin.find("alpha-result").unwrap() < fin.find("beta-result").unwrap());
+    assert!(fin.contains("Keep it short."));
+    assert_eq!(p.lines("calls.log").len(), 1);
+    // Unchanged results: the (paid) merge is not repeated.
+    p.orch(&["build"]).success();
+    assert_eq!(p.lines("calls.log").len(), 1);
+}
