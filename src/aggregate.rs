@@ -2,7 +2,6 @@
 //! `final_output.md` (concatenation, a structured report, or an agent's merge).
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use crate::agent::{self, sim, FailureKind};
 use crate::build::BuildContext;
@@ -10,7 +9,7 @@ use crate::executor::{self, ProcessSpec};
 use crate::fingerprint::{self, Digest};
 use crate::plan::{AgentKind, AggregateSpec, AggregateStrategy, Plan};
 use crate::reporter::{Event, Reporter};
-use crate::state::{persist_atomic, StateStore};
+use crate::state::{persist_atomic, JournalEntry, StateStore};
 
 /// Aggregation runs when the plan asks for it, or when it has agent tasks at all.
 pub fn enabled(plan: &Plan) -> bool {
@@ -118,7 +117,7 @@ pub fn run(
         AggregateStrategy::Concat => concat(&spec, &parts),
         AggregateStrategy::Structured => structured(&spec, &parts),
         AggregateStrategy::Agent => {
-            merge_with_agent(ctx, &spec, merge_agent.as_ref().unwrap(), &parts)?
+            merge_with_agent(ctx, store, &spec, merge_agent.as_ref().unwrap(), &parts)?
         }
     };
     persist_atomic(&out_path, text.as_bytes()).map_err(|e| format!("writing {rel}: {e}"))?;
@@ -222,6 +221,7 @@ fn demote_headings(text: &str, level: usize) -> String {
 /// Strategy C: an agent merges the results (the seed's "intelligent merge").
 fn merge_with_agent(
     ctx: &BuildContext,
+    store: &mut StateStore,
     spec: &AggregateSpec,
     agent_spec: &crate::plan::AgentSpec,
     parts: &[Part],
@@ -270,8 +270,22 @@ fn merge_with_agent(
             grace: ctx.plan.settings.kill_grace,
             max_output: 64 << 20,
         };
-        let out =
-            executor::run_process(&process, ctx.cancel, &mut |_| {}).map_err(|e| e.to_string())?;
+        // The same crash bookkeeping as a task's process: guard, then journal.
+        let mut spawned = None;
+        let out = executor::run_process(&process, ctx.cancel, &mut |pgid| {
+            spawned = Some(pgid);
+            let start_ticks = ctx.track_spawn(pgid);
+            let _ = store.append(&JournalEntry::Spawned {
+                task: "aggregate".into(),
+                pgid,
+                start_ticks,
+            });
+        });
+        if let Some(pgid) = spawned {
+            ctx.track_exit(pgid);
+            let _ = store.append(&JournalEntry::Reaped { pgid });
+        }
+        let out = out.map_err(|e| e.to_string())?;
         match agent::judge(agent_spec, &out, &ctx.plan.root) {
             Ok(reply) => return Ok(reply.text),
             Err(f) if f.kind == FailureKind::Cancelled => return Err("cancelled".into()),
@@ -283,10 +297,9 @@ fn merge_with_agent(
                         .settings
                         .retry_backoff
                         .saturating_mul(1 << (attempt - 1).min(16));
-                    std::thread::sleep(
-                        wait.min(ctx.plan.settings.retry_backoff_max)
-                            .min(Duration::from_secs(300)),
-                    );
+                    if !ctx.sleep_unless_cancelled(wait.min(ctx.plan.settings.retry_backoff_max)) {
+                        return Err("cancelled".into());
+                    }
                 } else if attempt < attempts && !f.retryable() {
                     break;
                 }

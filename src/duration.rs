@@ -9,7 +9,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     if let Ok(secs) = s.parse::<f64>() {
-        return seconds(secs, text);
+        return from_seconds(secs, text);
     }
     let mut total = 0f64;
     let mut rest = s;
@@ -44,12 +44,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total += value * factor;
         rest = &rest[unit_len..];
     }
-    seconds(total, text)
+    from_seconds(total, text)
 }
 
-fn seconds(secs: f64, text: &str) -> Result<Duration, String> {
+/// The longest duration accepted, 100 years: longer ones are typos, and a deadline of
+/// `Instant::now() + d` must not overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// A number of seconds as a duration, refusing what is negative, not finite or past
+/// [`MAX_DURATION`] (`Duration::from_secs_f64` would panic on some of these). `text` is the
+/// value as written, for the message.
+pub fn from_seconds(secs: f64, text: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("`{text}` is not a valid duration"));
+    }
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!("`{text}` is too long (at most 100 years)"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -111,6 +121,18 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-3").is_err());
         assert!(parse_duration("10").is_ok());
+        // Past what a Duration or a deadline can hold: an error, not a panic.
+        for huge in [
+            "1e300",
+            "1e300s",
+            "99999999999999999999h",
+            "inf",
+            "NaN",
+            "1e20",
+        ] {
+            assert!(parse_duration(huge).is_err(), "{huge}");
+        }
+        assert!(from_seconds(f64::MAX, "max").is_err());
     }
 
     #[test]

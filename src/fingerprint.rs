@@ -159,7 +159,8 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip_dir: &Path) -> io::R
             }
             let rel = match entry.path().strip_prefix(root) {
                 Ok(r) => r.to_string_lossy().replace('\\', "/"),
-                Err(_) => continue,
+                // An absolute pattern: the path as it is.
+                Err(_) => entry.path().to_string_lossy().into_owned(),
             };
             if matcher.is_match(&rel) {
                 out.push(rel);
@@ -184,12 +185,19 @@ pub fn compile_glob(pattern: &str) -> io::Result<GlobMatcher> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
 }
 
-/// `./src//a.txt` -> `src/a.txt`, so the same file always has one name.
+/// `./src//a.txt` -> `src/a.txt`, so the same file always has one name. An absolute path
+/// (allowed with `allow_outside_root`) stays absolute.
 pub fn normalize(p: &str) -> String {
-    p.split('/')
+    let rel = p
+        .split('/')
         .filter(|s| !s.is_empty() && *s != ".")
         .collect::<Vec<_>>()
-        .join("/")
+        .join("/");
+    if p.starts_with('/') {
+        format!("/{rel}")
+    } else {
+        rel
+    }
 }
 
 /// The directory part of a glob before its first wildcard: where the walk starts.

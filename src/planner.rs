@@ -288,8 +288,7 @@ pub fn read_tasks(v: &Value) -> (Vec<PlannedTask>, Vec<String>) {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => n
                 .as_f64()
-                .filter(|f| *f >= 0.0)
-                .map(Duration::from_secs_f64),
+                .and_then(|f| crate::duration::from_seconds(f, &n.to_string()).ok()),
             Some(Value::String(s)) if s.trim().is_empty() => None,
             Some(Value::String(s)) => match parse_duration(s) {
                 Ok(d) => Some(d),
@@ -600,7 +599,9 @@ impl Planner<'_> {
         } else {
             project_files(self.root, 200)
         };
-        let redactor = Redactor::from_env();
+        let redactor = Redactor::from_vars(
+            std::env::vars().chain(self.agent.env.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        );
         let mut last: Option<(String, Vec<String>)> = None;
         let attempts = self.attempts.max(1);
         for attempt in 1..=attempts {

@@ -26,6 +26,16 @@ impl Redactor {
         Redactor::from_vars(std::env::vars())
     }
 
+    /// The environment's secrets plus those written into the plan's `env` tables.
+    pub fn for_plan(plan: &crate::plan::Plan) -> Redactor {
+        let agent_env = plan.agents.values().flat_map(|a| a.env.iter());
+        let task_env = plan.tasks.iter().flat_map(|t| t.env.iter());
+        let from_plan = agent_env
+            .chain(task_env)
+            .map(|(k, v)| (k.clone(), v.clone()));
+        Redactor::from_vars(std::env::vars().chain(from_plan))
+    }
+
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Redactor {
         let mut secrets: Vec<String> = vars
             .into_iter()

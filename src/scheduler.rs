@@ -227,6 +227,21 @@ impl Scheduler {
         }
     }
 
+    /// Records that a running task was stopped (cancelled): nothing more starts, and its
+    /// dependents stay waiting rather than blocked.
+    pub fn abandon(&mut self, t: usize) {
+        debug_assert_eq!(self.state[t], NodeState::Running);
+        self.running -= 1;
+        if let Some(c) = self.tasks[t].agent_class {
+            self.class_running[c] -= 1;
+        }
+        for &l in &self.tasks[t].locks {
+            self.lock_held[l] = false;
+        }
+        self.state[t] = NodeState::Failed;
+        self.stopped = true;
+    }
+
     /// Wanted tasks that never started (stopped early, or cancelled).
     pub fn not_started(&self) -> Vec<usize> {
         (0..self.state.len())
@@ -328,8 +343,14 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
                 Ok(WorkerEvent::Message(m)) => coord.message(m),
                 Ok(WorkerEvent::Done(t, d)) => {
                     let ok = coord.finished(t, d);
-                    for b in sched.finish(t, ok) {
-                        coord.blocked(b, t);
+                    if !ok && cancel.load(Ordering::Relaxed) {
+                        // Stopped by the user, not failed: dependents are "not started",
+                        // not blocked by a failure.
+                        sched.abandon(t);
+                    } else {
+                        for b in sched.finish(t, ok) {
+                            coord.blocked(b, t);
+                        }
                     }
                 }
                 Ok(WorkerEvent::Panicked(panic)) => {

@@ -93,9 +93,9 @@ fn a_modified_or_deleted_output_is_rebuilt() {
     std::fs::remove_file(p.path("out_d.txt")).unwrap();
     p.write("out_a.txt", "tampered\n");
     p.orch(&["build"]).success();
-    // a's output changed back, so b and c see a new dep digest only if the content differs:
-    // a rewrites the same content, so b/c stay up to date.
-    assert_eq!(sorted(p.lines("ran.log")), ["a", "d"]);
+    // A task that ran makes its dependents run (the contract), even though a restored
+    // the same content.
+    assert_eq!(sorted(p.lines("ran.log")), ["a", "b", "c", "d"]);
     assert_eq!(p.read("out_a.txt"), "in_a.txt v1\n");
 }
 
@@ -718,4 +718,149 @@ prompt = "Keep it short."
     // Unchanged results: the (paid) merge is not repeated.
     p.orch(&["build"]).success();
     assert_eq!(p.lines("calls.log").len(), 1);
+}
+
+#[test]
+fn a_forced_task_makes_its_dependents_run() {
+    let p = chain();
+    p.orch(&["build"]).success();
+    p.clear("ran.log");
+    // Reset `a` to Pending in the status table, as a person would.
+    let plan = p.read(".orchestrator/master_plan.md");
+    let row = plan
+        .lines()
+        .find(|l| l.starts_with("| a |"))
+        .unwrap()
+        .to_string();
+    p.write(
+        ".orchestrator/master_plan.md",
+        &plan.replace(&row, &row.replace(" ✅ ", " Pending ")),
+    );
+    let run = p.orch(&["build"]);
+    run.success();
+    assert_eq!(
+        sorted(p.lines("ran.log")),
+        ["a", "b", "c"],
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn a_build_that_stops_early_does_not_force_untouched_tasks_next_time() {
+    let p = Project::new(
+        "[settings]\njobs = 1\n[tasks.a]\nrun = \"grep -q good in.txt\"\ninputs = [\"in.txt\"]\npriority = \"P0\"\n[tasks.b]\nrun = \"echo b >> ran.log\"\npriority = \"P1\"\n",
+    );
+    p.write("in.txt", "good\n");
+    p.orch(&["build"]).success();
+    p.write("in.txt", "bad\n");
+    assert_eq!(p.orch(&["build"]).code(), 1, "a fails; b is never reached");
+    p.write("in.txt", "good again\n");
+    p.orch(&["build"]).success();
+    assert_eq!(p.lines("ran.log"), ["b"], "b was up to date all along");
+}
+
+#[test]
+fn interrupted_tasks_do_not_block_their_dependents() {
+    let p = Project::new(
+        "[tasks.a]\nrun = \"echo $$ > a.pid; sleep 30\"\n[tasks.b]\nrun = \"echo b\"\ndeps = [\"a\"]\n",
+    );
+    let child = p
+        .command(&["build", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("a to start", Duration::from_secs(10), || p.exists("a.pid"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert!(!events.contains("task_blocked"), "{events}");
+    let last: serde_json::Value = serde_json::from_str(events.lines().last().unwrap()).unwrap();
+    assert_eq!(last["failed"], 0);
+    assert_eq!(last["blocked"], 0);
+    assert_eq!(last["not_started"], 2);
+    assert_eq!(last["interrupted"], true);
+}
+
+#[test]
+fn an_output_left_from_an_earlier_run_does_not_count_as_written() {
+    let p = Project::new(
+        r#"
+[agents.maybe]
+command = ["sh", "-c", "cat > /dev/null; if [ -f write-it ]; then echo fresh > report.md; fi; echo done"]
+result = "stdout"
+
+[tasks.r]
+prompt = "write report.md (v1)"
+agent = "maybe"
+outputs = ["report.md"]
+retries = 0
+"#,
+    );
+    p.write("write-it", "");
+    p.orch(&["build"]).success();
+    // Age the output, so its stamp is settled, then make the agent write nothing.
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(p.path("report.md"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    std::fs::remove_file(p.path("write-it")).unwrap();
+    p.write(
+        "Orchfile.toml",
+        &p.read("Orchfile.toml").replace("(v1)", "(v2)"),
+    );
+    let run = p.orch(&["build"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("not written by this run (left from an earlier one): report.md"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn file_results_are_per_task_and_inside_the_project() {
+    let p = Project::new(
+        r#"
+[settings]
+jobs = 2
+
+[agents.filer]
+command = ["sh", "-c", "cat > /dev/null; mkdir -p out; echo answer-of-$ORCH_TASK_ID > out/$ORCH_TASK_ID.md"]
+result = "file:out/{task_id}.md"
+
+[tasks.a]
+prompt = "a"
+agent = "filer"
+
+[tasks.b]
+prompt = "b"
+agent = "filer"
+"#,
+    );
+    p.orch(&["build"]).success();
+    assert_eq!(
+        p.read(".orchestrator/results/agent-01-result.md"),
+        "answer-of-a\n"
+    );
+    assert_eq!(
+        p.read(".orchestrator/results/agent-02-result.md"),
+        "answer-of-b\n"
+    );
+
+    let outside = Project::new(
+        "[agents.x]\ncommand = [\"x\"]\nresult = \"file:../../etc/passwd\"\n[tasks.a]\nprompt = \"a\"\nagent = \"x\"\n",
+    );
+    let run = outside.orch(&["build"]);
+    assert_eq!(run.code(), 2);
+    assert!(
+        run.stderr().contains("outside the project"),
+        "{}",
+        run.stderr()
+    );
 }

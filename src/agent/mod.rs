@@ -151,6 +151,12 @@ pub fn judge(agent: &AgentSpec, out: &ProcessOutput, root: &Path) -> Result<Repl
             ));
         }
     }
+    if out.truncated && !matches!(agent.result, ResultSpec::File(_)) {
+        return Err(Failure::new(
+            FailureKind::BadOutput,
+            "the agent's output passed the capture limit (64 MiB): its result would be cut short",
+        ));
+    }
     let reply = match &agent.result {
         ResultSpec::Stdout => Reply {
             text: stdout.into_owned(),

@@ -11,11 +11,9 @@ pub const DEFAULT_SPEED: f64 = 100.0;
 /// Sleeps for `estimate / speed`; returns false if cancelled first.
 pub fn wait(estimate: Option<Duration>, speed: f64, cancel: &AtomicBool) -> bool {
     let total = estimate.unwrap_or(Duration::from_secs(30));
-    let scaled = if speed > 0.0 {
-        total.div_f64(speed)
-    } else {
-        Duration::ZERO
-    };
+    let scaled = Duration::try_from_secs_f64(total.as_secs_f64() / speed)
+        .unwrap_or(crate::duration::MAX_DURATION)
+        .min(crate::duration::MAX_DURATION);
     let end = Instant::now() + scaled;
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -26,6 +24,16 @@ pub fn wait(estimate: Option<Duration>, speed: f64, cancel: &AtomicBool) -> bool
             return true;
         }
         std::thread::sleep(left.min(Duration::from_millis(20)));
+    }
+}
+
+/// `--sim-speed`: a finite number above zero.
+pub fn parse_speed(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{text}` is not a positive number (e.g. 100, or 0.5 to slow down)"
+        )),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::executor::guard::Guard;
 use crate::executor::procgroup;
 use crate::fingerprint::StatCache;
 use crate::graph::TaskGraph;
-use crate::plan::{OnMissing, Plan};
+use crate::plan::{OnMissing, Plan, ResultSpec};
 use crate::redact::Redactor;
 use crate::reporter::{Event, Reporter, Summary, TaskRef};
 use crate::scheduler::{self, Coordinator, SchedTask, Scheduler};
@@ -509,7 +509,7 @@ pub fn run_build(
         stat_cache,
         checked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
         cancel,
-        redactor: Redactor::from_env(),
+        redactor: Redactor::for_plan(plan),
     };
     let jobs = opts.jobs(plan);
     let keep_going = opts.keep_going.unwrap_or(plan.settings.keep_going);
@@ -732,12 +732,19 @@ fn agent_classes(ctx: &BuildContext) -> (Vec<Option<usize>>, Vec<Option<usize>>)
     let classes = (0..ctx.plan.tasks.len())
         .map(|t| {
             let a = ctx.agent(t)?;
-            a.max_parallel?;
+            // Tasks of an agent whose result is one fixed file must take turns with it.
+            let shared_file = matches!(&a.result, ResultSpec::File(p) if !p.contains('{'));
+            let limit = if shared_file {
+                Some(a.max_parallel.unwrap_or(1).min(1))
+            } else {
+                a.max_parallel
+            };
+            limit?;
             Some(match names.iter().position(|n| n == &a.name) {
                 Some(i) => i,
                 None => {
                     names.push(a.name.clone());
-                    limits.push(a.max_parallel);
+                    limits.push(limit);
                     names.len() - 1
                 }
             })

@@ -112,21 +112,31 @@ impl PlanDoc {
             .iter()
             .enumerate()
             .map(|(t, task)| {
-                let prev = store.snapshot.statuses.get(&task.id);
-                let status = if wanted[t] {
-                    if ctx.graph.deps[t].iter().any(|&d| wanted[d]) {
-                        Status::Waiting
-                    } else {
-                        Status::Ready
-                    }
-                } else {
-                    prev.map(|p| p.status).unwrap_or(
-                        if store.snapshot.records.contains_key(&task.id) {
-                            Status::Completed
-                        } else {
+                // A task keeps the status of its last run until this build dispatches it, so
+                // a build that stops early never leaves 🟡 on a task a person did not reset
+                // (which the next build would take as "run it again").
+                let prev = store
+                    .snapshot
+                    .statuses
+                    .get(&task.id)
+                    .filter(|_| !ctx.forced[t])
+                    .filter(|p| {
+                        matches!(
+                            p.status,
+                            Status::Completed | Status::Skipped | Status::Failed
+                        )
+                    });
+                let status = match prev {
+                    Some(p) => p.status,
+                    None if ctx.forced[t] || wanted[t] => {
+                        if ctx.graph.deps[t].iter().any(|&d| wanted[d]) {
                             Status::Waiting
-                        },
-                    )
+                        } else {
+                            Status::Ready
+                        }
+                    }
+                    None if store.snapshot.records.contains_key(&task.id) => Status::Completed,
+                    None => Status::Waiting,
                 };
                 StatusRow {
                     id: task.id.clone(),
@@ -135,21 +145,9 @@ impl PlanDoc {
                     status,
                     priority: task.priority.to_string(),
                     deps: task.deps.clone(),
-                    start: if wanted[t] {
-                        None
-                    } else {
-                        prev.and_then(|p| p.start.clone())
-                    },
-                    end: if wanted[t] {
-                        None
-                    } else {
-                        prev.and_then(|p| p.end.clone())
-                    },
-                    retries: if wanted[t] {
-                        0
-                    } else {
-                        prev.map(|p| p.retries).unwrap_or(0)
-                    },
+                    start: prev.and_then(|p| p.start.clone()),
+                    end: prev.and_then(|p| p.end.clone()),
+                    retries: prev.map(|p| p.retries).unwrap_or(0),
                 }
             })
             .collect()

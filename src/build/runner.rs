@@ -14,7 +14,7 @@ use crate::clock::unix_now;
 use crate::executor::{self, procgroup, Exit, ProcessSpec};
 use crate::fingerprint::{self, Digest, StatCache};
 use crate::graph::TaskGraph;
-use crate::plan::{Action, AgentKind, AgentSpec, Plan, Task};
+use crate::plan::{Action, AgentKind, AgentSpec, Plan, ResultSpec, Task};
 use crate::redact::Redactor;
 use crate::scheduler::Runner;
 use crate::state::{persist_atomic, StateLayout, TaskRecord};
@@ -24,6 +24,8 @@ use crate::state::{persist_atomic, StateLayout, TaskRecord};
 pub struct DoneInfo {
     pub fingerprint: Digest,
     pub outputs: Vec<(String, Digest)>,
+    /// Ran in this build (rather than being up to date): its dependents must run too.
+    pub ran: bool,
 }
 
 impl DoneInfo {
@@ -31,6 +33,7 @@ impl DoneInfo {
         DoneInfo {
             fingerprint: r.fingerprint.clone(),
             outputs: r.outputs.clone(),
+            ran: false,
         }
     }
 }
@@ -212,6 +215,14 @@ impl BuildContext<'_> {
         if prev.fingerprint != parts.value {
             return Ok(Some(super::explain::diff_reason(prev, parts)));
         }
+        // The contract: a task that is not up to date makes every dependent run, even when it
+        // was only forced and produced the same result.
+        if let Some(&d) = self.graph.deps[t]
+            .iter()
+            .find(|&&d| self.done[d].get().is_some_and(|i| i.ran))
+        {
+            return Ok(Some(format!("dep {} ran", self.task(d).id)));
+        }
         for (path, hash) in &prev.outputs {
             match self.stat_cache.hash_file(&self.plan.root.join(path))? {
                 None => return Ok(Some(format!("output {path} is missing"))),
@@ -258,6 +269,19 @@ impl BuildContext<'_> {
         })
     }
 
+    /// The agent as this task calls it: `{task_id}` and `{agent_id}` in a `file:` result path
+    /// are filled in, so tasks of one agent do not share a result file.
+    pub fn with_result_path(&self, t: usize, a: &AgentSpec) -> AgentSpec {
+        let mut a = a.clone();
+        if let ResultSpec::File(rel) = &a.result {
+            a.result = ResultSpec::File(
+                rel.replace("{task_id}", &self.task(t).id)
+                    .replace("{agent_id}", &self.agent_ids[t].to_ascii_lowercase()),
+            );
+        }
+        a
+    }
+
     fn attempts_allowed(&self, t: usize) -> u32 {
         let task = self.task(t);
         let retries = task
@@ -284,7 +308,22 @@ impl BuildContext<'_> {
         half + half.mul_f64(jitter(seed))
     }
 
-    fn sleep_unless_cancelled(&self, d: Duration) -> bool {
+    /// Puts a new process group under the crash guard; returns its leader's start time for
+    /// the journal.
+    pub fn track_spawn(&self, pgid: i32) -> u64 {
+        if let Some(g) = &self.guard {
+            g.watch(pgid);
+        }
+        procgroup::start_ticks(pgid).unwrap_or(0)
+    }
+
+    pub fn track_exit(&self, pgid: i32) {
+        if let Some(g) = &self.guard {
+            g.release(pgid);
+        }
+    }
+
+    pub fn sleep_unless_cancelled(&self, d: Duration) -> bool {
         let end = Instant::now() + d;
         while Instant::now() < end {
             if self.cancel.load(Ordering::Relaxed) {
@@ -325,10 +364,7 @@ impl BuildContext<'_> {
         let mut spawned = None;
         let out = executor::run_process(spec, self.cancel, &mut |pgid| {
             spawned = Some(pgid);
-            if let Some(g) = &self.guard {
-                g.watch(pgid);
-            }
-            let ticks = procgroup::start_ticks(pgid).unwrap_or(0);
+            let ticks = self.track_spawn(pgid);
             send(TaskMsg::Spawned {
                 task: t,
                 pgid,
@@ -336,9 +372,7 @@ impl BuildContext<'_> {
             });
         });
         if let Some(pgid) = spawned {
-            if let Some(g) = &self.guard {
-                g.release(pgid);
-            }
+            self.track_exit(pgid);
             send(TaskMsg::ProcessEnded { pgid });
         }
         out
@@ -347,6 +381,14 @@ impl BuildContext<'_> {
     /// One attempt: run the action, then check outputs and `verify`.
     fn attempt(&self, t: usize, task_file: &str, send: &dyn Fn(TaskMsg)) -> Result<Reply, Failure> {
         let task = self.task(t);
+        // What the declared outputs look like before the run, to tell a file this attempt
+        // wrote from one an earlier run left behind.
+        let attempt_start = std::time::SystemTime::now();
+        let before: Vec<Option<OutputStamp>> = task
+            .outputs
+            .iter()
+            .map(|o| OutputStamp::of(&self.plan.root.join(o)))
+            .collect();
         let reply = match (&task.action, self.agent(t)) {
             (Action::Shell(script), _) => {
                 let spec = self.process_spec(
@@ -376,7 +418,7 @@ impl BuildContext<'_> {
                         let err = String::from_utf8_lossy(&out.stderr);
                         return Err(Failure::new(
                             FailureKind::Exit,
-                            format!("{exit}: {}", agent::tail(&err, 500)),
+                            format!("{exit}: {}", agent::tail(&self.redactor.redact(&err), 500)),
                         ));
                     }
                 }
@@ -404,14 +446,26 @@ impl BuildContext<'_> {
             }
             (_, Some(a)) => {
                 let task_path = self.layout.task_file(&self.agent_ids[t]);
+                let a = &self.with_result_path(t, a);
+                if let ResultSpec::File(rel) = &a.result {
+                    // A result file from an earlier call must not pass for this one's.
+                    let _ = std::fs::remove_file(self.plan.root.join(rel));
+                }
                 let (argv, stdin) = agent::invocation(a, task_file, &task_path);
                 let spec = self.process_spec(t, argv, stdin, Some(a));
                 let out = self
                     .run_process(t, &spec, send)
                     .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;
                 let judged = agent::judge(a, &out, &self.plan.root);
-                if judged.is_err() {
+                if let Err(f) = &judged {
                     self.log_attempt(t, &out);
+                    // The message quotes a cut of the output: cut after masking, or the cut
+                    // can split a secret and show the rest of it.
+                    let masked = agent::judge(a, &self.masked(&out), &self.plan.root);
+                    let message = masked
+                        .err()
+                        .map_or_else(|| f.message.clone(), |m| m.message);
+                    return Err(Failure::new(f.kind.clone(), message));
                 }
                 judged?
             }
@@ -429,6 +483,27 @@ impl BuildContext<'_> {
             return Err(Failure::new(
                 FailureKind::MissingOutput,
                 format!("declared output missing after run: {}", missing.join(", ")),
+            ));
+        }
+        let stale: Vec<&str> = task
+            .outputs
+            .iter()
+            .zip(&before)
+            .filter(|(o, was)| {
+                was.as_ref().is_some_and(|w| {
+                    w.settled_before(attempt_start)
+                        && OutputStamp::of(&self.plan.root.join(o)).as_ref() == Some(w)
+                })
+            })
+            .map(|(o, _)| o.as_str())
+            .collect();
+        if !stale.is_empty() {
+            return Err(Failure::new(
+                FailureKind::MissingOutput,
+                format!(
+                    "declared output not written by this run (left from an earlier one): {}",
+                    stale.join(", ")
+                ),
             ));
         }
         if let Some(v) = &task.verify {
@@ -451,12 +526,28 @@ impl BuildContext<'_> {
                     format!(
                         "verify `{v}` failed ({}): {}",
                         out.exit,
-                        agent::tail(&detail, 300)
+                        agent::tail(&self.redactor.redact(&detail), 300)
                     ),
                 ));
             }
         }
         Ok(reply)
+    }
+
+    /// `out` with secrets masked, for messages that quote part of it.
+    fn masked(&self, out: &executor::ProcessOutput) -> executor::ProcessOutput {
+        let mask = |b: &[u8]| {
+            self.redactor
+                .redact(&String::from_utf8_lossy(b))
+                .into_bytes()
+        };
+        executor::ProcessOutput {
+            exit: out.exit,
+            stdout: mask(&out.stdout),
+            stderr: mask(&out.stderr),
+            truncated: out.truncated,
+            duration: out.duration,
+        }
     }
 
     /// Keeps what a failed attempt printed, for a post-mortem, with secrets masked.
@@ -636,6 +727,7 @@ impl BuildContext<'_> {
         let _ = self.done[t].set(DoneInfo {
             fingerprint: parts.value,
             outputs,
+            ran: true,
         });
         TaskDone::Ran {
             record,
@@ -644,6 +736,32 @@ impl BuildContext<'_> {
             retries,
             why,
         }
+    }
+}
+
+/// Enough of a file's metadata to see whether anything wrote it.
+#[derive(Debug, Clone, PartialEq)]
+struct OutputStamp {
+    modified: std::time::SystemTime,
+    inode: u64,
+    size: u64,
+}
+
+impl OutputStamp {
+    fn of(path: &std::path::Path) -> Option<OutputStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(OutputStamp {
+            modified: m.modified().ok()?,
+            inode: m.ino(),
+            size: m.len(),
+        })
+    }
+
+    /// File times come from a coarse clock (a few ms): a file changed just before the attempt
+    /// could be rewritten with an identical stamp, so only older ones prove "not rewritten".
+    fn settled_before(&self, start: std::time::SystemTime) -> bool {
+        self.modified + Duration::from_millis(50) < start
     }
 }
 

@@ -24,7 +24,7 @@ pub struct BuildArgs {
     #[arg(short = 'n', long = "dry-run")]
     pub dry_run: bool,
     /// Time scale of the sim agent: an estimate of 2m takes 2m / SPEED.
-    #[arg(long = "sim-speed", default_value_t = crate::agent::sim::DEFAULT_SPEED)]
+    #[arg(long = "sim-speed", default_value_t = crate::agent::sim::DEFAULT_SPEED, value_parser = crate::agent::sim::parse_speed)]
     pub sim_speed: f64,
     /// Run the selected tasks even if they are up to date.
     #[arg(short = 'B', long = "force")]

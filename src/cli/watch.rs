@@ -26,7 +26,7 @@ pub struct WatchArgs {
     #[arg(long = "agent", value_name = "NAME")]
     pub agent: Option<String>,
     /// Time scale of the sim agent: an estimate of 2m takes 2m / SPEED.
-    #[arg(long = "sim-speed", default_value_t = crate::agent::sim::DEFAULT_SPEED)]
+    #[arg(long = "sim-speed", default_value_t = crate::agent::sim::DEFAULT_SPEED, value_parser = crate::agent::sim::parse_speed)]
     pub sim_speed: f64,
     /// When an input of a running task changes: let the cycle finish then run again, or stop
     /// the running tasks (their whole process groups) and restart.

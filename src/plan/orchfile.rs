@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::diagnostic::{PlanError, SourceFile};
 use super::*;
 use crate::agent::presets;
-use crate::duration::parse_duration;
+use crate::duration::{from_seconds, parse_duration};
 use crate::graph::TaskGraph;
 
 pub const ORCHFILE_NAME: &str = "Orchfile.toml";
@@ -107,8 +107,15 @@ pub fn discover(start: &Path) -> Option<PathBuf> {
 pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
     let src = SourceFile::new(path.display().to_string(), text);
     let raw: RawOrchfile = toml::from_str(text).map_err(|e| {
-        let message = e.message().trim().to_string();
-        let (code, help) = if message.contains("unknown field") {
+        let mut message = e.message().trim().to_string();
+        let key = e.span().and_then(|r| text.get(r)).unwrap_or("");
+        let (code, help) = if message == "duplicate key" {
+            message = format!("duplicate key `{key}`");
+            (
+                "orch::duplicate",
+                Some("a task id (and any key) may appear only once".to_string()),
+            )
+        } else if message.contains("unknown field") {
             (
                 "orch::unknown_field",
                 Some("see Orchfile.toml.example for every field".to_string()),
@@ -134,6 +141,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
     Validator {
         src: &src,
         errors: Vec::new(),
+        writers: HashMap::new(),
     }
     .validate(raw, root, path.to_path_buf())
     .map_err(Box::new)
@@ -149,6 +157,8 @@ pub fn load(path: &Path) -> miette::Result<Plan> {
 struct Validator<'a> {
     src: &'a SourceFile,
     errors: Vec<PlanError>,
+    /// Output path -> (task id, span) of its writer: one writer per file.
+    writers: HashMap<String, (String, Range<usize>)>,
 }
 
 impl Validator<'_> {
@@ -161,8 +171,8 @@ impl Validator<'_> {
         let v = v.as_ref()?;
         let parsed = match v.get_ref() {
             toml::Value::String(s) => parse_duration(s),
-            toml::Value::Integer(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
-            toml::Value::Float(f) if *f >= 0.0 => Ok(Duration::from_secs_f64(*f)),
+            toml::Value::Integer(i) if *i >= 0 => from_seconds(*i as f64, &i.to_string()),
+            toml::Value::Float(f) if *f >= 0.0 => from_seconds(*f, &f.to_string()),
             other => Err(format!("expected a duration like \"90s\", found {other}")),
         };
         match parsed {
@@ -244,7 +254,7 @@ impl Validator<'_> {
 
         let mut agents = presets::builtin_agents();
         for (name, raw_agent) in &raw.agents {
-            if let Some(a) = self.agent(name, raw_agent) {
+            if let Some(a) = self.agent(name, raw_agent, allow_outside) {
                 agents.insert(name.clone(), a);
             }
         }
@@ -335,7 +345,12 @@ impl Validator<'_> {
         );
     }
 
-    fn agent(&mut self, name: &str, raw: &Spanned<RawAgent>) -> Option<AgentSpec> {
+    fn agent(
+        &mut self,
+        name: &str,
+        raw: &Spanned<RawAgent>,
+        allow_outside: bool,
+    ) -> Option<AgentSpec> {
         let r = raw.get_ref();
         let base_name = r
             .preset
@@ -424,6 +439,16 @@ impl Validator<'_> {
         }
         if let Some(v) = &r.result {
             match parse_result_spec(v.get_ref()) {
+                Ok(ResultSpec::File(path))
+                    if !allow_outside && check_inside_root(&path).is_err() =>
+                {
+                    self.err(
+                        "orch::path_outside_root",
+                        format!("result file `{path}` is outside the project"),
+                        v.span(),
+                        "outside the project",
+                    );
+                }
                 Ok(s) => spec.result = s,
                 Err(e) => self.err("orch::bad_value", e, v.span(), "here"),
             }
@@ -554,6 +579,28 @@ impl Validator<'_> {
         }
         for out in &r.outputs {
             self.relative_path(out, "output", allow_outside);
+            let key = crate::fingerprint::normalize(out.get_ref());
+            match self.writers.get(&key) {
+                Some((other, first)) if other != id => {
+                    let err = self
+                        .src
+                        .error(
+                            "orch::duplicate_output",
+                            format!("tasks `{other}` and `{id}` both write `{}`", out.get_ref()),
+                            Some(out.span()),
+                            "written here too",
+                        )
+                        .with_label(first.clone(), format!("`{other}` writes it"))
+                        .with_help(
+                            "give each file one writer; the other task can read it as an input",
+                        );
+                    self.errors.push(err);
+                }
+                Some(_) => {}
+                None => {
+                    self.writers.insert(key, (id.to_string(), out.span()));
+                }
+            }
             if out.get_ref().contains(['*', '?', '[', '{']) {
                 self.err(
                     "orch::glob_output",
@@ -797,6 +844,27 @@ title = "Report"
         let e = parse_str(text).unwrap_err();
         assert!(e.message.contains("unknown field"), "{}", e.message);
         assert_eq!(first_label(&e, text), "prompts");
+    }
+
+    #[test]
+    fn one_writer_per_output() {
+        let text = "[tasks.a]\nrun = \"x\"\noutputs = [\"out.txt\"]\n[tasks.b]\nrun = \"y\"\noutputs = [\"./out.txt\"]\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.code, "orch::duplicate_output");
+        assert!(
+            e.message.contains("tasks `a` and `b` both write"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.labels.len(), 2);
+    }
+
+    #[test]
+    fn duplicate_task_id_is_named() {
+        let text = "[tasks.a]\nrun = \"x\"\n[tasks.a]\nrun = \"y\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.message, "invalid Orchfile: duplicate key `a`");
+        assert_eq!(e.code, "orch::duplicate");
     }
 
     #[test]

@@ -219,6 +219,10 @@ impl StateStore {
                 };
                 match entry {
                     JournalEntry::Succeeded { task, record } => {
+                        // The status table a crashed run left can predate this success (it
+                        // is rewritten now and then): forget the status recorded before, so
+                        // a 🟡 orch itself wrote is not taken for a person's reset.
+                        snapshot.statuses.remove(&task);
                         snapshot.records.insert(task, record);
                     }
                     JournalEntry::Invalidated { task } => {
