@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use orchfile::fingerprint::{combine, expand_inputs, StatCache};
 
 const FILES: usize = 10_000;
@@ -65,7 +65,7 @@ fn fingerprint(c: &mut Criterion) {
     group
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
+        .measurement_time(Duration::from_secs(8))
         .throughput(Throughput::Elements(FILES as u64));
 
     group.bench_function("10k unchanged files, stat-cache hit", |b| {
@@ -106,6 +106,7 @@ fn fingerprint(c: &mut Criterion) {
     // Rewriting 10k files is slow, so fewer, shorter samples here.
     group
         .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
         .measurement_time(Duration::from_secs(3));
     let mut generation = 0;
     group.bench_function("10k changed files, content rewritten", |b| {

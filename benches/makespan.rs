@@ -80,6 +80,7 @@ fn main() {
         Estimates::Noisy(0.5),
         Estimates::Unset,
         Estimates::PlanOrder,
+        Estimates::ExactRandomPriority,
     ];
     println!(
         "| priority | {} |",

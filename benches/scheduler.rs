@@ -41,7 +41,7 @@ fn pure_scheduler(c: &mut Criterion) {
     group
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5))
+        .measurement_time(Duration::from_secs(8))
         .throughput(Throughput::Elements(n as u64));
     group.bench_function("100k tasks, -j8, new", |b| {
         b.iter_batched(
@@ -135,7 +135,7 @@ fn drive(c: &mut Criterion) {
     group
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5))
+        .measurement_time(Duration::from_secs(8))
         .throughput(Throughput::Elements(n as u64));
     for jobs in [2, 8] {
         group.bench_function(format!("10k tasks, -j{jobs}, no-op runner"), |b| {

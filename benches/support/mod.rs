@@ -230,7 +230,7 @@ impl Instance {
     }
 }
 
-/// What the scheduler is told about durations, i.e. the task's `estimate`.
+/// What the scheduler is told: each task's `estimate` (durations), and its `priority`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Estimates {
     /// `estimate` equal to the true duration.
@@ -241,6 +241,9 @@ pub enum Estimates {
     Unset,
     /// No critical-path priority at all (critical = 0 everywhere): plan order.
     PlanOrder,
+    /// Exact estimates, but each task gets a random `priority` P0..P3, which the scheduler
+    /// honours before the critical path.
+    ExactRandomPriority,
 }
 
 impl Estimates {
@@ -250,12 +253,15 @@ impl Estimates {
             Estimates::Noisy(s) => format!("critical path, estimates off by lognormal σ={s}"),
             Estimates::Unset => "critical path, no estimates (unit weights)".into(),
             Estimates::PlanOrder => "plan order (no critical-path priority)".into(),
+            Estimates::ExactRandomPriority => {
+                "critical path, exact estimates, random P0..P3 priorities".into()
+            }
         }
     }
 
     fn weights(self, inst: &Instance, seed: u64) -> Vec<f64> {
         match self {
-            Estimates::Exact => inst.dur.clone(),
+            Estimates::Exact | Estimates::ExactRandomPriority => inst.dur.clone(),
             Estimates::Noisy(sigma) => {
                 let mut rng = Rng::new(seed ^ 0xE57);
                 inst.dur
@@ -279,6 +285,12 @@ pub fn simulate(inst: &Instance, jobs: usize, est: Estimates, seed: u64) -> f64 
     if est == Estimates::PlanOrder {
         for t in &mut tasks {
             t.critical = 0.0;
+        }
+    }
+    if est == Estimates::ExactRandomPriority {
+        let mut rng = Rng::new(seed ^ 0x9A1);
+        for t in &mut tasks {
+            t.priority = rng.below(4) as u8;
         }
     }
     let mut sched = Scheduler::new(&graph, tasks, &vec![true; n], vec![], 0, false);
