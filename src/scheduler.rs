@@ -73,6 +73,11 @@ pub struct Scheduler {
     class_limit: Vec<Option<usize>>,
     class_running: Vec<usize>,
     lock_held: Vec<bool>,
+    /// Ready tasks set aside because their agent is at its limit, or a lock they need is
+    /// held; a freed slot or lock wakes the best one. So a long queue behind a busy agent
+    /// is not re-examined on every call (which would make scheduling quadratic).
+    parked_on_class: Vec<BinaryHeap<ReadyKey>>,
+    parked_on_lock: Vec<BinaryHeap<ReadyKey>>,
     running: usize,
     keep_going: bool,
     stopped: bool,
@@ -118,6 +123,8 @@ impl Scheduler {
             class_limit,
             class_running: vec![0; classes],
             lock_held: vec![false; lock_count],
+            parked_on_class: (0..classes).map(|_| BinaryHeap::new()).collect(),
+            parked_on_lock: (0..lock_count).map(|_| BinaryHeap::new()).collect(),
             running: 0,
             keep_going,
             stopped: false,
@@ -141,16 +148,42 @@ impl Scheduler {
         self.stopped
     }
 
-    fn can_start(&self, t: usize) -> bool {
-        let task = &self.tasks[t];
-        if let Some(c) = task.agent_class {
-            if let Some(limit) = self.class_limit[c] {
-                if self.class_running[c] >= limit {
-                    return false;
-                }
+    fn class_full(&self, c: usize) -> bool {
+        self.class_limit[c].is_some_and(|limit| self.class_running[c] >= limit)
+    }
+
+    /// Sets a ready task aside on what holds it back, or hands it back (`Err`) if it may start.
+    fn park(&mut self, key: ReadyKey) -> Result<(), ReadyKey> {
+        let task = &self.tasks[key.index];
+        if let Some(c) = task.agent_class.filter(|&c| self.class_full(c)) {
+            self.parked_on_class[c].push(key);
+            return Ok(());
+        }
+        if let Some(&l) = task.locks.iter().find(|&&l| self.lock_held[l]) {
+            // Its agent has room, so the agent's next parked task may go in its place.
+            if let Some(c) = task.agent_class {
+                self.wake_class(c);
+            }
+            self.parked_on_lock[l].push(key);
+            return Ok(());
+        }
+        Err(key)
+    }
+
+    fn wake_class(&mut self, c: usize) {
+        if !self.class_full(c) {
+            if let Some(k) = self.parked_on_class[c].pop() {
+                self.ready.push(k);
             }
         }
-        task.locks.iter().all(|&l| !self.lock_held[l])
+    }
+
+    fn wake_lock(&mut self, l: usize) {
+        if !self.lock_held[l] {
+            if let Some(k) = self.parked_on_lock[l].pop() {
+                self.ready.push(k);
+            }
+        }
     }
 
     /// The best ready task that may start now, marked running.
@@ -158,17 +191,16 @@ impl Scheduler {
         if self.stopped {
             return None;
         }
-        let mut deferred = Vec::new();
-        let mut found = None;
-        while let Some(key) = self.ready.pop() {
-            if self.can_start(key.index) {
-                found = Some(key.index);
-                break;
+        let t = loop {
+            let key = self.ready.pop()?;
+            if self.state[key.index] != NodeState::Ready {
+                continue;
             }
-            deferred.push(key);
-        }
-        self.ready.extend(deferred);
-        let t = found?;
+            match self.park(key) {
+                Ok(()) => continue,
+                Err(key) => break key.index,
+            }
+        };
         self.state[t] = NodeState::Running;
         self.running += 1;
         if let Some(c) = self.tasks[t].agent_class {
@@ -180,16 +212,24 @@ impl Scheduler {
         Some(t)
     }
 
-    /// Records the end of a running task. Returns the tasks this blocks when it failed.
-    pub fn finish(&mut self, t: usize, success: bool) -> Vec<usize> {
-        debug_assert_eq!(self.state[t], NodeState::Running);
+    /// Frees what a running task held: an agent slot and its locks.
+    fn release(&mut self, t: usize) {
         self.running -= 1;
         if let Some(c) = self.tasks[t].agent_class {
             self.class_running[c] -= 1;
+            self.wake_class(c);
         }
-        for &l in &self.tasks[t].locks {
+        for i in 0..self.tasks[t].locks.len() {
+            let l = self.tasks[t].locks[i];
             self.lock_held[l] = false;
+            self.wake_lock(l);
         }
+    }
+
+    /// Records the end of a running task. Returns the tasks this blocks when it failed.
+    pub fn finish(&mut self, t: usize, success: bool) -> Vec<usize> {
+        debug_assert_eq!(self.state[t], NodeState::Running);
+        self.release(t);
         if success {
             self.state[t] = NodeState::Succeeded;
             for i in 0..self.dependents[t].len() {
@@ -231,13 +271,7 @@ impl Scheduler {
     /// dependents stay waiting rather than blocked.
     pub fn abandon(&mut self, t: usize) {
         debug_assert_eq!(self.state[t], NodeState::Running);
-        self.running -= 1;
-        if let Some(c) = self.tasks[t].agent_class {
-            self.class_running[c] -= 1;
-        }
-        for &l in &self.tasks[t].locks {
-            self.lock_held[l] = false;
-        }
+        self.release(t);
         self.state[t] = NodeState::Failed;
         self.stopped = true;
     }
@@ -456,6 +490,75 @@ mod tests {
         let g = graph(vec![vec![], vec![0]]);
         let mut s = Scheduler::new(&g, plain(&g), &[false, true], vec![], 0, false);
         assert_eq!(s.next_task(), Some(1));
+    }
+
+    /// Random DAGs with agent limits and locks, finished in random order: limits and locks
+    /// always hold, and every task runs (no task is left parked).
+    #[test]
+    fn limits_and_locks_hold_under_random_completion_order() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut rand = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for round in 0..20 {
+            let n = 50 + rand(250);
+            let deps: Vec<Vec<usize>> = (0..n)
+                .map(|i| {
+                    let mut d: Vec<usize> =
+                        (0..rand(3)).filter(|_| i > 0).map(|_| rand(i)).collect();
+                    d.sort();
+                    d.dedup();
+                    d
+                })
+                .collect();
+            let g = graph(deps);
+            let limits = vec![Some(1), Some(2), None];
+            let tasks: Vec<SchedTask> = (0..n)
+                .map(|t| SchedTask {
+                    priority: rand(4) as u8,
+                    critical: g.critical[t],
+                    agent_class: [None, Some(0), Some(1), Some(2)][rand(4)],
+                    locks: (0..rand(3)).map(|_| rand(3)).collect(),
+                })
+                .collect();
+            let mut s = Scheduler::new(&g, tasks.clone(), &vec![true; n], limits.clone(), 3, false);
+            let jobs = 1 + rand(6);
+            let mut running: Vec<usize> = Vec::new();
+            let mut done = 0;
+            loop {
+                while running.len() < jobs {
+                    let Some(t) = s.next_task() else { break };
+                    running.push(t);
+                }
+                for c in 0..limits.len() {
+                    let busy = running
+                        .iter()
+                        .filter(|&&t| tasks[t].agent_class == Some(c))
+                        .count();
+                    assert!(
+                        limits[c].is_none_or(|l| busy <= l),
+                        "round {round}: class {c} over its limit"
+                    );
+                }
+                for l in 0..3 {
+                    let holders = running
+                        .iter()
+                        .filter(|&&t| tasks[t].locks.contains(&l))
+                        .count();
+                    assert!(holders <= 1, "round {round}: lock {l} held twice");
+                }
+                if running.is_empty() {
+                    break;
+                }
+                let t = running.swap_remove(rand(running.len()));
+                s.finish(t, true);
+                done += 1;
+            }
+            assert_eq!(done, n, "round {round}: every task ran");
+        }
     }
 
     struct FakeRunner {
