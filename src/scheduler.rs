@@ -533,13 +533,13 @@ mod tests {
                     let Some(t) = s.next_task() else { break };
                     running.push(t);
                 }
-                for c in 0..limits.len() {
+                for (c, limit) in limits.iter().enumerate() {
                     let busy = running
                         .iter()
                         .filter(|&&t| tasks[t].agent_class == Some(c))
                         .count();
                     assert!(
-                        limits[c].is_none_or(|l| busy <= l),
+                        limit.is_none_or(|l| busy <= l),
                         "round {round}: class {c} over its limit"
                     );
                 }
