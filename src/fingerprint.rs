@@ -55,9 +55,18 @@ pub struct StatCache {
     changed: std::sync::atomic::AtomicBool,
 }
 
-/// Files changed within this window may change again within the same mtime tick, so their
-/// hash is not cached (git's "racy clean" problem).
-const RACY_WINDOW_NS: i64 = 2_000_000_000;
+/// A file changed within this window of being hashed may change again within the same
+/// timestamp tick, unseen by its stamp, so its hash is not cached (git's "racy clean"
+/// problem). Filesystems with nanosecond timestamps tick in milliseconds (the kernel's coarse
+/// clock); ones with whole seconds need the long window.
+fn racy_window_ns(stamp: &FileStamp) -> i64 {
+    let whole_seconds = stamp.mtime_ns % 1_000_000_000 == 0 && stamp.ctime_ns % 1_000_000_000 == 0;
+    if whole_seconds {
+        2_000_000_000
+    } else {
+        100_000_000
+    }
+}
 
 impl StatCache {
     pub fn load(path: &Path) -> StatCache {
@@ -105,7 +114,7 @@ impl StatCache {
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
         let mut entries = self.entries.write().unwrap();
-        if now_ns - stamp.mtime_ns.max(stamp.ctime_ns) > RACY_WINDOW_NS {
+        if now_ns - stamp.mtime_ns.max(stamp.ctime_ns) > racy_window_ns(&stamp) {
             entries.insert(
                 path.to_path_buf(),
                 CacheEntry {

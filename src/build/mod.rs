@@ -185,16 +185,15 @@ impl BuildCoordinator<'_, '_> {
         if unchanged {
             return;
         }
-        self.store.snapshot.statuses.insert(
-            row.id.clone(),
-            StatusRecord {
-                status: row.status,
-                start: row.start.clone(),
-                end: row.end.clone(),
-                retries: row.retries,
-            },
-        );
-        self.store.dirty = true;
+        let status = StatusRecord {
+            status: row.status,
+            start: row.start.clone(),
+            end: row.end.clone(),
+            retries: row.retries,
+        };
+        let id = row.id.clone();
+        let r = self.store.record_status(&id, status);
+        self.journal(r);
     }
 }
 
@@ -428,7 +427,7 @@ pub fn open_state(
     )
     .map_err(|e| miette!("{e}"))?;
     let mut store = StateStore::open(layout).map_err(|e| miette!("{e}"))?;
-    let recovered = std::fs::metadata(store.layout.journal()).is_ok_and(|m| m.len() > 0);
+    let recovered = store.interrupted;
     if !store.stale_groups.is_empty() {
         let groups: Vec<(i32, u64)> = store
             .stale_groups
@@ -601,8 +600,15 @@ pub fn run_build(
             let before = coord.store.snapshot.aggregate_digest.clone();
             match aggregate::run(&ctx, coord.store, coord.reporter) {
                 Ok(line) => {
-                    if coord.store.snapshot.aggregate_digest != before {
-                        coord.store.dirty = true;
+                    if let Some(digest) = coord
+                        .store
+                        .snapshot
+                        .aggregate_digest
+                        .clone()
+                        .filter(|d| before.as_ref() != Some(d))
+                    {
+                        let r = coord.store.append(&JournalEntry::Aggregated { digest });
+                        coord.journal(r);
                         coord.eventful = true;
                         coord.log("Result Aggregation Completed".into(), vec![line]);
                     }
@@ -687,9 +693,7 @@ pub fn run_build(
     } else {
         drop(coord);
     }
-    if store.dirty {
-        store.compact().into_diagnostic()?;
-    }
+    store.close().into_diagnostic()?;
     if let Some(g) = ctx.guard.take() {
         g.finish();
     }

@@ -181,6 +181,13 @@ pub enum JournalEntry {
     Reaped {
         pgid: i32,
     },
+    /// The final output was merged from results with this digest.
+    Aggregated {
+        digest: Digest,
+    },
+    /// The run ended cleanly with this journal left in place (not yet folded into the
+    /// snapshot). Without it at the end, the journal is what an interrupted run left.
+    Closed,
 }
 
 /// The loaded state plus an open journal. One per build, owned by the scheduling thread.
@@ -192,6 +199,10 @@ pub struct StateStore {
     journal: Option<File>,
     /// Whether the snapshot on disk is behind (journal lines, new ids, changed statuses).
     pub dirty: bool,
+    /// The journal is what a run that did not finish left behind.
+    pub interrupted: bool,
+    journal_bytes: u64,
+    snapshot_bytes: u64,
 }
 
 impl StateStore {
@@ -211,18 +222,25 @@ impl StateStore {
             Err(e) => return Err(e),
         };
         let mut groups: IndexMap<i32, (String, u64)> = IndexMap::new();
+        let mut journal_bytes = 0;
+        let mut closed = true;
+        let mut succeeded = Vec::new();
         if let Ok(text) = std::fs::read_to_string(layout.journal()) {
+            journal_bytes = text.len() as u64;
             for line in text.lines() {
                 // A torn last line (crash mid-write) does not parse and is dropped.
                 let Ok(entry) = serde_json::from_str::<JournalEntry>(line) else {
+                    closed = false;
                     continue;
                 };
+                closed = matches!(entry, JournalEntry::Closed);
                 match entry {
+                    JournalEntry::Closed => {}
+                    JournalEntry::Aggregated { digest } => {
+                        snapshot.aggregate_digest = Some(digest);
+                    }
                     JournalEntry::Succeeded { task, record } => {
-                        // The status table a crashed run left can predate this success (it
-                        // is rewritten now and then): forget the status recorded before, so
-                        // a 🟡 orch itself wrote is not taken for a person's reset.
-                        snapshot.statuses.remove(&task);
+                        succeeded.push(task.clone());
                         snapshot.records.insert(task, record);
                     }
                     JournalEntry::Invalidated { task } => {
@@ -248,12 +266,25 @@ impl StateStore {
             .into_iter()
             .map(|(pgid, (task, ticks))| (task, pgid, ticks))
             .collect();
+        let interrupted = journal_bytes > 0 && !closed;
+        if interrupted {
+            // The status table a crashed run left can predate these successes (it is
+            // rewritten now and then): forget their statuses, so a 🟡 orch itself wrote is
+            // not taken for a person's reset.
+            for task in &succeeded {
+                snapshot.statuses.remove(task);
+            }
+        }
+        let snapshot_bytes = std::fs::metadata(layout.snapshot()).map_or(0, |m| m.len());
         Ok(StateStore {
             layout,
             snapshot,
             stale_groups,
             journal: None,
             dirty: false,
+            interrupted,
+            journal_bytes,
+            snapshot_bytes,
         })
     }
 
@@ -295,6 +326,7 @@ impl StateStore {
         let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
         line.push(b'\n');
         // One write per line: with O_APPEND a line is never interleaved with another.
+        self.journal_bytes += line.len() as u64;
         self.journal.as_mut().unwrap().write_all(&line)
     }
 
@@ -325,12 +357,30 @@ impl StateStore {
         Ok(())
     }
 
+    /// Ends a run: a short journal stays (closed), a long one is folded into the snapshot.
+    /// Rewriting the whole snapshot after every small build would make a one-task rebuild
+    /// of a large plan pay for all of it.
+    pub fn close(&mut self) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if self.journal_bytes > (256 << 10).max(self.snapshot_bytes / 4) {
+            self.compact()
+        } else {
+            self.append(&JournalEntry::Closed)?;
+            self.dirty = false;
+            Ok(())
+        }
+    }
+
     /// Folds the journal into a new snapshot and empties the journal.
     pub fn compact(&mut self) -> io::Result<()> {
         self.dirty = false;
         self.snapshot.version = 1;
         let bytes = serde_json::to_vec(&self.snapshot).map_err(io::Error::other)?;
         persist_atomic(&self.layout.snapshot(), &bytes)?;
+        self.snapshot_bytes = bytes.len() as u64;
+        self.journal_bytes = 0;
         self.journal = None;
         match std::fs::remove_file(self.layout.journal()) {
             Ok(()) => Ok(()),
@@ -380,6 +430,25 @@ mod tests {
         assert_eq!(s.snapshot.records["a"].fingerprint, "3");
         assert!(!s.snapshot.records.contains_key("b"));
         assert!(!s.snapshot.records.contains_key("c"));
+    }
+
+    #[test]
+    fn a_closed_journal_is_state_and_an_open_one_an_interruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = StateLayout::new(dir.path());
+        let mut s = StateStore::open(layout.clone()).unwrap();
+        s.record_success("a", record("1")).unwrap();
+        s.close().unwrap();
+        drop(s);
+        assert!(layout.journal().exists(), "a short journal is kept, closed");
+        let mut s = StateStore::open(layout.clone()).unwrap();
+        assert!(!s.interrupted);
+        assert_eq!(s.snapshot.records["a"].fingerprint, "1");
+        s.record_success("b", record("2")).unwrap();
+        drop(s); // no close: as if killed
+        let s = StateStore::open(layout).unwrap();
+        assert!(s.interrupted);
+        assert_eq!(s.snapshot.records.len(), 2);
     }
 
     #[test]
