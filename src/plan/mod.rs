@@ -18,7 +18,7 @@ pub use diagnostic::PlanError;
 /// Name of the built-in simulated agent.
 pub const SIM_AGENT: &str = "sim";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// Directory that relative paths (inputs, outputs, state_dir) are resolved against.
     pub root: PathBuf,
@@ -34,7 +34,7 @@ pub struct Plan {
     pub request: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     pub state_dir: PathBuf,
     pub jobs: Option<usize>,
@@ -65,7 +65,7 @@ impl Default for Settings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     /// `run = "..."`: a shell command, `sh -c`, no agent.
     Shell(String),
@@ -82,7 +82,9 @@ impl Action {
 }
 
 /// P0 (critical) .. P3 (low); lower runs first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Priority(pub u8);
 
 impl Default for Priority {
@@ -97,7 +99,7 @@ impl std::fmt::Display for Priority {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     pub id: String,
     pub title: String,
@@ -123,14 +125,14 @@ impl Task {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PromptVia {
     Stdin,
     Arg,
     File,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ResultSpec {
     Stdout,
     /// A field of the JSON document on stdout, dotted for nesting (`json:result`).
@@ -139,7 +141,7 @@ pub enum ResultSpec {
     File(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AgentKind {
     /// The built-in simulated agent.
     Sim,
@@ -147,7 +149,7 @@ pub enum AgentKind {
     Command,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AgentSpec {
     pub name: String,
     pub kind: AgentKind,
@@ -161,20 +163,20 @@ pub struct AgentSpec {
     pub env: IndexMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AggregateStrategy {
     Concat,
     Structured,
     Agent,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OnMissing {
     Rerun,
     Fail,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AggregateSpec {
     pub strategy: AggregateStrategy,
     pub agent: Option<String>,
