@@ -100,49 +100,10 @@ pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize) -> String {
 
 /// Builds a read-only context (no lock, nothing written) and renders the dry run.
 pub fn run(plan: &crate::plan::Plan, opts: &super::BuildOptions) -> miette::Result<String> {
-    use crate::state::{StateLayout, StateStore};
     let graph = crate::graph::TaskGraph::from_plan(plan)
         .map_err(|_| miette::miette!("the plan has a dependency cycle"))?;
     let wanted = super::wanted_tasks(plan, &graph, &opts.targets)?;
-    let layout = StateLayout::new(plan.state_dir());
-    let mut store = StateStore::open(layout.clone()).map_err(|e| miette::miette!("{e}"))?;
-    store.assign_agent_ids(plan);
-    let doc = super::plan_doc::PlanDoc::load(plan, &layout, &store);
-    let by_person = doc.reset_by_person(plan, &store);
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let ctx = BuildContext {
-        guard: None,
-        plan,
-        graph: &graph,
-        layout: layout.clone(),
-        opts,
-        agent_ids: plan
-            .tasks
-            .iter()
-            .map(|t| store.agent_id_of(&t.id))
-            .collect(),
-        previous: plan
-            .tasks
-            .iter()
-            .map(|t| store.snapshot.records.get(&t.id).cloned())
-            .collect(),
-        forced: (0..plan.tasks.len())
-            .map(|t| opts.force || by_person.contains(&t))
-            .collect(),
-        done: (0..plan.tasks.len())
-            .map(|_| std::sync::OnceLock::new())
-            .collect(),
-        stat_cache: crate::fingerprint::StatCache::load(&layout.stat_cache()),
-        checked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
-        cancel: &cancel,
-        redactor: crate::redact::Redactor::default(),
-    };
-    for (t, &w) in wanted.iter().enumerate() {
-        if !w {
-            if let Some(r) = &ctx.previous[t] {
-                let _ = ctx.done[t].set(DoneInfo::from_record(r));
-            }
-        }
-    }
+    let (ctx, _) = super::readonly::read_only_context(plan, &graph, opts, &cancel, &wanted)?;
     Ok(render(&ctx, &wanted, opts.jobs(plan)))
 }
