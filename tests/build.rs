@@ -872,8 +872,16 @@ fn the_plan_cache_never_hides_an_edit() {
     p.orch(&["build"]).success(); // writes the cache: the state dir exists now
     assert!(p.exists(".orchestrator/plan_cache.json"));
     p.orch(&["build"]).success(); // served from the cache
-    p.write("Orchfile.toml", &format!("{CHAIN}\n[tasks.e]\nrun = \"x\"\nbogus = 1\n"));
+    p.write(
+        "Orchfile.toml",
+        &format!("{CHAIN}\n[tasks.e]\nrun = \"x\"\nbogus = 1\n"),
+    );
     let run = p.orch(&["build"]);
-    assert_eq!(run.code(), 2, "the edited file is parsed again: {}", run.stderr());
+    assert_eq!(
+        run.code(),
+        2,
+        "the edited file is parsed again: {}",
+        run.stderr()
+    );
     assert!(run.stderr().contains("unknown field `bogus`"));
 }
