@@ -410,6 +410,7 @@ fn sim_agent_runs_the_code_review_example_offline() {
     assert_eq!(plan.matches(" | ✅ | ").count(), 5, "{plan}");
     assert!(plan.contains("## Execution Log"));
     assert!(plan.contains("] Initialization"));
+    assert!(plan.contains("Every agent task runs with `sim` (--agent)"));
     assert!(
         plan.contains("] Batch #2 Started\n- Agent-02, Agent-03, Agent-04 launched in parallel"),
         "{plan}"

@@ -518,7 +518,7 @@ pub fn run_build(
         jobs,
     });
     let rows = doc.initial_rows(plan, &ctx, &store, &wanted);
-    doc.log_initialization(plan, wanted_count, jobs);
+    doc.log_initialization(plan, wanted_count, jobs, opts.agent_override.as_deref());
     let mut coord = BuildCoordinator {
         ctx: &ctx,
         store: &mut store,

@@ -153,17 +153,29 @@ impl PlanDoc {
             .collect()
     }
 
-    pub fn log_initialization(&mut self, plan: &Plan, wanted: usize, jobs: usize) {
+    pub fn log_initialization(
+        &mut self,
+        plan: &Plan,
+        wanted: usize,
+        jobs: usize,
+        agent_override: Option<&str>,
+    ) {
+        let mut lines = vec![
+            format!("Loaded plan from {}", plan.source_path.display()),
+            format!(
+                "{} agents assigned; {wanted} task(s) selected, up to {jobs} at once",
+                plan.tasks.len()
+            ),
+        ];
+        // Task Details keep each task's own agent (they are read back as the plan), so the
+        // log says when this run used another.
+        if let Some(a) = agent_override {
+            lines.push(format!("Every agent task runs with `{a}` (--agent)"));
+        }
         self.log(LogEntry {
             stamp: Stamp::now().date_time(),
             title: "Initialization".into(),
-            lines: vec![
-                format!("Loaded plan from {}", plan.source_path.display()),
-                format!(
-                    "{} agents assigned; {wanted} task(s) selected, up to {jobs} at once",
-                    plan.tasks.len()
-                ),
-            ],
+            lines,
         });
     }
 
