@@ -68,6 +68,8 @@ impl WatchArgs {
                 targets: self.targets.clone(),
                 sim_speed: self.sim_speed,
                 wait_for_lock: self.wait,
+                // Each cycle's tasks are under the crash guard too.
+                guard_program: std::env::current_exe().ok(),
                 ..BuildOptions::default()
             },
             debounce: self.debounce,
