@@ -120,6 +120,35 @@ impl PlanError {
     }
 }
 
+/// The cycle check shared by every plan source: `None` when the deps form a DAG, else one
+/// diagnostic naming the cycle's path, with each edge labelled where `edge_span(dep,
+/// dependent)` says the dependent lists its dep.
+pub fn cycle_error(
+    src: &SourceFile,
+    tasks: &[super::Task],
+    deps: Vec<Vec<usize>>,
+    edge_span: impl Fn(usize, usize) -> Option<Range<usize>>,
+) -> Option<PlanError> {
+    let cycle = crate::graph::TaskGraph::new(deps, &[]).err()?;
+    let names: Vec<&str> = cycle.iter().map(|&i| tasks[i].id.as_str()).collect();
+    let mut err = src.error(
+        "orch::cycle",
+        format!("dependency cycle: {}", names.join(" -> ")),
+        None,
+        "",
+    );
+    for pair in cycle.windows(2) {
+        let (dep, dependent) = (pair[0], pair[1]);
+        if let Some(span) = edge_span(dep, dependent) {
+            err = err.with_label(
+                span,
+                format!("{} depends on {}", tasks[dependent].id, tasks[dep].id),
+            );
+        }
+    }
+    Some(err.with_help("remove one of these deps to break the cycle"))
+}
+
 fn clamp(span: Range<usize>, len: usize) -> Range<usize> {
     let start = span.start.min(len);
     let end = span.end.clamp(start, len);

@@ -24,12 +24,11 @@ use std::path::{Path, PathBuf};
 
 use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag};
 
-use super::diagnostic::{PlanError, SourceFile};
+use super::diagnostic::{cycle_error, PlanError, SourceFile};
 use super::orchfile::{check_inside_root, closest, valid_task_id};
 use super::*;
 use crate::agent::presets;
 use crate::duration::{format_exact, parse_duration};
-use crate::graph::TaskGraph;
 use crate::state::master_plan::Status;
 
 pub const MASTER_PLAN_NAME: &str = "master_plan.md";
@@ -857,25 +856,10 @@ fn build(r: &mut Reader, doc: Doc, root: PathBuf, state_dir: PathBuf, path: &Pat
             .iter()
             .map(|t| t.deps.iter().map(|d| ids[d]).collect())
             .collect();
-        if let Err(cycle) = TaskGraph::new(deps, &[]) {
-            let names: Vec<&str> = cycle.iter().map(|&i| tasks[i].id.as_str()).collect();
-            let mut e = r.src.error(
-                "orch::cycle",
-                format!("dependency cycle: {}", names.join(" -> ")),
-                None,
-                "",
-            );
-            for pair in cycle.windows(2) {
-                let (dep, dependent) = (pair[0], pair[1]);
-                if let Some(c) = &rows[dependent].deps_cell {
-                    e = e.with_label(
-                        c.span.clone(),
-                        format!("{} depends on {}", tasks[dependent].id, tasks[dep].id),
-                    );
-                }
-            }
-            r.errors
-                .push(e.with_help("remove one of these deps to break the cycle"));
+        let edge =
+            |_: usize, dependent: usize| rows[dependent].deps_cell.as_ref().map(|c| c.span.clone());
+        if let Some(e) = cycle_error(r.src, &tasks, deps, edge) {
+            r.errors.push(e);
         }
     }
     let index = tasks

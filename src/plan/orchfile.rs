@@ -9,11 +9,10 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::diagnostic::{PlanError, SourceFile};
+use super::diagnostic::{cycle_error, PlanError, SourceFile};
 use super::*;
 use crate::agent::presets;
 use crate::duration::{from_seconds, parse_duration};
-use crate::graph::TaskGraph;
 
 pub const ORCHFILE_NAME: &str = "Orchfile.toml";
 
@@ -357,26 +356,12 @@ impl Validator<'_> {
                 .iter()
                 .map(|t: &Task| t.deps.iter().map(|d| ids[d.as_str()]).collect())
                 .collect();
-            if let Err(cycle) = TaskGraph::new(deps.clone(), &[]) {
-                let names: Vec<&str> = cycle.iter().map(|&i| tasks[i].id.as_str()).collect();
-                let mut err = self.src.error(
-                    "orch::cycle",
-                    format!("dependency cycle: {}", names.join(" -> ")),
-                    None,
-                    "",
-                );
-                // Label each edge of the cycle where the dependent lists its dep.
-                for pair in cycle.windows(2) {
-                    let (dep, dependent) = (pair[0], pair[1]);
-                    if let Some(k) = deps[dependent].iter().position(|&d| d == dep) {
-                        err = err.with_label(
-                            dep_spans[dependent][k].clone(),
-                            format!("{} depends on {}", tasks[dependent].id, tasks[dep].id),
-                        );
-                    }
-                }
-                self.errors
-                    .push(err.with_help("remove one of these deps to break the cycle"));
+            let edge = |dep: usize, dependent: usize| {
+                let k = deps[dependent].iter().position(|&d| d == dep)?;
+                Some(dep_spans[dependent][k].clone())
+            };
+            if let Some(err) = cycle_error(self.src, &tasks, deps.clone(), edge) {
+                self.errors.push(err);
             }
         }
         if let Some(e) = PlanError::combine(self.errors) {
