@@ -7,8 +7,9 @@ use super::{check_agent_override, install_signal_handlers, reporter_for, Global}
 use crate::build::{self as engine, BuildOptions};
 use crate::reporter::Fanout;
 
-#[derive(Args, Debug, Clone, Default)]
-pub struct BuildArgs {
+/// The options `orch build` and `orch watch` share.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
     /// Tasks to build (with what they depend on); all when empty.
     pub targets: Vec<String>,
     /// Tasks running at once [default: settings.jobs, else the CPU count].
@@ -20,19 +21,13 @@ pub struct BuildArgs {
     /// Run every agent task with this agent (e.g. `--agent sim` for an offline run).
     #[arg(long = "agent", value_name = "NAME")]
     pub agent: Option<String>,
-    /// Show what would run, in parallel batches and why, without running anything.
-    #[arg(short = 'n', long = "dry-run")]
-    pub dry_run: bool,
     /// Time scale of the sim agent: an estimate of 2m takes 2m / SPEED.
     #[arg(long = "sim-speed", default_value_t = crate::agent::sim::DEFAULT_SPEED, value_parser = crate::agent::sim::parse_speed)]
     pub sim_speed: f64,
-    /// Run the selected tasks even if they are up to date.
-    #[arg(short = 'B', long = "force")]
-    pub force: bool,
     /// Only failures and the summary.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
-    /// One JSON event per line on stdout.
+    /// One JSON event per line on stdout (other messages stay on stderr).
     #[arg(long = "json")]
     pub json: bool,
     /// Wait for another run in this directory to end instead of refusing.
@@ -40,7 +35,8 @@ pub struct BuildArgs {
     pub wait: bool,
 }
 
-impl BuildArgs {
+impl RunArgs {
+    /// Build options for these arguments, with the crash guard (this binary) on.
     pub fn options(&self) -> BuildOptions {
         BuildOptions {
             jobs: self.jobs,
@@ -48,24 +44,38 @@ impl BuildArgs {
             agent_override: self.agent.clone(),
             targets: self.targets.clone(),
             sim_speed: self.sim_speed,
-            force: self.force,
+            force: false,
             wait_for_lock: self.wait,
-            guard_program: None,
+            guard_program: std::env::current_exe().ok(),
         }
     }
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Show what would run, in parallel batches and why, without running anything.
+    #[arg(short = 'n', long = "dry-run")]
+    pub dry_run: bool,
+    /// Run the selected tasks even if they are up to date.
+    #[arg(short = 'B', long = "force")]
+    pub force: bool,
+}
+
 pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     let plan = global.plan()?;
-    let mut opts = args.options();
-    opts.guard_program = std::env::current_exe().ok();
+    let opts = BuildOptions {
+        force: args.force,
+        ..args.run.options()
+    };
     check_agent_override(&plan, &opts)?;
     if args.dry_run {
         print!("{}", engine::dry_run::run(&plan, &opts)?);
         return Ok(0);
     }
     let cancel = install_signal_handlers()?;
-    let mut reporter = Fanout(vec![reporter_for(args.json, args.quiet)]);
+    let mut reporter = Fanout(vec![reporter_for(args.run.json, args.run.quiet)]);
     engine::LEAK_ON_RETURN.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcome = engine::run_build(&plan, &opts, &mut reporter, &cancel)?;
     std::mem::forget(plan); // the process exits next; see LEAK_ON_RETURN
