@@ -10,7 +10,7 @@ use super::runner::BuildContext;
 use crate::clock::Stamp;
 use crate::plan::Plan;
 use crate::state::master_plan::{self, Generated, LogEntry, Sections, Status, StatusRow};
-use crate::state::{persist_atomic, StateLayout, StateStore};
+use crate::state::{persist_atomic, replace_unsynced, StateLayout, StateStore};
 
 /// The log keeps at most this much of earlier runs; the oldest entries go first.
 const LOG_LIMIT: usize = 1 << 20;
@@ -222,9 +222,7 @@ impl PlanDoc {
         if sync {
             persist_atomic(&self.path, text.as_bytes())?;
         } else {
-            let tmp = self.path.with_extension("md.tmp");
-            std::fs::write(&tmp, text.as_bytes())?;
-            std::fs::rename(&tmp, &self.path)?;
+            replace_unsynced(&self.path, text.as_bytes())?;
         }
         self.dirty = false;
         self.last_write = Instant::now();

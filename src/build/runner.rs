@@ -2,7 +2,6 @@
 //! sim or agent CLI) with retries, check its outputs and verify command, and record hashes.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use crate::graph::TaskGraph;
 use crate::plan::{Action, AgentKind, AgentSpec, Plan, ResultSpec, Task};
 use crate::redact::Redactor;
 use crate::scheduler::Runner;
-use crate::state::{persist_atomic, StateLayout, TaskRecord};
+use crate::state::{persist_atomic, replace_unsynced, StateLayout, TaskRecord};
 
 /// What a finished (or up-to-date) task hands its dependents.
 #[derive(Debug, Clone)]
@@ -680,7 +679,7 @@ impl BuildContext<'_> {
                 _ => Ok(()),
             }
         } else if task.action.is_shell() {
-            write_unsynced(&result_path, reply.text.as_bytes())
+            replace_unsynced(&result_path, reply.text.as_bytes())
         } else {
             persist_atomic(&result_path, reply.text.as_bytes())
         };
@@ -763,13 +762,6 @@ impl OutputStamp {
     fn settled_before(&self, start: std::time::SystemTime) -> bool {
         self.modified + Duration::from_millis(50) < start
     }
-}
-
-/// Temp file and rename, no fsync: readers never see a torn file, but a power loss may lose it.
-fn write_unsynced(path: &PathBuf, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// A number in [0, 1) from a seed (splitmix64), for backoff jitter.

@@ -172,10 +172,17 @@ struct PlanCache {
     key: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct CachedPlan {
     key: String,
     plan: Plan,
+}
+
+/// The same shape, borrowed, for writing without copying the plan.
+#[derive(Serialize)]
+struct CachedPlanRef<'a> {
+    key: &'a str,
+    plan: &'a Plan,
 }
 
 impl PlanCache {
@@ -209,17 +216,11 @@ impl PlanCache {
         if !self.file.parent().is_some_and(Path::is_dir) {
             return;
         }
-        let cached = CachedPlan {
-            key: self.key.clone(),
-            plan: plan.clone(),
-        };
-        if let Ok(bytes) = serde_json::to_vec(&cached) {
-            let tmp = self
-                .file
-                .with_extension(format!("tmp.{}", std::process::id()));
-            if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &self.file).is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
+        if let Ok(bytes) = serde_json::to_vec(&CachedPlanRef {
+            key: &self.key,
+            plan,
+        }) {
+            let _ = crate::state::replace_unsynced(&self.file, &bytes);
         }
     }
 }
