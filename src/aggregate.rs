@@ -292,12 +292,8 @@ fn merge_with_agent(
             Err(f) => {
                 last = ctx.redactor.redact(&f.message);
                 if f.kind == FailureKind::Transient && attempt < attempts {
-                    let wait = ctx
-                        .plan
-                        .settings
-                        .retry_backoff
-                        .saturating_mul(1 << (attempt - 1).min(16));
-                    if !ctx.sleep_unless_cancelled(wait.min(ctx.plan.settings.retry_backoff_max)) {
+                    let wait = ctx.backoff(attempt, u64::from(attempt));
+                    if !ctx.sleep_unless_cancelled(wait) {
                         return Err("cancelled".into());
                     }
                 } else if attempt < attempts && !f.retryable() {

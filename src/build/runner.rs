@@ -297,7 +297,7 @@ impl BuildContext<'_> {
     }
 
     /// Backoff before retry number `n` (1-based): exponential with equal jitter.
-    fn backoff(&self, n: u32, seed: u64) -> Duration {
+    pub fn backoff(&self, n: u32, seed: u64) -> Duration {
         let s = &self.plan.settings;
         let exp = s
             .retry_backoff
