@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use orchfile::fingerprint::{combine, expand_inputs, StatCache};
+use orchfile::fingerprint::{combine, expand_inputs, Digest, StatCache};
 
 const FILES: usize = 10_000;
 
@@ -39,7 +39,7 @@ fn write_all(root: &Path, generation: u64) {
 fn hash_all(cache: &StatCache, paths: &[PathBuf]) -> usize {
     let mut n = 0;
     for p in paths {
-        n += cache.hash_file(p).expect("hash").expect("exists").len();
+        n += cache.hash_file(p).expect("hash").expect("exists").0[0] as usize;
     }
     n
 }
@@ -77,7 +77,7 @@ fn fingerprint(c: &mut Criterion) {
         b.iter(|| {
             let files = expand_inputs(root, &patterns, &state_dir).expect("expand");
             assert_eq!(files.len(), FILES);
-            let inputs: Vec<(String, String)> = files
+            let inputs: Vec<(String, Digest)> = files
                 .into_iter()
                 .map(|f| {
                     let h = warm
@@ -87,7 +87,7 @@ fn fingerprint(c: &mut Criterion) {
                     (f, h)
                 })
                 .collect();
-            combine("definition", &inputs, &[])
+            combine::<&str>(&Digest::of(b"definition"), &inputs, &[])
         })
     });
 

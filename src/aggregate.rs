@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::agent::{self, sim, FailureKind};
 use crate::build::BuildContext;
 use crate::executor::{self, ProcessSpec};
-use crate::fingerprint::{self, Digest};
+use crate::fingerprint;
 use crate::plan::{AgentKind, AggregateSpec, AggregateStrategy, Plan};
 use crate::reporter::{Event, Reporter};
 use crate::state::{persist_atomic, JournalEntry, StateStore};
@@ -96,7 +96,7 @@ pub fn run(
             h.update(p.id.as_bytes());
             h.update(blake3::hash(p.text.as_bytes()).as_bytes());
         }
-        fingerprint::hex(h.finalize())
+        fingerprint::Digest::from_hash(h.finalize())
     };
     let out_path = ctx.layout.final_output();
     let rel = out_path
@@ -105,7 +105,7 @@ pub fn run(
         .to_string_lossy()
         .into_owned();
     let strategy = format!("{:?}", spec.strategy).to_lowercase();
-    if store.snapshot.aggregate_digest.as_deref() == Some(digest.as_str()) && out_path.is_file() {
+    if store.snapshot.aggregate_digest == Some(digest) && out_path.is_file() {
         reporter.report(&Event::Aggregated {
             path: &rel,
             strategy: &strategy,
@@ -121,7 +121,7 @@ pub fn run(
         }
     };
     persist_atomic(&out_path, text.as_bytes()).map_err(|e| format!("writing {rel}: {e}"))?;
-    store.snapshot.aggregate_digest = Some(digest as Digest);
+    store.snapshot.aggregate_digest = Some(digest);
     reporter.report(&Event::Aggregated {
         path: &rel,
         strategy: &strategy,

@@ -108,6 +108,7 @@ pub fn clean(plan: &Plan, opts: CleanOptions) -> Result<CleanReport> {
             layout.stat_cache(),
             layout.final_output(),
         ]);
+        targets.extend(layout.legacy_files());
     }
     if opts.outputs {
         for task in &plan.tasks {

@@ -14,25 +14,107 @@ use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{Action, AgentSpec, Plan, Task};
+use crate::state::codec::{DecodeError, Decoder, Encoder};
 
-/// A blake3 digest as lowercase hex, the form stored in state files.
-pub type Digest = String;
+const STAT_CACHE_MAGIC: &[u8; 8] = b"ORCHSC01";
 
-/// 128 bits of the hash: ample to detect a change, and half the size in state files.
-pub fn hex(h: blake3::Hash) -> Digest {
-    h.to_hex()[..32].to_string()
+/// The name of a definition field (`prompt`, `run`, ...): static for the known ones, so the
+/// field lists of ten thousand records cost no allocation.
+pub type FieldName = std::borrow::Cow<'static, str>;
+
+/// The fields of a definition, in the order [`definition_fields`] lists them.
+pub const DEFINITION_FIELDS: [&str; 7] = [
+    "prompt", "run", "agent", "env", "verify", "inputs", "outputs",
+];
+
+/// The static name for a known field, else an owned copy.
+pub fn field_name(name: &str) -> FieldName {
+    match DEFINITION_FIELDS.iter().find(|&&f| f == name) {
+        Some(&f) => FieldName::Borrowed(f),
+        None => FieldName::Owned(name.to_string()),
+    }
 }
 
+/// The first 128 bits of a blake3 hash: ample to detect a change, and small enough to keep
+/// by value (no allocation) in every record and cache entry. Shown and serialized as hex.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 16]);
+
+impl Digest {
+    pub fn from_hash(h: blake3::Hash) -> Digest {
+        let mut d = [0; 16];
+        d.copy_from_slice(&h.as_bytes()[..16]);
+        Digest(d)
+    }
+
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest::from_hash(blake3::hash(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    pub fn to_hex(self) -> String {
+        self.to_string()
+    }
+
+    pub fn from_hex(s: &str) -> Option<Digest> {
+        if s.len() != 32 {
+            return None;
+        }
+        let mut d = [0; 16];
+        for (i, byte) in d.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Digest(d))
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Digest::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 32 hex digits"))
+    }
+}
+
+/// What stat says of a file: when it is unchanged, so (almost surely) is the content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct FileStamp {
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-    inode: u64,
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
 }
 
 impl FileStamp {
-    fn of(meta: &std::fs::Metadata) -> FileStamp {
+    /// The stamp of `path`, or `None` when it cannot be stat'ed.
+    pub fn of_path(path: &Path) -> Option<FileStamp> {
+        std::fs::metadata(path).ok().map(|m| FileStamp::of(&m))
+    }
+
+    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
         FileStamp {
             size: meta.len(),
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
@@ -42,7 +124,7 @@ impl FileStamp {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct CacheEntry {
     stamp: FileStamp,
     hash: Digest,
@@ -69,10 +151,12 @@ fn racy_window_ns(stamp: &FileStamp) -> i64 {
 }
 
 impl StatCache {
+    /// The cache saved by a previous build; empty when missing or unreadable (it is only a
+    /// cache: every entry it lacks costs one read of the file).
     pub fn load(path: &Path) -> StatCache {
         let entries = std::fs::read(path)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|b| Self::decode(&b).ok())
             .unwrap_or_default();
         StatCache {
             entries: RwLock::new(entries),
@@ -84,9 +168,48 @@ impl StatCache {
         if !self.changed.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        let entries = self.entries.read().unwrap();
-        let bytes = serde_json::to_vec(&*entries).map_err(io::Error::other)?;
+        let bytes = self.encode();
         crate::state::persist_atomic(path, &bytes)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        let entries = self.entries.read().unwrap();
+        let mut e = Encoder::new(STAT_CACHE_MAGIC);
+        e.usize(entries.len());
+        for (path, entry) in entries.iter() {
+            e.bytes(path.as_os_str().as_bytes());
+            e.u64(entry.stamp.size);
+            e.i64(entry.stamp.mtime_ns);
+            e.i64(entry.stamp.ctime_ns);
+            e.u64(entry.stamp.inode);
+            e.digest(&entry.hash);
+        }
+        e.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<HashMap<PathBuf, CacheEntry>, DecodeError> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut d = Decoder::new(STAT_CACHE_MAGIC, bytes)?;
+        let n = d.count()?;
+        let mut entries = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(d.bytes()?));
+            let stamp = FileStamp {
+                size: d.u64()?,
+                mtime_ns: d.i64()?,
+                ctime_ns: d.i64()?,
+                inode: d.u64()?,
+            };
+            entries.insert(
+                path,
+                CacheEntry {
+                    stamp,
+                    hash: d.digest()?,
+                },
+            );
+        }
+        Ok(entries)
     }
 
     /// The content hash of `path`, or `None` when it does not exist.
@@ -105,7 +228,7 @@ impl StatCache {
         let stamp = FileStamp::of(&meta);
         if let Some(e) = self.entries.read().unwrap().get(path) {
             if e.stamp == stamp {
-                return Ok(Some(e.hash.clone()));
+                return Ok(Some(e.hash));
             }
         }
         let hash = hash_file_contents(path)?;
@@ -115,13 +238,7 @@ impl StatCache {
             .unwrap_or(0);
         let mut entries = self.entries.write().unwrap();
         if now_ns - stamp.mtime_ns.max(stamp.ctime_ns) > racy_window_ns(&stamp) {
-            entries.insert(
-                path.to_path_buf(),
-                CacheEntry {
-                    stamp,
-                    hash: hash.clone(),
-                },
-            );
+            entries.insert(path.to_path_buf(), CacheEntry { stamp, hash });
         } else {
             entries.remove(path);
         }
@@ -132,10 +249,37 @@ impl StatCache {
 }
 
 pub fn hash_file_contents(path: &Path) -> io::Result<Digest> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    // Most inputs and outputs are small: one read and a one-shot hash.
+    let mut buf = Vec::with_capacity(16 << 10);
+    (&mut file).take(64 << 10).read_to_end(&mut buf)?;
+    if buf.len() < 64 << 10 {
+        return Ok(Digest::of(&buf));
+    }
     let mut hasher = blake3::Hasher::new();
-    let file = std::fs::File::open(path)?;
+    hasher.update(&buf);
     hasher.update_reader(file)?;
-    Ok(hex(hasher.finalize()))
+    Ok(Digest::from_hash(hasher.finalize()))
+}
+
+/// Collects a digest's few short pieces and hashes them at once: for inputs this small,
+/// blake3's one-shot path is far cheaper than its streaming hasher, whose ~2 KB state must
+/// be set up and moved each time. The same bytes give the same digest either way.
+struct Pieces(Vec<u8>);
+
+impl Pieces {
+    fn new() -> Pieces {
+        Pieces(Vec::with_capacity(256))
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn finish(&self) -> Digest {
+        Digest::of(&self.0)
+    }
 }
 
 /// Expands input patterns into sorted, de-duplicated paths relative to `root`. A pattern without
@@ -230,15 +374,15 @@ pub fn literal_prefix(pattern: &str) -> String {
 /// What a task's definition contributes to its fingerprint: everything that changes what it
 /// does, nothing that only changes when or how often it runs. Folded from the per-field
 /// digests of [`definition_fields`], so the two can never disagree.
-pub fn definition_digest(fields: &[(String, Digest)]) -> Digest {
-    let mut h = blake3::Hasher::new();
+pub fn definition_digest(fields: &[(FieldName, Digest)]) -> Digest {
+    let mut h = Pieces::new();
     h.update(b"orch-definition-v1\0");
     for (name, digest) in fields {
         h.update(name.as_bytes());
         h.update(b"\0");
         h.update(digest.as_bytes());
     }
-    hex(h.finalize())
+    h.finish()
 }
 
 /// The definition split by field (`prompt`, `run`, `agent`, `env`, `verify`, `inputs`,
@@ -248,14 +392,14 @@ pub fn definition_fields(
     plan: &Plan,
     task: &Task,
     agent: Option<&AgentSpec>,
-) -> io::Result<Vec<(String, Digest)>> {
+) -> io::Result<Vec<(FieldName, Digest)>> {
     fn digest(parts: &[&[u8]]) -> Digest {
-        let mut h = blake3::Hasher::new();
+        let mut h = Pieces::new();
         for p in parts {
             h.update(&(p.len() as u64).to_le_bytes());
             h.update(p);
         }
-        hex(h.finalize())
+        h.finish()
     }
     let (run, prompt): (&[u8], Vec<u8>) = match &task.action {
         Action::Shell(cmd) => (cmd.as_bytes(), Vec::new()),
@@ -286,37 +430,44 @@ pub fn definition_fields(
         digest(&parts)
     };
     Ok(vec![
-        ("prompt".into(), digest(&[&prompt])),
-        ("run".into(), digest(&[run])),
+        (FieldName::Borrowed("prompt"), digest(&[&prompt])),
+        (FieldName::Borrowed("run"), digest(&[run])),
         (
-            "agent".into(),
+            FieldName::Borrowed("agent"),
             digest(&agent_parts.iter().map(Vec::as_slice).collect::<Vec<_>>()),
         ),
-        ("env".into(), list(&mut task.env.keys())),
+        (FieldName::Borrowed("env"), list(&mut task.env.keys())),
         (
-            "verify".into(),
+            FieldName::Borrowed("verify"),
             digest(&[task.verify.as_deref().unwrap_or("").as_bytes()]),
         ),
-        ("inputs".into(), list(&mut task.inputs.iter())),
-        ("outputs".into(), list(&mut task.outputs.iter())),
+        (FieldName::Borrowed("inputs"), list(&mut task.inputs.iter())),
+        (
+            FieldName::Borrowed("outputs"),
+            list(&mut task.outputs.iter()),
+        ),
     ])
 }
 
 /// What one finished dep hands its dependents: its fingerprint and its outputs' hashes.
-pub fn dep_digest(fingerprint: &str, outputs: &[(String, Digest)]) -> Digest {
-    let mut h = blake3::Hasher::new();
+pub fn dep_digest(fingerprint: &Digest, outputs: &[(String, Digest)]) -> Digest {
+    let mut h = Pieces::new();
     h.update(fingerprint.as_bytes());
     for (path, hash) in outputs {
         h.update(path.as_bytes());
         h.update(b"\0");
         h.update(hash.as_bytes());
     }
-    hex(h.finalize())
+    h.finish()
 }
 
 /// Combines the parts into the task's fingerprint.
-pub fn combine(definition: &str, inputs: &[(String, Digest)], deps: &[(String, Digest)]) -> Digest {
-    let mut h = blake3::Hasher::new();
+pub fn combine<S: AsRef<str>>(
+    definition: &Digest,
+    inputs: &[(String, Digest)],
+    deps: &[(S, Digest)],
+) -> Digest {
+    let mut h = Pieces::new();
     h.update(b"orch-fingerprint-v1\0");
     h.update(definition.as_bytes());
     for (path, hash) in inputs {
@@ -327,11 +478,11 @@ pub fn combine(definition: &str, inputs: &[(String, Digest)], deps: &[(String, D
     }
     for (id, digest) in deps {
         h.update(b"dep\0");
-        h.update(id.as_bytes());
+        h.update(id.as_ref().as_bytes());
         h.update(b"\0");
         h.update(digest.as_bytes());
     }
-    hex(h.finalize())
+    h.finish()
 }
 
 #[cfg(test)]
@@ -396,43 +547,68 @@ mod tests {
     }
 
     #[test]
+    fn stat_cache_survives_save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f.txt");
+        std::fs::write(&f, "one").unwrap();
+        let cache = StatCache::default();
+        let d = cache.hash_file(&f).unwrap().unwrap();
+        // Written just now, so inside the racy window: not cached yet.
+        assert!(cache.entries.read().unwrap().is_empty());
+        let stamp = FileStamp::of(&std::fs::metadata(&f).unwrap());
+        cache.entries.write().unwrap().insert(
+            f.clone(),
+            CacheEntry {
+                stamp,
+                hash: Digest::of(b"remembered"),
+            },
+        );
+        cache
+            .changed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let saved = dir.path().join("cache.bin");
+        cache.save(&saved).unwrap();
+        let back = StatCache::load(&saved);
+        assert_eq!(
+            back.hash_file(&f).unwrap(),
+            Some(Digest::of(b"remembered")),
+            "a loaded entry with a matching stamp is trusted"
+        );
+        assert_ne!(d, Digest::of(b"remembered"));
+        std::fs::write(&saved, b"garbage").unwrap();
+        assert!(StatCache::load(&saved).entries.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn digest_hex_round_trips() {
+        let d = Digest::of(b"x");
+        assert_eq!(d.to_hex().len(), 32);
+        assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
+        assert_eq!(Digest::from_hex("zz"), None);
+        assert_eq!(Digest::from_hex(&"g".repeat(32)), None);
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+    }
+
+    #[test]
     fn combine_depends_on_every_part() {
-        let base = combine(
-            "d",
-            &[("a".into(), "1".into())],
-            &[("t".into(), "x".into())],
+        let d = |s: &str| Digest::of(s.as_bytes());
+        let base = combine(&d("d"), &[("a".into(), d("1"))], &[("t", d("x"))]);
+        assert_ne!(
+            base,
+            combine(&d("e"), &[("a".into(), d("1"))], &[("t", d("x"))])
         );
         assert_ne!(
             base,
-            combine(
-                "e",
-                &[("a".into(), "1".into())],
-                &[("t".into(), "x".into())]
-            )
+            combine(&d("d"), &[("a".into(), d("2"))], &[("t", d("x"))])
         );
         assert_ne!(
             base,
-            combine(
-                "d",
-                &[("a".into(), "2".into())],
-                &[("t".into(), "x".into())]
-            )
-        );
-        assert_ne!(
-            base,
-            combine(
-                "d",
-                &[("a".into(), "1".into())],
-                &[("t".into(), "y".into())]
-            )
+            combine(&d("d"), &[("a".into(), d("1"))], &[("t", d("y"))])
         );
         assert_eq!(
             base,
-            combine(
-                "d",
-                &[("a".into(), "1".into())],
-                &[("t".into(), "x".into())]
-            )
+            combine(&d("d"), &[("a".into(), d("1"))], &[("t", d("x"))])
         );
     }
 }

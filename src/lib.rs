@@ -28,6 +28,7 @@ pub mod graph;
 pub mod inspect;
 pub mod plan;
 pub mod planner;
+pub mod profile;
 pub mod redact;
 pub mod reporter;
 pub mod scheduler;

@@ -886,3 +886,32 @@ fn the_plan_cache_never_hides_an_edit() {
     );
     assert!(run.stderr().contains("unknown field `bogus`"));
 }
+
+#[test]
+fn an_input_made_by_a_dep_is_hashed_after_the_dep_ran() {
+    // Enough tasks that the up-to-date checks are done ahead in parallel: `b`'s input is
+    // `a`'s output, so a hash of it taken before `a` re-ran must not be what `b` records.
+    let mut orchfile = String::from(
+        "[tasks.a]\nrun = \"echo a >> ran.log; cat in_a.txt > out_a.txt\"\ninputs = [\"in_a.txt\"]\noutputs = [\"out_a.txt\"]\n\
+         [tasks.b]\nrun = \"echo b >> ran.log; cat out_a.txt > out_b.txt\"\ninputs = [\"out_a.txt\"]\noutputs = [\"out_b.txt\"]\ndeps = [\"a\"]\n",
+    );
+    for i in 0..80 {
+        orchfile.push_str(&format!("[tasks.f{i}]\nrun = \"true\"\n"));
+    }
+    let p = Project::new(&orchfile);
+    p.write("in_a.txt", "v1\n");
+    p.orch(&["build"]).success();
+    p.clear("ran.log");
+    p.write("in_a.txt", "v2\n");
+    p.orch(&["build"]).success();
+    assert_eq!(sorted(p.lines("ran.log")), ["a", "b"]);
+    assert_eq!(p.read("out_b.txt"), "v2\n");
+    p.clear("ran.log");
+    let run = p.orch(&["build"]);
+    run.success();
+    assert!(
+        p.lines("ran.log").is_empty(),
+        "nothing changed since: {}",
+        run.stderr()
+    );
+}

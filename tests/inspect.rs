@@ -290,7 +290,7 @@ fn clean_removes_state_and_outputs_but_keeps_the_plan() {
     );
     let dry = p.orch(&["clean", "--dry-run", "--outputs"]).ok().stdout();
     assert!(
-        dry.contains("would remove .orchestrator/state.json"),
+        dry.contains("would remove .orchestrator/state.bin"),
         "{dry}"
     );
     assert!(dry.contains("would remove out/gen.txt"), "{dry}");
@@ -298,7 +298,7 @@ fn clean_removes_state_and_outputs_but_keeps_the_plan() {
 
     let out = p.orch(&["clean"]).ok().stdout();
     assert!(out.contains("removed .orchestrator/results"), "{out}");
-    for gone in ["results", "agent_tasks", "state.json", "stat_cache.json"] {
+    for gone in ["results", "agent_tasks", "state.bin", "stat_cache.bin"] {
         assert!(!p.exists(&format!(".orchestrator/{gone}")), "{gone}");
     }
     assert!(p.exists("out/gen.txt"), "outputs stay without --outputs");

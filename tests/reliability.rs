@@ -58,17 +58,10 @@ fn ids(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("t{i:03}")).collect()
 }
 
-/// What orch has recorded after a crash: the task ids in state.json's records, and the
+/// What orch has recorded after a crash: the task ids in state.bin's records, and the
 /// successes in journal.jsonl (replayed in order, a torn last line ignored, as orch does).
 fn recorded(p: &Project) -> (HashSet<String>, HashSet<String>) {
-    let mut snapshot = HashSet::new();
-    if p.exists(".orchestrator/state.json") {
-        let snap: Value = serde_json::from_str(&p.read(".orchestrator/state.json"))
-            .expect("state.json parses after a SIGKILL");
-        if let Some(r) = snap["records"].as_object() {
-            snapshot.extend(r.keys().cloned());
-        }
-    }
+    let mut snapshot: HashSet<String> = p.snapshot_records().into_iter().collect();
     let mut journal = HashSet::new();
     let text = std::fs::read_to_string(p.path(".orchestrator/journal.jsonl")).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -385,8 +378,7 @@ fn sigint_and_sigterm_stop_every_process_of_the_run_and_exit_130() {
         assert!(!p.exists("ran.log"), "nothing new starts after the signal");
         let plan = p.read(".orchestrator/master_plan.md");
         assert!(plan.contains("Build Interrupted"), "{plan}");
-        let state: Value = serde_json::from_str(&p.read(".orchestrator/state.json")).unwrap();
-        assert!(state["records"].as_object().unwrap().is_empty());
+        assert!(p.recorded_successes().is_empty());
     }
 }
 

@@ -19,7 +19,7 @@ use crate::aggregate;
 use crate::clock::Stamp;
 use crate::executor::guard::Guard;
 use crate::executor::procgroup;
-use crate::fingerprint::StatCache;
+use crate::fingerprint::{FileStamp, StatCache};
 use crate::graph::TaskGraph;
 use crate::plan::{OnMissing, Plan, ResultSpec};
 use crate::redact::Redactor;
@@ -447,7 +447,7 @@ pub fn open_state(
         });
     }
     let new_ids = store.assign_agent_ids(plan);
-    if recovered || new_ids {
+    if recovered || new_ids || store.legacy {
         store.compact().into_diagnostic()?;
     }
     Ok((lock, store))
@@ -465,11 +465,15 @@ pub fn run_build(
     let graph =
         TaskGraph::from_plan(plan).map_err(|_| miette!("the plan has a dependency cycle"))?;
     let wanted = wanted_tasks(plan, &graph, &opts.targets)?;
+    crate::profile::mark("task graph");
     let (_lock, mut store) = open_state(plan, opts.wait_for_lock, reporter)?;
+    crate::profile::mark("state loaded");
     let layout = store.layout.clone();
     let stat_cache = StatCache::load(&layout.stat_cache());
+    crate::profile::mark("stat cache loaded");
     let mut doc = PlanDoc::load(plan, &layout, &store);
     let forced_by_person = doc.reset_by_person(plan, &store);
+    crate::profile::mark("master_plan.md checked");
     let agent_ids: Vec<String> = plan
         .tasks
         .iter()
@@ -480,6 +484,7 @@ pub fn run_build(
         .iter()
         .map(|t| store.snapshot.records.get(&t.id).cloned())
         .collect();
+    crate::profile::mark("agent ids, previous records");
     let forced: Vec<bool> = (0..plan.tasks.len())
         .map(|t| wanted[t] && (opts.force || forced_by_person.contains(&t)))
         .collect();
@@ -507,6 +512,7 @@ pub fn run_build(
         done,
         stat_cache,
         checked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
+        prechecked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
         cancel,
         redactor: Redactor::for_plan(plan),
     };
@@ -553,7 +559,11 @@ pub fn run_build(
         lock_count,
         keep_going,
     );
+    crate::profile::mark("status rows, scheduler");
+    ctx.precheck(&wanted);
+    crate::profile::mark("up-to-date precheck");
     scheduler::drive(&mut sched, &ctx, &mut coord, jobs, cancel);
+    crate::profile::mark("scheduled and ran");
     let mut unstarted = sched.not_started();
 
     // Phase 4: every result must exist before merging; re-run what is missing once if asked.
@@ -597,14 +607,13 @@ pub fn run_build(
         if cancel.load(Ordering::Relaxed) {
             // Interrupted: say nothing about aggregation.
         } else if missing.is_empty() {
-            let before = coord.store.snapshot.aggregate_digest.clone();
+            let before = coord.store.snapshot.aggregate_digest;
             match aggregate::run(&ctx, coord.store, coord.reporter) {
                 Ok(line) => {
                     if let Some(digest) = coord
                         .store
                         .snapshot
                         .aggregate_digest
-                        .clone()
                         .filter(|d| before.as_ref() != Some(d))
                     {
                         let r = coord.store.append(&JournalEntry::Aggregated { digest });
@@ -639,6 +648,7 @@ pub fn run_build(
         }
     }
 
+    crate::profile::mark("aggregated");
     let interrupted = cancel.load(Ordering::Relaxed);
     let mut summary = Summary {
         retries: coord.retries,
@@ -685,6 +695,10 @@ pub fn run_build(
     if eventful {
         let rows = std::mem::take(&mut coord.rows);
         coord.doc.write(plan, &rows, true).into_diagnostic()?;
+        let r = coord
+            .store
+            .record_plan_doc(FileStamp::of_path(&layout.master_plan()));
+        coord.journal(r);
     }
     let io_error = coord.io_error.take();
     let leak = LEAK_ON_RETURN.load(Ordering::Relaxed);
@@ -698,6 +712,7 @@ pub fn run_build(
         g.finish();
     }
     let _ = ctx.stat_cache.save(&layout.stat_cache());
+    crate::profile::mark("state saved");
     if let Some(e) = io_error {
         return Err(miette!("{e}"));
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::runner::BuildContext;
 use crate::clock::Stamp;
+use crate::fingerprint::FileStamp;
 use crate::plan::Plan;
 use crate::state::master_plan::{self, Generated, LogEntry, Sections, Status, StatusRow};
 use crate::state::{persist_atomic, replace_unsynced, StateLayout, StateStore};
@@ -19,11 +20,18 @@ const DIAGRAM_LIMIT: usize = 200;
 
 pub struct PlanDoc {
     path: std::path::PathBuf,
-    previous: Sections,
+    /// The file as it was before this build, read on first need: a build that finds it as
+    /// orch left it and writes nothing never reads it (it grows with the plan and the log).
+    previous: Option<Sections>,
+    /// The log of earlier runs (trimmed), taken from `previous`.
+    earlier_log: String,
+    /// How orch left the file; `None` when unknown.
+    left_by_orch: Option<FileStamp>,
     request: String,
     /// Generated at the first write: a build that writes nothing never pays for it.
     generated: Option<(String, String)>,
     agent_ids: Vec<String>,
+    /// This run's log entries.
     log: String,
     dirty: bool,
     last_write: Instant,
@@ -33,25 +41,6 @@ pub struct PlanDoc {
 
 impl PlanDoc {
     pub fn load(plan: &Plan, layout: &StateLayout, store: &StateStore) -> PlanDoc {
-        let path = layout.master_plan();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let previous = Sections::parse(&text);
-        let mut log = previous
-            .get("Execution Log")
-            .unwrap_or("")
-            .trim_matches('\n')
-            .to_string();
-        if log.len() > LOG_LIMIT {
-            let cut = log.len() - LOG_LIMIT;
-            let start = log[cut..]
-                .find("\n### [")
-                .map(|i| cut + i + 1)
-                .unwrap_or(cut);
-            log = format!("_(older entries trimmed)_\n\n{}", &log[start..]);
-        }
-        if !log.is_empty() {
-            log.push_str("\n\n");
-        }
         let request = plan.request.clone().unwrap_or_else(|| {
             format!(
                 "Build of `{}` ({} tasks).",
@@ -63,8 +52,10 @@ impl PlanDoc {
             )
         });
         PlanDoc {
-            path,
-            previous,
+            path: layout.master_plan(),
+            previous: None,
+            earlier_log: String::new(),
+            left_by_orch: store.snapshot.plan_doc_stamp,
             request,
             generated: None,
             agent_ids: plan
@@ -72,18 +63,53 @@ impl PlanDoc {
                 .iter()
                 .map(|t| store.agent_id_of(&t.id))
                 .collect(),
-            log,
+            log: String::new(),
             dirty: true,
             last_write: Instant::now() - Duration::from_secs(1),
             interval: Duration::from_millis(250),
         }
     }
 
+    /// Whether the file is exactly as orch's last build left it (so nobody edited it).
+    fn untouched(&self) -> bool {
+        self.left_by_orch.is_some() && FileStamp::of_path(&self.path) == self.left_by_orch
+    }
+
+    fn previous(&mut self) -> &Sections {
+        if self.previous.is_none() {
+            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            let previous = Sections::parse(&text);
+            let mut log = previous
+                .get("Execution Log")
+                .unwrap_or("")
+                .trim_matches('\n')
+                .to_string();
+            if log.len() > LOG_LIMIT {
+                let cut = log.len() - LOG_LIMIT;
+                let start = log[cut..]
+                    .find("\n### [")
+                    .map(|i| cut + i + 1)
+                    .unwrap_or(cut);
+                log = format!("_(older entries trimmed)_\n\n{}", &log[start..]);
+            }
+            if !log.is_empty() {
+                log.push_str("\n\n");
+            }
+            self.earlier_log = log;
+            self.previous = Some(previous);
+        }
+        self.previous.as_ref().unwrap()
+    }
+
     /// Tasks a person marked Pending/🟡 in the status table although orch recorded them as
     /// done: the contract's way to force a re-run.
-    pub fn reset_by_person(&self, plan: &Plan, store: &StateStore) -> HashSet<usize> {
+    pub fn reset_by_person(&mut self, plan: &Plan, store: &StateStore) -> HashSet<usize> {
         let mut out = HashSet::new();
-        let Some(table) = self.previous.get("Task Status") else {
+        if self.untouched() {
+            // The table is the one orch wrote from its own records: nothing was reset.
+            return out;
+        }
+        let Some(table) = self.previous().get("Task Status") else {
             return out;
         };
         // Cells are split at unescaped pipes: a title with `\|` does not shift them.
@@ -198,6 +224,7 @@ impl PlanDoc {
     /// Rewrites the file; `sync` (the final write) also fsyncs it.
     pub fn write(&mut self, plan: &Plan, rows: &[StatusRow], sync: bool) -> io::Result<()> {
         let began = Instant::now();
+        self.previous();
         let ids = &self.agent_ids;
         let (details, graph) = self.generated.get_or_insert_with(|| {
             let details = crate::plan::markdown::render_details(plan, &|id| {
@@ -209,14 +236,15 @@ impl PlanDoc {
             (details, mermaid(plan))
         });
         let table = master_plan::render_table(rows);
+        let log = format!("{}{}", self.earlier_log, self.log);
         let text = master_plan::render(
-            &self.previous,
+            self.previous.as_ref().unwrap(),
             &Generated {
                 request: &self.request,
                 table: &table,
                 details,
                 graph,
-                log: &self.log,
+                log: &log,
             },
         );
         if sync {

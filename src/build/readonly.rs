@@ -34,7 +34,7 @@ pub fn read_only_context<'a>(
     let layout = StateLayout::new(plan.state_dir());
     let mut store = StateStore::open(layout.clone()).map_err(|e| miette::miette!("{e}"))?;
     store.assign_agent_ids(plan);
-    let doc = PlanDoc::load(plan, &layout, &store);
+    let mut doc = PlanDoc::load(plan, &layout, &store);
     let by_person = doc.reset_by_person(plan, &store);
     let n = plan.tasks.len();
     let ctx = BuildContext {
@@ -59,6 +59,7 @@ pub fn read_only_context<'a>(
         done: (0..n).map(|_| OnceLock::new()).collect(),
         stat_cache: StatCache::load(&layout.stat_cache()),
         checked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
+        prechecked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
         cancel,
         redactor: Redactor::default(),
     };

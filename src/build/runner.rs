@@ -11,7 +11,7 @@ use super::BuildOptions;
 use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
 use crate::clock::unix_now;
 use crate::executor::{self, procgroup, Exit, ProcessSpec};
-use crate::fingerprint::{self, Digest, StatCache};
+use crate::fingerprint::{self, Digest, FieldName, StatCache};
 use crate::graph::TaskGraph;
 use crate::plan::{Action, AgentKind, AgentSpec, Plan, ResultSpec, Task};
 use crate::redact::Redactor;
@@ -19,21 +19,25 @@ use crate::scheduler::Runner;
 use crate::state::{persist_atomic, replace_unsynced, StateLayout, TaskRecord};
 
 /// What a finished (or up-to-date) task hands its dependents.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct DoneInfo {
-    pub fingerprint: Digest,
-    pub outputs: Vec<(String, Digest)>,
+    /// Its fingerprint and its outputs' hashes in one digest, part of each dependent's
+    /// fingerprint.
+    pub handoff: Digest,
     /// Ran in this build (rather than being up to date): its dependents must run too.
     pub ran: bool,
 }
 
 impl DoneInfo {
-    pub fn from_record(r: &TaskRecord) -> DoneInfo {
+    pub fn new(fingerprint: &Digest, outputs: &[(String, Digest)], ran: bool) -> DoneInfo {
         DoneInfo {
-            fingerprint: r.fingerprint.clone(),
-            outputs: r.outputs.clone(),
-            ran: false,
+            handoff: fingerprint::dep_digest(fingerprint, outputs),
+            ran,
         }
+    }
+
+    pub fn from_record(r: &TaskRecord) -> DoneInfo {
+        DoneInfo::new(&r.fingerprint, &r.outputs, false)
     }
 }
 
@@ -83,10 +87,17 @@ pub enum TaskDone {
 pub struct FingerprintParts {
     pub definition: Digest,
     /// The definition by field, recorded so `explain` can name the field that changed.
-    pub definition_fields: Vec<(String, Digest)>,
+    pub definition_fields: Vec<(FieldName, Digest)>,
     pub inputs: Vec<(String, Digest)>,
     pub deps: Vec<(String, Digest)>,
     pub value: Digest,
+}
+
+/// The task-local parts of a fingerprint (see [`BuildContext::precheck`]).
+pub struct LocalParts {
+    definition: Digest,
+    definition_fields: Vec<(FieldName, Digest)>,
+    inputs: Vec<(String, Digest)>,
 }
 
 /// Everything the workers of one build share.
@@ -98,13 +109,17 @@ pub struct BuildContext<'a> {
     pub layout: StateLayout,
     pub opts: &'a BuildOptions,
     pub agent_ids: Vec<String>,
-    pub previous: Vec<Option<TaskRecord>>,
+    pub previous: Vec<Option<std::sync::Arc<TaskRecord>>>,
     pub forced: Vec<bool>,
     /// Set once per task when it is done (ran or up to date); read by its dependents.
     pub done: Vec<OnceLock<DoneInfo>>,
     pub stat_cache: StatCache,
     /// A stale verdict from `try_skip`, so the worker does not fingerprint the task again.
     pub checked: Vec<std::sync::Mutex<Option<(FingerprintParts, String)>>>,
+    /// Task-local parts of the up-to-date check done ahead, with the verdict on the
+    /// recorded outputs (see [`BuildContext::precheck`]).
+    #[allow(clippy::type_complexity)]
+    pub prechecked: Vec<std::sync::Mutex<Option<(LocalParts, Option<String>)>>>,
     pub cancel: &'a AtomicBool,
     pub redactor: Redactor,
 }
@@ -166,6 +181,11 @@ impl BuildContext<'_> {
 
     /// Computes the task's fingerprint from its definition, inputs and finished deps.
     pub fn fingerprint(&self, t: usize) -> io::Result<FingerprintParts> {
+        Ok(self.with_deps(t, self.local_parts(t)?))
+    }
+
+    /// The parts of the fingerprint that do not depend on other tasks: definition and inputs.
+    fn local_parts(&self, t: usize) -> io::Result<LocalParts> {
         let task = self.task(t);
         let definition_fields = fingerprint::definition_fields(self.plan, task, self.agent(t))?;
         let definition = fingerprint::definition_digest(&definition_fields);
@@ -183,28 +203,61 @@ impl BuildContext<'_> {
                 })?;
             inputs.push((f, h));
         }
-        let deps: Vec<(String, Digest)> = self.graph.deps[t]
-            .iter()
-            .map(|&d| {
-                let digest = match self.done[d].get() {
-                    Some(info) => fingerprint::dep_digest(&info.fingerprint, &info.outputs),
-                    None => "unbuilt".to_string(),
-                };
-                (self.task(d).id.clone(), digest)
-            })
-            .collect();
-        let value = fingerprint::combine(&definition, &inputs, &deps);
-        Ok(FingerprintParts {
+        Ok(LocalParts {
             definition,
             definition_fields,
             inputs,
-            deps,
-            value,
         })
+    }
+
+    /// What the task's deps (done by now) hand it, by dep id.
+    fn dep_handoffs(&self, t: usize) -> Vec<(&str, Digest)> {
+        self.graph.deps[t]
+            .iter()
+            .map(|&d| {
+                let digest = self.done[d].get().map(|i| i.handoff).unwrap_or_default();
+                (self.task(d).id.as_str(), digest)
+            })
+            .collect()
+    }
+
+    /// Completes the fingerprint with what the task's deps hand it.
+    fn with_deps(&self, t: usize, local: LocalParts) -> FingerprintParts {
+        let deps = self.dep_handoffs(t);
+        let value = fingerprint::combine(&local.definition, &local.inputs, &deps);
+        self.parts(local, deps, value)
+    }
+
+    fn parts(
+        &self,
+        local: LocalParts,
+        deps: Vec<(&str, Digest)>,
+        value: Digest,
+    ) -> FingerprintParts {
+        FingerprintParts {
+            definition: local.definition,
+            definition_fields: local.definition_fields,
+            inputs: local.inputs,
+            deps: deps
+                .into_iter()
+                .map(|(id, d)| (id.to_string(), d))
+                .collect(),
+            value,
+        }
     }
 
     /// Why the task must run, or `None` when it is up to date.
     pub fn stale_reason(&self, t: usize, parts: &FingerprintParts) -> io::Result<Option<String>> {
+        self.stale_reason_with(t, parts, None)
+    }
+
+    /// As [`Self::stale_reason`], with the verdict on its recorded outputs when already known.
+    fn stale_reason_with(
+        &self,
+        t: usize,
+        parts: &FingerprintParts,
+        outputs_verdict: Option<Option<String>>,
+    ) -> io::Result<Option<String>> {
         if self.forced[t] {
             return Ok(Some("forced".into()));
         }
@@ -222,6 +275,17 @@ impl BuildContext<'_> {
         {
             return Ok(Some(format!("dep {} ran", self.task(d).id)));
         }
+        match outputs_verdict {
+            Some(verdict) => Ok(verdict),
+            None => self.outputs_stale(t),
+        }
+    }
+
+    /// Why the outputs recorded for the task's last success no longer stand, if they do not.
+    fn outputs_stale(&self, t: usize) -> io::Result<Option<String>> {
+        let Some(prev) = &self.previous[t] else {
+            return Ok(Some("never built".into()));
+        };
         for (path, hash) in &prev.outputs {
             match self.stat_cache.hash_file(&self.plan.root.join(path))? {
                 None => return Ok(Some(format!("output {path} is missing"))),
@@ -230,6 +294,26 @@ impl BuildContext<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Does the part of every up-to-date check that needs no other task (definition, input
+    /// and output hashes: mostly stat calls) for all wanted tasks at once, on all cores.
+    /// Tasks that will run anyway (forced, never built) are left out.
+    pub fn precheck(&self, wanted: &[bool]) {
+        use rayon::prelude::*;
+        let todo: Vec<usize> = (0..self.plan.tasks.len())
+            .filter(|&t| wanted[t] && !self.forced[t] && self.previous[t].is_some())
+            .collect();
+        // A handful of checks is cheaper done in place than handed to other threads.
+        if todo.len() < 64 {
+            return;
+        }
+        todo.par_iter().with_min_len(32).for_each(|&t| {
+            // An error is left for the regular check, which reports it.
+            if let (Ok(local), Ok(outputs)) = (self.local_parts(t), self.outputs_stale(t)) {
+                *self.prechecked[t].lock().unwrap() = Some((local, outputs));
+            }
+        });
     }
 
     fn dep_results(&self, t: usize) -> Vec<DepResult<'_>> {
@@ -569,11 +653,40 @@ impl BuildContext<'_> {
     /// Fingerprints the task: up to date (recorded as done), or stale with the reason.
     #[allow(clippy::type_complexity)]
     fn check(&self, t: usize) -> io::Result<Result<DoneInfo, (FingerprintParts, String)>> {
-        let parts = self.fingerprint(t)?;
-        Ok(match self.stale_reason(t, &parts)? {
+        let pre = self.prechecked[t].lock().unwrap().take();
+        // Hashes taken ahead are only current if nothing upstream ran since: an input may
+        // be a dep's output.
+        let upstream_quiet = self.graph.deps[t]
+            .iter()
+            .all(|&d| self.done[d].get().is_some_and(|i| !i.ran));
+        let (local, outputs_verdict) = match pre {
+            Some((local, outputs)) if upstream_quiet => (local, Some(outputs)),
+            _ => (self.local_parts(t)?, None),
+        };
+        let deps = self.dep_handoffs(t);
+        let value = fingerprint::combine(&local.definition, &local.inputs, &deps);
+        // The common case, up to date, without building the parts for a stale verdict.
+        if let Some(prev) = &self.previous[t] {
+            if !self.forced[t] && upstream_quiet && prev.fingerprint == value {
+                let verdict = match outputs_verdict {
+                    Some(v) => v,
+                    None => self.outputs_stale(t)?,
+                };
+                return Ok(match verdict {
+                    None => {
+                        let info = DoneInfo::from_record(prev);
+                        let _ = self.done[t].set(info);
+                        Ok(info)
+                    }
+                    Some(why) => Err((self.parts(local, deps, value), why)),
+                });
+            }
+        }
+        let parts = self.parts(local, deps, value);
+        Ok(match self.stale_reason_with(t, &parts, outputs_verdict)? {
             None => {
                 let info = DoneInfo::from_record(self.previous[t].as_ref().unwrap());
-                let _ = self.done[t].set(info.clone());
+                let _ = self.done[t].set(info);
                 Ok(info)
             }
             Some(why) => Err((parts, why)),
@@ -713,7 +826,7 @@ impl BuildContext<'_> {
             }
         }
         let record = TaskRecord {
-            fingerprint: parts.value.clone(),
+            fingerprint: parts.value,
             definition: parts.definition,
             definition_fields: parts.definition_fields,
             inputs: parts.inputs,
@@ -723,11 +836,7 @@ impl BuildContext<'_> {
             duration_ms: started.elapsed().as_millis() as u64,
             retries,
         };
-        let _ = self.done[t].set(DoneInfo {
-            fingerprint: parts.value,
-            outputs,
-            ran: true,
-        });
+        let _ = self.done[t].set(DoneInfo::new(&parts.value, &outputs, true));
         TaskDone::Ran {
             record,
             usage: reply.usage,

@@ -65,6 +65,7 @@ pub struct BuildArgs {
 
 pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     let plan = global.plan()?;
+    crate::profile::mark("plan loaded");
     let opts = BuildOptions {
         force: args.force,
         ..args.run.options()

@@ -67,6 +67,7 @@ pub enum Command {
 
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> i32 {
+    crate::profile::init();
     // The crash guard is orch itself in another role; see executor/guard.rs.
     let mut args = std::env::args();
     if args.nth(1).as_deref() == Some("__guard") {

@@ -6,6 +6,7 @@
 //! a power loss drops only makes a task run again, and a recorded success whose outputs were
 //! torn fails the output-hash check, so neither can present half-written work as complete.
 
+pub mod codec;
 pub mod lock;
 pub mod master_plan;
 
@@ -14,12 +15,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::fingerprint::Digest;
+use crate::fingerprint::{field_name, Digest, FieldName, FileStamp};
 use crate::plan::Plan;
+use codec::{DecodeError, Decoder, Encoder};
 
 /// Paths inside the state directory.
 #[derive(Debug, Clone)]
@@ -54,13 +57,21 @@ impl StateLayout {
         self.dir.join("final_output.md")
     }
     pub fn snapshot(&self) -> PathBuf {
+        self.dir.join("state.bin")
+    }
+    /// The JSON snapshot of orch before 0.2, read once to keep its agent ids.
+    pub fn legacy_snapshot(&self) -> PathBuf {
         self.dir.join("state.json")
+    }
+    /// Files of older orch versions that nothing reads any more.
+    pub fn legacy_files(&self) -> [PathBuf; 2] {
+        [self.legacy_snapshot(), self.dir.join("stat_cache.json")]
     }
     pub fn journal(&self) -> PathBuf {
         self.dir.join("journal.jsonl")
     }
     pub fn stat_cache(&self) -> PathBuf {
-        self.dir.join("stat_cache.json")
+        self.dir.join("stat_cache.bin")
     }
     pub fn lock(&self) -> PathBuf {
         self.dir.join("lock")
@@ -137,7 +148,7 @@ pub struct TaskRecord {
     /// The definition by field (`prompt`, `run`, `agent`, ...), for `orch explain`. Empty in
     /// records written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub definition_fields: Vec<(String, Digest)>,
+    pub definition_fields: Vec<(FieldName, Digest)>,
     /// Input path -> content hash, sorted by path.
     pub inputs: Vec<(String, Digest)>,
     /// Dep id -> digest of the dep's fingerprint and outputs.
@@ -164,12 +175,152 @@ pub struct Snapshot {
     pub version: u32,
     /// Task id -> agent number, assigned once and kept.
     pub agent_numbers: IndexMap<String, u32>,
-    pub records: HashMap<String, TaskRecord>,
+    /// Shared, so a build can hold the previous records without copying them.
+    pub records: HashMap<String, Arc<TaskRecord>>,
     #[serde(default)]
     pub statuses: HashMap<String, StatusRecord>,
     /// Digest of the last aggregation's inputs, to skip an unchanged (and maybe paid) merge.
     #[serde(default)]
     pub aggregate_digest: Option<Digest>,
+    /// master_plan.md as orch last wrote it at the end of a build: while it still looks so,
+    /// nobody has edited it, and a build need not read it.
+    #[serde(skip)]
+    pub plan_doc_stamp: Option<FileStamp>,
+}
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"ORCHST01";
+
+const STATUSES: [master_plan::Status; 6] = {
+    use master_plan::Status::*;
+    [Completed, Running, Ready, Waiting, Failed, Skipped]
+};
+
+impl TaskRecord {
+    fn encode(&self, e: &mut Encoder) {
+        e.digest(&self.fingerprint);
+        e.digest(&self.definition);
+        e.usize(self.definition_fields.len());
+        for (name, d) in &self.definition_fields {
+            e.str(name);
+            e.digest(d);
+        }
+        e.pairs(&self.inputs);
+        e.pairs(&self.deps);
+        e.pairs(&self.outputs);
+        e.u64(self.finished_at);
+        e.u64(self.duration_ms);
+        e.u32(self.retries);
+    }
+
+    fn decode(d: &mut Decoder) -> Result<TaskRecord, DecodeError> {
+        Ok(TaskRecord {
+            fingerprint: d.digest()?,
+            definition: d.digest()?,
+            definition_fields: {
+                let n = d.count()?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push((field_name(d.str()?), d.digest()?));
+                }
+                v
+            },
+            inputs: d.pairs()?,
+            deps: d.pairs()?,
+            outputs: d.pairs()?,
+            finished_at: d.u64()?,
+            duration_ms: d.u64()?,
+            retries: d.u32()?,
+        })
+    }
+}
+
+impl Snapshot {
+    /// The snapshot file's bytes (see [`codec`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new(SNAPSHOT_MAGIC);
+        e.u32(self.version);
+        e.usize(self.agent_numbers.len());
+        for (task, n) in &self.agent_numbers {
+            e.str(task);
+            e.u32(*n);
+        }
+        e.usize(self.records.len());
+        for (task, r) in &self.records {
+            e.str(task);
+            r.encode(&mut e);
+        }
+        e.usize(self.statuses.len());
+        for (task, s) in &self.statuses {
+            e.str(task);
+            e.u32(STATUSES.iter().position(|&x| x == s.status).unwrap_or(0) as u32);
+            e.opt_str(s.start.as_deref());
+            e.opt_str(s.end.as_deref());
+            e.u32(s.retries);
+        }
+        e.opt_digest(self.aggregate_digest.as_ref());
+        e.bool(self.plan_doc_stamp.is_some());
+        if let Some(st) = &self.plan_doc_stamp {
+            e.u64(st.size);
+            e.i64(st.mtime_ns);
+            e.i64(st.ctime_ns);
+            e.u64(st.inode);
+        }
+        e.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
+        let mut d = Decoder::new(SNAPSHOT_MAGIC, bytes)?;
+        let version = d.u32()?;
+        let n = d.count()?;
+        let mut agent_numbers = IndexMap::with_capacity(n);
+        for _ in 0..n {
+            agent_numbers.insert(d.string()?, d.u32()?);
+        }
+        let n = d.count()?;
+        let mut records = HashMap::with_capacity(n);
+        for _ in 0..n {
+            records.insert(d.string()?, Arc::new(TaskRecord::decode(&mut d)?));
+        }
+        let n = d.count()?;
+        let mut statuses = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let task = d.string()?;
+            let status = *STATUSES
+                .get(d.u32()? as usize)
+                .ok_or(DecodeError::Shape("status"))?;
+            statuses.insert(
+                task,
+                StatusRecord {
+                    status,
+                    start: d.opt_string()?,
+                    end: d.opt_string()?,
+                    retries: d.u32()?,
+                },
+            );
+        }
+        let aggregate_digest = d.opt_digest()?;
+        let plan_doc_stamp = if d.bool()? {
+            Some(FileStamp {
+                size: d.u64()?,
+                mtime_ns: d.i64()?,
+                ctime_ns: d.i64()?,
+                inode: d.u64()?,
+            })
+        } else {
+            None
+        };
+        if !d.at_end() {
+            return Err(DecodeError::Shape("snapshot (trailing bytes)"));
+        }
+        Ok(Snapshot {
+            version,
+            agent_numbers,
+            records,
+            statuses,
+            aggregate_digest,
+            plan_doc_stamp,
+        })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -177,7 +328,7 @@ pub struct Snapshot {
 pub enum JournalEntry {
     Succeeded {
         task: String,
-        record: TaskRecord,
+        record: Arc<TaskRecord>,
     },
     /// The task's previous record no longer describes its outputs.
     Invalidated {
@@ -200,6 +351,10 @@ pub enum JournalEntry {
     Aggregated {
         digest: Digest,
     },
+    /// master_plan.md was written at the end of a build and then looked like this.
+    PlanDocWritten {
+        stamp: FileStamp,
+    },
     /// The run ended cleanly with this journal left in place (not yet folded into the
     /// snapshot). Without it at the end, the journal is what an interrupted run left.
     Closed,
@@ -216,6 +371,8 @@ pub struct StateStore {
     pub dirty: bool,
     /// The journal is what a run that did not finish left behind.
     pub interrupted: bool,
+    /// The snapshot was read from an older orch's `state.json`.
+    pub legacy: bool,
     journal_bytes: u64,
     snapshot_bytes: u64,
 }
@@ -223,19 +380,7 @@ pub struct StateStore {
 impl StateStore {
     /// Loads the snapshot and replays the journal over it.
     pub fn open(layout: StateLayout) -> io::Result<StateStore> {
-        let mut snapshot: Snapshot = match std::fs::read(layout.snapshot()) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{} is corrupt ({e}); delete it to start afresh",
-                        layout.snapshot().display()
-                    ),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Snapshot::default(),
-            Err(e) => return Err(e),
-        };
+        let (mut snapshot, legacy) = Self::read_snapshot(&layout)?;
         let mut groups: IndexMap<i32, (String, u64)> = IndexMap::new();
         let mut journal_bytes = 0;
         let mut closed = true;
@@ -253,6 +398,9 @@ impl StateStore {
                     JournalEntry::Closed => {}
                     JournalEntry::Aggregated { digest } => {
                         snapshot.aggregate_digest = Some(digest);
+                    }
+                    JournalEntry::PlanDocWritten { stamp } => {
+                        snapshot.plan_doc_stamp = Some(stamp);
                     }
                     JournalEntry::Succeeded { task, record } => {
                         succeeded.push(task.clone());
@@ -298,9 +446,39 @@ impl StateStore {
             journal: None,
             dirty: false,
             interrupted,
+            legacy,
             journal_bytes,
             snapshot_bytes,
         })
+    }
+
+    /// The snapshot file, or the JSON one of an older orch, or an empty snapshot.
+    fn read_snapshot(layout: &StateLayout) -> io::Result<(Snapshot, bool)> {
+        let corrupt = |path: PathBuf, e: &dyn std::fmt::Display| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is corrupt ({e}); delete it to start afresh",
+                    path.display()
+                ),
+            )
+        };
+        match std::fs::read(layout.snapshot()) {
+            Ok(bytes) => {
+                return Snapshot::decode(&bytes)
+                    .map(|s| (s, false))
+                    .map_err(|e| corrupt(layout.snapshot(), &e))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        match std::fs::read(layout.legacy_snapshot()) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(|s| (s, true))
+                .map_err(|e| corrupt(layout.legacy_snapshot(), &e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((Snapshot::default(), false)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Gives every task of the plan an agent number, keeping the ones it already has.
@@ -346,6 +524,7 @@ impl StateStore {
     }
 
     pub fn record_success(&mut self, task: &str, record: TaskRecord) -> io::Result<()> {
+        let record = Arc::new(record);
         self.append(&JournalEntry::Succeeded {
             task: task.to_string(),
             record: record.clone(),
@@ -361,6 +540,18 @@ impl StateStore {
             })?;
         }
         Ok(())
+    }
+
+    /// Remembers how master_plan.md looks after orch wrote it.
+    pub fn record_plan_doc(&mut self, stamp: Option<FileStamp>) -> io::Result<()> {
+        if self.snapshot.plan_doc_stamp == stamp {
+            return Ok(());
+        }
+        self.snapshot.plan_doc_stamp = stamp;
+        match stamp {
+            Some(stamp) => self.append(&JournalEntry::PlanDocWritten { stamp }),
+            None => Ok(()),
+        }
     }
 
     pub fn record_status(&mut self, task: &str, status: StatusRecord) -> io::Result<()> {
@@ -392,8 +583,12 @@ impl StateStore {
     pub fn compact(&mut self) -> io::Result<()> {
         self.dirty = false;
         self.snapshot.version = 1;
-        let bytes = serde_json::to_vec(&self.snapshot).map_err(io::Error::other)?;
+        let bytes = self.snapshot.encode();
         persist_atomic(&self.layout.snapshot(), &bytes)?;
+        // Their content now lives in the binary files.
+        for old in self.layout.legacy_files() {
+            let _ = std::fs::remove_file(old);
+        }
         self.snapshot_bytes = bytes.len() as u64;
         self.journal_bytes = 0;
         self.journal = None;
@@ -411,8 +606,8 @@ mod tests {
 
     fn record(fp: &str) -> TaskRecord {
         TaskRecord {
-            fingerprint: fp.into(),
-            definition: "d".into(),
+            fingerprint: Digest::of(fp.as_bytes()),
+            definition: Digest::of(b"d"),
             definition_fields: vec![],
             inputs: vec![],
             deps: vec![],
@@ -442,7 +637,7 @@ mod tests {
         f.write_all(b"{\"event\":\"succeeded\",\"task\":\"c\",\"rec")
             .unwrap();
         let s = StateStore::open(layout).unwrap();
-        assert_eq!(s.snapshot.records["a"].fingerprint, "3");
+        assert_eq!(s.snapshot.records["a"].fingerprint, Digest::of(b"3"));
         assert!(!s.snapshot.records.contains_key("b"));
         assert!(!s.snapshot.records.contains_key("c"));
     }
@@ -458,12 +653,88 @@ mod tests {
         assert!(layout.journal().exists(), "a short journal is kept, closed");
         let mut s = StateStore::open(layout.clone()).unwrap();
         assert!(!s.interrupted);
-        assert_eq!(s.snapshot.records["a"].fingerprint, "1");
+        assert_eq!(s.snapshot.records["a"].fingerprint, Digest::of(b"1"));
         s.record_success("b", record("2")).unwrap();
         drop(s); // no close: as if killed
         let s = StateStore::open(layout).unwrap();
         assert!(s.interrupted);
         assert_eq!(s.snapshot.records.len(), 2);
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_its_binary_form() {
+        let mut snap = Snapshot {
+            version: 1,
+            ..Default::default()
+        };
+        snap.agent_numbers.insert("b".into(), 2);
+        snap.agent_numbers.insert("a".into(), 1);
+        let mut r = record("x");
+        r.definition_fields = vec![("run".into(), Digest::of(b"r"))];
+        r.inputs = vec![("src/a.txt".into(), Digest::of(b"a"))];
+        r.deps = vec![("b".into(), Digest::of(b"b"))];
+        r.outputs = vec![("out/a".into(), Digest::of(b"o"))];
+        r.finished_at = 1_700_000_000;
+        r.retries = 3;
+        snap.records.insert("a".into(), Arc::new(r.clone()));
+        snap.statuses.insert(
+            "a".into(),
+            StatusRecord {
+                status: master_plan::Status::Failed,
+                start: Some("10:00:00".into()),
+                end: None,
+                retries: 2,
+            },
+        );
+        snap.aggregate_digest = Some(Digest::of(b"agg"));
+        snap.plan_doc_stamp = Some(FileStamp {
+            size: 10,
+            mtime_ns: -5,
+            ctime_ns: 1 << 60,
+            inode: 42,
+        });
+        let back = Snapshot::decode(&snap.encode()).unwrap();
+        assert_eq!(back.version, 1);
+        assert_eq!(
+            back.agent_numbers.keys().collect::<Vec<_>>(),
+            ["b", "a"],
+            "agent numbers keep their order"
+        );
+        assert_eq!(*back.records["a"], r);
+        assert_eq!(back.statuses["a"], snap.statuses["a"]);
+        assert_eq!(back.aggregate_digest, snap.aggregate_digest);
+        assert_eq!(back.plan_doc_stamp, snap.plan_doc_stamp);
+    }
+
+    #[test]
+    fn a_legacy_json_snapshot_is_read_and_replaced_on_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = StateLayout::new(dir.path());
+        std::fs::write(
+            layout.legacy_snapshot(),
+            r#"{"version":1,"agent_numbers":{"x":7},"records":{},"statuses":{}}"#,
+        )
+        .unwrap();
+        let mut s = StateStore::open(layout.clone()).unwrap();
+        assert!(s.legacy);
+        assert_eq!(s.agent_id_of("x"), "Agent-07");
+        s.compact().unwrap();
+        assert!(!layout.legacy_snapshot().exists());
+        let s = StateStore::open(layout).unwrap();
+        assert!(!s.legacy);
+        assert_eq!(s.agent_id_of("x"), "Agent-07");
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = StateLayout::new(dir.path());
+        let mut bytes = Snapshot::default().encode();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(layout.snapshot(), bytes).unwrap();
+        let err = StateStore::open(layout).err().unwrap().to_string();
+        assert!(err.contains("state.bin is corrupt"), "{err}");
     }
 
     #[test]

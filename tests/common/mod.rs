@@ -59,6 +59,32 @@ impl Project {
         Run(self.command(args).output().unwrap())
     }
 
+    /// Task ids with a recorded success in the snapshot file alone (`state.bin`, no journal).
+    #[allow(dead_code)]
+    pub fn snapshot_records(&self) -> std::collections::BTreeSet<String> {
+        match std::fs::read(self.path(".orchestrator/state.bin")) {
+            Ok(bytes) => orchfile::state::Snapshot::decode(&bytes)
+                .expect("state.bin decodes")
+                .records
+                .into_keys()
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => panic!("reading state.bin: {e}"),
+        }
+    }
+
+    /// Task ids with a recorded success, as the next build sees them (snapshot + journal).
+    #[allow(dead_code)]
+    pub fn recorded_successes(&self) -> std::collections::BTreeSet<String> {
+        let layout = orchfile::state::StateLayout::new(self.path(".orchestrator"));
+        orchfile::state::StateStore::open(layout)
+            .expect("state loads")
+            .snapshot
+            .records
+            .into_keys()
+            .collect()
+    }
+
     /// Lines of a log file the test's tasks append to, empty when absent.
     pub fn lines(&self, rel: &str) -> Vec<String> {
         std::fs::read_to_string(self.path(rel))
