@@ -168,8 +168,8 @@ impl StatCache {
         if !self.changed.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        let bytes = self.encode();
-        crate::state::persist_atomic(path, &bytes)
+        // Only a cache: a torn copy fails its checksum and costs one re-read of each file.
+        crate::state::replace_unsynced(path, &self.encode())
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -237,13 +237,17 @@ impl StatCache {
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
         let mut entries = self.entries.write().unwrap();
-        if now_ns - stamp.mtime_ns.max(stamp.ctime_ns) > racy_window_ns(&stamp) {
-            entries.insert(path.to_path_buf(), CacheEntry { stamp, hash });
+        let changed = if now_ns - stamp.mtime_ns.max(stamp.ctime_ns) > racy_window_ns(&stamp) {
+            entries
+                .insert(path.to_path_buf(), CacheEntry { stamp, hash })
+                .is_none_or(|old| old.stamp != stamp || old.hash != hash)
         } else {
-            entries.remove(path);
+            entries.remove(path).is_some()
+        };
+        if changed {
+            self.changed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        self.changed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(Some(hash))
     }
 }

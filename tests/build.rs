@@ -871,7 +871,7 @@ fn the_plan_cache_never_hides_an_edit() {
     let p = chain();
     p.orch(&["build"]).success();
     p.orch(&["build"]).success(); // writes the cache: the state dir exists now
-    assert!(p.exists(".orchestrator/plan_cache.json"));
+    assert!(p.exists(".orchestrator/plan_cache.bin"));
     p.orch(&["build"]).success(); // served from the cache
     p.write(
         "Orchfile.toml",

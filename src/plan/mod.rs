@@ -3,6 +3,7 @@
 //! Parsing lives in [`orchfile`] and [`markdown`] (`master_plan.md` as the source); everything downstream (graph, fingerprint, scheduler) works on
 //! these types only, so a plan from either source behaves the same.
 
+pub mod cache;
 pub mod diagnostic;
 pub mod markdown;
 pub mod orchfile;

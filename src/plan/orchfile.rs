@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use toml::Spanned;
 
 use super::diagnostic::{cycle_error, PlanError, SourceFile};
@@ -150,8 +150,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
 pub fn load(path: &Path) -> miette::Result<Plan> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| miette::miette!("cannot read {}: {e}", path.display()))?;
-    let cache = PlanCache::new(path, &text);
-    if let Some(plan) = cache.as_ref().and_then(PlanCache::read) {
+    let cache = super::cache::PlanCache::new(path, &text);
+    if let Some(plan) = cache.as_ref().and_then(|c| c.read()) {
         return Ok(plan);
     }
     let plan = parse(path, &text).map_err(|e| miette::Report::new(*e))?;
@@ -159,70 +159,6 @@ pub fn load(path: &Path) -> miette::Result<Plan> {
         c.write(&plan);
     }
     Ok(plan)
-}
-
-/// The validated plan of an unchanged Orchfile, kept in `.orchestrator/plan_cache.json`:
-/// parsing and validating a 10,000-task Orchfile costs more than a whole no-op build
-/// otherwise. Keyed by orch's version and binary, the file's path and a blake3 of its text;
-/// written only
-/// where the state directory already exists, and not used when the Orchfile moves it
-/// (`state_dir`), since its place is then unknown before parsing.
-struct PlanCache {
-    file: PathBuf,
-    key: String,
-}
-
-#[derive(Deserialize)]
-struct CachedPlan {
-    key: String,
-    plan: Plan,
-}
-
-/// The same shape, borrowed, for writing without copying the plan.
-#[derive(Serialize)]
-struct CachedPlanRef<'a> {
-    key: &'a str,
-    plan: &'a Plan,
-}
-
-impl PlanCache {
-    fn new(path: &Path, text: &str) -> Option<PlanCache> {
-        if text.contains("state_dir") {
-            return None;
-        }
-        let dir = path.parent()?.join(Settings::default().state_dir);
-        let mut h = blake3::Hasher::new();
-        h.update(env!("CARGO_PKG_VERSION").as_bytes());
-        // A rebuilt orch may validate differently: its binary's stamp is part of the key.
-        let exe = std::env::current_exe().and_then(std::fs::metadata).ok()?;
-        h.update(format!("{:?}{}", exe.modified().ok(), exe.len()).as_bytes());
-        h.update(path.as_os_str().as_encoded_bytes());
-        h.update(b"\0");
-        h.update(text.as_bytes());
-        Some(PlanCache {
-            file: dir.join("plan_cache.json"),
-            key: h.finalize().to_hex().to_string(),
-        })
-    }
-
-    fn read(&self) -> Option<Plan> {
-        let bytes = std::fs::read(&self.file).ok()?;
-        let cached: CachedPlan = serde_json::from_slice(&bytes).ok()?;
-        (cached.key == self.key).then_some(cached.plan)
-    }
-
-    /// Best effort: a cache that cannot be written only costs the next load a parse.
-    fn write(&self, plan: &Plan) {
-        if !self.file.parent().is_some_and(Path::is_dir) {
-            return;
-        }
-        if let Ok(bytes) = serde_json::to_vec(&CachedPlanRef {
-            key: &self.key,
-            plan,
-        }) {
-            let _ = crate::state::replace_unsynced(&self.file, &bytes);
-        }
-    }
 }
 
 struct Validator<'a> {

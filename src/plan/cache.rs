@@ -1,0 +1,412 @@
+//! The validated plan of an unchanged Orchfile, kept in `.orchestrator/plan_cache.bin`:
+//! parsing and validating a 10,000-task Orchfile costs more than a whole no-op build
+//! otherwise. Keyed by orch's version and binary, the file's path and its text; written only
+//! where the state directory already exists, and not used when the Orchfile moves it
+//! (`state_dir`), since its place is then unknown before parsing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use super::{
+    Action, AgentKind, AgentSpec, AggregateSpec, AggregateStrategy, OnMissing, Plan, Priority,
+    PromptVia, ResultSpec, Settings, Task,
+};
+use crate::fingerprint::Digest;
+use crate::state::codec::{DecodeError, Decoder, Encoder};
+
+const MAGIC: &[u8; 8] = b"ORCHPC01";
+
+pub struct PlanCache {
+    file: PathBuf,
+    key: Digest,
+}
+
+impl PlanCache {
+    pub fn new(path: &Path, text: &str) -> Option<PlanCache> {
+        if text.contains("state_dir") {
+            return None;
+        }
+        let dir = path.parent()?.join(Settings::default().state_dir);
+        let mut h = blake3::Hasher::new();
+        h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        // A rebuilt orch may validate differently: its binary's stamp is part of the key.
+        let exe = std::env::current_exe().and_then(std::fs::metadata).ok()?;
+        h.update(format!("{:?}{}", exe.modified().ok(), exe.len()).as_bytes());
+        h.update(path.as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+        h.update(text.as_bytes());
+        Some(PlanCache {
+            file: dir.join("plan_cache.bin"),
+            key: Digest::from_hash(h.finalize()),
+        })
+    }
+
+    pub fn read(&self) -> Option<Plan> {
+        let bytes = std::fs::read(&self.file).ok()?;
+        let mut d = Decoder::new(MAGIC, &bytes).ok()?;
+        if d.digest().ok()? != self.key {
+            return None;
+        }
+        decode_plan(&mut d).ok().filter(|_| d.at_end())
+    }
+
+    /// Best effort: a cache that cannot be written only costs the next load a parse.
+    pub fn write(&self, plan: &Plan) {
+        if !self.file.parent().is_some_and(Path::is_dir) {
+            return;
+        }
+        let Some(bytes) = encode_plan(&self.key, plan) else {
+            return;
+        };
+        let _ = crate::state::replace_unsynced(&self.file, &bytes);
+        // The JSON cache of orch before 0.2.
+        let _ = std::fs::remove_file(self.file.with_file_name("plan_cache.json"));
+    }
+}
+
+/// `None` when a path is not UTF-8: such a plan is parsed every time.
+fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
+    let mut e = Encoder::new(MAGIC);
+    e.digest(key);
+    e.str(plan.root.to_str()?);
+    e.str(plan.source_path.to_str()?);
+    let s = &plan.settings;
+    e.str(s.state_dir.to_str()?);
+    opt_usize(&mut e, s.jobs);
+    e.str(&s.default_agent);
+    e.bool(s.keep_going);
+    duration(&mut e, s.kill_grace);
+    duration(&mut e, s.retry_backoff);
+    duration(&mut e, s.retry_backoff_max);
+    e.usize(s.inline_result_limit);
+    e.usize(plan.agents.len());
+    for (name, a) in &plan.agents {
+        e.str(name);
+        e.str(&a.name);
+        e.u32(match a.kind {
+            AgentKind::Sim => 0,
+            AgentKind::Command => 1,
+        });
+        strings(&mut e, &a.command);
+        e.u32(match a.prompt_via {
+            PromptVia::Stdin => 0,
+            PromptVia::Arg => 1,
+            PromptVia::File => 2,
+        });
+        match &a.result {
+            ResultSpec::Stdout => e.u32(0),
+            ResultSpec::JsonField(f) => {
+                e.u32(1);
+                e.str(f);
+            }
+            ResultSpec::File(f) => {
+                e.u32(2);
+                e.str(f);
+            }
+        }
+        opt_usize(&mut e, a.max_parallel);
+        opt_duration(&mut e, a.timeout);
+        e.u32(a.retries);
+        strings(&mut e, &a.retry_on);
+        map(&mut e, &a.env);
+    }
+    e.usize(plan.tasks.len());
+    for t in &plan.tasks {
+        e.str(&t.id);
+        e.str(&t.title);
+        match &t.action {
+            Action::Shell(c) => {
+                e.u32(0);
+                e.str(c);
+            }
+            Action::Prompt(p) => {
+                e.u32(1);
+                e.str(p);
+            }
+            Action::PromptFile(f) => {
+                e.u32(2);
+                e.str(f.to_str()?);
+            }
+        }
+        e.opt_str(t.agent.as_deref());
+        strings(&mut e, &t.inputs);
+        strings(&mut e, &t.outputs);
+        strings(&mut e, &t.deps);
+        e.u32(t.priority.0.into());
+        e.bool(t.retries.is_some());
+        e.u32(t.retries.unwrap_or(0));
+        opt_duration(&mut e, t.timeout);
+        strings(&mut e, &t.locks);
+        e.opt_str(t.verify.as_deref());
+        opt_duration(&mut e, t.estimate);
+        map(&mut e, &t.env);
+    }
+    e.bool(plan.aggregate.is_some());
+    if let Some(a) = &plan.aggregate {
+        e.u32(match a.strategy {
+            AggregateStrategy::Concat => 0,
+            AggregateStrategy::Structured => 1,
+            AggregateStrategy::Agent => 2,
+        });
+        e.opt_str(a.agent.as_deref());
+        e.str(&a.title);
+        e.bool(a.on_missing == OnMissing::Rerun);
+        e.opt_str(a.prompt.as_deref());
+    }
+    e.opt_str(plan.request.as_deref());
+    Some(e.finish())
+}
+
+fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
+    let bad = |what| DecodeError::Shape(what);
+    let root = PathBuf::from(d.str()?);
+    let source_path = PathBuf::from(d.str()?);
+    let settings = Settings {
+        state_dir: PathBuf::from(d.str()?),
+        jobs: read_opt_usize(d)?,
+        default_agent: d.string()?,
+        keep_going: d.bool()?,
+        kill_grace: read_duration(d)?,
+        retry_backoff: read_duration(d)?,
+        retry_backoff_max: read_duration(d)?,
+        inline_result_limit: d.u64()? as usize,
+    };
+    let n = d.count()?;
+    let mut agents = IndexMap::with_capacity(n);
+    for _ in 0..n {
+        let key = d.string()?;
+        let spec = AgentSpec {
+            name: d.string()?,
+            kind: match d.u32()? {
+                0 => AgentKind::Sim,
+                1 => AgentKind::Command,
+                _ => return Err(bad("agent kind")),
+            },
+            command: read_strings(d)?,
+            prompt_via: match d.u32()? {
+                0 => PromptVia::Stdin,
+                1 => PromptVia::Arg,
+                2 => PromptVia::File,
+                _ => return Err(bad("prompt_via")),
+            },
+            result: match d.u32()? {
+                0 => ResultSpec::Stdout,
+                1 => ResultSpec::JsonField(d.string()?),
+                2 => ResultSpec::File(d.string()?),
+                _ => return Err(bad("result")),
+            },
+            max_parallel: read_opt_usize(d)?,
+            timeout: read_opt_duration(d)?,
+            retries: d.u32()?,
+            retry_on: read_strings(d)?,
+            env: read_map(d)?,
+        };
+        agents.insert(key, spec);
+    }
+    let n = d.count()?;
+    let mut tasks = Vec::with_capacity(n);
+    let mut index = HashMap::with_capacity(n);
+    for i in 0..n {
+        let id = d.string()?;
+        let title = d.string()?;
+        let action = match d.u32()? {
+            0 => Action::Shell(d.string()?),
+            1 => Action::Prompt(d.string()?),
+            2 => Action::PromptFile(PathBuf::from(d.str()?)),
+            _ => return Err(bad("action")),
+        };
+        let task = Task {
+            agent: d.opt_string()?,
+            inputs: read_strings(d)?,
+            outputs: read_strings(d)?,
+            deps: read_strings(d)?,
+            priority: Priority(u8::try_from(d.u32()?).map_err(|_| bad("priority"))?),
+            retries: {
+                let some = d.bool()?;
+                let n = d.u32()?;
+                some.then_some(n)
+            },
+            timeout: read_opt_duration(d)?,
+            locks: read_strings(d)?,
+            verify: d.opt_string()?,
+            estimate: read_opt_duration(d)?,
+            env: read_map(d)?,
+            id,
+            title,
+            action,
+        };
+        index.insert(task.id.clone(), i);
+        tasks.push(task);
+    }
+    let aggregate = if d.bool()? {
+        Some(AggregateSpec {
+            strategy: match d.u32()? {
+                0 => AggregateStrategy::Concat,
+                1 => AggregateStrategy::Structured,
+                2 => AggregateStrategy::Agent,
+                _ => return Err(bad("aggregate strategy")),
+            },
+            agent: d.opt_string()?,
+            title: d.string()?,
+            on_missing: if d.bool()? {
+                OnMissing::Rerun
+            } else {
+                OnMissing::Fail
+            },
+            prompt: d.opt_string()?,
+        })
+    } else {
+        None
+    };
+    let request = d.opt_string()?;
+    Ok(Plan {
+        root,
+        source_path,
+        settings,
+        agents,
+        tasks,
+        index,
+        aggregate,
+        request,
+    })
+}
+
+fn duration(e: &mut Encoder, d: Duration) {
+    e.u64(d.as_secs());
+    e.u32(d.subsec_nanos());
+}
+
+fn read_duration(d: &mut Decoder) -> Result<Duration, DecodeError> {
+    let secs = d.u64()?;
+    let nanos = d.u32()?;
+    if nanos >= 1_000_000_000 {
+        return Err(DecodeError::Shape("duration"));
+    }
+    Ok(Duration::new(secs, nanos))
+}
+
+fn opt_duration(e: &mut Encoder, d: Option<Duration>) {
+    e.bool(d.is_some());
+    if let Some(d) = d {
+        duration(e, d);
+    }
+}
+
+fn read_opt_duration(d: &mut Decoder) -> Result<Option<Duration>, DecodeError> {
+    Ok(if d.bool()? {
+        Some(read_duration(d)?)
+    } else {
+        None
+    })
+}
+
+fn opt_usize(e: &mut Encoder, v: Option<usize>) {
+    e.bool(v.is_some());
+    if let Some(v) = v {
+        e.usize(v);
+    }
+}
+
+fn read_opt_usize(d: &mut Decoder) -> Result<Option<usize>, DecodeError> {
+    Ok(if d.bool()? {
+        Some(d.u64()? as usize)
+    } else {
+        None
+    })
+}
+
+fn strings(e: &mut Encoder, v: &[String]) {
+    e.usize(v.len());
+    for s in v {
+        e.str(s);
+    }
+}
+
+fn read_strings(d: &mut Decoder) -> Result<Vec<String>, DecodeError> {
+    let n = d.count()?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(d.string()?);
+    }
+    Ok(v)
+}
+
+fn map(e: &mut Encoder, m: &IndexMap<String, String>) {
+    e.usize(m.len());
+    for (k, v) in m {
+        e.str(k);
+        e.str(v);
+    }
+}
+
+fn read_map(d: &mut Decoder) -> Result<IndexMap<String, String>, DecodeError> {
+    let n = d.count()?;
+    let mut m = IndexMap::with_capacity(n);
+    for _ in 0..n {
+        m.insert(d.string()?, d.string()?);
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_round_trips_through_the_cache_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Orchfile.toml");
+        let text = r#"
+request = "review"
+[settings]
+jobs = 3
+keep_going = true
+[agents.rev]
+command = ["rev-cli", "--json"]
+result = "json:result"
+max_parallel = 2
+timeout = "90s"
+retries = 4
+env = { MODE = "fast" }
+[tasks.a]
+prompt = "Summarise {{ inputs }}"
+agent = "rev"
+inputs = ["src/*.rs"]
+outputs = ["out/a.md"]
+priority = "P0"
+retries = 0
+timeout = "1.5s"
+locks = ["db"]
+verify = "test -s out/a.md"
+estimate = "2m"
+env = { X = "1", Y = "2" }
+[tasks.b]
+run = "cat out/a.md > out/b.md"
+deps = ["a"]
+outputs = ["out/b.md"]
+[aggregate]
+strategy = "structured"
+title = "Report"
+on_missing = "fail"
+"#;
+        std::fs::write(&path, text).unwrap();
+        let plan = super::super::orchfile::parse(&path, text).unwrap();
+        let key = Digest::of(b"k");
+        let bytes = encode_plan(&key, &plan).unwrap();
+        let mut d = Decoder::new(MAGIC, &bytes).unwrap();
+        assert_eq!(d.digest().unwrap(), key);
+        let back = decode_plan(&mut d).unwrap();
+        assert!(d.at_end());
+        // Debug output covers every field of every part of the plan.
+        let sorted = |p: &Plan| {
+            let mut p = p.clone();
+            p.index.clear();
+            format!("{p:?}")
+        };
+        assert_eq!(sorted(&back), sorted(&plan));
+        assert_eq!(back.index, plan.index);
+    }
+}
