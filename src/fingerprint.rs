@@ -22,6 +22,9 @@ const STAT_CACHE_MAGIC: &[u8; 8] = b"ORCHSC01";
 /// field lists of ten thousand records cost no allocation.
 pub type FieldName = std::borrow::Cow<'static, str>;
 
+/// A definition's digest by field, as [`definition_fields`] computes it (no allocation).
+pub type DefinitionFields = [(&'static str, Digest); 7];
+
 /// The fields of a definition, in the order [`definition_fields`] lists them.
 pub const DEFINITION_FIELDS: [&str; 7] = [
     "prompt", "run", "agent", "env", "verify", "inputs", "outputs",
@@ -73,10 +76,14 @@ impl Digest {
 
 impl std::fmt::Display for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
+        // Written into the journal for every task: one write, not 16 formatted ones.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 0xf)];
         }
-        Ok(())
+        f.write_str(std::str::from_utf8(&out).expect("hex is ASCII"))
     }
 }
 
@@ -269,20 +276,47 @@ pub fn hash_file_contents(path: &Path) -> io::Result<Digest> {
 
 /// Collects a digest's few short pieces and hashes them at once: for inputs this small,
 /// blake3's one-shot path is far cheaper than its streaming hasher, whose ~2 KB state must
-/// be set up and moved each time. The same bytes give the same digest either way.
-struct Pieces(Vec<u8>);
+/// be set up and moved each time. The same bytes give the same digest either way. Pieces
+/// up to 256 bytes in all stay on the stack.
+struct Pieces {
+    inline: [u8; 256],
+    len: usize,
+    spill: Vec<u8>,
+}
 
 impl Pieces {
     fn new() -> Pieces {
-        Pieces(Vec::with_capacity(256))
+        Pieces {
+            inline: [0; 256],
+            len: 0,
+            spill: Vec::new(),
+        }
     }
 
     fn update(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
+        if self.spill.is_empty() && self.len + bytes.len() <= self.inline.len() {
+            self.inline[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.spill.extend_from_slice(bytes);
+        }
+    }
+
+    /// A piece with its length in front, so adjacent pieces cannot run into each other.
+    fn part(&mut self, bytes: &[u8]) {
+        self.update(&(bytes.len() as u64).to_le_bytes());
+        self.update(bytes);
     }
 
     fn finish(&self) -> Digest {
-        Digest::of(&self.0)
+        if self.spill.is_empty() {
+            Digest::of(&self.inline[..self.len])
+        } else {
+            Digest::of(&self.spill)
+        }
     }
 }
 
@@ -378,7 +412,7 @@ pub fn literal_prefix(pattern: &str) -> String {
 /// What a task's definition contributes to its fingerprint: everything that changes what it
 /// does, nothing that only changes when or how often it runs. Folded from the per-field
 /// digests of [`definition_fields`], so the two can never disagree.
-pub fn definition_digest(fields: &[(FieldName, Digest)]) -> Digest {
+pub fn definition_digest(fields: &DefinitionFields) -> Digest {
     let mut h = Pieces::new();
     h.update(b"orch-definition-v1\0");
     for (name, digest) in fields {
@@ -396,61 +430,52 @@ pub fn definition_fields(
     plan: &Plan,
     task: &Task,
     agent: Option<&AgentSpec>,
-) -> io::Result<Vec<(FieldName, Digest)>> {
-    fn digest(parts: &[&[u8]]) -> Digest {
+) -> io::Result<DefinitionFields> {
+    let one = |bytes: &[u8]| {
         let mut h = Pieces::new();
-        for p in parts {
-            h.update(&(p.len() as u64).to_le_bytes());
-            h.update(p);
+        h.part(bytes);
+        h.finish()
+    };
+    let list = |items: &mut dyn Iterator<Item = &String>| {
+        let mut h = Pieces::new();
+        for item in items {
+            h.part(item.as_bytes());
         }
         h.finish()
-    }
-    let (run, prompt): (&[u8], Vec<u8>) = match &task.action {
-        Action::Shell(cmd) => (cmd.as_bytes(), Vec::new()),
-        Action::Prompt(p) => (b"", p.as_bytes().to_vec()),
+    };
+    let (run, prompt): (&[u8], std::borrow::Cow<[u8]>) = match &task.action {
+        Action::Shell(cmd) => (cmd.as_bytes(), Default::default()),
+        Action::Prompt(p) => (b"", p.as_bytes().into()),
         Action::PromptFile(p) => (
             b"",
-            std::fs::read(plan.resolve(p)).map_err(|e| {
-                io::Error::new(e.kind(), format!("prompt_file {}: {e}", p.display()))
-            })?,
+            std::fs::read(plan.resolve(p))
+                .map_err(|e| io::Error::new(e.kind(), format!("prompt_file {}: {e}", p.display())))?
+                .into(),
         ),
     };
-    let agent_parts: Vec<Vec<u8>> = match agent {
-        None => Vec::new(),
-        Some(a) => {
-            let mut v = vec![
-                a.name.as_bytes().to_vec(),
-                format!("{:?}", a.kind).into_bytes(),
-                format!("{:?}", a.prompt_via).into_bytes(),
-                format!("{:?}", a.result).into_bytes(),
-            ];
-            v.extend(a.command.iter().map(|c| c.as_bytes().to_vec()));
-            v.extend(a.env.keys().map(|k| format!("env:{k}").into_bytes()));
-            v
+    let mut agent_digest = Pieces::new();
+    if let Some(a) = agent {
+        agent_digest.part(a.name.as_bytes());
+        agent_digest.part(format!("{:?}", a.kind).as_bytes());
+        agent_digest.part(format!("{:?}", a.prompt_via).as_bytes());
+        agent_digest.part(format!("{:?}", a.result).as_bytes());
+        for c in &a.command {
+            agent_digest.part(c.as_bytes());
         }
-    };
-    let list = |items: &mut dyn Iterator<Item = &String>| -> Digest {
-        let parts: Vec<&[u8]> = items.map(|s| s.as_bytes()).collect();
-        digest(&parts)
-    };
-    Ok(vec![
-        (FieldName::Borrowed("prompt"), digest(&[&prompt])),
-        (FieldName::Borrowed("run"), digest(&[run])),
-        (
-            FieldName::Borrowed("agent"),
-            digest(&agent_parts.iter().map(Vec::as_slice).collect::<Vec<_>>()),
-        ),
-        (FieldName::Borrowed("env"), list(&mut task.env.keys())),
-        (
-            FieldName::Borrowed("verify"),
-            digest(&[task.verify.as_deref().unwrap_or("").as_bytes()]),
-        ),
-        (FieldName::Borrowed("inputs"), list(&mut task.inputs.iter())),
-        (
-            FieldName::Borrowed("outputs"),
-            list(&mut task.outputs.iter()),
-        ),
-    ])
+        for k in a.env.keys() {
+            agent_digest.part(format!("env:{k}").as_bytes());
+        }
+    }
+    let digests = [
+        one(&prompt),
+        one(run),
+        agent_digest.finish(),
+        list(&mut task.env.keys()),
+        one(task.verify.as_deref().unwrap_or("").as_bytes()),
+        list(&mut task.inputs.iter()),
+        list(&mut task.outputs.iter()),
+    ];
+    Ok(std::array::from_fn(|i| (DEFINITION_FIELDS[i], digests[i])))
 }
 
 /// What one finished dep hands its dependents: its fingerprint and its outputs' hashes.
@@ -584,9 +609,23 @@ mod tests {
     }
 
     #[test]
+    fn pieces_hash_like_one_buffer_on_and_off_the_stack() {
+        for sizes in [vec![3, 5], vec![200, 56], vec![250, 10, 1000], vec![0, 300]] {
+            let mut p = Pieces::new();
+            let mut all = Vec::new();
+            for (i, n) in sizes.iter().enumerate() {
+                let piece = vec![i as u8 + 1; *n];
+                p.update(&piece);
+                all.extend_from_slice(&piece);
+            }
+            assert_eq!(p.finish(), Digest::of(&all), "{sizes:?}");
+        }
+    }
+
+    #[test]
     fn digest_hex_round_trips() {
         let d = Digest::of(b"x");
-        assert_eq!(d.to_hex().len(), 32);
+        assert_eq!(d.to_hex(), &blake3::hash(b"x").to_hex()[..32]);
         assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
         assert_eq!(Digest::from_hex("zz"), None);
         assert_eq!(Digest::from_hex(&"g".repeat(32)), None);

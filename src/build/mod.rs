@@ -280,8 +280,9 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
     }
 
     fn finished(&mut self, t: usize, done: TaskDone) -> bool {
-        let agent = self.ctx.agent_ids[t].clone();
-        let id = self.ctx.task(t).id.clone();
+        let ctx = self.ctx;
+        let agent = &ctx.agent_ids[t];
+        let id = &ctx.task(t).id;
         if !matches!(done, TaskDone::UpToDate(_)) {
             self.eventful = true;
             self.doc.touch();
@@ -302,7 +303,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 retries,
                 why,
             } => {
-                let r = self.store.record_success(&id, record);
+                let r = self.store.record_success(id, record);
                 self.journal(r);
                 self.cost += usage.cost_usd.unwrap_or(0.0);
                 let row = &mut self.rows[t];
@@ -346,7 +347,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                         vec![format!("{id} was stopped before it finished")],
                     );
                 } else {
-                    let r = self.store.invalidate(&id);
+                    let r = self.store.invalidate(id);
                     self.journal(r);
                     self.rows[t].status = Status::Failed;
                     self.rows[t].end = Some(Stamp::now().time());
@@ -462,15 +463,23 @@ pub fn run_build(
     cancel: &AtomicBool,
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
-    let graph =
-        TaskGraph::from_plan(plan).map_err(|_| miette!("the plan has a dependency cycle"))?;
-    let wanted = wanted_tasks(plan, &graph, &opts.targets)?;
-    crate::profile::mark("task graph");
-    let (_lock, mut store) = open_state(plan, opts.wait_for_lock, reporter)?;
-    crate::profile::mark("state loaded");
+    // Three independent loads, side by side: the graph, the state and the stat cache.
+    let (graph_and_wanted, state, stat_cache) = std::thread::scope(|s| {
+        let graph = s.spawn(|| -> Result<(TaskGraph, Vec<bool>)> {
+            let graph = TaskGraph::from_plan(plan)
+                .map_err(|_| miette!("the plan has a dependency cycle"))?;
+            let wanted = wanted_tasks(plan, &graph, &opts.targets)?;
+            Ok((graph, wanted))
+        });
+        let stat_cache =
+            s.spawn(|| StatCache::load(&StateLayout::new(plan.state_dir()).stat_cache()));
+        let state = open_state(plan, opts.wait_for_lock, reporter);
+        (joined(graph.join()), state, joined(stat_cache.join()))
+    });
+    let (graph, wanted) = graph_and_wanted?;
+    let (_lock, mut store) = state?;
     let layout = store.layout.clone();
-    let stat_cache = StatCache::load(&layout.stat_cache());
-    crate::profile::mark("stat cache loaded");
+    crate::profile::mark("graph, state and stat cache loaded");
     let mut doc = PlanDoc::load(plan, &layout, &store);
     let forced_by_person = doc.reset_by_person(plan, &store);
     crate::profile::mark("master_plan.md checked");
@@ -727,6 +736,11 @@ pub fn run_build(
         summary,
         aggregate_error,
     })
+}
+
+/// A scoped thread's value, its panic passed on.
+fn joined<T>(r: std::thread::Result<T>) -> T {
+    r.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Set by a one-shot `orch build`, whose process exits right after: the build's large

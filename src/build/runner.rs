@@ -11,7 +11,7 @@ use super::BuildOptions;
 use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
 use crate::clock::unix_now;
 use crate::executor::{self, procgroup, Exit, ProcessSpec};
-use crate::fingerprint::{self, Digest, FieldName, StatCache};
+use crate::fingerprint::{self, DefinitionFields, Digest, FieldName, StatCache};
 use crate::graph::TaskGraph;
 use crate::plan::{Action, AgentKind, AgentSpec, Plan, ResultSpec, Task};
 use crate::redact::Redactor;
@@ -87,7 +87,7 @@ pub enum TaskDone {
 pub struct FingerprintParts {
     pub definition: Digest,
     /// The definition by field, recorded so `explain` can name the field that changed.
-    pub definition_fields: Vec<(FieldName, Digest)>,
+    pub definition_fields: DefinitionFields,
     pub inputs: Vec<(String, Digest)>,
     pub deps: Vec<(String, Digest)>,
     pub value: Digest,
@@ -96,9 +96,12 @@ pub struct FingerprintParts {
 /// The task-local parts of a fingerprint (see [`BuildContext::precheck`]).
 pub struct LocalParts {
     definition: Digest,
-    definition_fields: Vec<(FieldName, Digest)>,
+    definition_fields: DefinitionFields,
     inputs: Vec<(String, Digest)>,
 }
+
+/// A value handed from one thread to another once, per task.
+pub type Slot<T> = std::sync::Mutex<Option<Box<T>>>;
 
 /// Everything the workers of one build share.
 pub struct BuildContext<'a> {
@@ -115,11 +118,11 @@ pub struct BuildContext<'a> {
     pub done: Vec<OnceLock<DoneInfo>>,
     pub stat_cache: StatCache,
     /// A stale verdict from `try_skip`, so the worker does not fingerprint the task again.
-    pub checked: Vec<std::sync::Mutex<Option<(FingerprintParts, String)>>>,
+    /// Boxed: one slot per task, mostly empty, so the vector itself stays small.
+    pub checked: Vec<Slot<(FingerprintParts, String)>>,
     /// Task-local parts of the up-to-date check done ahead, with the verdict on the
     /// recorded outputs (see [`BuildContext::precheck`]).
-    #[allow(clippy::type_complexity)]
-    pub prechecked: Vec<std::sync::Mutex<Option<(LocalParts, Option<String>)>>>,
+    pub prechecked: Vec<Slot<(LocalParts, Option<String>)>>,
     pub cancel: &'a AtomicBool,
     pub redactor: Redactor,
 }
@@ -184,6 +187,18 @@ impl BuildContext<'_> {
         Ok(self.with_deps(t, self.local_parts(t)?))
     }
 
+    /// A project file's hash through the stat cache; the path is joined in a reused buffer
+    /// (up-to-date checks call this twice per task).
+    fn hash_project_file(&self, rel: &str) -> io::Result<Option<Digest>> {
+        thread_local!(static PATH: std::cell::RefCell<std::path::PathBuf> = Default::default());
+        PATH.with_borrow_mut(|path| {
+            path.as_mut_os_string().clear();
+            path.push(&self.plan.root);
+            path.push(rel);
+            self.stat_cache.hash_file(path)
+        })
+    }
+
     /// The parts of the fingerprint that do not depend on other tasks: definition and inputs.
     fn local_parts(&self, t: usize) -> io::Result<LocalParts> {
         let task = self.task(t);
@@ -192,15 +207,12 @@ impl BuildContext<'_> {
         let files = fingerprint::expand_inputs(&self.plan.root, &task.inputs, &self.layout.dir)?;
         let mut inputs = Vec::with_capacity(files.len());
         for f in files {
-            let h = self
-                .stat_cache
-                .hash_file(&self.plan.root.join(&f))?
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("input `{f}` does not exist"),
-                    )
-                })?;
+            let h = self.hash_project_file(&f)?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("input `{f}` does not exist"),
+                )
+            })?;
             inputs.push((f, h));
         }
         Ok(LocalParts {
@@ -287,7 +299,7 @@ impl BuildContext<'_> {
             return Ok(Some("never built".into()));
         };
         for (path, hash) in &prev.outputs {
-            match self.stat_cache.hash_file(&self.plan.root.join(path))? {
+            match self.hash_project_file(path)? {
                 None => return Ok(Some(format!("output {path} is missing"))),
                 Some(h) if &h != hash => return Ok(Some(format!("output {path} was modified"))),
                 Some(_) => {}
@@ -311,7 +323,7 @@ impl BuildContext<'_> {
         todo.par_iter().with_min_len(32).for_each(|&t| {
             // An error is left for the regular check, which reports it.
             if let (Ok(local), Ok(outputs)) = (self.local_parts(t), self.outputs_stale(t)) {
-                *self.prechecked[t].lock().unwrap() = Some((local, outputs));
+                *self.prechecked[t].lock().unwrap() = Some(Box::new((local, outputs)));
             }
         });
     }
@@ -653,7 +665,7 @@ impl BuildContext<'_> {
     /// Fingerprints the task: up to date (recorded as done), or stale with the reason.
     #[allow(clippy::type_complexity)]
     fn check(&self, t: usize) -> io::Result<Result<DoneInfo, (FingerprintParts, String)>> {
-        let pre = self.prechecked[t].lock().unwrap().take();
+        let pre = self.prechecked[t].lock().unwrap().take().map(|b| *b);
         // Hashes taken ahead are only current if nothing upstream ran since: an input may
         // be a dep's output.
         let upstream_quiet = self.graph.deps[t]
@@ -703,7 +715,7 @@ impl BuildContext<'_> {
         if self.cancel.load(Ordering::Relaxed) {
             return fail(Failure::new(FailureKind::Cancelled, "cancelled"), 0);
         }
-        let checked = self.checked[t].lock().unwrap().take();
+        let checked = self.checked[t].lock().unwrap().take().map(|b| *b);
         let (parts, why) = match checked {
             Some(verdict) => verdict,
             None => match self.check(t) {
@@ -828,7 +840,11 @@ impl BuildContext<'_> {
         let record = TaskRecord {
             fingerprint: parts.value,
             definition: parts.definition,
-            definition_fields: parts.definition_fields,
+            definition_fields: parts
+                .definition_fields
+                .iter()
+                .map(|&(name, d)| (FieldName::Borrowed(name), d))
+                .collect(),
             inputs: parts.inputs,
             deps: parts.deps,
             outputs: outputs.clone(),
@@ -899,7 +915,7 @@ impl Runner for BuildContext<'_> {
         match self.check(t) {
             Ok(Ok(info)) => Some(TaskDone::UpToDate(info)),
             Ok(Err(stale)) => {
-                *self.checked[t].lock().unwrap() = Some(stale);
+                *self.checked[t].lock().unwrap() = Some(Box::new(stale));
                 None
             }
             // The worker checks again and reports the error as the task's failure.
