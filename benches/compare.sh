@@ -3,8 +3,9 @@
 #
 #   bash benches/compare.sh [--quick] [N...]      (default N: 1000 10000)
 #
-#   --quick      N=1000 only (unless Ns are given), 1 repetition
-#   REPS=k       repetitions per measurement (default 3); median is reported
+#   --quick      N=1000 only (unless Ns are given), 1 round
+#   REPS=k       rounds (default 3), each running every tool once in turn; the median
+#                time (the peak memory) over the rounds is reported
 #   ORCH=path    use this orch binary instead of `cargo build --release`
 #   KEEP=1       keep the scratch directory for inspection
 #
@@ -136,16 +137,37 @@ measure() {
 
 fmt_time() { awk -v t="$1" 'BEGIN { printf (t < 0.1 ? "%.4f" : "%.3f"), t }'; }
 
-declare -A RES  # "N|scenario|tool" -> table cell
-declare -A RAW  # same key -> number, for the ratio column
+declare -A RES   # "N|scenario|tool" -> table cell
+declare -A RAW   # same key -> number, for the ratio column
+declare -A VALS  # same key -> one value per round, space-separated
+declare -A STALE # same key -> 1 if any round left stale outputs
+declare -A KIND  # same key -> time | mb
 
-record() { # KEY VALUE(s or FAIL) STALE(0/1) FORMAT(time|mb)
-    local key=$1 v=$2 stale=$3 kind=$4 cell
+record() { # KEY VALUE(s or FAIL) STALE(0/1) FORMAT(time|mb): one round's value
+    local key=$1 v=$2 stale=$3 kind=$4
     if [[ $v == FAIL ]]; then RES[$key]=FAIL; return; fi
-    RAW[$key]=$v
-    if [[ $kind == mb ]]; then cell=$(awk -v k="$v" 'BEGIN { printf "%.1f MB", k / 1024 }'); else cell=$(fmt_time "$v"); fi
-    ((stale)) && cell="$cell !"
-    RES[$key]=$cell
+    VALS[$key]+="$v "
+    STALE[$key]=$(( ${STALE[$key]:-0} | stale ))
+    KIND[$key]=$kind
+}
+
+# After all rounds: the median time (the peak for memory) of each key, formatted.
+summarize() {
+    local key v cell
+    for key in "${!VALS[@]}"; do
+        [[ ${RES[$key]:-} == FAIL ]] && continue
+        if [[ ${KIND[$key]} == mb ]]; then
+            v=$(tr ' ' '\n' <<<"${VALS[$key]}" | awk 'NF { if ($1 > m) m = $1 } END { print m + 0 }')
+            cell=$(awk -v k="$v" 'BEGIN { printf "%.1f MB", k / 1024 }')
+        else
+            v=$(tr ' ' '\n' <<<"${VALS[$key]}" | awk 'NF' | sort -g |
+                awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+            cell=$(fmt_time "$v")
+        fi
+        RAW[$key]=$v
+        ((STALE[$key])) && cell="$cell !"
+        RES[$key]=$cell
+    done
 }
 
 # --- benchmark ---------------------------------------------------------------
@@ -156,6 +178,8 @@ declare -A ROOT_LABEL # N -> root label, which names the size of the rebuilt con
 # Independent up-to-date check of $d/run: prints 1 if any output is stale.
 check() { python3 "$GEN" --verify "$d/run" 2>>"$d/log" && echo 0 || echo 1; }
 
+# Rounds interleave the tools (make, ninja, orch, make, ...) so that a slow spell of a shared
+# machine falls on all of them alike instead of on whichever tool ran then.
 for n in "${sizes[@]}"; do
     gen="$WORK/$n/gen"
     python3 "$GEN" "$gen" "$n"
@@ -163,53 +187,54 @@ for n in "${sizes[@]}"; do
     source "$gen/graph.env"
     ROOT_LABEL[$n]="root change ($ROOT_CONE tasks)"
 
-    for tool in "${TOOLS[@]}"; do
-        if [[ $tool == orch && -z $ORCH_BIN ]]; then
-            for s in "${SCENARIOS[@]}"; do RES["$n|$s|$tool"]="n/a"; done
-            continue
-        fi
-        d="$WORK/$n/$tool"
-        mkdir -p "$d"
-        cmd=$(tool_cmd "$tool")
-        failed=0
-
-        log "N=$n $tool: full build x$REPS"
-        rss_cmd="cd run && $cmd"
-        [[ -n $TIME_BIN ]] && rss_cmd="cd run && $TIME_BIN -v -a -o ../rss.txt $cmd"
-        rm -f "$d/rss.txt"
-        if t=$(measure "$d" "$REPS" 0 "rm -rf run && cp -a ../gen run" "$rss_cmd"); then
-            stale=$(check)
-            record "$n|full|$tool" "$t" "$stale" time
-            if [[ -n $TIME_BIN ]]; then
-                kb=$(awk -F: '/Maximum resident set size/ { v = $2 + 0; if (v > m) m = v } END { print m + 0 }' "$d/rss.txt")
-                record "$n|rss|$tool" "$kb" "$stale" mb
-            else
-                RES["$n|rss|$tool"]="n/a"
+    for ((round = 1; round <= REPS; round++)); do
+        for tool in "${TOOLS[@]}"; do
+            if [[ $tool == orch && -z $ORCH_BIN ]]; then
+                for s in "${SCENARIOS[@]}"; do RES["$n|$s|$tool"]="n/a"; done
+                continue
             fi
-        else
-            failed=1
-            log "  $tool full build failed; see log below"
-            tail -n 5 "$d/log" >&2 || true
-            for s in "${SCENARIOS[@]}"; do RES["$n|$s|$tool"]=FAIL; done
-        fi
-        ((failed)) && continue
+            [[ ${RES["$n|full|$tool"]:-} == FAIL ]] && continue
+            d="$WORK/$n/$tool"
+            mkdir -p "$d"
+            cmd=$(tool_cmd "$tool")
 
-        # The tree is now fully built by the last full-build run.
-        log "N=$n $tool: no-op, leaf change, root change x$REPS"
-        for s in noop leaf root; do
-            case $s in
-                noop) prep="" warm=1 ;;
-                leaf) prep="bump run/$LEAF_INPUT" warm=0 ;;
-                root) prep="bump run/$ROOT_INPUT" warm=0 ;;
-            esac
-            if t=$(measure "$d" "$REPS" "$warm" "$prep" "cd run && $cmd"); then
-                record "$n|$s|$tool" "$t" "$(check)" time
+            log "N=$n round $round/$REPS $tool: full build, no-op, leaf change, root change"
+            rss_cmd="cd run && $cmd"
+            [[ -n $TIME_BIN ]] && rss_cmd="cd run && $TIME_BIN -v -o ../rss.txt $cmd"
+            rm -f "$d/rss.txt"
+            if t=$(measure "$d" 1 0 "rm -rf run && cp -a ../gen run" "$rss_cmd"); then
+                stale=$(check)
+                record "$n|full|$tool" "$t" "$stale" time
+                if [[ -n $TIME_BIN ]]; then
+                    kb=$(awk -F: '/Maximum resident set size/ { v = $2 + 0; if (v > m) m = v } END { print m + 0 }' "$d/rss.txt")
+                    record "$n|rss|$tool" "$kb" "$stale" mb
+                else
+                    RES["$n|rss|$tool"]="n/a"
+                fi
             else
-                record "$n|$s|$tool" FAIL 0 time
+                log "  $tool full build failed; see log below"
+                tail -n 5 "$d/log" >&2 || true
+                for s in "${SCENARIOS[@]}"; do RES["$n|$s|$tool"]=FAIL; done
+                continue
             fi
+
+            # The tree is now fully built by this round's full build.
+            for s in noop leaf root; do
+                case $s in
+                    noop) prep="" warm=1 ;;
+                    leaf) prep="bump run/$LEAF_INPUT" warm=0 ;;
+                    root) prep="bump run/$ROOT_INPUT" warm=0 ;;
+                esac
+                if t=$(measure "$d" 1 "$warm" "$prep" "cd run && $cmd"); then
+                    record "$n|$s|$tool" "$t" "$(check)" time
+                else
+                    record "$n|$s|$tool" FAIL 0 time
+                fi
+            done
         done
     done
 done
+summarize
 
 # --- report ------------------------------------------------------------------
 # First line of `CMD --version`; sed (not head) so the tool never sees SIGPIPE.
@@ -218,7 +243,7 @@ ver() { "$@" --version 2>/dev/null | sed -n 1p || true; }
     echo "# orch vs make vs ninja"
     echo
     echo "Generated by \`benches/compare.sh${*:+ $*}\` on $(date -u +%Y-%m-%d), $(nproc) CPUs, $(uname -sr)."
-    echo "Median wall time in seconds over $REPS run(s); all tools run with -j$JOBS."
+    echo "Median wall time in seconds over $REPS round(s), the tools interleaved in each; all tools run with -j$JOBS."
     orch_ver="orch not built"
     [[ -n $ORCH_BIN ]] && orch_ver=$(ver "$ORCH_BIN") && orch_ver=${orch_ver:-orch (no --version)}
     echo "Tools: $(ver make), ninja $(ver ninja), $orch_ver."

@@ -9,7 +9,7 @@
 //!   so every stamp differs and every file is read and hashed again.
 //! - `cold cache`: a fresh `StatCache` each iteration on unchanged files: every file is read
 //!   and hashed, and the hashes are inserted.
-//! - `stat_cache.json load`: `StatCache::load` of the 10,000-entry cache a build starts with.
+//! - `stat_cache.bin load`: `StatCache::load` of the 10,000-entry cache a build starts with.
 //!
 //! Run: `cargo bench --bench fingerprint`.
 
@@ -58,7 +58,7 @@ fn fingerprint(c: &mut Criterion) {
     hash_all(&warm, &paths);
     let state_dir = root.join(".orchestrator");
     std::fs::create_dir_all(&state_dir).expect("mkdir");
-    let cache_file = state_dir.join("stat_cache.json");
+    let cache_file = state_dir.join("stat_cache.bin");
     warm.save(&cache_file).expect("save stat cache");
 
     let mut group = c.benchmark_group("fingerprint");
@@ -99,7 +99,7 @@ fn fingerprint(c: &mut Criterion) {
         })
     });
 
-    group.bench_function("stat_cache.json load, 10k entries", |b| {
+    group.bench_function("stat_cache.bin load, 10k entries", |b| {
         b.iter(|| StatCache::load(black_box(&cache_file)))
     });
 

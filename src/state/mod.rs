@@ -1,6 +1,6 @@
 //! Everything orch keeps on disk under the state directory (`.orchestrator/` by default).
 //!
-//! Durability model: a snapshot (`state.json`) written atomically (temp file, fsync, rename)
+//! Durability model: a snapshot (`state.bin`) written atomically (temp file, fsync, rename)
 //! plus an append-only journal (`journal.jsonl`) of what happened since. Replaying the journal
 //! over the snapshot gives the current state; a torn last line is ignored. A journal line that
 //! a power loss drops only makes a task run again, and a recorded success whose outputs were
@@ -64,8 +64,12 @@ impl StateLayout {
         self.dir.join("state.json")
     }
     /// Files of older orch versions that nothing reads any more.
-    pub fn legacy_files(&self) -> [PathBuf; 2] {
-        [self.legacy_snapshot(), self.dir.join("stat_cache.json")]
+    pub fn legacy_files(&self) -> [PathBuf; 3] {
+        [
+            self.legacy_snapshot(),
+            self.dir.join("stat_cache.json"),
+            self.dir.join("plan_cache.json"),
+        ]
     }
     pub fn journal(&self) -> PathBuf {
         self.dir.join("journal.jsonl")
