@@ -123,6 +123,10 @@ fn targets_build_only_what_they_need() {
     let run = p.orch(&["build", "nope"]);
     assert_eq!(run.code(), 2);
     assert!(run.stderr().contains("no task named `nope`"));
+    // Refused before the state is touched: no state directory in a fresh project.
+    let fresh = chain();
+    assert_eq!(fresh.orch(&["build", "nope"]).code(), 2);
+    assert!(!fresh.exists(".orchestrator"));
 }
 
 const FAILING: &str = r#"
@@ -912,6 +916,40 @@ fn an_input_made_by_a_dep_is_hashed_after_the_dep_ran() {
     assert!(
         p.lines("ran.log").is_empty(),
         "nothing changed since: {}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn a_reset_the_build_did_not_get_to_is_kept_for_the_next_one() {
+    let p = Project::new(
+        "[settings]\njobs = 1\n[tasks.a]\nrun = \"echo a >> ran.log; grep -q good in.txt\"\ninputs = [\"in.txt\"]\npriority = \"P0\"\n[tasks.b]\nrun = \"echo b >> ran.log\"\npriority = \"P1\"\n",
+    );
+    p.write("in.txt", "good\n");
+    p.orch(&["build"]).success();
+    // A person resets both; `a` then fails, so the build stops before `b`.
+    let mut plan = p.read(".orchestrator/master_plan.md");
+    for id in ["a", "b"] {
+        let row = plan
+            .lines()
+            .find(|l| l.starts_with(&format!("| {id} |")))
+            .unwrap()
+            .to_string();
+        plan = plan.replace(&row, &row.replace(" ✅ ", " 🟡 "));
+    }
+    p.write(".orchestrator/master_plan.md", &plan);
+    p.write("in.txt", "bad\n");
+    p.clear("ran.log");
+    assert_eq!(p.orch(&["build"]).code(), 1);
+    assert_eq!(p.lines("ran.log"), ["a"], "b never started");
+    p.write("in.txt", "good\n");
+    p.clear("ran.log");
+    let run = p.orch(&["build"]);
+    run.success();
+    assert_eq!(
+        sorted(p.lines("ran.log")),
+        ["a", "b"],
+        "b's reset still stands: {}",
         run.stderr()
     );
 }

@@ -102,21 +102,24 @@ pub fn wanted_tasks(plan: &Plan, graph: &TaskGraph, targets: &[String]) -> Resul
     if targets.is_empty() {
         return Ok(vec![true; plan.tasks.len()]);
     }
-    let mut idx = Vec::new();
-    for t in targets {
-        match plan.index.get(t) {
-            Some(&i) => idx.push(i),
-            None => {
+    Ok(graph.upstream_closure(&target_indexes(plan, targets)?))
+}
+
+/// The tasks named on the command line, or an error naming the one that does not exist.
+fn target_indexes(plan: &Plan, targets: &[String]) -> Result<Vec<usize>> {
+    targets
+        .iter()
+        .map(|t| {
+            plan.index.get(t).copied().ok_or_else(|| {
                 let known: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).take(20).collect();
-                return Err(miette!(
+                miette!(
                     help = format!("tasks: {}", known.join(", ")),
                     "no task named `{t}` in {}",
                     plan.source_path.display()
-                ));
-            }
-        }
-    }
-    Ok(graph.upstream_closure(&idx))
+                )
+            })
+        })
+        .collect()
 }
 
 /// Final per-task result of this build, for the summary.
@@ -463,6 +466,8 @@ pub fn run_build(
     cancel: &AtomicBool,
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
+    // A mistyped target is reported before the state is touched.
+    target_indexes(plan, &opts.targets)?;
     // Three independent loads, side by side: the graph, the state and the stat cache.
     let (graph_and_wanted, state, stat_cache) = std::thread::scope(|s| {
         let graph = s.spawn(|| -> Result<(TaskGraph, Vec<bool>)> {
@@ -704,9 +709,15 @@ pub fn run_build(
     if eventful {
         let rows = std::mem::take(&mut coord.rows);
         coord.doc.write(plan, &rows, true).into_diagnostic()?;
-        let r = coord
-            .store
-            .record_plan_doc(FileStamp::of_path(&layout.master_plan()));
+        // A reset a person made that this build did not get to is still only in the file:
+        // the next build must read it, so the file is not vouched for then.
+        let resets_pending = forced_by_person.iter().any(|&t| coord.outcome[t].is_none());
+        let stamp = if resets_pending {
+            None
+        } else {
+            FileStamp::of_path(&layout.master_plan())
+        };
+        let r = coord.store.record_plan_doc(stamp);
         coord.journal(r);
     }
     let io_error = coord.io_error.take();

@@ -554,6 +554,7 @@ impl StateStore {
         self.snapshot.plan_doc_stamp = stamp;
         match stamp {
             Some(stamp) => self.append(&JournalEntry::PlanDocWritten { stamp }),
+            // A stamp on disk from before cannot match the file written since.
             None => Ok(()),
         }
     }
@@ -714,14 +715,24 @@ mod tests {
     fn a_legacy_json_snapshot_is_read_and_replaced_on_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let layout = StateLayout::new(dir.path());
+        // The first orch 0.1 stored whole 64-digit blake3 hashes.
+        let h = "ab".repeat(32);
         std::fs::write(
             layout.legacy_snapshot(),
-            r#"{"version":1,"agent_numbers":{"x":7},"records":{},"statuses":{}}"#,
+            format!(
+                r#"{{"version":1,"agent_numbers":{{"x":7}},"statuses":{{}},"records":{{"x":{{
+                "fingerprint":"{h}","definition":"{h}","inputs":[],"deps":[],
+                "outputs":[["out.txt","{h}"]],"finished_at":1,"duration_ms":2,"retries":0}}}}}}"#
+            ),
         )
         .unwrap();
         let mut s = StateStore::open(layout.clone()).unwrap();
         assert!(s.legacy);
         assert_eq!(s.agent_id_of("x"), "Agent-07");
+        assert_eq!(
+            s.snapshot.records["x"].outputs[0].1.to_hex(),
+            "ab".repeat(16)
+        );
         s.compact().unwrap();
         assert!(!layout.legacy_snapshot().exists());
         let s = StateStore::open(layout).unwrap();
