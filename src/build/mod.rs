@@ -26,9 +26,9 @@ use crate::redact::Redactor;
 use crate::reporter::{Event, Reporter, Summary, TaskRef};
 use crate::scheduler::{self, Coordinator, SchedTask, Scheduler};
 use crate::state::lock::{LockWait, RunLock};
-use crate::state::master_plan::{LogEntry, Status, StatusRow};
+use crate::state::master_plan::{LogEntry, Status};
 use crate::state::{JournalEntry, StateLayout, StateStore, StatusRecord};
-use plan_doc::PlanDoc;
+use plan_doc::{PlanDoc, RowState};
 pub use runner::{BuildContext, DoneInfo, TaskDone, TaskMsg};
 
 #[derive(Debug, Clone)]
@@ -137,7 +137,7 @@ struct BuildCoordinator<'a, 'c> {
     store: &'a mut StateStore,
     reporter: &'a mut dyn Reporter,
     doc: PlanDoc,
-    rows: Vec<StatusRow>,
+    rows: Vec<RowState>,
     outcome: Vec<Option<Outcome>>,
     retries: u32,
     cost: f64,
@@ -175,7 +175,8 @@ impl BuildCoordinator<'_, '_> {
 
     fn save_status(&mut self, t: usize) {
         let row = &self.rows[t];
-        let old = self.store.snapshot.statuses.get(&row.id);
+        let id = &self.ctx.task(t).id;
+        let old = self.store.snapshot.statuses.get(id);
         // Up to date after a completion is still "completed": keep the record of the run
         // that did the work, so a no-op build changes nothing on disk.
         let unchanged = match old {
@@ -194,8 +195,7 @@ impl BuildCoordinator<'_, '_> {
             end: row.end.clone(),
             retries: row.retries,
         };
-        let id = row.id.clone();
-        let r = self.store.record_status(&id, status);
+        let r = self.store.record_status(id, status);
         self.journal(r);
     }
 }
@@ -395,7 +395,10 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
     }
 
     fn tick(&mut self) {
-        if let Err(e) = self.doc.maybe_write(self.ctx.plan, &self.rows) {
+        if let Err(e) = self
+            .doc
+            .maybe_write(self.ctx.plan, &self.ctx.agent_ids, &self.rows)
+        {
             self.io_error
                 .get_or_insert(format!("cannot write master_plan.md: {e}"));
         }
@@ -708,7 +711,10 @@ pub fn run_build(
     }
     if eventful {
         let rows = std::mem::take(&mut coord.rows);
-        coord.doc.write(plan, &rows, true).into_diagnostic()?;
+        coord
+            .doc
+            .write(plan, &ctx.agent_ids, &rows, true)
+            .into_diagnostic()?;
         // A reset a person made that this build did not get to is still only in the file:
         // the next build must read it, so the file is not vouched for then.
         let resets_pending = forced_by_person.iter().any(|&t| coord.outcome[t].is_none());

@@ -18,6 +18,16 @@ const LOG_LIMIT: usize = 1 << 20;
 /// Beyond this many tasks the mermaid diagram is left out (`orch graph` still draws it).
 const DIAGRAM_LIMIT: usize = 200;
 
+/// What a build changes of a task's row in the status table; the other columns come from the
+/// plan when the table is written (a no-op build never builds them).
+#[derive(Debug, Clone)]
+pub struct RowState {
+    pub status: Status,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub retries: u32,
+}
+
 pub struct PlanDoc {
     path: std::path::PathBuf,
     /// The file as it was before this build, read on first need: a build that finds it as
@@ -30,7 +40,6 @@ pub struct PlanDoc {
     request: String,
     /// Generated at the first write: a build that writes nothing never pays for it.
     generated: Option<(String, String)>,
-    agent_ids: Vec<String>,
     /// This run's log entries.
     log: String,
     dirty: bool,
@@ -58,11 +67,6 @@ impl PlanDoc {
             left_by_orch: store.snapshot.plan_doc_stamp,
             request,
             generated: None,
-            agent_ids: plan
-                .tasks
-                .iter()
-                .map(|t| store.agent_id_of(&t.id))
-                .collect(),
             log: String::new(),
             dirty: true,
             last_write: Instant::now() - Duration::from_secs(1),
@@ -133,7 +137,7 @@ impl PlanDoc {
         ctx: &BuildContext,
         store: &StateStore,
         wanted: &[bool],
-    ) -> Vec<StatusRow> {
+    ) -> Vec<RowState> {
         plan.tasks
             .iter()
             .enumerate()
@@ -164,17 +168,32 @@ impl PlanDoc {
                     None if store.snapshot.records.contains_key(&task.id) => Status::Completed,
                     None => Status::Waiting,
                 };
-                StatusRow {
-                    id: task.id.clone(),
-                    title: task.title.clone(),
-                    agent: ctx.agent_ids[t].clone(),
+                RowState {
                     status,
-                    priority: task.priority.to_string(),
-                    deps: task.deps.clone(),
                     start: prev.and_then(|p| p.start.clone()),
                     end: prev.and_then(|p| p.end.clone()),
                     retries: prev.map(|p| p.retries).unwrap_or(0),
                 }
+            })
+            .collect()
+    }
+
+    /// The status table's rows: the plan's columns with this build's states.
+    fn status_rows(plan: &Plan, agent_ids: &[String], rows: &[RowState]) -> Vec<StatusRow> {
+        plan.tasks
+            .iter()
+            .zip(rows)
+            .zip(agent_ids)
+            .map(|((task, row), agent)| StatusRow {
+                id: task.id.clone(),
+                title: task.title.clone(),
+                agent: agent.clone(),
+                status: row.status,
+                priority: task.priority.to_string(),
+                deps: task.deps.clone(),
+                start: row.start.clone(),
+                end: row.end.clone(),
+                retries: row.retries,
             })
             .collect()
     }
@@ -214,18 +233,30 @@ impl PlanDoc {
         self.dirty = true;
     }
 
-    pub fn maybe_write(&mut self, plan: &Plan, rows: &[StatusRow]) -> io::Result<()> {
+    pub fn maybe_write(
+        &mut self,
+        plan: &Plan,
+        agent_ids: &[String],
+        rows: &[RowState],
+    ) -> io::Result<()> {
         if self.dirty && self.last_write.elapsed() >= self.interval {
-            self.write(plan, rows, false)?;
+            self.write(plan, agent_ids, rows, false)?;
         }
         Ok(())
     }
 
     /// Rewrites the file; `sync` (the final write) also fsyncs it.
-    pub fn write(&mut self, plan: &Plan, rows: &[StatusRow], sync: bool) -> io::Result<()> {
+    pub fn write(
+        &mut self,
+        plan: &Plan,
+        agent_ids: &[String],
+        rows: &[RowState],
+        sync: bool,
+    ) -> io::Result<()> {
         let began = Instant::now();
         self.previous();
-        let ids = &self.agent_ids;
+        let table = master_plan::render_table(&Self::status_rows(plan, agent_ids, rows));
+        let ids = agent_ids;
         let (details, graph) = self.generated.get_or_insert_with(|| {
             let details = crate::plan::markdown::render_details(plan, &|id| {
                 plan.index
@@ -235,7 +266,6 @@ impl PlanDoc {
             });
             (details, mermaid(plan))
         });
-        let table = master_plan::render_table(rows);
         let log = format!("{}{}", self.earlier_log, self.log);
         let text = master_plan::render(
             self.previous.as_ref().unwrap(),
