@@ -953,3 +953,45 @@ fn a_reset_the_build_did_not_get_to_is_kept_for_the_next_one() {
         run.stderr()
     );
 }
+
+#[test]
+fn a_large_plan_reruns_exactly_the_cone_of_a_change() {
+    // 100 tasks in a chain: enough that the up-to-date checks are done ahead in parallel.
+    let mut orchfile = String::new();
+    for i in 0..100 {
+        orchfile.push_str(&format!(
+            "[tasks.t{i:03}]\nrun = \"echo t{i:03} >> ran.log; cat in/{i}.txt > out/{i}.txt\"\ninputs = [\"in/{i}.txt\"]\noutputs = [\"out/{i}.txt\"]\n"
+        ));
+        if i > 0 {
+            orchfile.push_str(&format!("deps = [\"t{:03}\"]\n", i - 1));
+        }
+    }
+    let p = Project::new(&orchfile);
+    std::fs::create_dir_all(p.path("out")).unwrap();
+    for i in 0..100 {
+        p.write(&format!("in/{i}.txt"), &format!("{i}\n"));
+    }
+    p.orch(&["build"]).success();
+    let cone = |from: usize| (from..100).map(|i| format!("t{i:03}")).collect::<Vec<_>>();
+    let rerun = |p: &Project| {
+        p.clear("ran.log");
+        p.orch(&["build"]).success();
+        sorted(p.lines("ran.log"))
+    };
+    assert!(rerun(&p).is_empty(), "a second build is a no-op");
+    p.write("in/50.txt", "changed\n");
+    assert_eq!(
+        rerun(&p),
+        cone(50),
+        "an input change reruns its task and what follows"
+    );
+    p.write("out/10.txt", "tampered\n");
+    assert_eq!(
+        rerun(&p),
+        cone(10),
+        "a modified output reruns its task and what follows"
+    );
+    std::fs::remove_file(p.path("out/97.txt")).unwrap();
+    assert_eq!(rerun(&p), cone(97), "a missing output too");
+    assert!(rerun(&p).is_empty());
+}

@@ -528,6 +528,7 @@ pub fn run_build(
         forced,
         done,
         stat_cache,
+        root_dir: crate::fingerprint::OpenDir::open(&plan.root),
         checked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
         prechecked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
         cancel,

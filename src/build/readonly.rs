@@ -58,6 +58,7 @@ pub fn read_only_context<'a>(
             .collect(),
         done: (0..n).map(|_| OnceLock::new()).collect(),
         stat_cache: StatCache::load(&layout.stat_cache()),
+        root_dir: crate::fingerprint::OpenDir::open(&plan.root),
         checked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
         prechecked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
         cancel,

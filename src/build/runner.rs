@@ -11,7 +11,7 @@ use super::BuildOptions;
 use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
 use crate::clock::unix_now;
 use crate::executor::{self, procgroup, Exit, ProcessSpec};
-use crate::fingerprint::{self, DefinitionFields, Digest, FieldName, StatCache};
+use crate::fingerprint::{self, DefinitionFields, Digest, FieldName, OpenDir, StatCache};
 use crate::graph::TaskGraph;
 use crate::plan::{Action, AgentKind, AgentSpec, Plan, ResultSpec, Task};
 use crate::redact::Redactor;
@@ -100,6 +100,17 @@ pub struct LocalParts {
     inputs: Vec<(String, Digest)>,
 }
 
+/// What [`BuildContext::precheck`] works out for a task ahead of the build.
+pub struct Precheck {
+    local: LocalParts,
+    /// Why the recorded outputs no longer stand, if they do not.
+    outputs: Option<String>,
+    /// The task's fingerprint if no dep runs: each then hands over what its record says.
+    value_if_quiet: Digest,
+    /// What the task hands its dependents if it is up to date.
+    handoff: Digest,
+}
+
 /// A value handed from one thread to another once, per task.
 pub type Slot<T> = std::sync::Mutex<Option<Box<T>>>;
 
@@ -117,12 +128,14 @@ pub struct BuildContext<'a> {
     /// Set once per task when it is done (ran or up to date); read by its dependents.
     pub done: Vec<OnceLock<DoneInfo>>,
     pub stat_cache: StatCache,
+    /// The project root, open, for stat calls by relative path.
+    pub root_dir: Option<OpenDir>,
     /// A stale verdict from `try_skip`, so the worker does not fingerprint the task again.
     /// Boxed: one slot per task, mostly empty, so the vector itself stays small.
     pub checked: Vec<Slot<(FingerprintParts, String)>>,
     /// Task-local parts of the up-to-date check done ahead, with the verdict on the
     /// recorded outputs (see [`BuildContext::precheck`]).
-    pub prechecked: Vec<Slot<(LocalParts, Option<String>)>>,
+    pub prechecked: Vec<Slot<Precheck>>,
     pub cancel: &'a AtomicBool,
     pub redactor: Redactor,
 }
@@ -195,7 +208,10 @@ impl BuildContext<'_> {
             path.as_mut_os_string().clear();
             path.push(&self.plan.root);
             path.push(rel);
-            self.stat_cache.hash_file(path)
+            match &self.root_dir {
+                Some(dir) => self.stat_cache.hash_file_in(dir, rel, path),
+                None => self.stat_cache.hash_file(path),
+            }
         })
     }
 
@@ -320,11 +336,33 @@ impl BuildContext<'_> {
         if todo.len() < 64 {
             return;
         }
+        // What each task hands its dependents if it turns out up to date: its record's.
+        let handoffs: Vec<Digest> = self
+            .previous
+            .par_iter()
+            .with_min_len(256)
+            .map(|r| {
+                r.as_deref()
+                    .map(|r| DoneInfo::from_record(r).handoff)
+                    .unwrap_or_default()
+            })
+            .collect();
         todo.par_iter().with_min_len(32).for_each(|&t| {
             // An error is left for the regular check, which reports it.
-            if let (Ok(local), Ok(outputs)) = (self.local_parts(t), self.outputs_stale(t)) {
-                *self.prechecked[t].lock().unwrap() = Some(Box::new((local, outputs)));
-            }
+            let (Ok(local), Ok(outputs)) = (self.local_parts(t), self.outputs_stale(t)) else {
+                return;
+            };
+            let deps: Vec<(&str, Digest)> = self.graph.deps[t]
+                .iter()
+                .map(|&d| (self.task(d).id.as_str(), handoffs[d]))
+                .collect();
+            let value_if_quiet = fingerprint::combine(&local.definition, &local.inputs, &deps);
+            *self.prechecked[t].lock().unwrap() = Some(Box::new(Precheck {
+                local,
+                outputs,
+                value_if_quiet,
+                handoff: handoffs[t],
+            }));
         });
     }
 
@@ -672,7 +710,21 @@ impl BuildContext<'_> {
             .iter()
             .all(|&d| self.done[d].get().is_some_and(|i| !i.ran));
         let (local, outputs_verdict) = match pre {
-            Some((local, outputs)) if upstream_quiet => (local, Some(outputs)),
+            Some(pre) if upstream_quiet => {
+                // Every dep handed over what its record says: the value worked out ahead.
+                let unchanged = self.previous[t]
+                    .as_ref()
+                    .is_some_and(|p| p.fingerprint == pre.value_if_quiet);
+                if unchanged && !self.forced[t] && pre.outputs.is_none() {
+                    let info = DoneInfo {
+                        handoff: pre.handoff,
+                        ran: false,
+                    };
+                    let _ = self.done[t].set(info);
+                    return Ok(Ok(info));
+                }
+                (pre.local, Some(pre.outputs))
+            }
             _ => (self.local_parts(t)?, None),
         };
         let deps = self.dep_handoffs(t);
