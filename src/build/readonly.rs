@@ -61,6 +61,7 @@ pub fn read_only_context<'a>(
         root_dir: crate::fingerprint::OpenDir::open(&plan.root),
         checked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
         prechecked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
+        up_to_date_if_quiet: (0..plan.tasks.len()).map(|_| OnceLock::new()).collect(),
         cancel,
         redactor: Redactor::default(),
     };

@@ -100,15 +100,11 @@ pub struct LocalParts {
     inputs: Vec<(String, Digest)>,
 }
 
-/// What [`BuildContext::precheck`] works out for a task ahead of the build.
+/// What [`BuildContext::precheck`] keeps of a task that will be stale even if no dep runs.
 pub struct Precheck {
     local: LocalParts,
     /// Why the recorded outputs no longer stand, if they do not.
     outputs: Option<String>,
-    /// The task's fingerprint if no dep runs: each then hands over what its record says.
-    value_if_quiet: Digest,
-    /// What the task hands its dependents if it is up to date.
-    handoff: Digest,
 }
 
 /// A value handed from one thread to another once, per task.
@@ -136,6 +132,9 @@ pub struct BuildContext<'a> {
     /// Task-local parts of the up-to-date check done ahead, with the verdict on the
     /// recorded outputs (see [`BuildContext::precheck`]).
     pub prechecked: Vec<Slot<Precheck>>,
+    /// Set by the precheck for a task that is up to date if no dep runs (each dep then hands
+    /// over what its record says): what it hands its own dependents.
+    pub up_to_date_if_quiet: Vec<OnceLock<Digest>>,
     pub cancel: &'a AtomicBool,
     pub redactor: Redactor,
 }
@@ -357,12 +356,16 @@ impl BuildContext<'_> {
                 .map(|&d| (self.task(d).id.as_str(), handoffs[d]))
                 .collect();
             let value_if_quiet = fingerprint::combine(&local.definition, &local.inputs, &deps);
-            *self.prechecked[t].lock().unwrap() = Some(Box::new(Precheck {
-                local,
-                outputs,
-                value_if_quiet,
-                handoff: handoffs[t],
-            }));
+            let unchanged = self.previous[t]
+                .as_ref()
+                .is_some_and(|p| p.fingerprint == value_if_quiet);
+            if unchanged && outputs.is_none() {
+                // The common case keeps nothing but the handoff: memory a worker frees here
+                // is reused for the next task instead of faulting in new pages.
+                let _ = self.up_to_date_if_quiet[t].set(handoffs[t]);
+            } else {
+                *self.prechecked[t].lock().unwrap() = Some(Box::new(Precheck { local, outputs }));
+            }
         });
     }
 
@@ -703,28 +706,24 @@ impl BuildContext<'_> {
     /// Fingerprints the task: up to date (recorded as done), or stale with the reason.
     #[allow(clippy::type_complexity)]
     fn check(&self, t: usize) -> io::Result<Result<DoneInfo, (FingerprintParts, String)>> {
-        let pre = self.prechecked[t].lock().unwrap().take().map(|b| *b);
         // Hashes taken ahead are only current if nothing upstream ran since: an input may
         // be a dep's output.
         let upstream_quiet = self.graph.deps[t]
             .iter()
             .all(|&d| self.done[d].get().is_some_and(|i| !i.ran));
-        let (local, outputs_verdict) = match pre {
-            Some(pre) if upstream_quiet => {
-                // Every dep handed over what its record says: the value worked out ahead.
-                let unchanged = self.previous[t]
-                    .as_ref()
-                    .is_some_and(|p| p.fingerprint == pre.value_if_quiet);
-                if unchanged && !self.forced[t] && pre.outputs.is_none() {
-                    let info = DoneInfo {
-                        handoff: pre.handoff,
-                        ran: false,
-                    };
-                    let _ = self.done[t].set(info);
-                    return Ok(Ok(info));
-                }
-                (pre.local, Some(pre.outputs))
+        if upstream_quiet && !self.forced[t] {
+            if let Some(&handoff) = self.up_to_date_if_quiet[t].get() {
+                let info = DoneInfo {
+                    handoff,
+                    ran: false,
+                };
+                let _ = self.done[t].set(info);
+                return Ok(Ok(info));
             }
+        }
+        let pre = self.prechecked[t].lock().unwrap().take().map(|b| *b);
+        let (local, outputs_verdict) = match pre {
+            Some(pre) if upstream_quiet => (pre.local, Some(pre.outputs)),
             _ => (self.local_parts(t)?, None),
         };
         let deps = self.dep_handoffs(t);
