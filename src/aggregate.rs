@@ -264,6 +264,7 @@ fn merge_with_agent(
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
+                .chain(ctx.run_id_env())
                 .collect(),
             stdin: stdin.clone(),
             timeout: agent_spec.timeout,

@@ -418,3 +418,43 @@ fn a_second_sigint_exits_at_once_and_the_guard_still_cleans_up() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_guard_stops_children_it_was_not_yet_told_about() {
+    // orch lists each process group with the guard just after starting it; killed in
+    // between, it would leave that group unlisted. The guard also finds children by the
+    // ORCH_RUN_ID in their environment.
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let sleeper = |run_id: &str| {
+        Command::new("sh")
+            .args(["-c", "sleep 60 & wait"])
+            .env("ORCH_RUN_ID", run_id)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut ours = sleeper("test-run-1");
+    let mut other = sleeper("test-run-2");
+    let mut guard = Command::new(orch_bin())
+        .args(["__guard", "200", "test-run-1"])
+        .stdin(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(guard.stdin.take()); // orch "dies": EOF without a goodbye
+    guard.wait().unwrap();
+    wait_for(
+        "the unlisted child of this run to be stopped",
+        Duration::from_secs(10),
+        || ours.try_wait().unwrap().is_some(),
+    );
+    assert!(
+        alive(other.id() as i32),
+        "another run's child is left alone"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
+}

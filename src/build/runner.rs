@@ -191,7 +191,15 @@ impl BuildContext<'_> {
             env.extend(a.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(self.run_id_env());
         env
+    }
+
+    /// `ORCH_RUN_ID`, by which the crash guard finds children it was not told about yet.
+    /// Last, so a plan cannot override it.
+    pub fn run_id_env(&self) -> Option<(String, String)> {
+        let guard = self.guard.as_ref()?;
+        Some(("ORCH_RUN_ID".to_string(), guard.run_id().to_string()))
     }
 
     /// Computes the task's fingerprint from its definition, inputs and finished deps.

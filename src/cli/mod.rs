@@ -72,7 +72,11 @@ pub fn main() -> i32 {
     let mut args = std::env::args();
     if args.nth(1).as_deref() == Some("__guard") {
         let grace = args.next().and_then(|g| g.parse().ok()).unwrap_or(5000);
-        return crate::executor::guard::run_guard(std::time::Duration::from_millis(grace));
+        let run_id = args.next();
+        return crate::executor::guard::run_guard(
+            std::time::Duration::from_millis(grace),
+            run_id.as_deref(),
+        );
     }
     let cli = Cli::parse();
     match run(cli) {

@@ -3,6 +3,10 @@
 //! If the pipe closes without a goodbye (orch was SIGKILLed or crashed), the guard stops every
 //! group still listed: SIGTERM, a grace period, SIGKILL. So even `kill -9 orch` or an OOM kill
 //! leaves no agent running, grandchildren included.
+//!
+//! A group is listed just after it starts; orch killed in between would leave it unlisted.
+//! So every child also carries `ORCH_RUN_ID` in its environment, and the guard also stops the
+//! groups of processes it finds in /proc with this run's id.
 
 use std::io::{self, BufRead, Write};
 use std::os::unix::process::CommandExt;
@@ -18,6 +22,7 @@ use super::procgroup;
 pub struct Guard {
     program: PathBuf,
     grace: Duration,
+    run_id: String,
     running: OnceLock<Option<Running>>,
 }
 
@@ -37,11 +42,20 @@ impl Running {
 
 impl Guard {
     pub fn new(program: PathBuf, grace: Duration) -> Guard {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         Guard {
             program,
             grace,
+            run_id: format!("{}-{nanos}", std::process::id()),
             running: OnceLock::new(),
         }
+    }
+
+    /// The value of `ORCH_RUN_ID` in every child's environment.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     /// Starts `program __guard` in its own process group, so a Ctrl-C meant for orch does
@@ -50,6 +64,7 @@ impl Guard {
         let mut child = Command::new(&self.program)
             .arg("__guard")
             .arg(self.grace.as_millis().to_string())
+            .arg(&self.run_id)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -98,7 +113,7 @@ impl Guard {
 }
 
 /// The guard process itself: reads the pipe until goodbye or EOF.
-pub fn run_guard(grace: Duration) -> i32 {
+pub fn run_guard(grace: Duration, run_id: Option<&str>) -> i32 {
     // SAFETY: setting signal dispositions to ignore, before any threads exist.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
@@ -120,6 +135,13 @@ pub fn run_guard(grace: Duration) -> i32 {
         }
     }
     // orch is gone without saying goodbye.
+    if let Some(id) = run_id {
+        for g in groups_tagged(id) {
+            if !live.contains(&g) {
+                live.push(g);
+            }
+        }
+    }
     for &g in &live {
         procgroup::kill_group(g, libc::SIGTERM);
     }
@@ -130,4 +152,41 @@ pub fn run_guard(grace: Duration) -> i32 {
         }
     }
     0
+}
+
+/// Process groups of the processes whose environment has `ORCH_RUN_ID=<run_id>`: children
+/// orch started but had not yet listed when it died.
+fn groups_tagged(run_id: &str) -> Vec<i32> {
+    let tag = format!("ORCH_RUN_ID={run_id}");
+    let me = std::process::id() as i32;
+    let mut groups = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return groups;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // Processes of other users cannot be read, which is as well.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ.split(|&b| b == 0).any(|v| v == tag.as_bytes()) {
+            continue;
+        }
+        // SAFETY: getpgid has no memory-safety preconditions.
+        let pgid = unsafe { libc::getpgid(pid) };
+        // Never our own group (the guard's) nor init's.
+        if pgid > 1 && pgid != unsafe { libc::getpgid(0) } && !groups.contains(&pgid) {
+            groups.push(pgid);
+        }
+    }
+    groups
 }
