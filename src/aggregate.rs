@@ -273,6 +273,7 @@ fn merge_with_agent(
         };
         // The same crash bookkeeping as a task's process: guard, then journal.
         let mut spawned = None;
+        ctx.guard_before_spawn();
         let out = executor::run_process(&process, ctx.cancel, &mut |pgid| {
             spawned = Some(pgid);
             let start_ticks = ctx.track_spawn(pgid);

@@ -452,6 +452,14 @@ impl BuildContext<'_> {
         half + half.mul_f64(jitter(seed))
     }
 
+    /// Makes sure the crash guard runs before a child exists, so that a child orch dies too
+    /// soon to list is still found (by its `ORCH_RUN_ID`).
+    pub fn guard_before_spawn(&self) {
+        if let Some(g) = &self.guard {
+            g.start_if_needed();
+        }
+    }
+
     /// Puts a new process group under the crash guard; returns its leader's start time for
     /// the journal.
     pub fn track_spawn(&self, pgid: i32) -> u64 {
@@ -506,6 +514,7 @@ impl BuildContext<'_> {
         send: &dyn Fn(TaskMsg),
     ) -> io::Result<executor::ProcessOutput> {
         let mut spawned = None;
+        self.guard_before_spawn();
         let out = executor::run_process(spec, self.cancel, &mut |pgid| {
             spawned = Some(pgid);
             let ticks = self.track_spawn(pgid);

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::procgroup;
 
-/// orch's end of the pipe. The guard process starts with the first child, so a build that
+/// orch's end of the pipe. The guard process starts just before the first child, so a build that
 /// starts none (everything up to date) does not pay for it.
 pub struct Guard {
     program: PathBuf,
@@ -87,6 +87,11 @@ impl Guard {
                 }
             })
             .as_ref()
+    }
+
+    /// Starts the guard process if it is not running yet.
+    pub fn start_if_needed(&self) {
+        self.running();
     }
 
     /// Registers a process group to stop if orch dies.
