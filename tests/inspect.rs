@@ -1,73 +1,9 @@
 //! `orch status`, `explain`, `graph`, `list`, `clean`, `init`, `completions`, `man` and
 //! `build --json`, through the real binary in temp projects with shell tasks and fake agents.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-struct Project {
-    dir: tempfile::TempDir,
-}
-
-struct Run(Output);
-
-impl Run {
-    fn code(&self) -> i32 {
-        self.0.status.code().unwrap_or(-1)
-    }
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.0.stdout).into_owned()
-    }
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.0.stderr).into_owned()
-    }
-    #[track_caller]
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code(),
-            0,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout(),
-            self.stderr()
-        );
-        self
-    }
-}
-
-impl Project {
-    fn new(orchfile: &str) -> Project {
-        let p = Project {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        if !orchfile.is_empty() {
-            p.write("Orchfile.toml", orchfile);
-        }
-        p
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn write(&self, rel: &str, content: &str) {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-    }
-    fn exists(&self, rel: &str) -> bool {
-        self.path(rel).exists()
-    }
-    fn orch(&self, args: &[&str]) -> Run {
-        Run(Command::new(env!("CARGO_BIN_EXE_orch"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("CLAUDECODE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap())
-    }
-}
+use common::*;
 
 /// Replaces wall-clock times and dates with placeholders so snapshots are stable.
 fn normalize(s: &str) -> String {
@@ -332,7 +268,7 @@ fn clean_refuses_to_delete_outside_the_root() {
 
 #[test]
 fn init_writes_a_starter_that_builds() {
-    let p = Project::new("");
+    let p = Project::empty();
     p.write("src/main.rs", "fn main() {}\n");
     let out = p.orch(&["init"]).ok().stdout();
     assert!(out.contains("Orchfile.toml"));
@@ -357,7 +293,7 @@ fn init_writes_a_starter_that_builds() {
 
 #[test]
 fn completions_and_man_page() {
-    let p = Project::new("");
+    let p = Project::empty();
     let bash = p.orch(&["completions", "bash"]).ok().stdout();
     assert!(bash.contains("orch") && bash.contains("explain"), "{bash}");
     let zsh = p.orch(&["completions", "zsh"]).ok().stdout();

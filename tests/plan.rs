@@ -1,69 +1,11 @@
 //! `orch plan` with fake planner agents (good, fenced, invalid, cyclic replies) and
 //! `master_plan.md` as the plan's source: write, edit, read, write again.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-struct Project {
-    dir: tempfile::TempDir,
-}
-
-struct Run(Output);
-
-impl Run {
-    fn code(&self) -> i32 {
-        self.0.status.code().unwrap_or(-1)
-    }
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.0.stdout).into_owned()
-    }
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.0.stderr).into_owned()
-    }
-    #[track_caller]
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code(),
-            0,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout(),
-            self.stderr()
-        );
-        self
-    }
-}
+use common::*;
 
 impl Project {
-    fn new() -> Project {
-        Project {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn write(&self, rel: &str, content: &str) {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-    }
-    fn exists(&self, rel: &str) -> bool {
-        self.path(rel).exists()
-    }
-    fn orch(&self, args: &[&str]) -> Run {
-        Run(Command::new(env!("CARGO_BIN_EXE_orch"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("CLAUDECODE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap())
-    }
-
     /// A fake planner: reply number N (1-based) is the file `replyN` (the last one repeats).
     /// Every prompt it gets is kept as `promptN`.
     fn fake_planner(&self, replies: &[&str]) -> String {
@@ -120,7 +62,7 @@ const CYCLIC: &str = r#"{"tasks": [
 
 #[test]
 fn a_good_plan_is_written_and_builds() {
-    let p = Project::new();
+    let p = Project::empty();
     p.write("src/lib.rs", "pub fn f() {}\n");
     let cmd = p.fake_planner(&[GOOD]);
     let r = p.plan(&cmd, &[]).ok();
@@ -162,7 +104,7 @@ fn a_good_plan_is_written_and_builds() {
 
 #[test]
 fn a_fenced_reply_with_chatter_is_read() {
-    let p = Project::new();
+    let p = Project::empty();
     let chatty = format!(
         "Sure! I looked at the project. Here is the plan:\n\n```json\n{GOOD}\n```\n\nLet me know [if] you need {{anything}} else."
     );
@@ -170,14 +112,14 @@ fn a_fenced_reply_with_chatter_is_read() {
     p.plan(&cmd, &[]).ok();
     assert!(p.read(".orchestrator/master_plan.md").contains("T-04"));
     // Chatter without a fence, too.
-    let q = Project::new();
+    let q = Project::empty();
     let cmd = q.fake_planner(&[&format!("Plan follows. {GOOD} Done.")]);
     q.plan(&cmd, &[]).ok();
 }
 
 #[test]
 fn an_invalid_plan_is_shown_and_asked_again() {
-    let p = Project::new();
+    let p = Project::empty();
     let cmd = p.fake_planner(&[INVALID, GOOD]);
     let r = p.plan(&cmd, &[]).ok();
     let err = r.stderr();
@@ -203,7 +145,7 @@ fn an_invalid_plan_is_shown_and_asked_again() {
 
 #[test]
 fn a_cyclic_plan_fails_after_the_attempts() {
-    let p = Project::new();
+    let p = Project::empty();
     let cmd = p.fake_planner(&[CYCLIC]);
     let r = p.plan(&cmd, &["--attempts", "2"]);
     assert_eq!(r.code(), 1, "{}", r.stderr());
@@ -217,13 +159,13 @@ fn a_cyclic_plan_fails_after_the_attempts() {
 
 #[test]
 fn junk_and_a_failing_agent_use_up_attempts() {
-    let p = Project::new();
+    let p = Project::empty();
     let cmd = p.fake_planner(&["I cannot help with that."]);
     let r = p.plan(&cmd, &["--attempts", "1"]);
     assert_eq!(r.code(), 1);
     assert!(r.stderr().contains("no JSON plan found"), "{}", r.stderr());
 
-    let q = Project::new();
+    let q = Project::empty();
     q.write(
         "fail.sh",
         "cat >/dev/null; echo 'model exploded' >&2; exit 4\n",
@@ -242,7 +184,7 @@ fn junk_and_a_failing_agent_use_up_attempts() {
 
 #[test]
 fn sim_planner_works_offline() {
-    let p = Project::new();
+    let p = Project::empty();
     let r = p
         .orch(&[
             "plan",
@@ -266,7 +208,7 @@ fn sim_planner_works_offline() {
 
 #[test]
 fn toml_output_and_planning_agents_from_an_orchfile() {
-    let p = Project::new();
+    let p = Project::empty();
     p.fake_planner(&[GOOD]);
     p.write(
         "Orchfile.toml",
@@ -300,7 +242,7 @@ fn toml_output_and_planning_agents_from_an_orchfile() {
 
 #[test]
 fn an_existing_plan_needs_force() {
-    let p = Project::new();
+    let p = Project::empty();
     p.orch(&["plan", "--agent", "sim", "Write a haiku"]).ok();
     let md = p.read(".orchestrator/master_plan.md");
     p.write(
@@ -336,7 +278,7 @@ fn an_existing_plan_needs_force() {
 /// again without losing the edits.
 #[test]
 fn a_persons_edits_to_master_plan_survive() {
-    let p = Project::new();
+    let p = Project::empty();
     let cmd = p.fake_planner(&[GOOD]);
     p.plan(&cmd, &[]).ok();
     p.orch(&["build", "-q", "--agent", "sim", "--sim-speed", "1000"])
@@ -428,15 +370,10 @@ fn a_persons_edits_to_master_plan_survive() {
 
 #[test]
 fn dash_f_reads_a_master_plan_anywhere() {
-    let p = Project::new();
+    let p = Project::empty();
     p.write("proj/src/a.txt", "a\n");
-    let r = Run(Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(["-C", "proj", "plan", "--agent", "sim", "Write a haiku"])
-        .current_dir(p.dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap());
-    r.ok();
+    p.orch(&["-C", "proj", "plan", "--agent", "sim", "Write a haiku"])
+        .ok();
     let md = p.path("proj/.orchestrator/master_plan.md");
     let md = md.to_str().unwrap();
     p.orch(&[
@@ -459,7 +396,7 @@ fn dash_f_reads_a_master_plan_anywhere() {
 
 #[test]
 fn a_broken_edit_is_a_diagnostic_pointing_at_the_cell() {
-    let p = Project::new();
+    let p = Project::empty();
     p.orch(&["plan", "--agent", "sim", "Write a haiku"]).ok();
     let md = p.read(".orchestrator/master_plan.md");
     p.write(
@@ -481,7 +418,7 @@ fn a_broken_edit_is_a_diagnostic_pointing_at_the_cell() {
 
 #[test]
 fn no_plan_at_all_says_how_to_make_one() {
-    let p = Project::new();
+    let p = Project::empty();
     let r = p.orch(&["status"]);
     assert_eq!(r.code(), 2);
     assert!(r.stderr().contains("orch init"), "{}", r.stderr());

@@ -2,9 +2,13 @@
 //! assertions on which tasks ran (each task appends its id to `ran.log`). Every wait is
 //! bounded and polls for a marker; nothing asserts on speed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
+
+use common::{alive, Project};
 
 /// Generous: a loaded CI machine may be slow, and a passing run never waits this long.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -27,7 +31,7 @@ deps = ["a"]
 "#;
 
 struct Watch {
-    project: tempfile::TempDir,
+    project: Project,
     /// Outside the project, so the watch's own output is never a change.
     logs: tempfile::TempDir,
     child: Child,
@@ -36,22 +40,17 @@ struct Watch {
 impl Watch {
     /// Writes `files` (the Orchfile among them) and starts `orch watch ARGS` in the project.
     fn start(files: &[(&str, &str)], args: &[&str]) -> Watch {
-        let project = tempfile::tempdir().unwrap();
+        let project = Project::empty();
         for (rel, text) in files {
-            write(&project.path().join(rel), text);
+            project.write(rel, text);
         }
         let logs = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
-        cmd.args(["watch", "--no-clear"]);
+        let mut cmd = project.command(&["watch", "--no-clear"]);
         if !args.contains(&"--debounce") {
             cmd.args(["--debounce", "100ms"]);
         }
         let child = cmd
             .args(args)
-            .current_dir(project.path())
-            .env("NO_COLOR", "1")
-            .env_remove("CLAUDECODE")
-            .stdin(Stdio::null())
             .stdout(std::fs::File::create(logs.path().join("stdout")).unwrap())
             .stderr(std::fs::File::create(logs.path().join("stderr")).unwrap())
             .spawn()
@@ -64,11 +63,11 @@ impl Watch {
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.project.path().join(rel)
+        self.project.path(rel)
     }
 
     fn write(&self, rel: &str, text: &str) {
-        write(&self.path(rel), text);
+        self.project.write(rel, text);
     }
 
     fn read(&self, rel: &str) -> String {
@@ -76,7 +75,7 @@ impl Watch {
     }
 
     fn lines(&self, rel: &str) -> Vec<String> {
-        self.read(rel).lines().map(String::from).collect()
+        self.project.lines(rel)
     }
 
     fn ran(&self) -> Vec<String> {
@@ -149,22 +148,6 @@ impl Drop for Watch {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-/// Whether `pid` still runs (a zombie nobody reaped yet counts as gone).
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
     }
 }
 

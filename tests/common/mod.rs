@@ -19,12 +19,18 @@ pub fn fake_claude() -> PathBuf {
 }
 
 impl Project {
+    /// A project with this Orchfile.toml.
     pub fn new(orchfile: &str) -> Project {
-        let p = Project {
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let p = Project::empty();
         p.write("Orchfile.toml", orchfile);
         p
+    }
+
+    /// A project directory with nothing in it.
+    pub fn empty() -> Project {
+        Project {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -120,6 +126,12 @@ impl Run {
             self.stdout(),
             self.stderr()
         );
+        self
+    }
+    /// As [`Run::success`], keeping the run for later looks.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        self.success();
         self
     }
     #[track_caller]
