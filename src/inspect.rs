@@ -328,7 +328,7 @@ fn changes(
         }
     }
     for (path, hash) in &prev.outputs {
-        match ctx.stat_cache.hash_file(&ctx.plan.root.join(path)) {
+        match ctx.hash_project_file(path) {
             Ok(None) => out.push(format!("output {path} is missing")),
             Ok(Some(h)) if &h != hash => out.push(format!("output {path} was modified")),
             Ok(Some(_)) => {}

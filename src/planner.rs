@@ -730,11 +730,7 @@ pub fn to_plan(
             env: IndexMap::new(),
         })
         .collect();
-    let index = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id.clone(), i))
-        .collect();
+    let index = Plan::index_of(&tasks);
     Plan {
         root,
         source_path,

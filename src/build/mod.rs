@@ -99,10 +99,16 @@ impl BuildOutcome {
 
 /// Resolves target ids to task indexes, all tasks when none are given.
 pub fn wanted_tasks(plan: &Plan, graph: &TaskGraph, targets: &[String]) -> Result<Vec<bool>> {
+    Ok(wanted_of(plan, graph, &target_indexes(plan, targets)?))
+}
+
+/// Every task when no target is named, else the targets and everything upstream of them.
+fn wanted_of(plan: &Plan, graph: &TaskGraph, targets: &[usize]) -> Vec<bool> {
     if targets.is_empty() {
-        return Ok(vec![true; plan.tasks.len()]);
+        vec![true; plan.tasks.len()]
+    } else {
+        graph.upstream_closure(targets)
     }
-    Ok(graph.upstream_closure(&target_indexes(plan, targets)?))
 }
 
 /// The tasks named on the command line, or an error naming the one that does not exist.
@@ -470,13 +476,13 @@ pub fn run_build(
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
     // A mistyped target is reported before the state is touched.
-    target_indexes(plan, &opts.targets)?;
+    let targets = target_indexes(plan, &opts.targets)?;
     // Three independent loads, side by side: the graph, the state and the stat cache.
     let (graph_and_wanted, state, stat_cache) = std::thread::scope(|s| {
         let graph = s.spawn(|| -> Result<(TaskGraph, Vec<bool>)> {
             let graph = TaskGraph::from_plan(plan)
                 .map_err(|_| miette!("the plan has a dependency cycle"))?;
-            let wanted = wanted_tasks(plan, &graph, &opts.targets)?;
+            let wanted = wanted_of(plan, &graph, &targets);
             Ok((graph, wanted))
         });
         let stat_cache =

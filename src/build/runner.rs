@@ -209,7 +209,7 @@ impl BuildContext<'_> {
 
     /// A project file's hash through the stat cache; the path is joined in a reused buffer
     /// (up-to-date checks call this twice per task).
-    fn hash_project_file(&self, rel: &str) -> io::Result<Option<Digest>> {
+    pub fn hash_project_file(&self, rel: &str) -> io::Result<Option<Digest>> {
         thread_local!(static PATH: std::cell::RefCell<std::path::PathBuf> = Default::default());
         PATH.with_borrow_mut(|path| {
             path.as_mut_os_string().clear();
@@ -260,15 +260,6 @@ impl BuildContext<'_> {
     fn with_deps(&self, t: usize, local: LocalParts) -> FingerprintParts {
         let deps = self.dep_handoffs(t);
         let value = fingerprint::combine(&local.definition, &local.inputs, &deps);
-        self.parts(local, deps, value)
-    }
-
-    fn parts(
-        &self,
-        local: LocalParts,
-        deps: Vec<(&str, Digest)>,
-        value: Digest,
-    ) -> FingerprintParts {
         FingerprintParts {
             definition: local.definition,
             definition_fields: local.definition_fields,
@@ -743,26 +734,7 @@ impl BuildContext<'_> {
             Some(pre) if upstream_quiet => (pre.local, Some(pre.outputs)),
             _ => (self.local_parts(t)?, None),
         };
-        let deps = self.dep_handoffs(t);
-        let value = fingerprint::combine(&local.definition, &local.inputs, &deps);
-        // The common case, up to date, without building the parts for a stale verdict.
-        if let Some(prev) = &self.previous[t] {
-            if !self.forced[t] && upstream_quiet && prev.fingerprint == value {
-                let verdict = match outputs_verdict {
-                    Some(v) => v,
-                    None => self.outputs_stale(t)?,
-                };
-                return Ok(match verdict {
-                    None => {
-                        let info = DoneInfo::from_record(prev);
-                        let _ = self.done[t].set(info);
-                        Ok(info)
-                    }
-                    Some(why) => Err((self.parts(local, deps, value), why)),
-                });
-            }
-        }
-        let parts = self.parts(local, deps, value);
+        let parts = self.with_deps(t, local);
         Ok(match self.stale_reason_with(t, &parts, outputs_verdict)? {
             None => {
                 let info = DoneInfo::from_record(self.previous[t].as_ref().unwrap());
@@ -889,7 +861,7 @@ impl BuildContext<'_> {
         }
         let mut outputs = Vec::new();
         for o in proof {
-            match self.stat_cache.hash_file(&self.plan.root.join(&o)) {
+            match self.hash_project_file(&o) {
                 Ok(Some(h)) => outputs.push((o, h)),
                 Ok(None) => {
                     return fail(

@@ -4,7 +4,6 @@
 //! where the state directory already exists, and not used when the Orchfile moves it
 //! (`state_dir`), since its place is then unknown before parsing.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -62,8 +61,6 @@ impl PlanCache {
             return;
         };
         let _ = crate::state::replace_unsynced(&self.file, &bytes);
-        // The JSON cache of orch before 0.2.
-        let _ = std::fs::remove_file(self.file.with_file_name("plan_cache.json"));
     }
 }
 
@@ -208,8 +205,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
     }
     let n = d.count()?;
     let mut tasks = Vec::with_capacity(n);
-    let mut index = HashMap::with_capacity(n);
-    for i in 0..n {
+    for _ in 0..n {
         let id = d.string()?;
         let title = d.string()?;
         let action = match d.u32()? {
@@ -238,7 +234,6 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
             title,
             action,
         };
-        index.insert(task.id.clone(), i);
         tasks.push(task);
     }
     let aggregate = if d.bool()? {
@@ -262,6 +257,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
         None
     };
     let request = d.opt_string()?;
+    let index = Plan::index_of(&tasks);
     Ok(Plan {
         root,
         source_path,

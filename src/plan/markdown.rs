@@ -862,11 +862,7 @@ fn build(r: &mut Reader, doc: Doc, root: PathBuf, state_dir: PathBuf, path: &Pat
             r.errors.push(e);
         }
     }
-    let index = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id.clone(), i))
-        .collect();
+    let index = Plan::index_of(&tasks);
     Plan {
         tasks,
         index,

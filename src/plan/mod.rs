@@ -188,6 +188,15 @@ pub struct AggregateSpec {
 }
 
 impl Plan {
+    /// Task id -> position, the `index` of a plan with these tasks.
+    pub fn index_of(tasks: &[Task]) -> HashMap<String, usize> {
+        tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect()
+    }
+
     pub fn task(&self, id: &str) -> Option<&Task> {
         self.index.get(id).map(|&i| &self.tasks[i])
     }

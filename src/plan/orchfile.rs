@@ -304,11 +304,7 @@ impl Validator<'_> {
         if let Some(e) = PlanError::combine(self.errors) {
             return Err(e);
         }
-        let index = tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id.clone(), i))
-            .collect();
+        let index = Plan::index_of(&tasks);
         Ok(Plan {
             root,
             source_path,
