@@ -41,6 +41,20 @@ fn chain() -> Project {
     p
 }
 
+/// Sets the completed tasks `ids` to `status` in master_plan.md's table, as a person would.
+fn reset_in_status_table(p: &Project, ids: &[&str], status: &str) {
+    let mut plan = p.read(".orchestrator/master_plan.md");
+    for id in ids {
+        let row = plan
+            .lines()
+            .find(|l| l.starts_with(&format!("| {id} |")))
+            .unwrap()
+            .to_string();
+        plan = plan.replace(&row, &row.replace(" ✅ ", &format!(" {status} ")));
+    }
+    p.write(".orchestrator/master_plan.md", &plan);
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -731,16 +745,7 @@ fn a_forced_task_makes_its_dependents_run() {
     p.orch(&["build"]).success();
     p.clear("ran.log");
     // Reset `a` to Pending in the status table, as a person would.
-    let plan = p.read(".orchestrator/master_plan.md");
-    let row = plan
-        .lines()
-        .find(|l| l.starts_with("| a |"))
-        .unwrap()
-        .to_string();
-    p.write(
-        ".orchestrator/master_plan.md",
-        &plan.replace(&row, &row.replace(" ✅ ", " Pending ")),
-    );
+    reset_in_status_table(&p, &["a"], "Pending");
     let run = p.orch(&["build"]);
     run.success();
     assert_eq!(
@@ -928,16 +933,7 @@ fn a_reset_the_build_did_not_get_to_is_kept_for_the_next_one() {
     p.write("in.txt", "good\n");
     p.orch(&["build"]).success();
     // A person resets both; `a` then fails, so the build stops before `b`.
-    let mut plan = p.read(".orchestrator/master_plan.md");
-    for id in ["a", "b"] {
-        let row = plan
-            .lines()
-            .find(|l| l.starts_with(&format!("| {id} |")))
-            .unwrap()
-            .to_string();
-        plan = plan.replace(&row, &row.replace(" ✅ ", " 🟡 "));
-    }
-    p.write(".orchestrator/master_plan.md", &plan);
+    reset_in_status_table(&p, &["a", "b"], "🟡");
     p.write("in.txt", "bad\n");
     p.clear("ran.log");
     assert_eq!(p.orch(&["build"]).code(), 1);
