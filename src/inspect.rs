@@ -15,6 +15,16 @@ use crate::plan::{Action, Plan};
 use crate::state::master_plan::{Status, StatusRow};
 use crate::state::{StateLayout, StateStore};
 
+/// How statuses are listed in summaries and graph classes: done first, failures last.
+const STATUS_ORDER: [Status; 6] = [
+    Status::Completed,
+    Status::Skipped,
+    Status::Running,
+    Status::Ready,
+    Status::Waiting,
+    Status::Failed,
+];
+
 /// The status table as the state records it: the last known status of every task, the agent
 /// ids a build uses (assigned in memory for tasks that have none yet), times and retries.
 /// A task whose Status a person set back to Pending in master_plan.md shows as ready, since
@@ -140,15 +150,7 @@ pub fn render_status(rows: &[StatusRow]) -> String {
         })
         .collect();
     let mut out = text_table(&header, &body);
-    let order = [
-        Status::Completed,
-        Status::Skipped,
-        Status::Running,
-        Status::Ready,
-        Status::Waiting,
-        Status::Failed,
-    ];
-    let counts: Vec<String> = order
+    let counts: Vec<String> = STATUS_ORDER
         .iter()
         .filter_map(|s| {
             let n = rows.iter().filter(|r| r.status == *s).count();
@@ -431,15 +433,7 @@ pub fn render_graph(
                 }
             }
             if let Some(st) = statuses {
-                let order = [
-                    Status::Completed,
-                    Status::Skipped,
-                    Status::Running,
-                    Status::Ready,
-                    Status::Waiting,
-                    Status::Failed,
-                ];
-                for status in order {
+                for status in STATUS_ORDER {
                     let members: Vec<String> = nodes
                         .iter()
                         .filter(|&&t| st[t] == status)
