@@ -1,3 +1,34 @@
+// mimalloc: a no-op build of 10,000 tasks allocates some 300,000 small strings and records
+// while loading its state; with glibc's malloc that (and the page faults behind it) was a
+// fifth of the build's time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (v3's `mi_option_t`, checked by a test below).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
 fn main() {
+    // Hand freed pages back at once rather than a second later: a full build frees output
+    // buffers as fast as it allocates them, and the delay raised its peak memory by 40%.
+    // SAFETY: setting an option is allowed at any time, from any thread.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     std::process::exit(orchfile::cli::main());
+}
+
+#[cfg(test)]
+mod tests {
+    extern "C" {
+        fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+    }
+
+    #[test]
+    fn purge_delay_option_is_the_one_set() {
+        // Its default is 1000 ms; a wrong index would read some other option.
+        // SAFETY: reading an option is allowed at any time.
+        assert_eq!(unsafe { mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 1000);
+    }
 }
