@@ -532,6 +532,58 @@ pub fn literal_prefix(pattern: &str) -> String {
     fixed[..n].join("/")
 }
 
+/// A task's definition: its digest and the per-field digests it is folded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Definition {
+    pub digest: Digest,
+    pub fields: DefinitionFields,
+}
+
+impl Definition {
+    /// Computes a task's definition as `agent` runs it.
+    pub fn of(plan: &Plan, task: &Task, agent: Option<&AgentSpec>) -> io::Result<Definition> {
+        let fields = definition_fields(plan, task, agent)?;
+        Ok(Definition {
+            digest: definition_digest(&fields),
+            fields,
+        })
+    }
+
+    /// Rebuilds one from stored digests, listed in [`DEFINITION_FIELDS`] order.
+    pub fn from_parts(digest: Digest, fields: [Digest; 7]) -> Definition {
+        Definition {
+            digest,
+            fields: std::array::from_fn(|i| (DEFINITION_FIELDS[i], fields[i])),
+        }
+    }
+}
+
+/// Task `t`'s definition as it runs in this build: from the plan cache when the plan came
+/// from there and no `--agent` override changes it, else computed.
+pub fn task_definition(
+    plan: &Plan,
+    t: usize,
+    agent_override: Option<&str>,
+) -> io::Result<Definition> {
+    let task = &plan.tasks[t];
+    if agent_override.is_none() || task.action.is_shell() {
+        if let Some(Some(def)) = plan.definitions.get(t) {
+            return Ok(*def);
+        }
+    }
+    Definition::of(plan, task, plan.agent_for(task, agent_override))
+}
+
+/// Task `t`'s definition as the plan alone fixes it, for the plan cache to keep; `None` for
+/// a `prompt_file` task, whose prompt is read at build time.
+pub fn memoizable_definition(plan: &Plan, t: usize) -> Option<Definition> {
+    let task = &plan.tasks[t];
+    if matches!(task.action, Action::PromptFile(_)) {
+        return None;
+    }
+    Definition::of(plan, task, plan.agent_for(task, None)).ok()
+}
+
 /// What a task's definition contributes to its fingerprint: everything that changes what it
 /// does, nothing that only changes when or how often it runs. Folded from the per-field
 /// digests of [`definition_fields`], so the two can never disagree.

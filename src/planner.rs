@@ -740,6 +740,7 @@ pub fn to_plan(
         index,
         aggregate: None,
         request: Some(request.trim().to_string()),
+        definitions: Vec::new(),
     }
 }
 

@@ -225,8 +225,10 @@ impl BuildContext<'_> {
     /// The parts of the fingerprint that do not depend on other tasks: definition and inputs.
     fn local_parts(&self, t: usize) -> io::Result<LocalParts> {
         let task = self.task(t);
-        let definition_fields = fingerprint::definition_fields(self.plan, task, self.agent(t))?;
-        let definition = fingerprint::definition_digest(&definition_fields);
+        let fingerprint::Definition {
+            digest: definition,
+            fields: definition_fields,
+        } = fingerprint::task_definition(self.plan, t, self.opts.agent_override.as_deref())?;
         let files = fingerprint::expand_inputs(&self.plan.root, &task.inputs, &self.layout.dir)?;
         let mut inputs = Vec::with_capacity(files.len());
         for f in files {

@@ -13,10 +13,10 @@ use super::{
     Action, AgentKind, AgentSpec, AggregateSpec, AggregateStrategy, OnMissing, Plan, Priority,
     PromptVia, ResultSpec, Settings, Task,
 };
-use crate::fingerprint::Digest;
+use crate::fingerprint::{Definition, Digest, DEFINITION_FIELDS};
 use crate::state::codec::{DecodeError, Decoder, Encoder};
 
-const MAGIC: &[u8; 8] = b"ORCHPC01";
+const MAGIC: &[u8; 8] = b"ORCHPC02";
 
 pub struct PlanCache {
     file: PathBuf,
@@ -154,6 +154,18 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
         e.opt_str(a.prompt.as_deref());
     }
     e.opt_str(plan.request.as_deref());
+    // Worked out once here, so that an unchanged Orchfile's builds need not hash every
+    // task's definition again.
+    for t in 0..plan.tasks.len() {
+        let definition = crate::fingerprint::memoizable_definition(plan, t);
+        e.bool(definition.is_some());
+        if let Some(def) = definition {
+            e.digest(&def.digest);
+            for (_, f) in &def.fields {
+                e.digest(f);
+            }
+        }
+    }
     Some(e.finish())
 }
 
@@ -257,6 +269,19 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
         None
     };
     let request = d.opt_string()?;
+    let mut definitions = Vec::with_capacity(tasks.len());
+    for _ in 0..tasks.len() {
+        definitions.push(if d.bool()? {
+            let digest = d.digest()?;
+            let mut fields = [Digest::default(); DEFINITION_FIELDS.len()];
+            for f in &mut fields {
+                *f = d.digest()?;
+            }
+            Some(Definition::from_parts(digest, fields))
+        } else {
+            None
+        });
+    }
     let index = Plan::index_of(&tasks);
     Ok(Plan {
         root,
@@ -267,6 +292,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
         index,
         aggregate,
         request,
+        definitions,
     })
 }
 
@@ -383,6 +409,8 @@ env = { X = "1", Y = "2" }
 run = "cat out/a.md > out/b.md"
 deps = ["a"]
 outputs = ["out/b.md"]
+[tasks.c]
+prompt_file = "prompts/c.md"
 [aggregate]
 strategy = "structured"
 title = "Report"
@@ -400,9 +428,41 @@ on_missing = "fail"
         let sorted = |p: &Plan| {
             let mut p = p.clone();
             p.index.clear();
+            p.definitions.clear();
             format!("{p:?}")
         };
         assert_eq!(sorted(&back), sorted(&plan));
         assert_eq!(back.index, plan.index);
+        // The kept definitions are what a build would compute; a prompt file's is not kept.
+        let computed = |t: usize| {
+            let task = &plan.tasks[t];
+            crate::fingerprint::Definition::of(&plan, task, plan.agent_for(task, None)).unwrap()
+        };
+        assert_eq!(
+            back.definitions,
+            vec![Some(computed(0)), Some(computed(1)), None]
+        );
+    }
+
+    #[test]
+    fn an_agent_override_is_not_served_from_the_kept_definitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Orchfile.toml");
+        let text = "[agents.other]\ncommand = [\"x\"]\n\
+                    [tasks.a]\nprompt = \"p\"\nagent = \"sim\"\n\
+                    [tasks.b]\nrun = \"true\"\n";
+        let plan = super::super::orchfile::parse(&path, text).unwrap();
+        let bytes = encode_plan(&Digest::of(b"k"), &plan).unwrap();
+        let mut d = Decoder::new(MAGIC, &bytes).unwrap();
+        d.digest().unwrap();
+        let cached = decode_plan(&mut d).unwrap();
+        let def = |p: &Plan, t: usize, o: Option<&str>| {
+            crate::fingerprint::task_definition(p, t, o).unwrap().digest
+        };
+        assert_eq!(def(&cached, 0, None), def(&plan, 0, None));
+        assert_eq!(def(&cached, 0, Some("other")), def(&plan, 0, Some("other")));
+        assert_ne!(def(&cached, 0, Some("other")), def(&cached, 0, None));
+        // A shell task runs no agent: the override leaves it as it was.
+        assert_eq!(def(&cached, 1, Some("other")), def(&plan, 1, None));
     }
 }

@@ -627,6 +627,7 @@ fn build(r: &mut Reader, doc: Doc, root: PathBuf, state_dir: PathBuf, path: &Pat
         index: HashMap::new(),
         aggregate: None,
         request: doc.request.clone(),
+        definitions: Vec::new(),
     };
     let Some(header) = &doc.header else {
         let span = doc.status_section.clone().unwrap_or(0..0);

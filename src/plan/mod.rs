@@ -33,6 +33,10 @@ pub struct Plan {
     pub aggregate: Option<AggregateSpec>,
     /// The person's request this plan answers, shown in master_plan.md.
     pub request: Option<String>,
+    /// Each task's definition digest and fields as the plan cache computed them (see
+    /// [`crate::fingerprint::task_definition`]); empty for a freshly parsed plan.
+    #[serde(skip)]
+    pub definitions: Vec<Option<crate::fingerprint::Definition>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

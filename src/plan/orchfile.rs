@@ -314,6 +314,7 @@ impl Validator<'_> {
             index,
             aggregate: aggregate.flatten(),
             request: raw.request,
+            definitions: Vec::new(),
         })
     }
 
