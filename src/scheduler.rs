@@ -329,6 +329,31 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
     cancel: &AtomicBool,
 ) {
     let jobs = jobs.max(1);
+    // Takes ready tasks while fewer than `jobs` run: up-to-date ones are settled on the spot,
+    // the others collected in `batch` for the workers.
+    let fill = |sched: &mut Scheduler, coord: &mut C, batch: &mut Vec<usize>| {
+        if cancel.load(Ordering::Relaxed) {
+            sched.stop();
+        }
+        while sched.running() < jobs {
+            let Some(t) = sched.next_task() else { break };
+            match runner.try_skip(t) {
+                Some(done) => {
+                    let ok = coord.finished(t, done);
+                    for b in sched.finish(t, ok) {
+                        coord.blocked(b, t);
+                    }
+                }
+                None => batch.push(t),
+            }
+        }
+    };
+    let mut batch = Vec::new();
+    fill(sched, coord, &mut batch);
+    if batch.is_empty() && sched.running() == 0 {
+        // Everything was up to date (or stopped): no worker threads needed.
+        return;
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .thread_name(|i| format!("orch-worker-{i}"))
@@ -336,23 +361,8 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
         .expect("cannot start worker threads");
     let (tx, rx) = mpsc::channel::<WorkerEvent<R::Message, R::Done>>();
     pool.in_place_scope(|scope| {
-        let mut batch = Vec::new();
         loop {
-            if cancel.load(Ordering::Relaxed) {
-                sched.stop();
-            }
-            while sched.running() < jobs {
-                let Some(t) = sched.next_task() else { break };
-                match runner.try_skip(t) {
-                    Some(done) => {
-                        let ok = coord.finished(t, done);
-                        for b in sched.finish(t, ok) {
-                            coord.blocked(b, t);
-                        }
-                    }
-                    None => batch.push(t),
-                }
-            }
+            fill(sched, coord, &mut batch);
             if !batch.is_empty() {
                 coord.started(&batch);
                 for &t in &batch {

@@ -477,19 +477,32 @@ pub fn run_build(
     let started = Instant::now();
     // A mistyped target is reported before the state is touched.
     let targets = target_indexes(plan, &opts.targets)?;
-    // Three independent loads, side by side: the graph, the state and the stat cache.
-    let (graph_and_wanted, state, stat_cache) = std::thread::scope(|s| {
-        let graph = s.spawn(|| -> Result<(TaskGraph, Vec<bool>)> {
-            let graph = TaskGraph::from_plan(plan)
-                .map_err(|_| miette!("the plan has a dependency cycle"))?;
-            let wanted = wanted_of(plan, &graph, &targets);
-            Ok((graph, wanted))
+    // Three independent loads, side by side: the graph and the stat cache on the worker
+    // pool (which the up-to-date precheck uses next), the state on this thread, which may
+    // wait for the lock.
+    let mut graph_and_wanted = None;
+    let mut stat_cache = None;
+    let state = rayon::in_place_scope(|s| {
+        s.spawn(|_| {
+            graph_and_wanted = Some((|| -> Result<(TaskGraph, Vec<bool>)> {
+                let graph = TaskGraph::from_plan(plan)
+                    .map_err(|_| miette!("the plan has a dependency cycle"))?;
+                let wanted = wanted_of(plan, &graph, &targets);
+                Ok((graph, wanted))
+            })());
         });
-        let stat_cache =
-            s.spawn(|| StatCache::load(&StateLayout::new(plan.state_dir()).stat_cache()));
-        let state = open_state(plan, opts.wait_for_lock, reporter);
-        (joined(graph.join()), state, joined(stat_cache.join()))
+        s.spawn(|_| {
+            stat_cache = Some(StatCache::load(
+                &StateLayout::new(plan.state_dir()).stat_cache(),
+            ));
+        });
+        open_state(plan, opts.wait_for_lock, reporter)
     });
+    // A scope returns only after its jobs have run (a panic in one is raised here).
+    let (graph_and_wanted, stat_cache) = (
+        graph_and_wanted.expect("scope ran the job"),
+        stat_cache.expect("scope ran the job"),
+    );
     let (graph, wanted) = graph_and_wanted?;
     let (_lock, mut store) = state?;
     let layout = store.layout.clone();
@@ -764,10 +777,6 @@ pub fn run_build(
 }
 
 /// A scoped thread's value, its panic passed on.
-fn joined<T>(r: std::thread::Result<T>) -> T {
-    r.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
 /// Set by a one-shot `orch build`, whose process exits right after: the build's large
 /// structures are then left to the OS instead of being freed piece by piece, which at
 /// 10,000 tasks is a noticeable share of a no-op build.
