@@ -22,26 +22,31 @@ impl PlainReporter {
     /// The text of one event, or `None` for events this reporter leaves out.
     pub fn line(&self, event: &Event) -> Option<String> {
         let p = &self.paint;
-        let loud = |s: String| if self.quiet { None } else { Some(s) };
+        // Formatted only when shown: `--quiet` on a no-op build leaves out one line per task.
+        let loud = |line: &dyn Fn() -> String| (!self.quiet).then(line);
         match event {
-            Event::BuildStarted { tasks, jobs } => loud(format!(
-                "{} {tasks} task{} with up to {jobs} at once",
-                p.bold("orch:"),
-                if *tasks == 1 { "" } else { "s" }
-            )),
-            Event::TaskStarted { task, attempt } => loud(format!(
-                "{} {} [{}: {}] ({}){}",
-                p.dim("  start"),
-                task.agent_id,
-                task.id,
-                task.title,
-                task.runner,
-                if *attempt > 1 {
-                    format!(" attempt {attempt}")
-                } else {
-                    String::new()
-                }
-            )),
+            Event::BuildStarted { tasks, jobs } => loud(&|| {
+                format!(
+                    "{} {tasks} task{} with up to {jobs} at once",
+                    p.bold("orch:"),
+                    if *tasks == 1 { "" } else { "s" }
+                )
+            }),
+            Event::TaskStarted { task, attempt } => loud(&|| {
+                format!(
+                    "{} {} [{}: {}] ({}){}",
+                    p.dim("  start"),
+                    task.agent_id,
+                    task.id,
+                    task.title,
+                    task.runner,
+                    if *attempt > 1 {
+                        format!(" attempt {attempt}")
+                    } else {
+                        String::new()
+                    }
+                )
+            }),
             Event::TaskRetrying {
                 task,
                 attempt,
@@ -54,12 +59,14 @@ impl PlainReporter {
                 task.id,
                 format_duration(*delay)
             )),
-            Event::TaskSkipped { task } => loud(format!(
-                "{} {} [{}] up to date",
-                p.dim("   skip"),
-                task.agent_id,
-                task.id
-            )),
+            Event::TaskSkipped { task } => loud(&|| {
+                format!(
+                    "{} {} [{}] up to date",
+                    p.dim("   skip"),
+                    task.agent_id,
+                    task.id
+                )
+            }),
             Event::TaskSucceeded {
                 task,
                 duration,
@@ -74,13 +81,15 @@ impl PlainReporter {
                 if let Some(c) = usage.cost_usd {
                     extra.push_str(&format!(", ${c:.4}"));
                 }
-                loud(format!(
-                    "{} {} [{}] in {}{extra}",
-                    p.green("     ok"),
-                    task.agent_id,
-                    task.id,
-                    format_duration(*duration)
-                ))
+                loud(&|| {
+                    format!(
+                        "{} {} [{}] in {}{extra}",
+                        p.green("     ok"),
+                        task.agent_id,
+                        task.id,
+                        format_duration(*duration)
+                    )
+                })
             }
             Event::TaskFailed {
                 task,
@@ -104,10 +113,12 @@ impl PlainReporter {
                 path,
                 strategy,
                 up_to_date,
-            } => loud(if *up_to_date {
-                format!("{} {path} up to date", p.dim("   skip"))
-            } else {
-                format!("{} {path} ({strategy})", p.green(" merged"))
+            } => loud(&|| {
+                if *up_to_date {
+                    format!("{} {path} up to date", p.dim("   skip"))
+                } else {
+                    format!("{} {path} ({strategy})", p.green(" merged"))
+                }
             }),
             Event::AggregateFailed { reason } => {
                 Some(format!("{} aggregation: {reason}", p.red(" FAILED")))
