@@ -573,7 +573,7 @@ impl Session<'_> {
                     inner: make_reporter(),
                     track,
                 };
-                build::run_build(plan, build_opts, &mut reporter, cancel)
+                build::run_build(plan, build_opts, None, &mut reporter, cancel)
             });
             while !handle.is_finished() {
                 match self.pump(POLL) {

@@ -27,6 +27,7 @@ use crate::reporter::{Event, Reporter, Summary, TaskRef};
 use crate::scheduler::{self, Coordinator, SchedTask, Scheduler};
 use crate::state::lock::{LockWait, RunLock};
 use crate::state::master_plan::{LogEntry, Status};
+use crate::state::preload::{Preloaded, PreloadedSnapshot};
 use crate::state::{JournalEntry, StateLayout, StateStore, StatusRecord};
 use plan_doc::{PlanDoc, RowState};
 pub use runner::{BuildContext, DoneInfo, TaskDone, TaskMsg};
@@ -424,6 +425,7 @@ fn one_line(s: &str) -> String {
 pub fn open_state(
     plan: &Plan,
     wait: bool,
+    preloaded: Option<PreloadedSnapshot>,
     reporter: &mut dyn Reporter,
 ) -> Result<(RunLock, StateStore)> {
     let layout = StateLayout::new(plan.state_dir());
@@ -439,7 +441,7 @@ pub fn open_state(
         },
     )
     .map_err(|e| miette!("{e}"))?;
-    let mut store = StateStore::open(layout).map_err(|e| miette!("{e}"))?;
+    let mut store = StateStore::open_preloaded(layout, preloaded).map_err(|e| miette!("{e}"))?;
     let recovered = store.interrupted;
     if !store.stale_groups.is_empty() {
         let groups: Vec<(i32, u64)> = store
@@ -468,20 +470,30 @@ pub fn open_state(
 
 /// Runs a build to the end (or until `cancel`). Plan errors and state I/O errors are `Err`;
 /// task failures are reported in the outcome.
+///
+/// `preload` is what [`Preloaded::read`] read of the state directory while the plan loaded;
+/// it is used if it is this plan's state directory.
 pub fn run_build(
     plan: &Plan,
     opts: &BuildOptions,
+    preload: Option<Preloaded>,
     reporter: &mut dyn Reporter,
     cancel: &AtomicBool,
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
     // A mistyped target is reported before the state is touched.
     let targets = target_indexes(plan, &opts.targets)?;
-    // Three independent loads, side by side: the graph and the stat cache on the worker
-    // pool (which the up-to-date precheck uses next), the state on this thread, which may
-    // wait for the lock.
+    let (preloaded_snapshot, mut stat_cache) = match preload {
+        Some(p) if p.dir() == plan.state_dir() => {
+            let (snapshot, stat_cache) = p.into_parts();
+            (snapshot, Some(stat_cache))
+        }
+        _ => (None, None),
+    };
+    // Up to three independent loads, side by side: the graph and the stat cache (unless
+    // preloaded) on the worker pool, which the up-to-date precheck uses next; the state on
+    // this thread, which may wait for the lock.
     let mut graph_and_wanted = None;
-    let mut stat_cache = None;
     let state = rayon::in_place_scope(|s| {
         s.spawn(|_| {
             graph_and_wanted = Some((|| -> Result<(TaskGraph, Vec<bool>)> {
@@ -491,12 +503,14 @@ pub fn run_build(
                 Ok((graph, wanted))
             })());
         });
-        s.spawn(|_| {
-            stat_cache = Some(StatCache::load(
-                &StateLayout::new(plan.state_dir()).stat_cache(),
-            ));
-        });
-        open_state(plan, opts.wait_for_lock, reporter)
+        if stat_cache.is_none() {
+            s.spawn(|_| {
+                stat_cache = Some(StatCache::load(
+                    &StateLayout::new(plan.state_dir()).stat_cache(),
+                ));
+            });
+        }
+        open_state(plan, opts.wait_for_lock, preloaded_snapshot, reporter)
     });
     // A scope returns only after its jobs have run (a panic in one is raised here).
     let (graph_and_wanted, stat_cache) = (

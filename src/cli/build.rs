@@ -6,6 +6,7 @@ use miette::Result;
 use super::{check_agent_override, install_signal_handlers, reporter_for, Global};
 use crate::build::{self as engine, BuildOptions};
 use crate::reporter::Fanout;
+use crate::state::preload::Preloaded;
 
 /// The options `orch build` and `orch watch` share.
 #[derive(Args, Debug, Clone)]
@@ -64,7 +65,18 @@ pub struct BuildArgs {
 }
 
 pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
-    let plan = global.plan()?;
+    let source = global.plan_source()?;
+    // The state files are read on the worker pool while the plan loads.
+    let state_dir = source
+        .likely_state_dir()
+        .filter(|d| !args.dry_run && d.is_dir());
+    let mut preload = None;
+    let plan = rayon::in_place_scope(|s| {
+        if let Some(dir) = &state_dir {
+            s.spawn(|_| preload = Some(Preloaded::read(dir)));
+        }
+        source.load()
+    })?;
     crate::profile::mark("plan loaded");
     let opts = BuildOptions {
         force: args.force,
@@ -78,7 +90,7 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     let cancel = install_signal_handlers()?;
     let mut reporter = Fanout(vec![reporter_for(args.run.json, args.run.quiet)]);
     engine::LEAK_ON_RETURN.store(true, std::sync::atomic::Ordering::Relaxed);
-    let outcome = engine::run_build(&plan, &opts, &mut reporter, &cancel)?;
+    let outcome = engine::run_build(&plan, &opts, preload, &mut reporter, &cancel)?;
     std::mem::forget(plan); // the process exits next; see LEAK_ON_RETURN
     Ok(outcome.exit_code())
 }

@@ -92,6 +92,35 @@ pub fn main() -> i32 {
 /// `.orchestrator/master_plan.md` in the working directory (the plan `orch plan` wrote, as a
 /// person edited it). A `-f` file ending in `.md` is read as a master plan.
 pub fn load_plan(file: Option<&Path>) -> Result<Plan> {
+    locate_plan(file)?.load()
+}
+
+/// The file a plan is read from.
+pub enum PlanSource {
+    Orchfile(PathBuf),
+    MasterPlan(PathBuf),
+}
+
+impl PlanSource {
+    pub fn load(&self) -> Result<Plan> {
+        match self {
+            PlanSource::Orchfile(path) => orchfile::load(path),
+            PlanSource::MasterPlan(path) => markdown::load(path),
+        }
+    }
+
+    /// The state directory the plan will most likely name, known before it is parsed: the
+    /// default one beside an Orchfile (which may still move it with `state_dir`).
+    pub fn likely_state_dir(&self) -> Option<PathBuf> {
+        match self {
+            PlanSource::Orchfile(path) => Some(path.parent()?.join(Settings::default().state_dir)),
+            PlanSource::MasterPlan(_) => None,
+        }
+    }
+}
+
+/// Where [`load_plan`] finds the plan.
+pub fn locate_plan(file: Option<&Path>) -> Result<PlanSource> {
     let path = match file {
         Some(f) => f.to_path_buf(),
         None => {
@@ -103,7 +132,7 @@ pub fn load_plan(file: Option<&Path>) -> Result<Plan> {
                         .join(Settings::default().state_dir)
                         .join(markdown::MASTER_PLAN_NAME);
                     if md.is_file() {
-                        return markdown::load(&md);
+                        return Ok(PlanSource::MasterPlan(md));
                     }
                     return Err(miette!(
                         help = "create one with `orch init`, plan one with `orch plan \"...\"`, \
@@ -120,10 +149,11 @@ pub fn load_plan(file: Option<&Path>) -> Result<Plan> {
         }
     };
     let path = std::path::absolute(&path).unwrap_or(path);
-    if markdown::is_markdown(&path) {
-        return markdown::load(&path);
-    }
-    orchfile::load(&path)
+    Ok(if markdown::is_markdown(&path) {
+        PlanSource::MasterPlan(path)
+    } else {
+        PlanSource::Orchfile(path)
+    })
 }
 
 /// SIGINT/SIGTERM/SIGHUP set the returned flag; a second SIGINT exits at once.
@@ -182,6 +212,10 @@ pub struct Global {
 impl Global {
     pub fn plan(&self) -> Result<Plan> {
         load_plan(self.file.as_deref())
+    }
+
+    pub fn plan_source(&self) -> Result<PlanSource> {
+        locate_plan(self.file.as_deref())
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod lock;
 pub mod master_plan;
+pub mod preload;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -384,7 +385,15 @@ pub struct StateStore {
 impl StateStore {
     /// Loads the snapshot and replays the journal over it.
     pub fn open(layout: StateLayout) -> io::Result<StateStore> {
-        let (mut snapshot, legacy) = Self::read_snapshot(&layout)?;
+        Self::open_preloaded(layout, None)
+    }
+
+    /// As [`Self::open`], taking the snapshot from `preloaded` if it is still current.
+    pub fn open_preloaded(
+        layout: StateLayout,
+        preloaded: Option<preload::PreloadedSnapshot>,
+    ) -> io::Result<StateStore> {
+        let (mut snapshot, legacy) = Self::read_snapshot(&layout, preloaded)?;
         let mut groups: IndexMap<i32, (String, u64)> = IndexMap::new();
         let mut journal_bytes = 0;
         let mut closed = true;
@@ -457,7 +466,10 @@ impl StateStore {
     }
 
     /// The snapshot file, or the JSON one of an older orch, or an empty snapshot.
-    fn read_snapshot(layout: &StateLayout) -> io::Result<(Snapshot, bool)> {
+    fn read_snapshot(
+        layout: &StateLayout,
+        preloaded: Option<preload::PreloadedSnapshot>,
+    ) -> io::Result<(Snapshot, bool)> {
         let corrupt = |path: PathBuf, e: &dyn std::fmt::Display| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -467,6 +479,11 @@ impl StateStore {
                 ),
             )
         };
+        if let Some(decoded) = preloaded.and_then(|p| p.take_if_current(&layout.snapshot())) {
+            return decoded
+                .map(|s| (s, false))
+                .map_err(|e| corrupt(layout.snapshot(), &e));
+        }
         match std::fs::read(layout.snapshot()) {
             Ok(bytes) => {
                 return Snapshot::decode(&bytes)
