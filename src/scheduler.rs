@@ -588,13 +588,16 @@ mod tests {
 
     #[derive(Default)]
     struct Record {
+        started: Vec<usize>,
         finished: Vec<usize>,
         blocked: Vec<usize>,
         messages: usize,
     }
 
     impl Coordinator<usize, bool> for Record {
-        fn started(&mut self, _: &[usize]) {}
+        fn started(&mut self, batch: &[usize]) {
+            self.started.extend_from_slice(batch);
+        }
         fn message(&mut self, _: usize) {
             self.messages += 1;
         }
@@ -660,6 +663,92 @@ mod tests {
         drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(false));
         assert_eq!(rec.finished, vec![0]);
         assert_eq!(rec.blocked, vec![1, 2]);
+    }
+
+    /// Settles the tasks in `skip` in `try_skip` (as up to date, or failed when also in
+    /// `fail`); runs the rest.
+    struct SkippingRunner {
+        skip: HashSet<usize>,
+        fail: HashSet<usize>,
+        ran: Mutex<Vec<usize>>,
+    }
+
+    impl Runner for SkippingRunner {
+        type Message = usize;
+        type Done = bool;
+        fn run(&self, task: usize, _: &dyn Fn(usize)) -> bool {
+            self.ran.lock().unwrap().push(task);
+            true
+        }
+        fn try_skip(&self, task: usize) -> Option<bool> {
+            self.skip
+                .contains(&task)
+                .then(|| !self.fail.contains(&task))
+        }
+    }
+
+    fn skipping(skip: &[usize], fail: &[usize]) -> SkippingRunner {
+        SkippingRunner {
+            skip: skip.iter().copied().collect(),
+            fail: fail.iter().copied().collect(),
+            ran: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn chain(n: usize) -> TaskGraph {
+        graph(
+            (0..n)
+                .map(|i| if i == 0 { vec![] } else { vec![i - 1] })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn drive_settles_up_to_date_tasks_without_starting_any() {
+        let g = chain(4);
+        let mut s = Scheduler::new(&g, plain(&g), &[true; 4], vec![], 0, false);
+        let runner = skipping(&[0, 1, 2, 3], &[]);
+        let mut rec = Record::default();
+        drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(false));
+        assert_eq!(rec.finished, vec![0, 1, 2, 3]);
+        assert!(rec.started.is_empty() && runner.ran.lock().unwrap().is_empty());
+        assert!(s.not_started().is_empty());
+    }
+
+    #[test]
+    fn a_task_settled_as_failed_blocks_its_dependents() {
+        let g = chain(3);
+        let mut s = Scheduler::new(&g, plain(&g), &[true; 3], vec![], 0, false);
+        let runner = skipping(&[0], &[0]);
+        let mut rec = Record::default();
+        drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(false));
+        assert_eq!(rec.finished, vec![0]);
+        assert_eq!(rec.blocked, vec![1, 2]);
+        assert!(rec.started.is_empty());
+    }
+
+    #[test]
+    fn drive_mixes_settled_and_running_tasks_in_dependency_order() {
+        // 0 up to date, 1 runs, 2 up to date once 1 is done, 3 runs.
+        let g = chain(4);
+        let mut s = Scheduler::new(&g, plain(&g), &[true; 4], vec![], 0, false);
+        let runner = skipping(&[0, 2], &[]);
+        let mut rec = Record::default();
+        drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(false));
+        assert_eq!(rec.finished, vec![0, 1, 2, 3]);
+        assert_eq!(rec.started, vec![1, 3]);
+        assert_eq!(*runner.ran.lock().unwrap(), vec![1, 3]);
+    }
+
+    #[test]
+    fn drive_cancelled_before_it_starts_settles_nothing() {
+        let g = chain(3);
+        let mut s = Scheduler::new(&g, plain(&g), &[true; 3], vec![], 0, false);
+        let runner = skipping(&[0, 1, 2], &[]);
+        let mut rec = Record::default();
+        drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(true));
+        assert!(rec.finished.is_empty() && rec.started.is_empty());
+        assert_eq!(s.not_started(), vec![0, 1, 2]);
     }
 
     struct PanickingRunner;

@@ -991,3 +991,53 @@ fn a_large_plan_reruns_exactly_the_cone_of_a_change() {
     assert_eq!(rerun(&p), cone(97), "a missing output too");
     assert!(rerun(&p).is_empty());
 }
+
+#[test]
+fn a_plan_from_the_cache_still_sees_prompt_file_edits_and_agent_overrides() {
+    let fake = fake_claude();
+    let p = Project::new(&format!(
+        r#"
+[agents.claude]
+command = ["{fake}"]
+
+[tasks.a]
+prompt_file = "prompts/a.md"
+env = {{ FAKE_MODE = "ok" }}
+
+[tasks.b]
+prompt = "Summarise."
+env = {{ FAKE_MODE = "ok" }}
+"#,
+        fake = fake.display()
+    ));
+    p.write("prompts/a.md", "Review the code.");
+    let ran = |args: &[&str]| {
+        let err = p.orch(args).ok().stderr();
+        let done = err.lines().last().unwrap_or_default().to_string();
+        assert!(done.starts_with("done: "), "{err}");
+        done.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let sim = ["build", "-q", "--agent", "sim", "--sim-speed", "1000"];
+    assert_eq!(ran(&["build", "-q"]), 2);
+    // The cache is written once the state directory exists: from here on plans come from it.
+    assert_eq!(ran(&["build", "-q"]), 0);
+    assert!(p.exists(".orchestrator/plan_cache.bin"));
+    assert_eq!(ran(&["build", "-q"]), 0, "the cached plan is up to date");
+    p.write("prompts/a.md", "Review the code, carefully.");
+    assert_eq!(
+        ran(&["build", "-q"]),
+        1,
+        "an edited prompt file reruns its task"
+    );
+    assert_eq!(ran(&sim), 2, "another agent reruns both agent tasks");
+    assert_eq!(
+        ran(&["build", "-q"]),
+        2,
+        "and so does going back to their own"
+    );
+    assert_eq!(ran(&["build", "-q"]), 0);
+}

@@ -790,7 +790,6 @@ pub fn run_build(
     })
 }
 
-/// A scoped thread's value, its panic passed on.
 /// Set by a one-shot `orch build`, whose process exits right after: the build's large
 /// structures are then left to the OS instead of being freed piece by piece, which at
 /// 10,000 tasks is a noticeable share of a no-op build.

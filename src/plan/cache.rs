@@ -31,9 +31,12 @@ impl PlanCache {
         let dir = path.parent()?.join(Settings::default().state_dir);
         let mut h = blake3::Hasher::new();
         h.update(env!("CARGO_PKG_VERSION").as_bytes());
-        // A rebuilt orch may validate differently: its binary's stamp is part of the key.
+        // A rebuilt orch may validate (or hash definitions) differently: its binary's stamp
+        // is part of the key. With the inode and ctime, which no tool can set back, so
+        // builds given one fixed mtime (as Nix does) still differ.
         let exe = std::env::current_exe().and_then(std::fs::metadata).ok()?;
-        h.update(format!("{:?}{}", exe.modified().ok(), exe.len()).as_bytes());
+        let stamp = crate::fingerprint::FileStamp::of(&exe);
+        h.update(format!("{stamp:?}").as_bytes());
         h.update(path.as_os_str().as_encoded_bytes());
         h.update(b"\0");
         h.update(text.as_bytes());
