@@ -623,10 +623,11 @@ impl StateStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(fp: &str) -> TaskRecord {
+    /// A minimal record with the given fingerprint, for state tests.
+    pub(crate) fn record(fp: &str) -> TaskRecord {
         TaskRecord {
             fingerprint: Digest::of(fp.as_bytes()),
             definition: Digest::of(b"d"),

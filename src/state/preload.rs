@@ -79,26 +79,13 @@ impl PreloadedSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{StateStore, TaskRecord};
-
-    fn record() -> TaskRecord {
-        TaskRecord {
-            fingerprint: crate::fingerprint::Digest::of(b"f"),
-            definition: crate::fingerprint::Digest::of(b"d"),
-            definition_fields: vec![],
-            inputs: vec![],
-            deps: vec![],
-            outputs: vec![],
-            finished_at: 0,
-            duration_ms: 1,
-            retries: 0,
-        }
-    }
+    use crate::state::tests::record;
+    use crate::state::StateStore;
 
     fn store_with(dir: &Path, tasks: &[&str]) {
         let mut s = StateStore::open(StateLayout::new(dir)).unwrap();
         for t in tasks {
-            s.record_success(t, record()).unwrap();
+            s.record_success(t, record("f")).unwrap();
         }
         s.compact().unwrap();
     }
@@ -121,7 +108,7 @@ mod tests {
         // Another build (holding the lock) finishes in between: same size, new file.
         let mut s = StateStore::open(StateLayout::new(dir.path())).unwrap();
         s.snapshot.records.clear();
-        s.record_success("b", record()).unwrap();
+        s.record_success("b", record("f")).unwrap();
         s.compact().unwrap();
         drop(s);
         let layout = StateLayout::new(dir.path());
