@@ -619,9 +619,18 @@ fn sigkill_mid_run_then_resume_reruns_only_unfinished_tasks() {
     );
     let p = Project::new(&orchfile);
     let mut child = p.command(&["build"]).spawn().unwrap();
-    wait_for("the slow task to start", Duration::from_secs(20), || {
-        p.exists("sleep.pid") && !p.read("sleep.pid").is_empty()
-    });
+    // With two jobs the slow task can start while the last quick one still runs: wait until
+    // that one is recorded too, so the kill finds every quick task done, not just run.
+    let finished: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+    wait_for(
+        "the slow task to start and every quick one to be recorded",
+        Duration::from_secs(20),
+        || {
+            p.exists("sleep.pid")
+                && !p.read("sleep.pid").is_empty()
+                && finished.iter().all(|q| p.recorded_successes().contains(q))
+        },
+    );
     let (slow, sleep) = (read_pid(&p, "slow.pid"), read_pid(&p, "sleep.pid"));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
@@ -630,7 +639,6 @@ fn sigkill_mid_run_then_resume_reruns_only_unfinished_tasks() {
         !alive(slow) && !alive(sleep)
     });
     let first: Vec<String> = p.lines("ran.log");
-    let finished: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
     for q in &finished {
         assert!(first.contains(q), "{q} ran before the kill: {first:?}");
     }
