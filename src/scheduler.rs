@@ -8,7 +8,7 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use crate::graph::TaskGraph;
@@ -286,7 +286,9 @@ impl Scheduler {
 
 /// Executes one task on a worker thread.
 pub trait Runner: Sync {
-    /// Progress sent while a task runs (attempt started, retrying...).
+    /// Progress sent while a task runs (attempt started, retrying...). Informational: the
+    /// coordinator sees it, in order and before the task's result, when it next wakes (at
+    /// the latest 100 ms later), so sending one does not wake the scheduling thread.
     type Message: Send;
     /// The result of a task.
     type Done: Send;
@@ -311,8 +313,7 @@ pub trait Coordinator<M, D> {
     fn tick(&mut self) {}
 }
 
-enum WorkerEvent<M, D> {
-    Message(M),
+enum WorkerEvent<D> {
     Done(usize, D),
     /// A runner panicked: without this the loop would wait for its `Done` forever.
     Panicked(Box<dyn std::any::Any + Send>),
@@ -359,7 +360,18 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
         .thread_name(|i| format!("orch-worker-{i}"))
         .build()
         .expect("cannot start worker threads");
-    let (tx, rx) = mpsc::channel::<WorkerEvent<R::Message, R::Done>>();
+    let (tx, rx) = mpsc::channel::<WorkerEvent<R::Done>>();
+    // Progress messages wait here rather than in the channel: a channel send wakes this
+    // thread, and on a loaded machine each wake-up costs a context switch next to the
+    // processes the workers started. Results still go through the channel, and the mailbox
+    // is emptied before each is handled, so a task's messages come before its result.
+    let mailbox: Mutex<Vec<R::Message>> = Mutex::new(Vec::new());
+    let deliver = |coord: &mut C| {
+        let messages = std::mem::take(&mut *mailbox.lock().unwrap());
+        for m in messages {
+            coord.message(m);
+        }
+    };
     pool.in_place_scope(|scope| {
         loop {
             fill(sched, coord, &mut batch);
@@ -367,10 +379,9 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
                 coord.started(&batch);
                 for &t in &batch {
                     let tx = tx.clone();
+                    let mailbox = &mailbox;
                     scope.spawn(move |_| {
-                        let send = |m| {
-                            let _ = tx.send(WorkerEvent::Message(m));
-                        };
+                        let send = |m| mailbox.lock().unwrap().push(m);
                         let run = std::panic::AssertUnwindSafe(|| runner.run(t, &send));
                         let _ = tx.send(match std::panic::catch_unwind(run) {
                             Ok(done) => WorkerEvent::Done(t, done),
@@ -383,8 +394,9 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
             if sched.running() == 0 {
                 break;
             }
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(WorkerEvent::Message(m)) => coord.message(m),
+            let event = rx.recv_timeout(Duration::from_millis(100));
+            deliver(coord);
+            match event {
                 Ok(WorkerEvent::Done(t, d)) => {
                     let ok = coord.finished(t, d);
                     if !ok && cancel.load(Ordering::Relaxed) {
@@ -407,7 +419,8 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
             coord.tick();
         }
     });
-    // Messages sent after the last Done cannot exist: each worker sends Done last.
+    // Messages sent after the last Done cannot exist: each worker sends Done last, and the
+    // mailbox was emptied before that Done was handled.
 }
 
 #[cfg(test)]
@@ -592,17 +605,21 @@ mod tests {
         finished: Vec<usize>,
         blocked: Vec<usize>,
         messages: usize,
+        /// Messages and results in the order the coordinator saw them.
+        seen: Vec<(&'static str, usize)>,
     }
 
     impl Coordinator<usize, bool> for Record {
         fn started(&mut self, batch: &[usize]) {
             self.started.extend_from_slice(batch);
         }
-        fn message(&mut self, _: usize) {
+        fn message(&mut self, t: usize) {
             self.messages += 1;
+            self.seen.push(("message", t));
         }
         fn finished(&mut self, t: usize, ok: bool) -> bool {
             self.finished.push(t);
+            self.seen.push(("finished", t));
             ok
         }
         fn blocked(&mut self, t: usize, _: usize) {
@@ -648,7 +665,12 @@ mod tests {
                 assert!(pos[d] < pos[t], "{d} must finish before {t}");
             }
         }
-        assert!(rec.messages <= n);
+        // Every message arrives, and before its task's result.
+        assert_eq!(rec.messages, n);
+        for t in 0..n {
+            let at = |what| rec.seen.iter().position(|&e| e == (what, t)).unwrap();
+            assert!(at("message") < at("finished"), "task {t}");
+        }
     }
 
     #[test]

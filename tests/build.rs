@@ -346,6 +346,25 @@ verify = "test $(wc -c < v.txt) -gt 100"
 }
 
 #[test]
+fn a_shell_task_that_falls_silent_leaves_no_stale_result() {
+    let p = Project::new("[tasks.talk]\nrun = \"echo said\"\n\n[tasks.quiet]\nrun = \"true\"\n");
+    p.orch(&["build"]).success();
+    let result = ".orchestrator/results/agent-01-result.md";
+    assert_eq!(p.read(result).trim(), "said");
+    assert!(!p.exists(".orchestrator/results/agent-02-result.md"));
+    // The next build runs `talk` again, and now it prints nothing.
+    p.write(
+        "Orchfile.toml",
+        "[tasks.talk]\nrun = \"true\"\n\n[tasks.quiet]\nrun = \"true\"\n",
+    );
+    p.orch(&["build"]).success();
+    assert!(
+        !p.exists(result),
+        "the old result would pass for this run's"
+    );
+}
+
+#[test]
 fn dep_results_reach_the_dependents_prompt_file() {
     let fake = fake_claude();
     let p = Project::new(&format!(

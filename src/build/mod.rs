@@ -180,6 +180,20 @@ impl BuildCoordinator<'_, '_> {
         }
     }
 
+    fn attempt_started(&mut self, task: usize, attempt: u32) {
+        let row = &mut self.rows[task];
+        row.status = Status::Running;
+        if attempt == 1 {
+            row.start = Some(Stamp::now().time());
+            row.end = None;
+        }
+        row.retries = attempt - 1;
+        self.reporter.report(&Event::TaskStarted {
+            task: task_ref(self.ctx, task),
+            attempt,
+        });
+    }
+
     fn save_status(&mut self, t: usize) {
         let row = &self.rows[t];
         let id = &self.ctx.task(t).id;
@@ -211,9 +225,6 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
     fn started(&mut self, batch: &[usize]) {
         self.eventful = true;
         self.batch_no += 1;
-        for &t in batch {
-            self.rows[t].status = Status::Ready;
-        }
         let mut in_order = batch.to_vec();
         in_order.sort_unstable();
         let agents: Vec<String> = in_order
@@ -227,6 +238,12 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
         };
         let title = format!("Batch #{} Started", self.batch_no);
         self.log(title, vec![line]);
+        // A task handed out starts at once (the pool has a thread per job), so its first
+        // attempt is announced here rather than by a message from the worker: the watch
+        // needs to know at once which tasks run.
+        for &t in batch {
+            self.attempt_started(t, 1);
+        }
         self.doc.touch();
     }
 
@@ -234,17 +251,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
         self.eventful = true;
         match msg {
             TaskMsg::AttemptStarted { task, attempt } => {
-                let row = &mut self.rows[task];
-                row.status = Status::Running;
-                if attempt == 1 {
-                    row.start = Some(Stamp::now().time());
-                    row.end = None;
-                }
-                row.retries = attempt - 1;
-                self.reporter.report(&Event::TaskStarted {
-                    task: task_ref(self.ctx, task),
-                    attempt,
-                });
+                self.attempt_started(task, attempt);
                 self.doc.touch();
             }
             TaskMsg::Spawned { task, pgid, ticks } => {
@@ -567,6 +574,7 @@ pub fn run_build(
         up_to_date_if_quiet: (0..plan.tasks.len()).map(|_| OnceLock::new()).collect(),
         cancel,
         redactor: Redactor::for_plan(plan),
+        results_at_start: OnceLock::new(),
     };
     let jobs = opts.jobs(plan);
     let keep_going = opts.keep_going.unwrap_or(plan.settings.keep_going);

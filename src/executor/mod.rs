@@ -5,12 +5,14 @@
 pub mod guard;
 pub mod procgroup;
 
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Environment variables never passed to children. `CLAUDECODE` makes a nested `claude`
@@ -89,6 +91,57 @@ pub fn run_process(
         .argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    // A bare name is looked up on PATH once per run, not by the child on every spawn (each
+    // miss is a failed execve). The child's own PATH, if the spec sets one, decides instead.
+    let resolved = if spec.env.iter().any(|(k, _)| k == "PATH") {
+        None
+    } else {
+        resolve_program(program)
+    };
+    let spawned = match &resolved {
+        // argv[0] stays the bare name: some programs (busybox) act on it.
+        Some(path) => command(path.as_os_str(), args, spec)
+            .arg0(program)
+            .spawn()
+            .or_else(|e| match e.kind() {
+                // The file found earlier is gone (say, a tool reinstalled): search again.
+                io::ErrorKind::NotFound => {
+                    forget_program(program);
+                    command(program.as_ref(), args, spec).spawn()
+                }
+                _ => Err(e),
+            }),
+        None => command(program.as_ref(), args, spec).spawn(),
+    };
+    let mut child = spawned.map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("command `{program}` not found (is it installed and on PATH?)"),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("cannot start `{program}`: {e}"))
+        }
+    })?;
+    let pgid = child.id() as i32;
+    on_spawn(pgid);
+    let supervised = supervise(&mut child, pgid, spec, cancel, started);
+    if supervised.is_err() {
+        // Supervision failed midway: stop the group rather than leave it unwatched. (On
+        // success, `supervise` stopped what was left of it when the leader exited.)
+        procgroup::kill_group(pgid, libc::SIGKILL);
+    }
+    let (exit, stdout, stderr, truncated) = supervised?;
+    Ok(ProcessOutput {
+        exit,
+        stdout,
+        stderr,
+        truncated,
+        duration: started.elapsed(),
+    })
+}
+
+fn command(program: &OsStr, args: &[String], spec: &ProcessSpec) -> std::process::Command {
     let mut cmd = std::process::Command::new(program);
     cmd.args(args)
         .current_dir(&spec.cwd)
@@ -109,30 +162,50 @@ pub fn run_process(
     // No pre_exec hook: that would force fork(), which copies orch's page tables for every
     // task. Without one, std spawns with posix_spawn (vfork-like). Orphans if orch is
     // SIGKILLed are the guard's job (see guard.rs).
-    let mut child = cmd.spawn().map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("command `{program}` not found (is it installed and on PATH?)"),
-            )
-        } else {
-            io::Error::new(e.kind(), format!("cannot start `{program}`: {e}"))
-        }
-    })?;
-    let pgid = child.id() as i32;
-    on_spawn(pgid);
-    let exit = supervise(&mut child, pgid, spec, cancel, started);
-    // Anything still in the group after its leader ended is a leak: stop it so nothing
-    // outlives the task.
-    procgroup::kill_group(pgid, libc::SIGKILL);
-    let (exit, stdout, stderr, truncated) = exit?;
-    Ok(ProcessOutput {
-        exit,
-        stdout,
-        stderr,
-        truncated,
-        duration: started.elapsed(),
-    })
+    cmd
+}
+
+/// Programs found on PATH, by name and the PATH they were found on.
+static RESOLVED: Mutex<Vec<(String, OsString, PathBuf)>> = Mutex::new(Vec::new());
+
+/// The executable file a bare program name runs, searched on orch's PATH as execvp would.
+/// `None` for a name with a slash (used as it is) or one not found (the spawn then reports it).
+fn resolve_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') || program.is_empty() {
+        return None;
+    }
+    let path_var = std::env::var_os("PATH")?;
+    let mut known = RESOLVED.lock().unwrap();
+    if let Some((_, _, found)) = known
+        .iter()
+        .find(|(name, on, _)| name == program && *on == path_var)
+    {
+        return Some(found.clone());
+    }
+    let found = search_path(program, &path_var)?;
+    known.push((program.to_string(), path_var, found.clone()));
+    Some(found)
+}
+
+/// The first executable `dir/program` over the entries of `path_var`, if its path is
+/// absolute: a relative entry depends on the child's working directory, so the child decides.
+fn search_path(program: &str, path_var: &OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path_var)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable_file(candidate))
+        .filter(|found| found.is_absolute())
+}
+
+fn forget_program(program: &str) {
+    RESOLVED
+        .lock()
+        .unwrap()
+        .retain(|(name, _, _)| name != program);
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// One pipe being drained into memory, up to a cap.
@@ -198,6 +271,8 @@ fn supervise(
         if status.is_none() {
             status = child.try_wait()?;
             if status.is_some() {
+                // Anything still in the group after its leader ended is a leak: stop it so
+                // nothing outlives the task.
                 procgroup::kill_group(pgid, libc::SIGKILL);
                 drain_until = Some(Instant::now() + Duration::from_secs(2));
             }
@@ -405,6 +480,48 @@ mod tests {
         spec.argv = vec!["definitely-not-a-real-agent-cli".into()];
         let err = run_process(&spec, &AtomicBool::new(false), &mut |_| {}).unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn bare_names_resolve_to_the_first_executable_on_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let make = |dir: &Path, mode: u32| {
+            let p = dir.join("tool");
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        make(a.path(), 0o644); // not executable: skipped
+        let wanted = make(b.path(), 0o755);
+        let path_var = std::env::join_paths([Path::new("rel"), a.path(), b.path()]).unwrap();
+        assert_eq!(search_path("tool", &path_var), Some(wanted));
+        assert_eq!(search_path("missing", &path_var), None);
+        // Found only through a relative entry: left to the child.
+        let rel = std::env::join_paths([Path::new(".")]).unwrap();
+        let cwd_tool = std::env::current_dir().unwrap().join("Cargo.toml");
+        assert!(cwd_tool.exists());
+        assert_eq!(search_path("Cargo.toml", &rel), None);
+    }
+
+    #[test]
+    fn a_resolved_program_that_vanished_is_searched_again() {
+        // A name no other test runs, so nothing else touches its entry meanwhile.
+        let path_var = std::env::var_os("PATH").unwrap();
+        let gone = PathBuf::from("/nonexistent/orch-test/printf");
+        {
+            let mut known = RESOLVED.lock().unwrap();
+            known.retain(|(n, _, _)| n != "printf");
+            known.push(("printf".into(), path_var, gone.clone()));
+        }
+        assert_eq!(resolve_program("printf"), Some(gone.clone()));
+        let mut spec = ProcessSpec::shell("", std::env::temp_dir());
+        spec.argv = vec!["printf".into(), "still".into()];
+        let out = run(&spec);
+        assert!(out.exit.success());
+        assert_eq!(out.stdout, b"still");
+        assert_ne!(resolve_program("printf"), Some(gone));
     }
 
     #[test]

@@ -12,10 +12,7 @@ pub fn kill_group(pgid: i32, sig: i32) {
 
 /// Whether `pid` exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat_fields(&stat).is_some_and(|f| f.first() != Some(&"Z")),
-        Err(_) => false,
-    }
+    read_stat(pid).is_some_and(|stat| stat_fields(&stat).is_some_and(|f| f.first() != Some(&"Z")))
 }
 
 /// Fields of /proc/PID/stat after the `(comm)` field, which may itself hold spaces.
@@ -26,9 +23,31 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
 
 /// Start time of `pid` in clock ticks since boot, which tells a pid apart from a later reuse.
 pub fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = read_stat(pid)?;
     // After comm: state(0) ppid(1) pgrp(2) ... starttime is field 22 overall, index 19 here.
     stat_fields(&stat)?.get(19)?.parse().ok()
+}
+
+/// /proc/PID/stat in a stack buffer: this runs once per spawned task, and `read_to_string`
+/// adds a stat call and several growing reads for a line of about 300 bytes.
+fn read_stat(pid: i32) -> Option<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    // Some 52 numeric fields and a 16-byte comm always fit; refuse a cut line, not misparse.
+    if len == buf.len() {
+        return None;
+    }
+    String::from_utf8(buf[..len].to_vec()).ok()
 }
 
 fn pgrp_of(stat: &str) -> Option<i32> {
@@ -66,7 +85,7 @@ fn members_of(pgid: i32, min_ticks: u64) -> Vec<i32> {
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            let Some(stat) = read_stat(pid) else {
                 return false;
             };
             pgrp_of(&stat) == Some(pgid)
@@ -95,6 +114,13 @@ mod tests {
             reap_stale(&[(pid, ticks + 1)]),
             0,
             "start time differs: not ours"
+        );
+        assert_eq!(
+            Some(ticks),
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| stat_fields(&s)?.get(19)?.parse().ok()),
+            "the short read agrees with a full one"
         );
         assert_eq!(reap_stale(&[(pid, ticks)]), 1);
         let status = child.wait().unwrap();
