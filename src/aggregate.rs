@@ -274,14 +274,10 @@ fn merge_with_agent(
         // The same crash bookkeeping as a task's process: guard, then journal.
         let mut spawned = None;
         ctx.guard_before_spawn();
-        let out = executor::run_process(&process, ctx.cancel, &mut |pgid| {
+        let out = executor::run_process(&process, ctx.cancel, &mut |pgid, window| {
             spawned = Some(pgid);
-            let start_ticks = ctx.track_spawn(pgid);
-            let _ = store.append(&JournalEntry::Spawned {
-                task: "aggregate".into(),
-                pgid,
-                start_ticks,
-            });
+            ctx.track_spawn(pgid);
+            let _ = store.append(&JournalEntry::spawned("aggregate".into(), pgid, window));
         });
         if let Some(pgid) = spawned {
             ctx.track_exit(pgid);

@@ -344,6 +344,14 @@ impl OpenDir {
 
     /// The stamp of `rel` and whether it is a directory, or `None` when it does not exist.
     pub fn stat(&self, rel: &str) -> io::Result<Option<(FileStamp, bool)>> {
+        Ok(self
+            .stat_kind(rel)?
+            .map(|(stamp, kind)| (stamp, kind == FileKind::Dir)))
+    }
+
+    /// The stamp of `rel` (symlinks followed) and what kind of file it is, or `None` when it
+    /// does not exist.
+    pub fn stat_kind(&self, rel: &str) -> io::Result<Option<(FileStamp, FileKind)>> {
         use std::os::fd::AsRawFd;
         let mut buf = [0u8; 512];
         let owned;
@@ -378,8 +386,22 @@ impl OpenDir {
             ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec,
             inode: st.st_ino,
         };
-        Ok(Some((stamp, st.st_mode & libc::S_IFMT == libc::S_IFDIR)))
+        let kind = match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFDIR => FileKind::Dir,
+            _ => FileKind::Other,
+        };
+        Ok(Some((stamp, kind)))
     }
+}
+
+/// What [`OpenDir::stat_kind`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    /// A FIFO, socket or device: never a task's output.
+    Other,
 }
 
 pub fn hash_file_contents(path: &Path) -> io::Result<Digest> {

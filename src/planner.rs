@@ -684,7 +684,7 @@ impl Planner<'_> {
             grace: Duration::from_secs(5),
             max_output: 16 << 20,
         };
-        let out = executor::run_process(&spec, self.cancel, &mut |_| {}).map_err(launch)?;
+        let out = executor::run_process(&spec, self.cancel, &mut |_, _| {}).map_err(launch)?;
         let log = format!(
             "--- planner attempt {attempt} ({}) ---\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
             out.exit,

@@ -365,6 +365,25 @@ fn a_shell_task_that_falls_silent_leaves_no_stale_result() {
 }
 
 #[test]
+fn an_output_that_is_not_a_regular_file_counts_as_missing() {
+    // Hashing a FIFO would block forever; a directory is not a file either.
+    let p = Project::new(
+        "[tasks.fifo]\nrun = \"mkfifo out.fifo\"\noutputs = [\"out.fifo\"]\n\n[tasks.dir]\nrun = \"mkdir -p out.d\"\noutputs = [\"out.d\"]\n",
+    );
+    let run = p.orch(&["build", "-k"]);
+    assert_eq!(run.code(), 1);
+    let err = run.stderr();
+    assert!(
+        err.contains("declared output missing after run: out.fifo"),
+        "{err}"
+    );
+    assert!(
+        err.contains("declared output missing after run: out.d"),
+        "{err}"
+    );
+}
+
+#[test]
 fn dep_results_reach_the_dependents_prompt_file() {
     let fake = fake_claude();
     let p = Project::new(&format!(

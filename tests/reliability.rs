@@ -458,3 +458,44 @@ fn the_guard_stops_children_it_was_not_yet_told_about() {
     other.kill().unwrap();
     other.wait().unwrap();
 }
+
+#[test]
+fn groups_left_when_orch_and_its_guard_both_die_are_stopped_by_the_next_build() {
+    // `pkill -9 orch` takes the guard too. Then only the journal knows the task's process
+    // group, and the next build must stop it before running anything.
+    let p = Project::new(
+        "[tasks.hold]\nrun = \"if [ -f second ]; then echo done >> ran.log; else echo $$ >> pids.log; sleep 60 & wait; fi\"\n",
+    );
+    let mut orch = spawn_build(&p);
+    wait_for("the task to start", Duration::from_secs(10), || {
+        !pids(&p).is_empty()
+            && std::fs::read_to_string(p.path(".orchestrator/journal.jsonl"))
+                .is_ok_and(|j| j.contains("\"spawned\""))
+    });
+    let dir = p.dir.path().canonicalize().unwrap();
+    let guards = guards_in(&dir);
+    assert_eq!(guards.len(), 1, "one guard per build");
+    // SAFETY: signalling our own child and the guard it started.
+    unsafe {
+        libc::kill(orch.id() as i32, libc::SIGKILL);
+        libc::kill(guards[0], libc::SIGKILL);
+    }
+    orch.wait().unwrap();
+    let killed_at = uptime_ticks();
+    let groups = pids(&p);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !survivors(&groups, killed_at).is_empty(),
+        "with orch and its guard gone, the task is still running"
+    );
+    p.write("second", "");
+    let run = p.orch(&["build"]);
+    run.success();
+    assert!(
+        run.stderr().contains("left running by an interrupted run"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(p.lines("ran.log"), ["done"]);
+    assert_nothing_survives(&p, killed_at);
+}

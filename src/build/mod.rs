@@ -254,13 +254,9 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 self.attempt_started(task, attempt);
                 self.doc.touch();
             }
-            TaskMsg::Spawned { task, pgid, ticks } => {
+            TaskMsg::Spawned { task, pgid, window } => {
                 let id = self.ctx.task(task).id.clone();
-                let r = self.store.append(&JournalEntry::Spawned {
-                    task: id,
-                    pgid,
-                    start_ticks: ticks,
-                });
+                let r = self.store.append(&JournalEntry::spawned(id, pgid, window));
                 self.journal(r);
             }
             TaskMsg::ProcessEnded { pgid } => {
@@ -451,7 +447,7 @@ pub fn open_state(
     let mut store = StateStore::open_preloaded(layout, preloaded).map_err(|e| miette!("{e}"))?;
     let recovered = store.interrupted;
     if !store.stale_groups.is_empty() {
-        let groups: Vec<(i32, u64)> = store
+        let groups: Vec<(i32, procgroup::StartWindow)> = store
             .stale_groups
             .iter()
             .map(|(_, g, t)| (*g, *t))

@@ -50,7 +50,7 @@ pub enum TaskMsg {
     Spawned {
         task: usize,
         pgid: i32,
-        ticks: u64,
+        window: procgroup::StartWindow,
     },
     ProcessEnded {
         pgid: i32,
@@ -458,13 +458,11 @@ impl BuildContext<'_> {
         }
     }
 
-    /// Puts a new process group under the crash guard; returns its leader's start time for
-    /// the journal.
-    pub fn track_spawn(&self, pgid: i32) -> u64 {
+    /// Puts a new process group under the crash guard.
+    pub fn track_spawn(&self, pgid: i32) {
         if let Some(g) = &self.guard {
             g.watch(pgid);
         }
-        procgroup::start_ticks(pgid).unwrap_or(0)
     }
 
     pub fn track_exit(&self, pgid: i32) {
@@ -513,13 +511,13 @@ impl BuildContext<'_> {
     ) -> io::Result<executor::ProcessOutput> {
         let mut spawned = None;
         self.guard_before_spawn();
-        let out = executor::run_process(spec, self.cancel, &mut |pgid| {
+        let out = executor::run_process(spec, self.cancel, &mut |pgid, window| {
             spawned = Some(pgid);
-            let ticks = self.track_spawn(pgid);
+            self.track_spawn(pgid);
             send(TaskMsg::Spawned {
                 task: t,
                 pgid,
-                ticks,
+                window,
             });
         });
         if let Some(pgid) = spawned {
@@ -535,11 +533,8 @@ impl BuildContext<'_> {
         // What the declared outputs look like before the run, to tell a file this attempt
         // wrote from one an earlier run left behind.
         let attempt_start = std::time::SystemTime::now();
-        let before: Vec<Option<OutputStamp>> = task
-            .outputs
-            .iter()
-            .map(|o| OutputStamp::of(&self.plan.root.join(o)))
-            .collect();
+        let before: Vec<Option<OutputStamp>> =
+            task.outputs.iter().map(|o| self.output_stamp(o)).collect();
         let reply = match (&task.action, self.agent(t)) {
             (Action::Shell(script), _) => {
                 let spec = self.process_spec(
@@ -624,11 +619,14 @@ impl BuildContext<'_> {
                 return Err(Failure::new(FailureKind::Launch, "no agent for this task"));
             }
         };
+        let after: Vec<Option<OutputStamp>> =
+            task.outputs.iter().map(|o| self.output_stamp(o)).collect();
         let missing: Vec<&str> = task
             .outputs
             .iter()
-            .filter(|o| !self.plan.root.join(o).is_file())
-            .map(String::as_str)
+            .zip(&after)
+            .filter(|(_, now)| !now.as_ref().is_some_and(|s| s.is_file))
+            .map(|(o, _)| o.as_str())
             .collect();
         if !missing.is_empty() {
             return Err(Failure::new(
@@ -639,12 +637,10 @@ impl BuildContext<'_> {
         let stale: Vec<&str> = task
             .outputs
             .iter()
-            .zip(&before)
-            .filter(|(o, was)| {
-                was.as_ref().is_some_and(|w| {
-                    w.settled_before(attempt_start)
-                        && OutputStamp::of(&self.plan.root.join(o)).as_ref() == Some(w)
-                })
+            .zip(before.iter().zip(&after))
+            .filter(|(_, (was, now))| {
+                was.as_ref()
+                    .is_some_and(|w| w.settled_before(attempt_start) && now.as_ref() == Some(w))
             })
             .map(|(o, _)| o.as_str())
             .collect();
@@ -716,6 +712,23 @@ impl BuildContext<'_> {
         );
         let _ = std::fs::create_dir_all(self.layout.logs_dir());
         let _ = std::fs::write(path, self.redactor.redact(&text).as_bytes());
+    }
+
+    /// How the declared output `rel` looks now, if it exists: by the open project root, so
+    /// the kernel does not walk the root's own path on every call.
+    fn output_stamp(&self, rel: &str) -> Option<OutputStamp> {
+        let (stamp, is_file) = match &self.root_dir {
+            Some(dir) => dir
+                .stat_kind(rel)
+                .ok()
+                .flatten()
+                .map(|(stamp, kind)| (stamp, kind == fingerprint::FileKind::File))?,
+            None => {
+                let m = std::fs::metadata(self.plan.root.join(rel)).ok()?;
+                (fingerprint::FileStamp::of(&m), m.is_file())
+            }
+        };
+        Some(OutputStamp { stamp, is_file })
     }
 
     /// Whether `result` (a file in the results directory) was there when the build's first
@@ -939,26 +952,18 @@ impl BuildContext<'_> {
 /// Enough of a file's metadata to see whether anything wrote it.
 #[derive(Debug, Clone, PartialEq)]
 struct OutputStamp {
-    modified: std::time::SystemTime,
-    inode: u64,
-    size: u64,
+    stamp: fingerprint::FileStamp,
+    is_file: bool,
 }
 
 impl OutputStamp {
-    fn of(path: &std::path::Path) -> Option<OutputStamp> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
-        Some(OutputStamp {
-            modified: m.modified().ok()?,
-            inode: m.ino(),
-            size: m.len(),
-        })
-    }
-
     /// File times come from a coarse clock (a few ms): a file changed just before the attempt
     /// could be rewritten with an identical stamp, so only older ones prove "not rewritten".
     fn settled_before(&self, start: std::time::SystemTime) -> bool {
-        self.modified + Duration::from_millis(50) < start
+        let start_ns = start
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        self.stamp.mtime_ns + 50_000_000 < start_ns
     }
 }
 

@@ -54,23 +54,65 @@ fn pgrp_of(stat: &str) -> Option<i32> {
     stat_fields(stat)?.get(2)?.parse().ok()
 }
 
+/// When a process started, in clock ticks since boot (as /proc/PID/stat counts it): between
+/// `earliest` and `latest`, both included. Read from the clock around the spawn rather than
+/// from /proc afterwards, which costs a file read per task; a reused pid would have to fall
+/// in the same window of a tick or two to be taken for ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StartWindow {
+    pub earliest: u64,
+    pub latest: u64,
+}
+
+impl StartWindow {
+    /// The window of a process started at exactly `ticks` (as older journals record it).
+    pub fn exact(ticks: u64) -> StartWindow {
+        StartWindow {
+            earliest: ticks,
+            latest: ticks,
+        }
+    }
+
+    pub fn contains(&self, ticks: u64) -> bool {
+        (self.earliest..=self.latest).contains(&ticks)
+    }
+}
+
+/// Clock ticks since boot now, on the clock the kernel stamps process start times with.
+pub fn boot_ticks_now() -> u64 {
+    // SAFETY: clock_gettime fills the zeroed struct we pass; sysconf has no preconditions.
+    let (ts, per_second) = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+        (ts, libc::sysconf(libc::_SC_CLK_TCK))
+    };
+    let per_second = if per_second > 0 {
+        per_second as u128
+    } else {
+        100
+    };
+    let nanos = ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128;
+    // As the kernel converts: whole ticks, rounded down.
+    (nanos / (1_000_000_000 / per_second)) as u64
+}
+
 /// Stops what remains of process groups a previous, crashed run started. A group counts as
-/// ours only if its leader still has the recorded start time or, with the leader gone, its
-/// members started no earlier than it did. Returns how many processes were signalled.
-pub fn reap_stale(groups: &[(i32, u64)]) -> usize {
+/// ours only if its leader still started within the recorded window or, with the leader
+/// gone, its members started no earlier. Returns how many processes were signalled.
+pub fn reap_stale(groups: &[(i32, StartWindow)]) -> usize {
     let mut killed = 0;
-    for &(pgid, ticks) in groups {
+    for &(pgid, window) in groups {
         if pgid <= 1 {
             continue;
         }
         let ours = match start_ticks(pgid) {
-            Some(t) => t == ticks,
+            Some(t) => window.contains(t),
             None => true,
         };
         if !ours {
             continue;
         }
-        let members = members_of(pgid, ticks);
+        let members = members_of(pgid, window.earliest);
         if !members.is_empty() {
             kill_group(pgid, libc::SIGKILL);
             killed += members.len();
@@ -102,6 +144,23 @@ mod tests {
     use std::os::unix::process::CommandExt;
 
     #[test]
+    fn the_clock_window_around_a_spawn_holds_its_start_time() {
+        for _ in 0..20 {
+            let earliest = boot_ticks_now();
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let latest = boot_ticks_now();
+            let window = StartWindow { earliest, latest };
+            let started = start_ticks(child.id() as i32).unwrap();
+            child.wait().unwrap();
+            assert!(window.contains(started), "{started} not in {window:?}");
+            assert!(
+                latest - earliest <= 1 + 100,
+                "a spawn takes far less than a second"
+            );
+        }
+    }
+
+    #[test]
     fn reaps_a_group_left_behind() {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
@@ -111,7 +170,7 @@ mod tests {
         let pid = child.id() as i32;
         let ticks = start_ticks(pid).unwrap();
         assert_eq!(
-            reap_stale(&[(pid, ticks + 1)]),
+            reap_stale(&[(pid, StartWindow::exact(ticks + 1))]),
             0,
             "start time differs: not ours"
         );
@@ -122,7 +181,7 @@ mod tests {
                 .and_then(|s| stat_fields(&s)?.get(19)?.parse().ok()),
             "the short read agrees with a full one"
         );
-        assert_eq!(reap_stale(&[(pid, ticks)]), 1);
+        assert_eq!(reap_stale(&[(pid, StartWindow::exact(ticks))]), 1);
         let status = child.wait().unwrap();
         assert!(!status.success());
     }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+use crate::executor::procgroup::StartWindow;
 use crate::fingerprint::{field_name, Digest, FieldName, FileStamp};
 use crate::plan::Plan;
 use codec::{DecodeError, Decoder, Encoder};
@@ -347,7 +348,11 @@ pub enum JournalEntry {
     Spawned {
         task: String,
         pgid: i32,
+        /// The leader's start time, in clock ticks since boot: no earlier than this...
         start_ticks: u64,
+        /// ...and no later than this (absent in older journals: exactly `start_ticks`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_ticks_latest: Option<u64>,
     },
     Reaped {
         pgid: i32,
@@ -365,12 +370,23 @@ pub enum JournalEntry {
     Closed,
 }
 
+impl JournalEntry {
+    pub fn spawned(task: String, pgid: i32, window: StartWindow) -> JournalEntry {
+        JournalEntry::Spawned {
+            task,
+            pgid,
+            start_ticks: window.earliest,
+            start_ticks_latest: Some(window.latest),
+        }
+    }
+}
+
 /// The loaded state plus an open journal. One per build, owned by the scheduling thread.
 pub struct StateStore {
     pub layout: StateLayout,
     pub snapshot: Snapshot,
     /// Process groups a previous run started and never saw end.
-    pub stale_groups: Vec<(String, i32, u64)>,
+    pub stale_groups: Vec<(String, i32, StartWindow)>,
     journal: Option<File>,
     /// Whether the snapshot on disk is behind (journal lines, new ids, changed statuses).
     pub dirty: bool,
@@ -394,7 +410,7 @@ impl StateStore {
         preloaded: Option<preload::PreloadedSnapshot>,
     ) -> io::Result<StateStore> {
         let (mut snapshot, legacy) = Self::read_snapshot(&layout, preloaded)?;
-        let mut groups: IndexMap<i32, (String, u64)> = IndexMap::new();
+        let mut groups: IndexMap<i32, (String, StartWindow)> = IndexMap::new();
         let mut journal_bytes = 0;
         let mut closed = true;
         let mut succeeded = Vec::new();
@@ -429,8 +445,13 @@ impl StateStore {
                         task,
                         pgid,
                         start_ticks,
+                        start_ticks_latest,
                     } => {
-                        groups.insert(pgid, (task, start_ticks));
+                        let window = StartWindow {
+                            earliest: start_ticks,
+                            latest: start_ticks_latest.unwrap_or(start_ticks),
+                        };
+                        groups.insert(pgid, (task, window));
                     }
                     JournalEntry::Reaped { pgid } => {
                         groups.shift_remove(&pgid);
@@ -440,7 +461,7 @@ impl StateStore {
         }
         let stale_groups = groups
             .into_iter()
-            .map(|(pgid, (task, ticks))| (task, pgid, ticks))
+            .map(|(pgid, (task, window))| (task, pgid, window))
             .collect();
         let interrupted = journal_bytes > 0 && !closed;
         if interrupted {
@@ -663,6 +684,38 @@ pub(crate) mod tests {
         assert_eq!(s.snapshot.records["a"].fingerprint, Digest::of(b"3"));
         assert!(!s.snapshot.records.contains_key("b"));
         assert!(!s.snapshot.records.contains_key("c"));
+    }
+
+    #[test]
+    fn unreaped_groups_are_replayed_with_their_start_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = StateLayout::new(dir.path());
+        let mut s = StateStore::open(layout.clone()).unwrap();
+        let window = StartWindow {
+            earliest: 500,
+            latest: 501,
+        };
+        s.append(&JournalEntry::spawned("a".into(), 41, window))
+            .unwrap();
+        s.append(&JournalEntry::spawned("b".into(), 42, window))
+            .unwrap();
+        s.append(&JournalEntry::Reaped { pgid: 41 }).unwrap();
+        drop(s);
+        // A line from before the window was recorded: one exact start time.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(layout.journal())
+            .unwrap();
+        f.write_all(b"{\"event\":\"spawned\",\"task\":\"c\",\"pgid\":43,\"start_ticks\":7}\n")
+            .unwrap();
+        let s = StateStore::open(layout).unwrap();
+        assert_eq!(
+            s.stale_groups,
+            vec![
+                ("b".to_string(), 42, window),
+                ("c".to_string(), 43, StartWindow::exact(7))
+            ]
+        );
     }
 
     #[test]
