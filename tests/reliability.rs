@@ -499,3 +499,41 @@ fn groups_left_when_orch_and_its_guard_both_die_are_stopped_by_the_next_build() 
     assert_eq!(p.lines("ran.log"), ["done"]);
     assert_nothing_survives(&p, killed_at);
 }
+
+#[test]
+fn the_guard_stops_the_groups_listed_with_it_and_only_those() {
+    // Processes without ORCH_RUN_ID: only the guard's register can name them.
+    use orchfile::executor::guard::Guard;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let sleeper = || {
+        Command::new("sh")
+            .args(["-c", "sleep 60 & wait"])
+            .env_remove("ORCH_RUN_ID")
+            .process_group(0)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut listed, mut released, mut unlisted) = (sleeper(), sleeper(), sleeper());
+    let guard = Guard::new(orch_bin().into(), Duration::from_millis(200));
+    guard.watch(listed.id() as i32);
+    guard.watch(released.id() as i32);
+    guard.release(released.id() as i32);
+    drop(guard); // orch "dies": the guard's stdin closes without a goodbye
+    wait_for(
+        "the listed group to be stopped",
+        Duration::from_secs(10),
+        || listed.try_wait().unwrap().is_some(),
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    for (what, child) in [("released", &mut released), ("unlisted", &mut unlisted)] {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the {what} group was stopped"
+        );
+        // SAFETY: signalling the group of our own child.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        child.wait().unwrap();
+    }
+}

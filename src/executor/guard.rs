@@ -1,14 +1,23 @@
 //! The guard: a small process (`orch __guard`) started once per build that outlives orch only
-//! to clean up after it. orch tells it, over a pipe, each process group it starts and reaps.
-//! If the pipe closes without a goodbye (orch was SIGKILLed or crashed), the guard stops every
-//! group still listed: SIGTERM, a grace period, SIGKILL. So even `kill -9 orch` or an OOM kill
-//! leaves no agent running, grandchildren included.
+//! to clean up after it. If orch dies without saying goodbye on the guard's stdin pipe (it
+//! was SIGKILLed or crashed), the guard stops every process group orch had listed as running:
+//! SIGTERM, a grace period, SIGKILL. So even `kill -9 orch` or an OOM kill leaves no agent
+//! running, grandchildren included.
+//!
+//! The list is a register in memory shared with the guard (a memfd, the guard's stdout): a
+//! slot per running group, written in place as groups start and end. The guard reads it only
+//! once orch is gone, so listing a group never wakes it: on a busy machine that wake-up,
+//! twice per task, cost a context switch next to the build's own processes.
 //!
 //! A group is listed just after it starts; orch killed in between would leave it unlisted.
 //! So every child also carries `ORCH_RUN_ID` in its environment, and the guard also stops the
 //! groups of processes it finds in /proc with this run's id.
 
-use std::io::{self, BufRead, Write};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -17,8 +26,8 @@ use std::time::Duration;
 
 use super::procgroup;
 
-/// orch's end of the pipe. The guard process starts just before the first child, so a build that
-/// starts none (everything up to date) does not pay for it.
+/// orch's side of the guard. The guard process starts just before the first child, so a build
+/// that starts none (everything up to date) does not pay for it.
 pub struct Guard {
     program: PathBuf,
     grace: Duration,
@@ -29,6 +38,78 @@ pub struct Guard {
 struct Running {
     child: Mutex<Child>,
     pipe: Mutex<Option<ChildStdin>>,
+    register: Mutex<Register>,
+}
+
+/// The shared list of running groups: 4-byte little-endian pgids, 0 for a free slot.
+struct Register {
+    file: File,
+    slot_of: HashMap<i32, u64>,
+    free: Vec<u64>,
+    next: u64,
+}
+
+impl Register {
+    fn new() -> io::Result<Register> {
+        // SAFETY: memfd_create takes a NUL-terminated name; on success we own the descriptor.
+        let fd = unsafe { libc::memfd_create(c"orch-guard".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Register {
+            file: File::from(unsafe { OwnedFd::from_raw_fd(fd) }),
+            slot_of: HashMap::new(),
+            free: Vec::new(),
+            next: 0,
+        })
+    }
+
+    fn list(&mut self, pgid: i32) -> io::Result<()> {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        });
+        self.slot_of.insert(pgid, slot);
+        self.file.write_all_at(&pgid.to_le_bytes(), slot * 4)
+    }
+
+    fn unlist(&mut self, pgid: i32) -> io::Result<()> {
+        let Some(slot) = self.slot_of.remove(&pgid) else {
+            return Ok(());
+        };
+        self.free.push(slot);
+        self.file.write_all_at(&0i32.to_le_bytes(), slot * 4)
+    }
+}
+
+/// The name memfd_create gives the register, as /proc shows its descriptors.
+const REGISTER_LINK: &str = "/memfd:orch-guard";
+
+/// In the guard: the groups listed in the register, its stdout. Anything else on stdout (the
+/// guard started by hand) lists nothing: its bytes are not pgids.
+fn read_register() -> Vec<i32> {
+    let is_register = std::fs::read_link("/proc/self/fd/1")
+        .is_ok_and(|l| l.to_string_lossy().starts_with(REGISTER_LINK));
+    if !is_register {
+        return Vec::new();
+    }
+    // SAFETY: fd 1 is the register orch handed us; borrowed, never closed here.
+    let register = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n @ 1..) = register.read_at(&mut chunk, bytes.len() as u64) {
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    listed_groups(&bytes)
+}
+
+/// The groups listed in the bytes of a register.
+fn listed_groups(bytes: &[u8]) -> Vec<i32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .filter(|&g| g > 1)
+        .collect()
 }
 
 impl Running {
@@ -61,12 +142,13 @@ impl Guard {
     /// Starts `program __guard` in its own process group, so a Ctrl-C meant for orch does
     /// not reach it.
     fn start(&self) -> io::Result<Running> {
+        let register = Register::new()?;
         let mut child = Command::new(&self.program)
             .arg("__guard")
             .arg(self.grace.as_millis().to_string())
             .arg(&self.run_id)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(register.file.try_clone()?))
             .stderr(Stdio::inherit())
             .process_group(0)
             .spawn()?;
@@ -74,6 +156,7 @@ impl Guard {
         Ok(Running {
             child: Mutex::new(child),
             pipe: Mutex::new(pipe),
+            register: Mutex::new(register),
         })
     }
 
@@ -97,13 +180,14 @@ impl Guard {
     /// Registers a process group to stop if orch dies.
     pub fn watch(&self, pgid: i32) {
         if let Some(r) = self.running() {
-            r.send(&format!("+{pgid}\n"));
+            // A failed write costs only the crash cleanup of this group; the build goes on.
+            let _ = r.register.lock().unwrap().list(pgid);
         }
     }
 
     pub fn release(&self, pgid: i32) {
         if let Some(Some(r)) = self.running.get() {
-            r.send(&format!("-{pgid}\n"));
+            let _ = r.register.lock().unwrap().unlist(pgid);
         }
     }
 
@@ -117,7 +201,7 @@ impl Guard {
     }
 }
 
-/// The guard process itself: reads the pipe until goodbye or EOF.
+/// The guard process itself: waits on stdin for goodbye or EOF; the register is its stdout.
 pub fn run_guard(grace: Duration, run_id: Option<&str>) -> i32 {
     // SAFETY: setting signal dispositions to ignore, before any threads exist.
     unsafe {
@@ -125,21 +209,13 @@ pub fn run_guard(grace: Duration, run_id: Option<&str>) -> i32 {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let mut live: Vec<i32> = Vec::new();
-    let stdin = io::stdin();
-    for line in stdin.lock().lines() {
-        let Ok(line) = line else { break };
-        let line = line.trim();
-        if line == "exit" {
-            return 0;
-        }
-        if let Some(g) = line.strip_prefix('+').and_then(|n| n.parse().ok()) {
-            live.push(g);
-        } else if let Some(g) = line.strip_prefix('-').and_then(|n| n.parse::<i32>().ok()) {
-            live.retain(|&x| x != g);
-        }
+    let mut said = Vec::new();
+    let _ = io::Read::read_to_end(&mut io::stdin().lock(), &mut said);
+    if said.starts_with(b"exit") {
+        return 0;
     }
-    // orch is gone without saying goodbye.
+    // orch is gone without saying goodbye: what it listed is what it left running.
+    let mut live = read_register();
     if let Some(id) = run_id {
         for g in groups_tagged(id) {
             if !live.contains(&g) {
@@ -194,4 +270,47 @@ fn groups_tagged(run_id: &str) -> Vec<i32> {
         }
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(r: &Register) -> Vec<i32> {
+        let mut bytes = Vec::new();
+        let mut file = &r.file;
+        use std::io::{Read, Seek};
+        file.seek(io::SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        listed_groups(&bytes)
+    }
+
+    #[test]
+    fn the_register_lists_running_groups_and_reuses_free_slots() {
+        let mut r = Register::new().unwrap();
+        for g in [101, 102, 103] {
+            r.list(g).unwrap();
+        }
+        r.unlist(102).unwrap();
+        assert_eq!(listed(&r), [101, 103]);
+        r.list(104).unwrap();
+        assert_eq!(listed(&r), [101, 104, 103], "slot of 102 reused");
+        r.unlist(999).unwrap(); // never listed: nothing changes
+        r.unlist(101).unwrap();
+        r.unlist(104).unwrap();
+        r.unlist(103).unwrap();
+        assert!(listed(&r).is_empty());
+        assert_eq!(r.file.metadata().unwrap().len(), 12, "three slots, no more");
+    }
+
+    #[test]
+    fn a_register_is_what_proc_names_it() {
+        use std::os::fd::AsRawFd;
+        let r = Register::new().unwrap();
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", r.file.as_raw_fd())).unwrap();
+        assert!(
+            link.to_string_lossy().starts_with(REGISTER_LINK),
+            "{link:?}"
+        );
+    }
 }
