@@ -278,6 +278,8 @@ fn merge_with_agent(
             spawned = Some(pgid);
             ctx.track_spawn(pgid);
             let _ = store.append(&JournalEntry::spawned("aggregate".into(), pgid, window));
+            // On disk before the wait: the merge agent may run for minutes.
+            let _ = store.flush_journal();
         });
         if let Some(pgid) = spawned {
             ctx.track_exit(pgid);

@@ -311,6 +311,9 @@ pub trait Coordinator<M, D> {
     fn blocked(&mut self, task: usize, failed_dep: usize);
     /// Called at least every 100ms while tasks run.
     fn tick(&mut self) {}
+    /// Called before the scheduling thread waits for workers, and when `drive` returns: the
+    /// moment to write out what the last steps buffered.
+    fn idle(&mut self) {}
 }
 
 enum WorkerEvent<D> {
@@ -353,6 +356,7 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
     fill(sched, coord, &mut batch);
     if batch.is_empty() && sched.running() == 0 {
         // Everything was up to date (or stopped): no worker threads needed.
+        coord.idle();
         return;
     }
     let pool = rayon::ThreadPoolBuilder::new()
@@ -394,6 +398,7 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
             if sched.running() == 0 {
                 break;
             }
+            coord.idle();
             let event = rx.recv_timeout(Duration::from_millis(100));
             deliver(coord);
             match event {
@@ -421,6 +426,7 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
     });
     // Messages sent after the last Done cannot exist: each worker sends Done last, and the
     // mailbox was emptied before that Done was handled.
+    coord.idle();
 }
 
 #[cfg(test)]

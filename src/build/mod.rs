@@ -404,6 +404,11 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
         self.save_status(t);
     }
 
+    fn idle(&mut self) {
+        let r = self.store.flush_journal();
+        self.journal(r);
+    }
+
     fn tick(&mut self) {
         if let Err(e) = self
             .doc

@@ -388,6 +388,9 @@ pub struct StateStore {
     /// Process groups a previous run started and never saw end.
     pub stale_groups: Vec<(String, i32, StartWindow)>,
     journal: Option<File>,
+    /// Journal lines not yet written: a build writes what one scheduling step produced in
+    /// one call (see [`StateStore::flush_journal`]) instead of a call per line.
+    pending: Vec<u8>,
     /// Whether the snapshot on disk is behind (journal lines, new ids, changed statuses).
     pub dirty: bool,
     /// The journal is what a run that did not finish left behind.
@@ -478,6 +481,7 @@ impl StateStore {
             snapshot,
             stale_groups,
             journal: None,
+            pending: Vec::new(),
             dirty: false,
             interrupted,
             legacy,
@@ -548,8 +552,29 @@ impl StateStore {
         agent_id(self.snapshot.agent_numbers.get(task).copied().unwrap_or(0))
     }
 
+    /// Adds a line to the journal. It reaches the file at the next [`Self::flush_journal`]
+    /// (or once 64 KiB wait, or when the store closes or is dropped): a process killed in
+    /// between loses only lines of work it had not reported as done, which the next run
+    /// redoes.
     pub fn append(&mut self, entry: &JournalEntry) -> io::Result<()> {
         self.dirty = true;
+        let before = self.pending.len();
+        serde_json::to_writer(&mut self.pending, entry).map_err(io::Error::other)?;
+        self.pending.push(b'\n');
+        self.journal_bytes += (self.pending.len() - before) as u64;
+        if self.pending.len() >= 64 << 10 {
+            self.flush_journal()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the lines waiting since the last call, in one call: whole lines only, so with
+    /// O_APPEND no line is interleaved with another writer's, and a crash mid-write leaves at
+    /// most a torn last line, which replay ignores.
+    pub fn flush_journal(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         if self.journal.is_none() {
             self.journal = Some(
                 OpenOptions::new()
@@ -558,11 +583,9 @@ impl StateStore {
                     .open(self.layout.journal())?,
             );
         }
-        let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
-        line.push(b'\n');
-        // One write per line: with O_APPEND a line is never interleaved with another.
-        self.journal_bytes += line.len() as u64;
-        self.journal.as_mut().unwrap().write_all(&line)
+        let written = self.journal.as_mut().unwrap().write_all(&self.pending);
+        self.pending.clear();
+        written
     }
 
     pub fn record_success(&mut self, task: &str, record: TaskRecord) -> io::Result<()> {
@@ -617,6 +640,7 @@ impl StateStore {
             self.compact()
         } else {
             self.append(&JournalEntry::Closed)?;
+            self.flush_journal()?;
             self.dirty = false;
             Ok(())
         }
@@ -624,6 +648,8 @@ impl StateStore {
 
     /// Folds the journal into a new snapshot and empties the journal.
     pub fn compact(&mut self) -> io::Result<()> {
+        // Written first: should the snapshot fail, the journal still holds everything.
+        self.flush_journal()?;
         self.dirty = false;
         self.snapshot.version = 1;
         let bytes = self.snapshot.encode();
@@ -640,6 +666,13 @@ impl StateStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl Drop for StateStore {
+    /// A run that ends without closing (an error on the way out) still keeps its lines.
+    fn drop(&mut self) {
+        let _ = self.flush_journal();
     }
 }
 
@@ -684,6 +717,34 @@ pub(crate) mod tests {
         assert_eq!(s.snapshot.records["a"].fingerprint, Digest::of(b"3"));
         assert!(!s.snapshot.records.contains_key("b"));
         assert!(!s.snapshot.records.contains_key("c"));
+    }
+
+    #[test]
+    fn journal_lines_reach_the_file_at_a_flush_a_drop_or_64_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = StateLayout::new(dir.path());
+        let on_disk = || std::fs::read_to_string(layout.journal()).unwrap_or_default();
+        let mut s = StateStore::open(layout.clone()).unwrap();
+        s.record_success("a", record("1")).unwrap();
+        s.append(&JournalEntry::Reaped { pgid: 7 }).unwrap();
+        assert_eq!(on_disk(), "", "buffered until the scheduler waits");
+        s.flush_journal().unwrap();
+        assert_eq!(on_disk().lines().count(), 2);
+        assert!(on_disk().ends_with('\n'), "whole lines only");
+        s.flush_journal().unwrap(); // nothing waiting: nothing written
+        assert_eq!(on_disk().lines().count(), 2);
+        // A long step does not hold everything in memory.
+        let mut n = 2;
+        while on_disk().lines().count() == 2 {
+            s.append(&JournalEntry::Reaped { pgid: n }).unwrap();
+            n += 1;
+        }
+        assert!(on_disk().len() >= 64 << 10);
+        s.append(&JournalEntry::Reaped { pgid: -1 }).unwrap();
+        drop(s);
+        assert!(on_disk().ends_with("{\"event\":\"reaped\",\"pgid\":-1}\n"));
+        let s = StateStore::open(layout.clone()).unwrap();
+        assert_eq!(s.snapshot.records["a"].fingerprint, Digest::of(b"1"));
     }
 
     #[test]

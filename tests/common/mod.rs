@@ -83,12 +83,8 @@ impl Project {
     #[allow(dead_code)]
     pub fn recorded_successes(&self) -> std::collections::BTreeSet<String> {
         let layout = orchfile::state::StateLayout::new(self.path(".orchestrator"));
-        orchfile::state::StateStore::open(layout)
-            .expect("state loads")
-            .snapshot
-            .records
-            .into_keys()
-            .collect()
+        let store = orchfile::state::StateStore::open(layout).expect("state loads");
+        store.snapshot.records.keys().cloned().collect()
     }
 
     /// Lines of a log file the test's tasks append to, empty when absent.
