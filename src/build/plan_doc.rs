@@ -70,7 +70,7 @@ impl PlanDoc {
             log: String::new(),
             dirty: true,
             last_write: Instant::now() - Duration::from_secs(1),
-            interval: Duration::from_millis(250),
+            interval: Duration::from_secs(1),
         }
     }
 
@@ -284,7 +284,9 @@ impl PlanDoc {
         }
         self.dirty = false;
         self.last_write = Instant::now();
-        self.interval = Duration::from_millis(250).max(began.elapsed() * 20);
+        // For a person watching, a second is fresh enough; a huge plan's rewrite stays under
+        // 2% of the build.
+        self.interval = Duration::from_secs(1).max(began.elapsed() * 50);
         Ok(())
     }
 }
