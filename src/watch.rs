@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use miette::{miette, Report, Result, Severity};
@@ -138,6 +138,7 @@ pub fn watch(
         cycle_no: 0,
         building: false,
         last_build_end: None,
+        last_cycle_wall: None,
         last_started: BTreeSet::new(),
         self_loops: 0,
         paint: Paint {
@@ -247,6 +248,8 @@ struct Session<'a> {
     cycle_no: u32,
     building: bool,
     last_build_end: Option<Instant>,
+    /// Wall-clock start and end of the last cycle, to compare with file mtimes.
+    last_cycle_wall: Option<(SystemTime, SystemTime)>,
     /// Ids of the tasks the last cycle started.
     last_started: BTreeSet<String>,
     self_loops: u32,
@@ -260,17 +263,23 @@ enum Flow {
 
 impl Session<'_> {
     fn run(&mut self) -> Result<i32> {
-        match self.load_plan() {
-            Ok(loaded) => self.current = Some(Arc::new(loaded)),
-            Err(report) => {
-                eprintln!("{report:?}");
-                self.say(&format!(
-                    "fix {} to start; watching it for changes",
-                    self.orchfile_name()
-                ));
+        let failed = match self.load_plan() {
+            Ok(loaded) => {
+                self.current = Some(Arc::new(loaded));
+                None
             }
-        }
+            Err(report) => Some(report),
+        };
+        // Watching before saying anything: a fix made as soon as the diagnostic shows must
+        // not slip in before the watch exists.
         self.sync_watches(&BTreeSet::new());
+        if let Some(report) = failed {
+            eprintln!("{report:?}");
+            self.say(&format!(
+                "fix {} to start; watching it for changes",
+                self.orchfile_name()
+            ));
+        }
         if self.current.is_some() {
             if let Flow::Interrupted = self.cycle("initial build".into(), &[]) {
                 return Ok(self.stopped());
@@ -425,7 +434,8 @@ impl Session<'_> {
     /// Sorts changed paths into the pending set; returns the relevant input changes.
     fn absorb(&mut self, paths: Vec<PathBuf>) -> Vec<(String, BTreeSet<usize>)> {
         let grace = self.opts.debounce * 2 + Duration::from_millis(200);
-        let from_cycle = self.building || self.last_build_end.is_some_and(|t| t.elapsed() < grace);
+        // Only for a path that no longer exists: when its event arrived.
+        let just_after = self.last_build_end.is_some_and(|t| t.elapsed() < grace);
         let mut changes = Vec::new();
         let mut dirs_changed = BTreeSet::new();
         let mut structure = false;
@@ -445,6 +455,13 @@ impl Session<'_> {
                 Class::Ignored => {}
                 Class::Inputs(tasks) if tasks.is_empty() => {}
                 Class::Inputs(tasks) => {
+                    // When the file was written, not when its event got here: a loaded machine
+                    // can deliver a cycle's own write long after the cycle ended.
+                    let from_cycle = self.building
+                        || match (self.last_cycle_wall, modified(&path)) {
+                            (Some((start, end)), Some(mtime)) => written_during(mtime, start, end),
+                            _ => just_after,
+                        };
                     let loaded = self.current.as_ref().expect("inputs imply a plan");
                     let rel = loaded.rules.rel(&path);
                     let ids = loaded.ids(&tasks);
@@ -560,6 +577,7 @@ impl Session<'_> {
         let track = Mutex::new(Track::default());
         let mut restarting: Option<String> = None;
         let mut interrupted = false;
+        let wall_start = SystemTime::now();
         let make_reporter = self.reporter;
         let opts: &WatchOptions = self.opts;
         let build_opts = &opts.build;
@@ -620,6 +638,7 @@ impl Session<'_> {
         });
         self.building = false;
         self.last_build_end = Some(Instant::now());
+        self.last_cycle_wall = Some((wall_start, SystemTime::now()));
         self.last_started = track
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
@@ -643,6 +662,18 @@ impl Session<'_> {
         }
         Flow::Continue
     }
+}
+
+/// A file's last content change (`None`: gone or unreadable).
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::symlink_metadata(path).ok()?.modified().ok()
+}
+
+/// Whether a file with this mtime was last written between `start` and `end`. File times
+/// come from a coarse kernel clock that may lag the wall clock by a tick, never lead it.
+fn written_during(mtime: SystemTime, start: SystemTime, end: SystemTime) -> bool {
+    const TICK: Duration = Duration::from_millis(10);
+    mtime + TICK >= start && mtime <= end
 }
 
 /// Wakes the event loop when the build thread ends, however it ends.
@@ -1321,6 +1352,26 @@ deps = ["a"]
         assert!(text.contains("max_user_instances"), "{text}");
         let gone = notify::Error::new(notify::ErrorKind::PathNotFound);
         assert!(watcher_error(Some(dir), gone).is_none());
+    }
+
+    #[test]
+    fn written_during_uses_the_write_time() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let end = start + Duration::from_millis(30);
+        assert!(written_during(start + Duration::from_millis(5), start, end));
+        assert!(
+            written_during(start - Duration::from_millis(3), start, end),
+            "coarse clock"
+        );
+        assert!(written_during(end, start, end));
+        assert!(
+            !written_during(end + Duration::from_millis(1), start, end),
+            "edited after"
+        );
+        assert!(
+            !written_during(start - Duration::from_secs(60), start, end),
+            "moved in"
+        );
     }
 
     #[test]

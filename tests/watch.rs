@@ -366,7 +366,10 @@ fn restart_mode_stops_the_whole_process_group_before_running_again() {
 #[test]
 fn ctrl_c_during_a_task_stops_it_and_exits_130() {
     let mut w = Watch::start(&[("Orchfile.toml", LONG_TASK), ("in.txt", "1\n")], &[]);
-    w.wait_for("the task to start", |w| w.lines("child.pids").len() == 1);
+    // The task writes child.pids, then shell.pids: wait for both.
+    w.wait_for("the task to start", |w| {
+        w.lines("child.pids").len() == 1 && w.lines("shell.pids").len() == 1
+    });
     let (shell, child) = (pids(&w, "shell.pids")[0], pids(&w, "child.pids")[0]);
     assert_eq!(w.interrupt().code(), Some(130), "{}", w.stderr());
     assert!(!alive(shell), "the task's shell outlived the watch");
