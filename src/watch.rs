@@ -434,7 +434,7 @@ impl Session<'_> {
     /// Sorts changed paths into the pending set; returns the relevant input changes.
     fn absorb(&mut self, paths: Vec<PathBuf>) -> Vec<(String, BTreeSet<usize>)> {
         let grace = self.opts.debounce * 2 + Duration::from_millis(200);
-        // Only for a path that no longer exists: when its event arrived.
+        // When its event arrived: soon after the cycle ended.
         let just_after = self.last_build_end.is_some_and(|t| t.elapsed() < grace);
         let mut changes = Vec::new();
         let mut dirs_changed = BTreeSet::new();
@@ -457,10 +457,13 @@ impl Session<'_> {
                 Class::Inputs(tasks) => {
                     // When the file was written, not when its event got here: a loaded machine
                     // can deliver a cycle's own write long after the cycle ended.
+                    // Either test suffices: a file system with coarse times (FAT, some network
+                    // mounts) can date the write before the cycle began.
                     let from_cycle = self.building
+                        || just_after
                         || match (self.last_cycle_wall, modified(&path)) {
                             (Some((start, end)), Some(mtime)) => written_during(mtime, start, end),
-                            _ => just_after,
+                            _ => false,
                         };
                     let loaded = self.current.as_ref().expect("inputs imply a plan");
                     let rel = loaded.rules.rel(&path);

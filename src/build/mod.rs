@@ -318,6 +318,12 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
             } => {
                 let r = self.store.record_success(id, record);
                 self.journal(r);
+                if !ctx.task(t).action.is_shell() {
+                    // An agent's work costs money: on disk now, not at the end of this
+                    // step, which a second Ctrl-C (an immediate exit) could cut short.
+                    let r = self.store.flush_journal();
+                    self.journal(r);
+                }
                 self.cost += usage.cost_usd.unwrap_or(0.0);
                 let row = &mut self.rows[t];
                 row.status = Status::Completed;
@@ -558,6 +564,7 @@ pub fn run_build(
         .guard_program
         .clone()
         .map(|prog| Guard::new(prog, plan.settings.kill_grace));
+    crate::executor::forget_resolved_programs();
     let mut ctx = BuildContext {
         guard,
         plan,
@@ -575,7 +582,6 @@ pub fn run_build(
         up_to_date_if_quiet: (0..plan.tasks.len()).map(|_| OnceLock::new()).collect(),
         cancel,
         redactor: Redactor::for_plan(plan),
-        results_at_start: OnceLock::new(),
     };
     let jobs = opts.jobs(plan);
     let keep_going = opts.keep_going.unwrap_or(plan.settings.keep_going);

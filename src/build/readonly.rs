@@ -64,7 +64,6 @@ pub fn read_only_context<'a>(
         up_to_date_if_quiet: (0..plan.tasks.len()).map(|_| OnceLock::new()).collect(),
         cancel,
         redactor: Redactor::default(),
-        results_at_start: OnceLock::new(),
     };
     for (t, &w) in wanted.iter().enumerate() {
         if !w {

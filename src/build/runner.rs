@@ -137,11 +137,6 @@ pub struct BuildContext<'a> {
     pub up_to_date_if_quiet: Vec<OnceLock<Digest>>,
     pub cancel: &'a AtomicBool,
     pub redactor: Redactor,
-    /// Names in the results directory when the first task finished, read once: a shell
-    /// task that printed nothing then deletes a stale result only if there is one, rather
-    /// than trying on every task. Only a task's own run writes its result, so the listing
-    /// stays true for every task that has not finished yet.
-    pub results_at_start: OnceLock<Option<std::collections::HashSet<std::ffi::OsString>>>,
 }
 
 impl BuildContext<'_> {
@@ -731,25 +726,6 @@ impl BuildContext<'_> {
         Some(OutputStamp { stamp, is_file })
     }
 
-    /// Whether `result` (a file in the results directory) was there when the build's first
-    /// task finished.
-    fn result_existed(&self, result: &std::path::Path) -> bool {
-        let present = self.results_at_start.get_or_init(|| {
-            match std::fs::read_dir(self.layout.results_dir()) {
-                Ok(dir) => dir
-                    .map(|e| e.map(|e| e.file_name()))
-                    .collect::<io::Result<_>>()
-                    .ok(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Default::default()),
-                Err(_) => None,
-            }
-        });
-        // Unreadable: assume it may be there.
-        present
-            .as_ref()
-            .is_none_or(|names| result.file_name().is_some_and(|n| names.contains(n)))
-    }
-
     /// Fingerprints the task: up to date (recorded as done), or stale with the reason.
     #[allow(clippy::type_complexity)]
     fn check(&self, t: usize) -> io::Result<Result<DoneInfo, (FingerprintParts, String)>> {
@@ -881,13 +857,9 @@ impl BuildContext<'_> {
         // files is most of the bookkeeping cost of a large shell build.
         let no_result = task.action.is_shell() && reply.text.is_empty();
         let written = if no_result {
-            if self.result_existed(&result_path) {
-                match std::fs::remove_file(&result_path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
-                }
-            } else {
-                Ok(())
+            match std::fs::remove_file(&result_path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
             }
         } else if task.action.is_shell() {
             replace_unsynced(&result_path, reply.text.as_bytes())

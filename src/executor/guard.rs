@@ -41,13 +41,19 @@ struct Running {
     register: Mutex<Register>,
 }
 
-/// The shared list of running groups: 4-byte little-endian pgids, 0 for a free slot.
+/// The shared list of running groups: [`REGISTER_MAGIC`], then 4-byte little-endian pgids,
+/// 0 for a free slot.
 struct Register {
     file: File,
-    slot_of: HashMap<i32, u64>,
+    /// Slots by pgid: a pid reused before the old group's release holds two.
+    slots_of: HashMap<i32, Vec<u64>>,
     free: Vec<u64>,
     next: u64,
 }
+
+/// What a register starts with, so the guard never takes other bytes on its stdout (a guard
+/// started by hand) for pgids.
+const REGISTER_MAGIC: &[u8; 8] = b"orchreg1";
 
 impl Register {
     fn new() -> io::Result<Register> {
@@ -56,12 +62,18 @@ impl Register {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        file.write_all_at(REGISTER_MAGIC, 0)?;
         Ok(Register {
-            file: File::from(unsafe { OwnedFd::from_raw_fd(fd) }),
-            slot_of: HashMap::new(),
+            file,
+            slots_of: HashMap::new(),
             free: Vec::new(),
             next: 0,
         })
+    }
+
+    fn offset(slot: u64) -> u64 {
+        REGISTER_MAGIC.len() as u64 + slot * 4
     }
 
     fn list(&mut self, pgid: i32) -> io::Result<()> {
@@ -69,43 +81,51 @@ impl Register {
             self.next += 1;
             self.next - 1
         });
-        self.slot_of.insert(pgid, slot);
-        self.file.write_all_at(&pgid.to_le_bytes(), slot * 4)
+        self.slots_of.entry(pgid).or_default().push(slot);
+        self.file
+            .write_all_at(&pgid.to_le_bytes(), Self::offset(slot))
     }
 
+    /// Unlists the group listed first under `pgid` (groups end in the order they start).
     fn unlist(&mut self, pgid: i32) -> io::Result<()> {
-        let Some(slot) = self.slot_of.remove(&pgid) else {
+        let Some(slots) = self.slots_of.get_mut(&pgid) else {
             return Ok(());
         };
+        let slot = slots.remove(0);
+        if slots.is_empty() {
+            self.slots_of.remove(&pgid);
+        }
         self.free.push(slot);
-        self.file.write_all_at(&0i32.to_le_bytes(), slot * 4)
+        self.file
+            .write_all_at(&0i32.to_le_bytes(), Self::offset(slot))
     }
 }
 
-/// The name memfd_create gives the register, as /proc shows its descriptors.
-const REGISTER_LINK: &str = "/memfd:orch-guard";
-
 /// In the guard: the groups listed in the register, its stdout. Anything else on stdout (the
-/// guard started by hand) lists nothing: its bytes are not pgids.
+/// guard started by hand) lists nothing.
 fn read_register() -> Vec<i32> {
-    let is_register = std::fs::read_link("/proc/self/fd/1")
-        .is_ok_and(|l| l.to_string_lossy().starts_with(REGISTER_LINK));
-    if !is_register {
-        return Vec::new();
-    }
-    // SAFETY: fd 1 is the register orch handed us; borrowed, never closed here.
-    let register = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
+    // SAFETY: fd 1 is borrowed, never closed here.
+    let stdout = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
-    while let Ok(n @ 1..) = register.read_at(&mut chunk, bytes.len() as u64) {
-        bytes.extend_from_slice(&chunk[..n]);
+    loop {
+        match stdout.read_at(&mut chunk, bytes.len() as u64) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Not a file (a pipe, a terminal): no register.
+            Err(_) => break,
+        }
     }
     listed_groups(&bytes)
 }
 
-/// The groups listed in the bytes of a register.
+/// The groups listed in the bytes of a register; none if they are not one.
 fn listed_groups(bytes: &[u8]) -> Vec<i32> {
-    bytes
+    let Some(slots) = bytes.strip_prefix(REGISTER_MAGIC) else {
+        return Vec::new();
+    };
+    slots
         .chunks_exact(4)
         .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .filter(|&g| g > 1)
@@ -300,17 +320,29 @@ mod tests {
         r.unlist(104).unwrap();
         r.unlist(103).unwrap();
         assert!(listed(&r).is_empty());
-        assert_eq!(r.file.metadata().unwrap().len(), 12, "three slots, no more");
+        assert_eq!(
+            r.file.metadata().unwrap().len(),
+            REGISTER_MAGIC.len() as u64 + 12,
+            "three slots, no more"
+        );
     }
 
     #[test]
-    fn a_register_is_what_proc_names_it() {
-        use std::os::fd::AsRawFd;
-        let r = Register::new().unwrap();
-        let link = std::fs::read_link(format!("/proc/self/fd/{}", r.file.as_raw_fd())).unwrap();
-        assert!(
-            link.to_string_lossy().starts_with(REGISTER_LINK),
-            "{link:?}"
-        );
+    fn a_pid_reused_before_its_release_keeps_both_listings() {
+        let mut r = Register::new().unwrap();
+        r.list(200).unwrap();
+        r.list(200).unwrap(); // the old group's release has not run yet
+        r.unlist(200).unwrap();
+        assert_eq!(listed(&r), [200], "the new group stays listed");
+        r.unlist(200).unwrap();
+        assert!(listed(&r).is_empty());
+    }
+
+    #[test]
+    fn bytes_without_the_magic_list_nothing() {
+        assert!(listed_groups(b"\x05\x00\x00\x00\x06\x00\x00\x00").is_empty());
+        let mut bytes = REGISTER_MAGIC.to_vec();
+        bytes.extend_from_slice(&77i32.to_le_bytes());
+        assert_eq!(listed_groups(&bytes), [77]);
     }
 }

@@ -192,13 +192,20 @@ fn resolve_program(program: &str) -> Option<PathBuf> {
     Some(found)
 }
 
-/// The first executable `dir/program` over the entries of `path_var`, if its path is
-/// absolute: a relative entry depends on the child's working directory, so the child decides.
+/// The first executable `dir/program` over the entries of `path_var`, as execvp searches. A
+/// relative entry before the match depends on the child's working directory, so from there
+/// on the child decides (`None`).
 fn search_path(program: &str, path_var: &OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path_var)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable_file(candidate))
-        .filter(|found| found.is_absolute())
+    for dir in std::env::split_paths(path_var) {
+        if !dir.is_absolute() {
+            return None;
+        }
+        let candidate = dir.join(program);
+        if is_executable_file(&candidate) {
+            return Some(candidate);
+        }
+    }
+    None
 }
 
 fn forget_program(program: &str) {
@@ -208,9 +215,29 @@ fn forget_program(program: &str) {
         .retain(|(name, _, _)| name != program);
 }
 
+/// A regular file this process may execute (as execvp checks: `access(X_OK)`, so another
+/// user's 0700 file or a noexec mount does not count).
 fn is_executable_file(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c_path is NUL-terminated.
+    let may_exec = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    } == 0;
+    may_exec && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// Forgets every program found on PATH: each build looks again, so a long `orch watch`
+/// picks up a tool installed meanwhile.
+pub fn forget_resolved_programs() {
+    RESOLVED.lock().unwrap().clear();
 }
 
 /// One pipe being drained into memory, up to a cap.
@@ -503,14 +530,13 @@ mod tests {
         };
         make(a.path(), 0o644); // not executable: skipped
         let wanted = make(b.path(), 0o755);
-        let path_var = std::env::join_paths([Path::new("rel"), a.path(), b.path()]).unwrap();
+        let path_var = std::env::join_paths([a.path(), b.path()]).unwrap();
         assert_eq!(search_path("tool", &path_var), Some(wanted));
         assert_eq!(search_path("missing", &path_var), None);
-        // Found only through a relative entry: left to the child.
-        let rel = std::env::join_paths([Path::new(".")]).unwrap();
-        let cwd_tool = std::env::current_dir().unwrap().join("Cargo.toml");
-        assert!(cwd_tool.exists());
-        assert_eq!(search_path("Cargo.toml", &rel), None);
+        // A relative entry first: it depends on the child's working directory, where a
+        // `tool` may exist, so the child searches (even though orch's cwd has none).
+        let rel_first = std::env::join_paths([Path::new("no-such-dir"), b.path()]).unwrap();
+        assert_eq!(search_path("tool", &rel_first), None);
     }
 
     #[test]
