@@ -1,6 +1,6 @@
 //! `ORCH_PROFILE=1`: where a build's fixed cost goes. Prints the time since the build began,
-//! orch's own CPU time and the resident memory at each phase boundary on stderr. Off by default, when it costs
-//! one environment lookup per build.
+//! orch's own CPU time and the resident memory at each phase boundary on stderr. Off by
+//! default, when it costs one environment lookup per build.
 
 use std::sync::OnceLock;
 use std::time::Instant;

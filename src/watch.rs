@@ -455,10 +455,10 @@ impl Session<'_> {
                 Class::Ignored => {}
                 Class::Inputs(tasks) if tasks.is_empty() => {}
                 Class::Inputs(tasks) => {
-                    // When the file was written, not when its event got here: a loaded machine
-                    // can deliver a cycle's own write long after the cycle ended.
-                    // Either test suffices: a file system with coarse times (FAT, some network
-                    // mounts) can date the write before the cycle began.
+                    // The cycle's own write if its event came soon after the cycle, or if the
+                    // file was written during it: a loaded machine can deliver the event
+                    // late, and a file system with coarse times (FAT, some network mounts)
+                    // can date the write before the cycle began, so either test suffices.
                     let from_cycle = self.building
                         || just_after
                         || match (self.last_cycle_wall, modified(&path)) {

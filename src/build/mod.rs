@@ -321,8 +321,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 if !ctx.task(t).action.is_shell() {
                     // An agent's work costs money: on disk now, not at the end of this
                     // step, which a second Ctrl-C (an immediate exit) could cut short.
-                    let r = self.store.flush_journal();
-                    self.journal(r);
+                    self.idle();
                 }
                 self.cost += usage.cost_usd.unwrap_or(0.0);
                 let row = &mut self.rows[t];

@@ -106,10 +106,15 @@ impl Register {
 fn read_register() -> Vec<i32> {
     // SAFETY: fd 1 is borrowed, never closed here.
     let stdout = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
+    registered_groups(&stdout)
+}
+
+/// The groups listed in `register`, read from its start whatever its file offset.
+fn registered_groups(register: &File) -> Vec<i32> {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        match stdout.read_at(&mut chunk, bytes.len() as u64) {
+        match register.read_at(&mut chunk, bytes.len() as u64) {
             Ok(0) => break,
             Ok(n) => bytes.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -296,13 +301,9 @@ fn groups_tagged(run_id: &str) -> Vec<i32> {
 mod tests {
     use super::*;
 
+    /// What the guard would read.
     fn listed(r: &Register) -> Vec<i32> {
-        let mut bytes = Vec::new();
-        let mut file = &r.file;
-        use std::io::{Read, Seek};
-        file.seek(io::SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut bytes).unwrap();
-        listed_groups(&bytes)
+        registered_groups(&r.file)
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub fn start_ticks(pid: i32) -> Option<u64> {
     stat_fields(&stat)?.get(19)?.parse().ok()
 }
 
-/// /proc/PID/stat in a stack buffer: this runs once per spawned task, and `read_to_string`
-/// adds a stat call and several growing reads for a line of about 300 bytes.
+/// /proc/PID/stat in a stack buffer: `read_to_string` adds a stat call and several growing
+/// reads for a line of about 300 bytes, and the reaping scans read it for every process.
 fn read_stat(pid: i32) -> Option<String> {
     use std::io::Read;
     let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;

@@ -695,6 +695,15 @@ pub(crate) mod tests {
         }
     }
 
+    /// Writes `bytes` at the end of the journal, as another writer or a crash would leave them.
+    fn append_to_journal(layout: &StateLayout, bytes: &[u8]) {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(layout.journal())
+            .unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
     #[test]
     fn journal_replays_over_snapshot_and_ignores_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
@@ -707,12 +716,7 @@ pub(crate) mod tests {
         s.invalidate("b").unwrap();
         drop(s);
         // Simulate a crash in the middle of writing a line.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(layout.journal())
-            .unwrap();
-        f.write_all(b"{\"event\":\"succeeded\",\"task\":\"c\",\"rec")
-            .unwrap();
+        append_to_journal(&layout, b"{\"event\":\"succeeded\",\"task\":\"c\",\"rec");
         let s = StateStore::open(layout).unwrap();
         assert_eq!(s.snapshot.records["a"].fingerprint, Digest::of(b"3"));
         assert!(!s.snapshot.records.contains_key("b"));
@@ -763,12 +767,10 @@ pub(crate) mod tests {
         s.append(&JournalEntry::Reaped { pgid: 41 }).unwrap();
         drop(s);
         // A line from before the window was recorded: one exact start time.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(layout.journal())
-            .unwrap();
-        f.write_all(b"{\"event\":\"spawned\",\"task\":\"c\",\"pgid\":43,\"start_ticks\":7}\n")
-            .unwrap();
+        append_to_journal(
+            &layout,
+            b"{\"event\":\"spawned\",\"task\":\"c\",\"pgid\":43,\"start_ticks\":7}\n",
+        );
         let s = StateStore::open(layout).unwrap();
         assert_eq!(
             s.stale_groups,
