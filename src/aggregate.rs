@@ -38,6 +38,18 @@ pub fn missing_results(ctx: &BuildContext, ok: &[bool]) -> Vec<usize> {
         .collect()
 }
 
+/// final_output.md as the `Aggregated` event names it (relative to the project root), and the
+/// merge strategy.
+pub fn reported_as(ctx: &BuildContext) -> (String, String) {
+    let out_path = ctx.layout.final_output();
+    let rel = out_path
+        .strip_prefix(&ctx.plan.root)
+        .unwrap_or(&out_path)
+        .to_string_lossy()
+        .into_owned();
+    (rel, format!("{:?}", spec(ctx.plan).strategy).to_lowercase())
+}
+
 struct Part {
     id: String,
     title: String,
@@ -99,12 +111,7 @@ pub fn run(
         fingerprint::Digest::from_hash(h.finalize())
     };
     let out_path = ctx.layout.final_output();
-    let rel = out_path
-        .strip_prefix(&ctx.plan.root)
-        .unwrap_or(&out_path)
-        .to_string_lossy()
-        .into_owned();
-    let strategy = format!("{:?}", spec.strategy).to_lowercase();
+    let (rel, strategy) = reported_as(ctx);
     if store.snapshot.aggregate_digest == Some(digest) && out_path.is_file() {
         reporter.report(&Event::Aggregated {
             path: &rel,

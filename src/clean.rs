@@ -1,8 +1,8 @@
 //! `orch clean`: forget what was built. Removes the state directory's results, task files,
-//! logs, journal, snapshot, stat cache and final output; with `outputs`, also the files tasks
-//! declared as outputs. Never removes anything outside the project root, never follows a
-//! symlink out of it, and keeps `master_plan.md` (a person's plan and notes live there); its
-//! status table is reset instead.
+//! logs, journal, snapshot, stat cache, up-to-date record and final output; with `outputs`,
+//! also the files tasks declared as outputs. Never removes anything outside the project
+//! root, never follows a symlink out of it, and keeps `master_plan.md` (a person's plan and
+//! notes live there); its status table is reset instead.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -106,6 +106,7 @@ pub fn clean(plan: &Plan, opts: CleanOptions) -> Result<CleanReport> {
             layout.snapshot(),
             layout.journal(),
             layout.stat_cache(),
+            layout.up_to_date(),
             layout.final_output(),
         ]);
         targets.extend(layout.legacy_files());

@@ -319,17 +319,42 @@ impl StatCache {
             }
         }
         let hash = hash_file_contents(path)?;
-        let now_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
-        let trusted = now_ns - stamp.mtime_ns.max(stamp.ctime_ns) > racy_window_ns(&stamp);
+        let trusted = !stamp_is_racy(&stamp, now_ns());
         self.fresh
             .lock()
             .unwrap()
             .insert(key.into(), trusted.then_some(CacheEntry { stamp, hash }));
         Ok(Some(hash))
     }
+}
+
+impl StatCache {
+    /// The stamp and hash this cache vouches for at `path`: what this build hashed, else
+    /// what an earlier one saved. `None` when it has no entry, or when this build found the
+    /// file too recently changed to trust its stamp.
+    pub fn vouched(&self, path: &Path) -> Option<(FileStamp, Digest)> {
+        use std::os::unix::ffi::OsStrExt;
+        let key = path.as_os_str().as_bytes();
+        let entry = match self.fresh.lock().unwrap().get(key) {
+            Some(fresh) => fresh.clone()?,
+            None => self.loaded.get(key)?.clone(),
+        };
+        Some((entry.stamp, entry.hash))
+    }
+}
+
+/// Whether a file last changed at `stamp` may still change within the same timestamp tick
+/// unseen by its stamp, as of `now_ns`; see [`racy_window_ns`].
+pub fn stamp_is_racy(stamp: &FileStamp, now_ns: i64) -> bool {
+    now_ns - stamp.mtime_ns.max(stamp.ctime_ns) <= racy_window_ns(stamp)
+}
+
+/// Nanoseconds since the Unix epoch, as file stamps count them.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 /// A directory kept open so that files under it are stat'ed by their relative path: the
@@ -481,14 +506,7 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip_dir: &Path) -> io::R
         if !walk_root.is_dir() {
             continue;
         }
-        let walker = walkdir::WalkDir::new(&walk_root)
-            .follow_links(true)
-            .into_iter()
-            .filter_entry(|e| {
-                let p = e.path();
-                p != skip_dir && e.file_name() != ".git"
-            });
-        for entry in walker {
+        for entry in glob_walk(&walk_root, skip_dir) {
             let entry = entry.map_err(io::Error::other)?;
             if !entry.file_type().is_file() {
                 continue;
@@ -505,6 +523,49 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip_dir: &Path) -> io::R
     }
     out.sort();
     out.dedup();
+    Ok(out)
+}
+
+/// What a glob pattern walks: everything under its literal prefix, links followed, but not
+/// the state directory nor `.git`.
+fn glob_walk<'a>(
+    walk_root: &Path,
+    skip_dir: &'a Path,
+) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> + 'a {
+    walkdir::WalkDir::new(walk_root)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(move |e| e.path() != skip_dir && e.file_name() != ".git")
+}
+
+/// The directories [`expand_inputs`] walks for the glob patterns among `patterns`, relative
+/// to `root`, with their stamps; `None` for a walk root that is not a directory. A file
+/// added to, removed from or renamed in any of them changes that directory's stamp, so
+/// while these stamps hold, so does what the globs match.
+pub fn glob_dirs(
+    root: &Path,
+    patterns: &[String],
+    skip_dir: &Path,
+) -> io::Result<Vec<(String, Option<FileStamp>)>> {
+    let rel = |p: &Path| match p.strip_prefix(root) {
+        Ok(r) => r.to_string_lossy().into_owned(),
+        Err(_) => p.to_string_lossy().into_owned(),
+    };
+    let mut out = Vec::new();
+    for pattern in patterns.iter().filter(|p| has_glob_meta(p)) {
+        let walk_root = root.join(literal_prefix(pattern));
+        if !walk_root.is_dir() {
+            out.push((rel(&walk_root), None));
+            continue;
+        }
+        for entry in glob_walk(&walk_root, skip_dir) {
+            let entry = entry.map_err(io::Error::other)?;
+            if entry.file_type().is_dir() {
+                let meta = entry.metadata().map_err(io::Error::other)?;
+                out.push((rel(entry.path()), Some(FileStamp::of(&meta))));
+            }
+        }
+    }
     Ok(out)
 }
 

@@ -7,6 +7,7 @@ pub mod plan_doc;
 pub mod prompt;
 pub mod readonly;
 pub mod runner;
+pub mod up_to_date;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -19,7 +20,7 @@ use crate::aggregate;
 use crate::clock::Stamp;
 use crate::executor::guard::Guard;
 use crate::executor::procgroup;
-use crate::fingerprint::{FileStamp, StatCache};
+use crate::fingerprint::{self, FileStamp, StatCache};
 use crate::graph::TaskGraph;
 use crate::plan::{OnMissing, Plan, ResultSpec};
 use crate::redact::Redactor;
@@ -49,6 +50,9 @@ pub struct BuildOptions {
     pub wait_for_lock: bool,
     /// The orch binary, to start the crash guard (`orch __guard`); `None` runs without one.
     pub guard_program: Option<std::path::PathBuf>,
+    /// Where a build that finds everything up to date leaves its record for the fast path
+    /// ([`up_to_date`]), and under which key; `None` leaves none.
+    pub up_to_date_key: Option<fingerprint::Digest>,
 }
 
 impl Default for BuildOptions {
@@ -62,14 +66,20 @@ impl Default for BuildOptions {
             force: false,
             wait_for_lock: false,
             guard_program: None,
+            up_to_date_key: None,
         }
     }
 }
 
 impl BuildOptions {
     pub fn jobs(&self, plan: &Plan) -> usize {
+        self.jobs_with(plan.settings.jobs)
+    }
+
+    /// `-j`, else the plan's `settings.jobs`, else the CPU count.
+    pub fn jobs_with(&self, setting: Option<usize>) -> usize {
         self.jobs
-            .or(plan.settings.jobs)
+            .or(setting)
             .unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -152,6 +162,8 @@ struct BuildCoordinator<'a, 'c> {
     io_error: Option<String>,
     /// Something beyond up-to-date checks happened: master_plan.md needs a rewrite.
     eventful: bool,
+    /// Tasks found up to date, in the order reported.
+    skipped: Vec<usize>,
 }
 
 fn task_ref<'x>(ctx: &'x BuildContext, t: usize) -> TaskRef<'x> {
@@ -304,6 +316,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
             TaskDone::UpToDate(_) => {
                 self.rows[t].status = Status::Skipped;
                 self.outcome[t] = Some(Outcome::UpToDate);
+                self.skipped.push(t);
                 self.reporter.report(&Event::TaskSkipped {
                     task: task_ref(self.ctx, t),
                 });
@@ -603,6 +616,7 @@ pub fn run_build(
         batch_no: 0,
         io_error: None,
         eventful: false,
+        skipped: Vec::new(),
     };
 
     let (classes, class_limit) = agent_classes(&ctx);
@@ -776,6 +790,7 @@ pub fn run_build(
         coord.journal(r);
     }
     let io_error = coord.io_error.take();
+    let skipped = std::mem::take(&mut coord.skipped);
     let leak = LEAK_ON_RETURN.load(Ordering::Relaxed);
     if leak {
         std::mem::forget(coord);
@@ -788,6 +803,20 @@ pub fn run_build(
     }
     let _ = ctx.stat_cache.save(&layout.stat_cache());
     crate::profile::mark("state saved");
+    if let Some(key) = &opts.up_to_date_key {
+        let nothing_done = !eventful
+            && io_error.is_none()
+            && aggregate_error.is_none()
+            && summary.success()
+            && summary.ran == 0
+            && skipped.len() == wanted_count
+            && forced_by_person.is_empty();
+        if nothing_done {
+            // Only a shortcut: the next build does the full check without it.
+            let _ = up_to_date::write(&ctx, &store, key, &skipped, aggregating);
+            crate::profile::mark("up-to-date record written");
+        }
+    }
     if let Some(e) = io_error {
         return Err(miette!("{e}"));
     }

@@ -3,8 +3,11 @@
 use clap::Args;
 use miette::Result;
 
+use super::PlanSource;
 use super::{check_agent_override, install_signal_handlers, reporter_for, Global};
-use crate::build::{self as engine, BuildOptions};
+use crate::build::{self as engine, up_to_date, BuildOptions};
+use crate::plan::cache::PlanCache;
+use crate::plan::orchfile;
 use crate::reporter::Fanout;
 use crate::state::preload::Preloaded;
 
@@ -48,6 +51,7 @@ impl RunArgs {
             force: false,
             wait_for_lock: self.wait,
             guard_program: std::env::current_exe().ok(),
+            up_to_date_key: None,
         }
     }
 }
@@ -66,6 +70,29 @@ pub struct BuildArgs {
 
 pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     let source = global.plan_source()?;
+    let mut opts = BuildOptions {
+        force: args.force,
+        ..args.run.options()
+    };
+    let mut reporter = Fanout(vec![reporter_for(args.run.json, args.run.quiet)]);
+    // An Orchfile's text is read first: with it, the record of the last all-up-to-date
+    // build may settle this one without loading the plan.
+    let mut text = None;
+    if let PlanSource::Orchfile(path) = &source {
+        let t = orchfile::read(path)?;
+        crate::profile::mark("orchfile read");
+        let cache = PlanCache::new(path, &t).filter(|_| !args.dry_run);
+        if let Some(cache) = cache {
+            if let Some(key) = up_to_date::key(cache.key(), &opts) {
+                let dir = cache.state_dir();
+                if let Some(outcome) = up_to_date::replay(dir, &key, &opts, &mut reporter) {
+                    return Ok(outcome.exit_code());
+                }
+                opts.up_to_date_key = Some(key);
+            }
+        }
+        text = Some(t);
+    }
     // The state files are read on the worker pool while the plan loads.
     let state_dir = source
         .likely_state_dir()
@@ -75,20 +102,18 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
         if let Some(dir) = &state_dir {
             s.spawn(|_| preload = Some(Preloaded::read(dir)));
         }
-        source.load()
+        match (&source, text) {
+            (PlanSource::Orchfile(path), Some(text)) => orchfile::load_text(path, text),
+            _ => source.load(),
+        }
     })?;
     crate::profile::mark("plan loaded");
-    let opts = BuildOptions {
-        force: args.force,
-        ..args.run.options()
-    };
     check_agent_override(&plan, &opts)?;
     if args.dry_run {
         print!("{}", engine::dry_run::run(&plan, &opts)?);
         return Ok(0);
     }
     let cancel = install_signal_handlers()?;
-    let mut reporter = Fanout(vec![reporter_for(args.run.json, args.run.quiet)]);
     engine::LEAK_ON_RETURN.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcome = engine::run_build(&plan, &opts, preload, &mut reporter, &cancel)?;
     std::mem::forget(plan); // the process exits next; see LEAK_ON_RETURN

@@ -46,6 +46,16 @@ impl PlanCache {
         })
     }
 
+    /// Identifies the Orchfile's text as this orch binary reads it.
+    pub fn key(&self) -> &Digest {
+        &self.key
+    }
+
+    /// The state directory the cache lives in (the default one beside the Orchfile).
+    pub fn state_dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+
     pub fn read(&self) -> Option<Plan> {
         let bytes = std::fs::read(&self.file).ok()?;
         let mut d = Decoder::new(MAGIC, &bytes).ok()?;

@@ -148,8 +148,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
 
 /// Reads and parses the Orchfile at `path`.
 pub fn load(path: &Path) -> miette::Result<Plan> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| miette::miette!("cannot read {}: {e}", path.display()))?;
+    load_text(path, read(path)?)
+}
+
+/// The Orchfile's text, or an error naming the file.
+pub fn read(path: &Path) -> miette::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| miette::miette!("cannot read {}: {e}", path.display()))
+}
+
+/// As [`load`], for the text already read from `path`.
+pub fn load_text(path: &Path, text: String) -> miette::Result<Plan> {
     let cache = super::cache::PlanCache::new(path, &text);
     if let Some(plan) = cache.as_ref().and_then(|c| c.read()) {
         return Ok(plan);

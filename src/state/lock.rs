@@ -1,8 +1,9 @@
 //! One orch run per state directory: an exclusive `flock` on `<state_dir>/lock`.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Held for the life of a run; the kernel releases it if the process dies.
@@ -59,9 +60,13 @@ impl RunLock {
                 }
             }
         }
-        file.set_len(0)?;
-        file.rewind()?;
-        write!(file, "{}", std::process::id())?;
+        // The holder's pid, for the message above, in a fixed width written in place:
+        // truncating a file that has data makes ext4 flush it when it is closed.
+        let line = format!("{:<10}\n", std::process::id());
+        file.write_all_at(line.as_bytes(), 0)?;
+        if file.metadata()?.len() > line.len() as u64 {
+            file.set_len(line.len() as u64)?;
+        }
         Ok(RunLock { _file: file })
     }
 }
@@ -79,5 +84,16 @@ mod tests {
         assert!(err.to_string().contains("another orch run"), "{err}");
         drop(first);
         assert!(RunLock::acquire(&p, LockWait::Refuse).is_ok());
+    }
+
+    #[test]
+    fn the_lock_file_names_its_holder_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        // What an older holder left, longer than a pid line.
+        std::fs::write(&p, "123456789012345678901234567890\n").unwrap();
+        let _held = RunLock::acquire(&p, LockWait::Refuse).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.trim(), std::process::id().to_string());
     }
 }

@@ -79,6 +79,10 @@ impl StateLayout {
     pub fn stat_cache(&self) -> PathBuf {
         self.dir.join("stat_cache.bin")
     }
+    /// What the last all-up-to-date build rested on, for the next one's fast path.
+    pub fn up_to_date(&self) -> PathBuf {
+        self.dir.join("up_to_date.bin")
+    }
     pub fn lock(&self) -> PathBuf {
         self.dir.join("lock")
     }
