@@ -539,28 +539,39 @@ fn glob_walk<'a>(
 }
 
 /// The directories [`expand_inputs`] walks for the glob patterns among `patterns`, relative
-/// to `root`, with their stamps; `None` for a walk root that is not a directory. A file
-/// added to, removed from or renamed in any of them changes that directory's stamp, so
-/// while these stamps hold, so does what the globs match.
+/// to `root`, with their stamps, and the symlinks it follows in them; `None` for a walk root
+/// that does not exist. A file added to, removed from or renamed in any of them changes that
+/// directory's stamp, and a symlink's target turning from a file into a directory changes the
+/// symlink's (followed) stamp, so while these stamps hold, so does what the globs match.
 pub fn glob_dirs(
     root: &Path,
     patterns: &[String],
     skip_dir: &Path,
 ) -> io::Result<Vec<(String, Option<FileStamp>)>> {
     let rel = |p: &Path| match p.strip_prefix(root) {
+        // The root itself, by a name `stat` takes.
+        Ok(r) if r.as_os_str().is_empty() => ".".to_string(),
         Ok(r) => r.to_string_lossy().into_owned(),
         Err(_) => p.to_string_lossy().into_owned(),
     };
     let mut out = Vec::new();
     for pattern in patterns.iter().filter(|p| has_glob_meta(p)) {
         let walk_root = root.join(literal_prefix(pattern));
-        if !walk_root.is_dir() {
-            out.push((rel(&walk_root), None));
-            continue;
+        match std::fs::metadata(&walk_root) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) => {
+                out.push((rel(&walk_root), Some(FileStamp::of(&meta))));
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                out.push((rel(&walk_root), None));
+                continue;
+            }
+            Err(e) => return Err(e),
         }
         for entry in glob_walk(&walk_root, skip_dir) {
             let entry = entry.map_err(io::Error::other)?;
-            if entry.file_type().is_dir() {
+            if entry.file_type().is_dir() || entry.path_is_symlink() {
                 let meta = entry.metadata().map_err(io::Error::other)?;
                 out.push((rel(entry.path()), Some(FileStamp::of(&meta))));
             }
@@ -817,6 +828,51 @@ mod tests {
         assert_eq!(
             expand_inputs(root, &["missing.txt".into()], root).unwrap(),
             vec!["missing.txt"]
+        );
+    }
+
+    #[test]
+    fn glob_dirs_are_the_directories_a_glob_walks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in [
+            "src/a.ts",
+            "src/deep/c.ts",
+            ".orchestrator/s.ts",
+            "other/o.ts",
+        ] {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, f).unwrap();
+        }
+        let state = root.join(".orchestrator");
+        let names = |patterns: &[&str]| -> Vec<(String, bool)> {
+            let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+            glob_dirs(root, &patterns, &state)
+                .unwrap()
+                .into_iter()
+                .map(|(p, stamp)| (p, stamp.is_some()))
+                .collect()
+        };
+        let dirs = names(&["src/**/*.ts", "plain.txt", "gone/*.md"]);
+        assert_eq!(
+            dirs,
+            [
+                ("src".to_string(), true),
+                ("src/deep".to_string(), true),
+                ("gone".to_string(), false)
+            ]
+        );
+        let all = names(&["**/*.ts"]);
+        assert_eq!(
+            all[0],
+            (".".to_string(), true),
+            "the root, by a name stat takes"
+        );
+        assert!(all.iter().any(|(p, _)| p == "other"), "{all:?}");
+        assert!(
+            !all.iter().any(|(p, _)| p.starts_with(".orchestrator")),
+            "the state directory is not walked: {all:?}"
         );
     }
 

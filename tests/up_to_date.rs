@@ -324,3 +324,54 @@ run = "echo b >> ran.log"
     ran(&p);
     ran(&p);
 }
+
+#[test]
+fn a_glob_over_the_whole_project_is_covered() {
+    let p = Project::new(
+        r#"
+[tasks.count]
+run = "echo count >> ran.log; ls *.cfg > count.txt"
+inputs = ["*.cfg"]
+outputs = ["count.txt"]
+"#,
+    );
+    p.write("a.cfg", "a");
+    p.orch(&["build", "-q"]).success();
+    settle(&p, &["build", "-q"]);
+    p.write("b.cfg", "b");
+    assert_eq!(rebuild(&p), ["count"], "a file added at the root");
+    settle(&p, &["build", "-q"]);
+    p.write("unrelated.txt", "x");
+    // The root's stamp changed, so the full check decides; it finds nothing to run.
+    assert!(rebuild(&p).is_empty());
+}
+
+#[test]
+fn a_symlink_in_a_globbed_directory_is_followed_for_changes() {
+    let p = project();
+    std::fs::write(p.path("ext"), "data").unwrap();
+    std::os::unix::fs::symlink("../ext", p.path("notes/ext")).unwrap();
+    p.orch(&["build", "-q"]).success();
+    settle(&p, &["build", "-q"]);
+    // The link now leads to a directory holding a file the glob matches.
+    std::fs::remove_file(p.path("ext")).unwrap();
+    p.write("ext/new.md", "new\n");
+    assert_eq!(rebuild(&p), ["b"]);
+}
+
+#[test]
+fn an_edited_master_plan_without_resets_still_gets_a_record() {
+    let p = project();
+    settle(&p, &["build", "-q"]);
+    let doc = p.read(".orchestrator/master_plan.md");
+    p.write(
+        ".orchestrator/master_plan.md",
+        &format!("{doc}\n## My notes\n\nNothing to reset.\n"),
+    );
+    assert!(rebuild(&p).is_empty(), "the full check reads the table");
+    // The next record vouches for the edited file: the fast path is back.
+    settle(&p, &["build", "-q"]);
+    assert!(p
+        .read(".orchestrator/master_plan.md")
+        .contains("## My notes"));
+}

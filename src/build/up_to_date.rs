@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use super::plan_doc::PlanDoc;
 use super::{BuildContext, BuildOptions, BuildOutcome};
 use crate::fingerprint::{self, Digest, FileStamp, OpenDir};
 use crate::plan::Action;
@@ -191,10 +192,18 @@ fn collect<'a>(
         rel(&layout.journal()),
         FileStamp::of_path(&layout.journal()),
     ));
-    // master_plan.md as orch wrote it, so that the full build would not read it for resets.
+    // master_plan.md: as orch wrote it, the full build does not read it; edited, the full
+    // build reads its status table for tasks a person reset, and must find none. Stamped
+    // around that same read.
     let doc = FileStamp::of_path(&layout.master_plan())?;
-    if store.snapshot.plan_doc_stamp != Some(doc) || fingerprint::stamp_is_racy(&doc, now) {
+    if fingerprint::stamp_is_racy(&doc, now) {
         return None;
+    }
+    if store.snapshot.plan_doc_stamp != Some(doc) {
+        let resets = PlanDoc::load(plan, layout, store).reset_by_person(plan, store);
+        if !resets.is_empty() || FileStamp::of_path(&layout.master_plan()) != Some(doc) {
+            return None;
+        }
     }
     files.push((rel(&layout.master_plan()), Some(doc)));
 
