@@ -69,7 +69,9 @@ impl PlanDoc {
             generated: None,
             log: String::new(),
             dirty: true,
-            last_write: Instant::now() - Duration::from_secs(1),
+            // The first rewrite during a build waits its second too: a build that ends
+            // sooner writes the file once, at its end, instead of twice.
+            last_write: Instant::now(),
             interval: Duration::from_secs(1),
         }
     }
@@ -311,4 +313,36 @@ pub fn mermaid(plan: &Plan) -> String {
     }
     s.push_str("```");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_writes_the_file_at_most_once_a_second_and_not_at_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let orchfile = dir.path().join("Orchfile.toml");
+        let plan = crate::plan::orchfile::parse(&orchfile, "[tasks.a]\nrun = \"true\"\n").unwrap();
+        let layout = StateLayout::new(dir.path().join(".orchestrator"));
+        layout.create_dirs().unwrap();
+        let store = StateStore::open(layout.clone()).unwrap();
+        let mut doc = PlanDoc::load(&plan, &layout, &store);
+        let ids = vec!["Agent-01".to_string()];
+        let rows = vec![RowState {
+            status: Status::Running,
+            start: None,
+            end: None,
+            retries: 0,
+        }];
+        doc.touch();
+        doc.maybe_write(&plan, &ids, &rows).unwrap();
+        assert!(
+            !layout.master_plan().exists(),
+            "a build shorter than a second writes it only at its end"
+        );
+        doc.last_write -= Duration::from_secs(1);
+        doc.maybe_write(&plan, &ids, &rows).unwrap();
+        assert!(layout.master_plan().exists(), "a longer one shows progress");
+    }
 }
