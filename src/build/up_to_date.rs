@@ -16,6 +16,8 @@
 //! never recorded.
 
 use std::borrow::Cow;
+
+use rayon::prelude::*;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -173,14 +175,7 @@ fn collect<'a>(
     // Paths are kept as text: a root or state directory that is not UTF-8 gets no record.
     let root = plan.root.to_str()?;
     layout.dir.to_str()?;
-    let rel = |p: &Path| -> Cow<'static, str> {
-        Cow::Owned(
-            p.strip_prefix(&plan.root)
-                .unwrap_or(p)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    };
+    let rel = |p: &Path| relative(plan, p);
     let mut files: Vec<(Cow<str>, Option<FileStamp>)> = Vec::new();
     // The state, snapshot and (closed) journal: only orch writes them, and only under the
     // lock this build still holds.
@@ -207,68 +202,16 @@ fn collect<'a>(
     }
     files.push((rel(&layout.master_plan()), Some(doc)));
 
+    // Task by task on all cores: at 10,000 tasks this is 30,000 stat cache lookups.
+    let per_task = skipped
+        .par_iter()
+        .with_min_len(256)
+        .map(|&t| task_files(ctx, t, now, aggregating))
+        .collect::<Option<Vec<_>>>()?;
     let mut tasks = Vec::with_capacity(skipped.len());
-    for &t in skipped {
-        let task = ctx.task(t);
-        let record = ctx.previous[t].as_ref()?;
-        // Inputs and outputs (results included): stamps the stat cache hashed to the very
-        // content the record holds.
-        for (path, hash) in record.inputs.iter().chain(&record.outputs) {
-            let (stamp, vouched) = ctx.stat_cache.vouched(&plan.root.join(path))?;
-            if vouched != *hash {
-                return None;
-            }
-            files.push((Cow::Borrowed(path), Some(stamp)));
-        }
-        // What the globs match: the directories they walk, stamped before they are listed
-        // again, and the listing must still be the recorded one.
-        if task.inputs.iter().any(|p| fingerprint::has_glob_meta(p)) {
-            let dirs = fingerprint::glob_dirs(&plan.root, &task.inputs, &layout.dir).ok()?;
-            if dirs
-                .iter()
-                .any(|(_, s)| s.is_some_and(|s| fingerprint::stamp_is_racy(&s, now)))
-            {
-                return None;
-            }
-            let matched = fingerprint::expand_inputs(&plan.root, &task.inputs, &layout.dir).ok()?;
-            if !matched.iter().eq(record.inputs.iter().map(|(p, _)| p)) {
-                return None;
-            }
-            files.extend(dirs.into_iter().map(|(p, s)| (Cow::Owned(p), s)));
-        }
-        // A prompt file is part of the definition: stamped around a read that must give the
-        // recorded definition.
-        if let Action::PromptFile(f) = &task.action {
-            let prompt = plan.resolve(f);
-            let before = FileStamp::of_path(&prompt)?;
-            let definition =
-                fingerprint::task_definition(plan, t, ctx.opts.agent_override.as_deref()).ok()?;
-            if definition.digest != record.definition
-                || FileStamp::of_path(&prompt) != Some(before)
-                || fingerprint::stamp_is_racy(&before, now)
-            {
-                return None;
-            }
-            files.push((rel(&prompt), Some(before)));
-        }
-        // A shell task that printed nothing has no result file, and the merge reads it as
-        // empty: it must stay absent.
-        if aggregating {
-            let result_file = layout.result_file(&ctx.agent_ids[t]);
-            let result = rel(&result_file);
-            if !record.outputs.iter().any(|(p, _)| *p == result) {
-                if result_file.exists() {
-                    return None;
-                }
-                files.push((result, None));
-            }
-        }
-        tasks.push(ReportedTask {
-            id: Cow::Borrowed(&task.id),
-            title: Cow::Borrowed(&task.title),
-            agent_id: Cow::Borrowed(&ctx.agent_ids[t]),
-            runner: Cow::Borrowed(ctx.runner_name(t)),
-        });
+    for (task_files, reported) in per_task {
+        files.extend(task_files);
+        tasks.push(reported);
     }
     let aggregated = if aggregating {
         // The merge is up to date while its inputs (the results, above) are and the file
@@ -282,7 +225,7 @@ fn collect<'a>(
     };
     // A dep's output is its dependents' input: one stat each. Sorted, the stats also walk
     // the directories in order.
-    files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    files.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
     files.dedup();
     if files.windows(2).any(|w| w[0].0 == w[1].0) {
         return None; // one file seen with two stamps: it changed during the build
@@ -294,6 +237,91 @@ fn collect<'a>(
         aggregated,
         files,
     })
+}
+
+/// Task `t`'s part of the record: the stamps its verdict rested on, and how it was reported.
+#[allow(clippy::type_complexity)]
+fn task_files<'a>(
+    ctx: &'a BuildContext,
+    t: usize,
+    now: i64,
+    aggregating: bool,
+) -> Option<(Vec<(Cow<'a, str>, Option<FileStamp>)>, ReportedTask<'a>)> {
+    let plan = ctx.plan;
+    let layout = &ctx.layout;
+    let rel = |p: &Path| relative(plan, p);
+    let mut files: Vec<(Cow<str>, Option<FileStamp>)> = Vec::new();
+    let task = ctx.task(t);
+    let record = ctx.previous[t].as_ref()?;
+    // Inputs and outputs (results included): stamps the stat cache hashed to the very
+    // content the record holds.
+    for (path, hash) in record.inputs.iter().chain(&record.outputs) {
+        let (stamp, vouched) = ctx.stat_cache.vouched(&plan.root.join(path))?;
+        if vouched != *hash {
+            return None;
+        }
+        files.push((Cow::Borrowed(path.as_str()), Some(stamp)));
+    }
+    // What the globs match: the directories they walk, stamped before they are listed
+    // again, and the listing must still be the recorded one.
+    if task.inputs.iter().any(|p| fingerprint::has_glob_meta(p)) {
+        let dirs = fingerprint::glob_dirs(&plan.root, &task.inputs, &layout.dir).ok()?;
+        if dirs
+            .iter()
+            .any(|(_, s)| s.is_some_and(|s| fingerprint::stamp_is_racy(&s, now)))
+        {
+            return None;
+        }
+        let matched = fingerprint::expand_inputs(&plan.root, &task.inputs, &layout.dir).ok()?;
+        if !matched.iter().eq(record.inputs.iter().map(|(p, _)| p)) {
+            return None;
+        }
+        files.extend(dirs.into_iter().map(|(p, s)| (Cow::Owned(p), s)));
+    }
+    // A prompt file is part of the definition: stamped around a read that must give the
+    // recorded definition.
+    if let Action::PromptFile(f) = &task.action {
+        let prompt = plan.resolve(f);
+        let before = FileStamp::of_path(&prompt)?;
+        let definition =
+            fingerprint::task_definition(plan, t, ctx.opts.agent_override.as_deref()).ok()?;
+        if definition.digest != record.definition
+            || FileStamp::of_path(&prompt) != Some(before)
+            || fingerprint::stamp_is_racy(&before, now)
+        {
+            return None;
+        }
+        files.push((rel(&prompt), Some(before)));
+    }
+    // A shell task that printed nothing has no result file, and the merge reads it as
+    // empty: it must stay absent.
+    if aggregating {
+        let result_file = layout.result_file(&ctx.agent_ids[t]);
+        let result = rel(&result_file);
+        if !record.outputs.iter().any(|(p, _)| *p == result) {
+            if result_file.exists() {
+                return None;
+            }
+            files.push((result, None));
+        }
+    }
+    let reported = ReportedTask {
+        id: Cow::Borrowed(&task.id),
+        title: Cow::Borrowed(&task.title),
+        agent_id: Cow::Borrowed(&ctx.agent_ids[t]),
+        runner: Cow::Borrowed(ctx.runner_name(t)),
+    };
+    Some((files, reported))
+}
+
+/// `p` relative to the project root, or as it is when outside it.
+fn relative(plan: &crate::plan::Plan, p: &Path) -> Cow<'static, str> {
+    Cow::Owned(
+        p.strip_prefix(&plan.root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 impl<'a> Record<'a> {
