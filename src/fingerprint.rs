@@ -240,10 +240,7 @@ impl StatCache {
         e.usize(entries.len());
         for (path, entry) in entries {
             e.bytes(path);
-            e.u64(entry.stamp.size);
-            e.i64(entry.stamp.mtime_ns);
-            e.i64(entry.stamp.ctime_ns);
-            e.u64(entry.stamp.inode);
+            e.stamp(&entry.stamp);
             e.digest(&entry.hash);
         }
         e.finish()
@@ -255,12 +252,7 @@ impl StatCache {
         let mut entries = PathMap::with_capacity_and_hasher(n, Default::default());
         for _ in 0..n {
             let path: Box<[u8]> = d.bytes()?.into();
-            let stamp = FileStamp {
-                size: d.u64()?,
-                mtime_ns: d.i64()?,
-                ctime_ns: d.i64()?,
-                inode: d.u64()?,
-            };
+            let stamp = d.stamp()?;
             entries.insert(
                 path,
                 CacheEntry {
@@ -326,9 +318,7 @@ impl StatCache {
             .insert(key.into(), trusted.then_some(CacheEntry { stamp, hash }));
         Ok(Some(hash))
     }
-}
 
-impl StatCache {
     /// The stamp and hash this cache vouches for at `path`: what this build hashed, else
     /// what an earlier one saved. `None` when it has no entry, or when this build found the
     /// file too recently changed to trust its stamp.

@@ -382,13 +382,7 @@ impl<'a> Record<'a> {
         e.usize(self.files.len());
         for (path, stamp) in &self.files {
             e.str(path);
-            e.bool(stamp.is_some());
-            if let Some(s) = stamp {
-                e.u64(s.size);
-                e.i64(s.mtime_ns);
-                e.i64(s.ctime_ns);
-                e.u64(s.inode);
-            }
+            e.opt_stamp(stamp.as_ref());
         }
         e.finish()
     }
@@ -420,18 +414,7 @@ impl<'a> Record<'a> {
         let n = d.count()?;
         let mut files = Vec::with_capacity(n);
         for _ in 0..n {
-            let path = Cow::Borrowed(d.str()?);
-            let stamp = if d.bool()? {
-                Some(FileStamp {
-                    size: d.u64()?,
-                    mtime_ns: d.i64()?,
-                    ctime_ns: d.i64()?,
-                    inode: d.u64()?,
-                })
-            } else {
-                None
-            };
-            files.push((path, stamp));
+            files.push((Cow::Borrowed(d.str()?), d.opt_stamp()?));
         }
         if !d.at_end() {
             return Err(DecodeError::Shape("up-to-date record"));

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::fingerprint::Digest;
+use crate::fingerprint::{Digest, FileStamp};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
@@ -93,6 +93,20 @@ impl Encoder {
         self.bool(d.is_some());
         if let Some(d) = d {
             self.digest(d);
+        }
+    }
+
+    pub fn stamp(&mut self, s: &FileStamp) {
+        self.u64(s.size);
+        self.i64(s.mtime_ns);
+        self.i64(s.ctime_ns);
+        self.u64(s.inode);
+    }
+
+    pub fn opt_stamp(&mut self, s: Option<&FileStamp>) {
+        self.bool(s.is_some());
+        if let Some(s) = s {
+            self.stamp(s);
         }
     }
 
@@ -221,6 +235,23 @@ impl<'a> Decoder<'a> {
     pub fn opt_digest(&mut self) -> Result<Option<Digest>> {
         Ok(if self.bool()? {
             Some(self.digest()?)
+        } else {
+            None
+        })
+    }
+
+    pub fn stamp(&mut self) -> Result<FileStamp> {
+        Ok(FileStamp {
+            size: self.u64()?,
+            mtime_ns: self.i64()?,
+            ctime_ns: self.i64()?,
+            inode: self.u64()?,
+        })
+    }
+
+    pub fn opt_stamp(&mut self) -> Result<Option<FileStamp>> {
+        Ok(if self.bool()? {
+            Some(self.stamp()?)
         } else {
             None
         })

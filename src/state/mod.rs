@@ -268,13 +268,7 @@ impl Snapshot {
             e.u32(s.retries);
         }
         e.opt_digest(self.aggregate_digest.as_ref());
-        e.bool(self.plan_doc_stamp.is_some());
-        if let Some(st) = &self.plan_doc_stamp {
-            e.u64(st.size);
-            e.i64(st.mtime_ns);
-            e.i64(st.ctime_ns);
-            e.u64(st.inode);
-        }
+        e.opt_stamp(self.plan_doc_stamp.as_ref());
         e.finish()
     }
 
@@ -309,16 +303,7 @@ impl Snapshot {
             );
         }
         let aggregate_digest = d.opt_digest()?;
-        let plan_doc_stamp = if d.bool()? {
-            Some(FileStamp {
-                size: d.u64()?,
-                mtime_ns: d.i64()?,
-                ctime_ns: d.i64()?,
-                inode: d.u64()?,
-            })
-        } else {
-            None
-        };
+        let plan_doc_stamp = d.opt_stamp()?;
         if !d.at_end() {
             return Err(DecodeError::Shape("snapshot (trailing bytes)"));
         }
