@@ -41,13 +41,10 @@ pub fn missing_results(ctx: &BuildContext, ok: &[bool]) -> Vec<usize> {
 /// final_output.md as the `Aggregated` event names it (relative to the project root), and the
 /// merge strategy.
 pub fn reported_as(ctx: &BuildContext) -> (String, String) {
-    let out_path = ctx.layout.final_output();
-    let rel = out_path
-        .strip_prefix(&ctx.plan.root)
-        .unwrap_or(&out_path)
-        .to_string_lossy()
-        .into_owned();
-    (rel, format!("{:?}", spec(ctx.plan).strategy).to_lowercase())
+    (
+        ctx.plan.relative(&ctx.layout.final_output()),
+        format!("{:?}", spec(ctx.plan).strategy).to_lowercase(),
+    )
 }
 
 struct Part {

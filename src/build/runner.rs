@@ -156,11 +156,8 @@ impl BuildContext<'_> {
 
     /// Result file path relative to the project root, as written in prompts.
     pub fn result_rel(&self, t: usize) -> String {
-        let p = self.layout.result_file(&self.agent_ids[t]);
-        p.strip_prefix(&self.plan.root)
-            .unwrap_or(&p)
-            .to_string_lossy()
-            .into_owned()
+        self.plan
+            .relative(&self.layout.result_file(&self.agent_ids[t]))
     }
 
     fn env(&self, t: usize, agent: Option<&AgentSpec>) -> Vec<(String, String)> {

@@ -175,7 +175,7 @@ fn collect<'a>(
     // Paths are kept as text: a root or state directory that is not UTF-8 gets no record.
     let root = plan.root.to_str()?;
     layout.dir.to_str()?;
-    let rel = |p: &Path| relative(plan, p);
+    let rel = |p: &Path| Cow::Owned(plan.relative(p));
     let mut files: Vec<(Cow<str>, Option<FileStamp>)> = Vec::new();
     // The state, snapshot and (closed) journal: only orch writes them, and only under the
     // lock this build still holds.
@@ -249,7 +249,6 @@ fn task_files<'a>(
 ) -> Option<(Vec<(Cow<'a, str>, Option<FileStamp>)>, ReportedTask<'a>)> {
     let plan = ctx.plan;
     let layout = &ctx.layout;
-    let rel = |p: &Path| relative(plan, p);
     let mut files: Vec<(Cow<str>, Option<FileStamp>)> = Vec::new();
     let task = ctx.task(t);
     let record = ctx.previous[t].as_ref()?;
@@ -291,18 +290,17 @@ fn task_files<'a>(
         {
             return None;
         }
-        files.push((rel(&prompt), Some(before)));
+        files.push((Cow::Owned(plan.relative(&prompt)), Some(before)));
     }
     // A shell task that printed nothing has no result file, and the merge reads it as
     // empty: it must stay absent.
     if aggregating {
-        let result_file = layout.result_file(&ctx.agent_ids[t]);
-        let result = rel(&result_file);
+        let result = ctx.result_rel(t);
         if !record.outputs.iter().any(|(p, _)| *p == result) {
-            if result_file.exists() {
+            if plan.resolve(&result).exists() {
                 return None;
             }
-            files.push((result, None));
+            files.push((Cow::Owned(result), None));
         }
     }
     let reported = ReportedTask {
@@ -312,16 +310,6 @@ fn task_files<'a>(
         runner: Cow::Borrowed(ctx.runner_name(t)),
     };
     Some((files, reported))
-}
-
-/// `p` relative to the project root, or as it is when outside it.
-fn relative(plan: &crate::plan::Plan, p: &Path) -> Cow<'static, str> {
-    Cow::Owned(
-        p.strip_prefix(&plan.root)
-            .unwrap_or(p)
-            .to_string_lossy()
-            .into_owned(),
-    )
 }
 
 impl<'a> Record<'a> {

@@ -224,4 +224,13 @@ impl Plan {
     pub fn resolve(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.root.join(rel)
     }
+
+    /// `path` relative to the project root as text, as records and reports name files; a
+    /// path outside the root stays as it is.
+    pub fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
 }
