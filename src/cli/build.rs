@@ -77,12 +77,12 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     let mut reporter = Fanout(vec![reporter_for(args.run.json, args.run.quiet)]);
     // An Orchfile's text is read first: with it, the record of the last all-up-to-date
     // build may settle this one without loading the plan.
-    let mut text = None;
+    let mut read = None;
     if let PlanSource::Orchfile(path) = &source {
-        let t = orchfile::read(path)?;
+        let text = orchfile::read(path)?;
         crate::profile::mark("orchfile read");
-        let cache = PlanCache::new(path, &t).filter(|_| !args.dry_run);
-        if let Some(cache) = cache {
+        let cache = PlanCache::new(path, &text);
+        if let Some(cache) = cache.as_ref().filter(|_| !args.dry_run) {
             if let Some(key) = up_to_date::key(cache.key(), &opts) {
                 let dir = cache.state_dir();
                 if let Some(outcome) = up_to_date::replay(dir, &key, &opts, &mut reporter) {
@@ -91,7 +91,7 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
                 opts.up_to_date_key = Some(key);
             }
         }
-        text = Some(t);
+        read = Some((text, cache));
     }
     // The state files are read on the worker pool while the plan loads.
     let state_dir = source
@@ -102,8 +102,10 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
         if let Some(dir) = &state_dir {
             s.spawn(|_| preload = Some(Preloaded::read(dir)));
         }
-        match (&source, text) {
-            (PlanSource::Orchfile(path), Some(text)) => orchfile::load_text(path, text),
+        match (&source, read) {
+            (PlanSource::Orchfile(path), Some((text, cache))) => {
+                orchfile::load_cached(path, text, cache)
+            }
             _ => source.load(),
         }
     })?;

@@ -148,7 +148,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
 
 /// Reads and parses the Orchfile at `path`.
 pub fn load(path: &Path) -> miette::Result<Plan> {
-    load_text(path, read(path)?)
+    let text = read(path)?;
+    let cache = super::cache::PlanCache::new(path, &text);
+    load_cached(path, text, cache)
 }
 
 /// The Orchfile's text, or an error naming the file.
@@ -157,9 +159,12 @@ pub fn read(path: &Path) -> miette::Result<String> {
         .map_err(|e| miette::miette!("cannot read {}: {e}", path.display()))
 }
 
-/// As [`load`], for the text already read from `path`.
-pub fn load_text(path: &Path, text: String) -> miette::Result<Plan> {
-    let cache = super::cache::PlanCache::new(path, &text);
+/// As [`load`], for the text already read from `path` and its plan cache.
+pub fn load_cached(
+    path: &Path,
+    text: String,
+    cache: Option<super::cache::PlanCache>,
+) -> miette::Result<Plan> {
     if let Some(plan) = cache.as_ref().and_then(|c| c.read()) {
         return Ok(plan);
     }
