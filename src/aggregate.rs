@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::agent::{self, sim, FailureKind};
-use crate::build::BuildContext;
+use crate::engine::BuildContext;
 use crate::executor::{self, ProcessSpec};
 use crate::fingerprint;
 use crate::plan::{AgentKind, AggregateSpec, AggregateStrategy, Plan};

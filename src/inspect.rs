@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicBool;
 use miette::{miette, Result};
 use serde_json::json;
 
-use crate::build::{self, dry_run, explain, readonly, BuildOptions};
 use crate::clock::Stamp;
+use crate::engine::{self, dry_run, explain, readonly, BuildOptions};
 use crate::graph::TaskGraph;
 use crate::plan::{Action, Plan};
 use crate::state::master_plan::{Status, StatusRow};
@@ -33,7 +33,8 @@ pub fn status_rows(plan: &Plan) -> Result<Vec<StatusRow>> {
     let layout = StateLayout::new(plan.state_dir());
     let mut store = StateStore::open(layout.clone()).map_err(|e| miette!("{e}"))?;
     store.assign_agent_ids(plan);
-    let reset = build::plan_doc::PlanDoc::load(plan, &layout, &store).reset_by_person(plan, &store);
+    let reset =
+        engine::plan_doc::PlanDoc::load(plan, &layout, &store).reset_by_person(plan, &store);
     let mut rows = rows_from_store(plan, &store);
     for t in reset {
         rows[t].status = Status::Ready;
@@ -289,7 +290,7 @@ pub fn explain(plan: &Plan, opts: &BuildOptions, ids: &[String]) -> Result<Vec<E
 
 /// Every difference between a task's last success and now.
 fn changes(
-    ctx: &build::BuildContext,
+    ctx: &engine::BuildContext,
     state: &readonly::ReadOnlyState,
     predicted: &[Option<String>],
     t: usize,

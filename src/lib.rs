@@ -8,7 +8,7 @@
 //! - [`executor`]: child processes in their own process groups, timeouts and kills;
 //! - [`agent`]: agent presets, prompt delivery and reply judging;
 //! - [`scheduler`]: ready-queue scheduling, apart from execution;
-//! - [`build`]: one build end to end; [`aggregate`]: `final_output.md`;
+//! - [`engine`]: one build end to end; [`aggregate`]: `final_output.md`;
 //! - [`reporter`]: terminal, progress and JSON views of build events;
 //! - [`planner`]: `orch plan`, a request decomposed into tasks by an agent;
 //! - [`inspect`]: status, explain, graph and list, read-only; [`clean`]: `orch clean`;
@@ -17,11 +17,11 @@
 
 pub mod agent;
 pub mod aggregate;
-pub mod build;
 pub mod clean;
 pub mod cli;
 pub mod clock;
 pub mod duration;
+pub mod engine;
 pub mod executor;
 pub mod fingerprint;
 pub mod graph;

@@ -767,7 +767,7 @@ pub fn write_master_plan(
     let request = plan.request.clone().unwrap_or_default();
     let table = master_plan::render_table(rows);
     let details = crate::plan::markdown::render_details(plan, &|id| store.agent_id_of(id));
-    let graph = crate::build::plan_doc::mermaid(plan);
+    let graph = crate::engine::plan_doc::mermaid(plan);
     let text = master_plan::render(
         &previous,
         &Generated {

@@ -2,7 +2,7 @@
 //! when they change.
 //!
 //! The build is incremental by content fingerprints, so a watch is an event loop around
-//! [`build::run_build`]: running it again with the same targets re-runs exactly the tasks whose
+//! [`engine::run_build`]: running it again with the same targets re-runs exactly the tasks whose
 //! inputs or deps changed, and their dependents. This module decides *when* to call it:
 //!
 //! - **What is watched**: the directories holding the selected tasks' inputs (a literal input's
@@ -46,7 +46,7 @@ use notify_debouncer_mini::{
     new_debouncer_opt, Config, DebounceEventResult, DebouncedEventKind, Debouncer,
 };
 
-use crate::build::{self, dry_run, BuildOptions};
+use crate::engine::{self, dry_run, BuildOptions};
 use crate::fingerprint::{self, Digest, StatCache};
 use crate::graph::TaskGraph;
 use crate::plan::{Action, Plan, ResultSpec};
@@ -216,7 +216,7 @@ impl Loaded {
     fn new(plan: Plan, opts: &BuildOptions) -> Result<Loaded> {
         let graph =
             TaskGraph::from_plan(&plan).map_err(|_| miette!("the plan has a dependency cycle"))?;
-        let wanted = build::wanted_tasks(&plan, &graph, &opts.targets)?;
+        let wanted = engine::wanted_tasks(&plan, &graph, &opts.targets)?;
         let rules = Rules::new(&plan, &wanted, opts.agent_override.as_deref())?;
         Ok(Loaded {
             plan,
@@ -594,7 +594,7 @@ impl Session<'_> {
                     inner: make_reporter(),
                     track,
                 };
-                build::run_build(plan, build_opts, None, &mut reporter, cancel)
+                engine::run_build(plan, build_opts, None, &mut reporter, cancel)
             });
             while !handle.is_finished() {
                 match self.pump(POLL) {
@@ -798,7 +798,7 @@ fn snapshot_inputs(loaded: &Loaded) -> HashMap<String, Option<Digest>> {
 /// state, writes nothing.
 fn would_run(loaded: &Loaded, opts: &BuildOptions) -> Result<Vec<usize>> {
     let cancel = AtomicBool::new(false);
-    let (ctx, _) = build::readonly::read_only_context(
+    let (ctx, _) = engine::readonly::read_only_context(
         &loaded.plan,
         &loaded.graph,
         opts,

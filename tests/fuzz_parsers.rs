@@ -216,7 +216,7 @@ fn render_master_plan(plan: &Plan) -> String {
         .collect();
     let table = master_plan::render_table(&rows);
     let details = markdown::render_details(plan, &agent_of);
-    let graph = orchfile::build::plan_doc::mermaid(plan);
+    let graph = orchfile::engine::plan_doc::mermaid(plan);
     master_plan::render(
         &Sections::default(),
         &master_plan::Generated {

@@ -5,7 +5,7 @@ use miette::Result;
 
 use super::PlanSource;
 use super::{check_agent_override, install_signal_handlers, reporter_for, Global};
-use crate::build::{self as engine, up_to_date, BuildOptions};
+use crate::engine::{self, up_to_date, BuildOptions};
 use crate::plan::cache::PlanCache;
 use crate::plan::orchfile;
 use crate::reporter::Fanout;

@@ -4,7 +4,7 @@ use clap::Args;
 use miette::Result;
 
 use super::{check_agent_override, Global};
-use crate::build::BuildOptions;
+use crate::engine::BuildOptions;
 use crate::inspect;
 
 #[derive(Args, Debug, Clone, Default)]

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use miette::{miette, Result};
 
-use crate::build::BuildOptions;
+use crate::engine::BuildOptions;
 use crate::plan::{markdown, orchfile, Plan, Settings};
 use crate::reporter::{self, JsonReporter, PlainReporter, ProgressReporter, Reporter};
 
