@@ -1,6 +1,8 @@
 //! Test harness: a temp project with an Orchfile, and the real `orch` binary run inside it.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
