@@ -1,6 +1,7 @@
 //! Test harness: a temp project with an Orchfile, and the real `orch` binary run inside it.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod nginx;
 
 use std::path::{Path, PathBuf};
