@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use orchfile::fingerprint::{combine, expand_inputs, Digest, StatCache};
+use orchfile::disk::Digest;
+use orchfile::fingerprint::{combine, expand_inputs, StatCache};
 
 const FILES: usize = 10_000;
 

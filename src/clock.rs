@@ -1,4 +1,7 @@
-//! Wall-clock stamps in local time for the status table and execution log.
+//! Time as orch records it: wall-clock stamps in local time for the status table and
+//! execution log, and the boot-clock window a process started in ([`StartWindow`]), which
+//! the journal keeps and the executor reads back after a crash. Both sides import it from
+//! here, so the state store needs nothing of the executor.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,4 +64,46 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// When a process started, in clock ticks since boot (as /proc/PID/stat counts it): between
+/// `earliest` and `latest`, both included. Read from the clock around the spawn rather than
+/// from /proc afterwards, which costs a file read per task; a reused pid would have to fall
+/// in the same window of a tick or two to be taken for ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StartWindow {
+    pub earliest: u64,
+    pub latest: u64,
+}
+
+impl StartWindow {
+    /// The window of a process started at exactly `ticks` (as older journals record it).
+    pub fn exact(ticks: u64) -> StartWindow {
+        StartWindow {
+            earliest: ticks,
+            latest: ticks,
+        }
+    }
+
+    pub fn contains(&self, ticks: u64) -> bool {
+        (self.earliest..=self.latest).contains(&ticks)
+    }
+}
+
+/// Clock ticks since boot now, on the clock the kernel stamps process start times with.
+pub fn boot_ticks_now() -> u64 {
+    // SAFETY: clock_gettime fills the zeroed struct we pass; sysconf has no preconditions.
+    let (ts, per_second) = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+        (ts, libc::sysconf(libc::_SC_CLK_TCK))
+    };
+    let per_second = if per_second > 0 {
+        per_second as u128
+    } else {
+        100
+    };
+    let nanos = ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128;
+    // As the kernel converts: whole ticks, rounded down.
+    (nanos / (1_000_000_000 / per_second)) as u64
 }

@@ -5,15 +5,14 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use globset::{GlobBuilder, GlobMatcher};
-use serde::{Deserialize, Serialize};
 
-use crate::plan::{Action, AgentSpec, Plan, Task};
-use crate::state::codec::{DecodeError, Decoder, Encoder};
+use crate::disk::codec::{DecodeError, Decoder, Encoder};
+use crate::disk::{Digest, FileStamp};
+use crate::plan::{normalize, Action, AgentSpec, KeptDefinition, Plan, Task};
 
 const STAT_CACHE_MAGIC: &[u8; 8] = b"ORCHSC01";
 
@@ -34,101 +33,6 @@ pub fn field_name(name: &str) -> FieldName {
     match DEFINITION_FIELDS.iter().find(|&&f| f == name) {
         Some(&f) => FieldName::Borrowed(f),
         None => FieldName::Owned(name.to_string()),
-    }
-}
-
-/// The first 128 bits of a blake3 hash: ample to detect a change, and small enough to keep
-/// by value (no allocation) in every record and cache entry. Shown and serialized as hex.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(pub [u8; 16]);
-
-impl Digest {
-    pub fn from_hash(h: blake3::Hash) -> Digest {
-        let mut d = [0; 16];
-        d.copy_from_slice(&h.as_bytes()[..16]);
-        Digest(d)
-    }
-
-    pub fn of(bytes: &[u8]) -> Digest {
-        Digest::from_hash(blake3::hash(bytes))
-    }
-
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-
-    pub fn to_hex(self) -> String {
-        self.to_string()
-    }
-
-    /// 32 hex digits; of 64 (a whole blake3 hash, as orch 0.1 first stored digests) the
-    /// first 32.
-    pub fn from_hex(s: &str) -> Option<Digest> {
-        if !(s.len() == 32 || s.len() == 64) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let mut d = [0; 16];
-        for (i, byte) in d.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(Digest(d))
-    }
-}
-
-impl std::fmt::Display for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Written into the journal for every task: one write, not 16 formatted ones.
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [0u8; 32];
-        for (i, b) in self.0.iter().enumerate() {
-            out[2 * i] = HEX[usize::from(b >> 4)];
-            out[2 * i + 1] = HEX[usize::from(b & 0xf)];
-        }
-        f.write_str(std::str::from_utf8(&out).expect("hex is ASCII"))
-    }
-}
-
-impl std::fmt::Debug for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Digest::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 32 hex digits"))
-    }
-}
-
-/// What stat says of a file: when it is unchanged, so (almost surely) is the content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileStamp {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub inode: u64,
-}
-
-impl FileStamp {
-    /// The stamp of `path`, or `None` when it cannot be stat'ed.
-    pub fn of_path(path: &Path) -> Option<FileStamp> {
-        std::fs::metadata(path).ok().map(|m| FileStamp::of(&m))
-    }
-
-    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
-        FileStamp {
-            size: meta.len(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-            inode: meta.ino(),
-        }
     }
 }
 
@@ -232,7 +136,7 @@ impl StatCache {
             .collect();
         entries.extend(fresh.iter().filter_map(|(k, v)| Some((&**k, v.as_ref()?))));
         // Only a cache: a torn copy fails its checksum and costs one re-read of each file.
-        crate::state::replace_unsynced(path, &Self::encode(&entries))
+        crate::disk::replace_unsynced(path, &Self::encode(&entries))
     }
 
     fn encode(entries: &[(&[u8], &CacheEntry)]) -> Vec<u8> {
@@ -583,21 +487,6 @@ pub fn compile_glob(pattern: &str) -> io::Result<GlobMatcher> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
 }
 
-/// `./src//a.txt` -> `src/a.txt`, so the same file always has one name. An absolute path
-/// (allowed with `allow_outside_root`) stays absolute.
-pub fn normalize(p: &str) -> String {
-    let rel = p
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect::<Vec<_>>()
-        .join("/");
-    if p.starts_with('/') {
-        format!("/{rel}")
-    } else {
-        rel
-    }
-}
-
 /// The directory part of a glob before its first wildcard: where the walk starts.
 pub fn literal_prefix(pattern: &str) -> String {
     let norm = normalize(pattern);
@@ -633,11 +522,19 @@ impl Definition {
         })
     }
 
-    /// Rebuilds one from stored digests, listed in [`DEFINITION_FIELDS`] order.
-    pub fn from_parts(digest: Digest, fields: [Digest; 7]) -> Definition {
+    /// Rebuilds one from the digests the plan cache kept.
+    pub fn from_kept(kept: &KeptDefinition) -> Definition {
         Definition {
-            digest,
-            fields: std::array::from_fn(|i| (DEFINITION_FIELDS[i], fields[i])),
+            digest: kept.digest,
+            fields: std::array::from_fn(|i| (DEFINITION_FIELDS[i], kept.fields[i])),
+        }
+    }
+
+    /// What the plan cache keeps of it.
+    pub fn kept(&self) -> KeptDefinition {
+        KeptDefinition {
+            digest: self.digest,
+            fields: self.fields.map(|(_, d)| d),
         }
     }
 }
@@ -651,8 +548,8 @@ pub fn task_definition(
 ) -> io::Result<Definition> {
     let task = &plan.tasks[t];
     if agent_override.is_none() || task.action.is_shell() {
-        if let Some(Some(def)) = plan.definitions.get(t) {
-            return Ok(*def);
+        if let Some(Some(kept)) = plan.definitions.get(t) {
+            return Ok(Definition::from_kept(kept));
         }
     }
     Definition::of(plan, task, plan.agent_for(task, agent_override))
@@ -965,24 +862,6 @@ mod tests {
             }
             assert_eq!(p.finish(), Digest::of(&all), "{sizes:?}");
         }
-    }
-
-    #[test]
-    fn digest_hex_round_trips() {
-        let d = Digest::of(b"x");
-        assert_eq!(d.to_hex(), &blake3::hash(b"x").to_hex()[..32]);
-        assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
-        assert_eq!(Digest::from_hex("zz"), None);
-        assert_eq!(Digest::from_hex(&format!("+f{}", &d.to_hex()[2..])), None);
-        let whole = blake3::hash(b"x").to_hex();
-        assert_eq!(
-            Digest::from_hex(&whole),
-            Some(d),
-            "a whole blake3 hex is cut to 128 bits"
-        );
-        assert_eq!(Digest::from_hex(&"g".repeat(32)), None);
-        let json = serde_json::to_string(&d).unwrap();
-        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The task DAG: dependency edges, topological order, cycle paths and critical-path lengths.
+//!
+//! Over plain dependency lists (node `i` is task `i`), so it imports nothing of the crate: the
+//! plan builds its graph with `TaskGraph::from_plan` (defined beside the plan model) and its
+//! validation uses the cycle check, and the scheduler runs on it.
 
 use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
-
-use crate::plan::Plan;
 
 /// Edges run from a dependency to its dependent. Node `i` is task `i` of the plan.
 #[derive(Debug, Clone)]
@@ -19,17 +21,6 @@ pub struct TaskGraph {
 }
 
 impl TaskGraph {
-    /// Builds the graph of a validated plan (deps are known, the graph is acyclic).
-    pub fn from_plan(plan: &Plan) -> Result<TaskGraph, Vec<usize>> {
-        let deps = plan
-            .tasks
-            .iter()
-            .map(|t| t.deps.iter().map(|d| plan.index[d]).collect())
-            .collect();
-        let weights: Vec<f64> = plan.tasks.iter().map(|t| t.weight()).collect();
-        TaskGraph::new(deps, &weights)
-    }
-
     /// Builds from dependency lists; on a cycle returns its path (first task repeated last).
     pub fn new(deps: Vec<Vec<usize>>, weights: &[f64]) -> Result<TaskGraph, Vec<usize>> {
         let n = deps.len();

@@ -8,7 +8,7 @@
 //! - [`executor`]: child processes in their own process groups, timeouts and kills;
 //! - [`agent`]: agent presets, prompt delivery and reply judging;
 //! - [`scheduler`]: ready-queue scheduling, apart from execution;
-//! - [`engine`]: one build end to end; [`aggregate`]: `final_output.md`;
+//! - [`engine`]: one build end to end, `final_output.md` included;
 //! - [`reporter`]: terminal, progress and JSON views of build events;
 //! - [`planner`]: `orch plan`, a request decomposed into tasks by an agent;
 //! - [`inspect`]: status, explain, graph and list, read-only; [`clean`]: `orch clean`;
@@ -16,10 +16,10 @@
 //! - [`cli`]: the command line.
 
 pub mod agent;
-pub mod aggregate;
 pub mod clean;
 pub mod cli;
 pub mod clock;
+pub mod disk;
 pub mod duration;
 pub mod engine;
 pub mod executor;

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::agent::{self, Failure, FailureKind};
 use crate::clock::Stamp;
+use crate::disk::persist_atomic;
 use crate::duration::{format_exact, parse_duration};
 use crate::executor::{self, ProcessSpec};
 use crate::graph::TaskGraph;
@@ -20,7 +21,7 @@ use crate::plan::orchfile::{check_inside_root, valid_task_id};
 use crate::plan::{Action, AgentKind, AgentSpec, Plan, Priority, Settings, Task};
 use crate::redact::Redactor;
 use crate::state::master_plan::{self, Generated, LogEntry, Sections, StatusRow};
-use crate::state::{persist_atomic, StateStore};
+use crate::state::StateStore;
 
 /// One task as the planner proposed it, after tolerant reading.
 #[derive(Debug, Clone, PartialEq)]

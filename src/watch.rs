@@ -46,8 +46,9 @@ use notify_debouncer_mini::{
     new_debouncer_opt, Config, DebounceEventResult, DebouncedEventKind, Debouncer,
 };
 
+use crate::disk::Digest;
 use crate::engine::{self, dry_run, BuildOptions};
-use crate::fingerprint::{self, Digest, StatCache};
+use crate::fingerprint::{self, StatCache};
 use crate::graph::TaskGraph;
 use crate::plan::{Action, Plan, ResultSpec};
 use crate::reporter::{Event, Paint, Reporter};
@@ -831,9 +832,9 @@ enum Pattern {
 impl Pattern {
     fn new(input: &str) -> Result<Pattern> {
         if !fingerprint::has_glob_meta(input) {
-            return Ok(Pattern::File(fingerprint::normalize(input)));
+            return Ok(Pattern::File(crate::plan::normalize(input)));
         }
-        let norm = fingerprint::normalize(input);
+        let norm = crate::plan::normalize(input);
         let base = fingerprint::literal_prefix(input);
         let rest = norm[base.len()..].trim_start_matches('/');
         let matcher = fingerprint::compile_glob(input)
@@ -882,10 +883,10 @@ impl Rules {
         let mut patterns = Vec::new();
         let mut generated = HashSet::new();
         for (t, task) in plan.tasks.iter().enumerate() {
-            generated.extend(task.outputs.iter().map(|o| fingerprint::normalize(o)));
+            generated.extend(task.outputs.iter().map(|o| crate::plan::normalize(o)));
             if let Some(agent) = plan.agent_for(task, agent_override) {
                 if let ResultSpec::File(f) = &agent.result {
-                    generated.insert(fingerprint::normalize(f));
+                    generated.insert(crate::plan::normalize(f));
                 }
             }
             if !wanted[t] {
@@ -897,7 +898,7 @@ impl Rules {
             if let Action::PromptFile(p) = &task.action {
                 patterns.push((
                     t,
-                    Pattern::File(fingerprint::normalize(&p.to_string_lossy())),
+                    Pattern::File(crate::plan::normalize(&p.to_string_lossy())),
                 ));
             }
         }
@@ -1228,7 +1229,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("Orchfile.toml");
         std::fs::write(&path, toml).unwrap();
-        let plan = crate::plan::orchfile::load(&path).unwrap();
+        let plan = crate::state::plan_cache::load(&path).unwrap();
         (dir, plan)
     }
 

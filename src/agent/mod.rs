@@ -6,11 +6,12 @@
 
 pub mod presets;
 pub mod sim;
+pub mod spec;
 
 use std::path::Path;
 
 use crate::executor::{Exit, ProcessOutput};
-use crate::plan::{AgentSpec, PromptVia, ResultSpec};
+use spec::{AgentSpec, PromptVia, ResultSpec};
 
 /// The argv and stdin for one agent call. The prompt goes through stdin or a file; with
 /// `prompt_via = "arg"` it is one argv element, never part of a shell string.

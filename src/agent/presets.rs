@@ -3,7 +3,7 @@
 
 use indexmap::IndexMap;
 
-use crate::plan::{AgentKind, AgentSpec, PromptVia, ResultSpec, SIM_AGENT};
+use super::spec::{AgentKind, AgentSpec, PromptVia, ResultSpec, SIM_AGENT};
 
 /// Output fragments that mean "try again later" for hosted model APIs.
 const TRANSIENT_API_ERRORS: &[&str] = &[

@@ -6,9 +6,9 @@ use miette::Result;
 use super::PlanSource;
 use super::{check_agent_override, install_signal_handlers, reporter_for, Global};
 use crate::engine::{self, up_to_date, BuildOptions};
-use crate::plan::cache::PlanCache;
 use crate::plan::orchfile;
 use crate::reporter::Fanout;
+use crate::state::plan_cache::{self, PlanCache};
 use crate::state::preload::Preloaded;
 
 /// The options `orch build` and `orch watch` share.
@@ -104,7 +104,7 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
         }
         match (&source, read) {
             (PlanSource::Orchfile(path), Some((text, cache))) => {
-                orchfile::load_cached(path, text, cache)
+                plan_cache::load_cached(path, text, cache)
             }
             _ => source.load(),
         }

@@ -104,7 +104,7 @@ pub enum PlanSource {
 impl PlanSource {
     pub fn load(&self) -> Result<Plan> {
         match self {
-            PlanSource::Orchfile(path) => orchfile::load(path),
+            PlanSource::Orchfile(path) => crate::state::plan_cache::load(path),
             PlanSource::MasterPlan(path) => markdown::load(path),
         }
     }

@@ -77,7 +77,7 @@ fn base(global: &Global) -> Result<Base> {
     };
     match orchfile {
         Some(path) if path.is_file() => {
-            let plan: Plan = orchfile::load(&path)?;
+            let plan: Plan = crate::state::plan_cache::load(&path)?;
             Ok(Base {
                 root: plan.root,
                 settings: plan.settings,

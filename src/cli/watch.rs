@@ -81,7 +81,7 @@ pub fn run(global: &Global, args: &WatchArgs) -> Result<i32> {
     let opts = args.options();
     let interrupt = install_signal_handlers()?;
     let load = || -> Result<Plan> {
-        let plan = orchfile::load(&path)?;
+        let plan = crate::state::plan_cache::load(&path)?;
         check_agent_override(&plan, &opts.build)?;
         Ok(plan)
     };

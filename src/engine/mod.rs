@@ -1,6 +1,7 @@
 //! `orch build`: load state, schedule the wanted tasks, run them on workers, record every state
 //! change (journal, status table, execution log), then aggregate the results.
 
+pub mod aggregate;
 pub mod dry_run;
 pub mod explain;
 pub mod plan_doc;
@@ -16,11 +17,11 @@ use std::time::Instant;
 use miette::{miette, IntoDiagnostic, Result};
 
 use crate::agent::FailureKind;
-use crate::aggregate;
 use crate::clock::Stamp;
+use crate::disk::FileStamp;
 use crate::executor::guard::Guard;
 use crate::executor::procgroup;
-use crate::fingerprint::{self, FileStamp, StatCache};
+use crate::fingerprint::StatCache;
 use crate::graph::TaskGraph;
 use crate::plan::{OnMissing, Plan, ResultSpec};
 use crate::redact::Redactor;
@@ -52,7 +53,7 @@ pub struct BuildOptions {
     pub guard_program: Option<std::path::PathBuf>,
     /// Where a build that finds everything up to date leaves its record for the fast path
     /// ([`up_to_date`]), and under which key; `None` leaves none.
-    pub up_to_date_key: Option<fingerprint::Digest>,
+    pub up_to_date_key: Option<crate::disk::Digest>,
 }
 
 impl Default for BuildOptions {
@@ -470,7 +471,7 @@ pub fn open_state(
     let mut store = StateStore::open_preloaded(layout, preloaded).map_err(|e| miette!("{e}"))?;
     let recovered = store.interrupted;
     if !store.stale_groups.is_empty() {
-        let groups: Vec<(i32, procgroup::StartWindow)> = store
+        let groups: Vec<(i32, crate::clock::StartWindow)> = store
             .stale_groups
             .iter()
             .map(|(_, g, t)| (*g, *t))

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::runner::BuildContext;
 use crate::clock::Stamp;
-use crate::fingerprint::FileStamp;
+use crate::disk::FileStamp;
+use crate::disk::{persist_atomic, replace_unsynced};
 use crate::plan::Plan;
 use crate::state::master_plan::{self, Generated, LogEntry, Sections, Status, StatusRow};
-use crate::state::{persist_atomic, replace_unsynced, StateLayout, StateStore};
+use crate::state::{StateLayout, StateStore};
 
 /// The log keeps at most this much of earlier runs; the oldest entries go first.
 const LOG_LIMIT: usize = 1 << 20;

@@ -10,13 +10,15 @@ use super::prompt::{render_task_file, DepResult};
 use super::BuildOptions;
 use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
 use crate::clock::unix_now;
-use crate::executor::{self, procgroup, Exit, ProcessSpec};
-use crate::fingerprint::{self, DefinitionFields, Digest, FieldName, OpenDir, StatCache};
+use crate::disk::Digest;
+use crate::disk::{persist_atomic, replace_unsynced};
+use crate::executor::{self, Exit, ProcessSpec};
+use crate::fingerprint::{self, DefinitionFields, FieldName, OpenDir, StatCache};
 use crate::graph::TaskGraph;
 use crate::plan::{Action, AgentKind, AgentSpec, Plan, ResultSpec, Task};
 use crate::redact::Redactor;
 use crate::scheduler::Runner;
-use crate::state::{persist_atomic, replace_unsynced, StateLayout, TaskRecord};
+use crate::state::{StateLayout, TaskRecord};
 
 /// What a finished (or up-to-date) task hands its dependents.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +52,7 @@ pub enum TaskMsg {
     Spawned {
         task: usize,
         pgid: i32,
-        window: procgroup::StartWindow,
+        window: crate::clock::StartWindow,
     },
     ProcessEnded {
         pgid: i32,
@@ -717,7 +719,7 @@ impl BuildContext<'_> {
                 .map(|(stamp, kind)| (stamp, kind == fingerprint::FileKind::File))?,
             None => {
                 let m = std::fs::metadata(self.plan.root.join(rel)).ok()?;
-                (fingerprint::FileStamp::of(&m), m.is_file())
+                (crate::disk::FileStamp::of(&m), m.is_file())
             }
         };
         Some(OutputStamp { stamp, is_file })
@@ -921,7 +923,7 @@ impl BuildContext<'_> {
 /// Enough of a file's metadata to see whether anything wrote it.
 #[derive(Debug, Clone, PartialEq)]
 struct OutputStamp {
-    stamp: fingerprint::FileStamp,
+    stamp: crate::disk::FileStamp,
     is_file: bool,
 }
 

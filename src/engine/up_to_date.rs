@@ -24,10 +24,11 @@ use std::time::Instant;
 
 use super::plan_doc::PlanDoc;
 use super::{BuildContext, BuildOptions, BuildOutcome};
-use crate::fingerprint::{self, Digest, FileStamp, OpenDir};
+use crate::disk::codec::{DecodeError, Decoder, Encoder};
+use crate::disk::{Digest, FileStamp};
+use crate::fingerprint::{self, OpenDir};
 use crate::plan::Action;
 use crate::reporter::{Event, Reporter, Summary, TaskRef};
-use crate::state::codec::{DecodeError, Decoder, Encoder};
 use crate::state::lock::{LockWait, RunLock};
 use crate::state::{StateLayout, StateStore};
 
@@ -151,7 +152,7 @@ pub fn write(
 ) -> std::io::Result<()> {
     let path = ctx.layout.up_to_date();
     match collect(ctx, store, skipped, aggregating) {
-        Some(record) => crate::state::replace_unsynced(&path, &record.encode(key)),
+        Some(record) => crate::disk::replace_unsynced(&path, &record.encode(key)),
         // An older record cannot hold (the state it names has not changed, or this build
         // would have taken the fast path), but it costs a read: drop it.
         None => match std::fs::remove_file(&path) {
@@ -218,7 +219,7 @@ fn collect<'a>(
         // exists; its content is not part of that check.
         let out = layout.final_output();
         files.push((rel(&out), Some(FileStamp::of_path(&out)?)));
-        let (path, strategy) = crate::aggregate::reported_as(ctx);
+        let (path, strategy) = super::aggregate::reported_as(ctx);
         Some((Cow::Owned(path), Cow::Owned(strategy)))
     } else {
         None

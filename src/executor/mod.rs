@@ -84,7 +84,7 @@ pub struct ProcessOutput {
 pub fn run_process(
     spec: &ProcessSpec,
     cancel: &AtomicBool,
-    on_spawn: &mut dyn FnMut(i32, procgroup::StartWindow),
+    on_spawn: &mut dyn FnMut(i32, crate::clock::StartWindow),
 ) -> io::Result<ProcessOutput> {
     let started = Instant::now();
     let (program, args) = spec
@@ -98,7 +98,7 @@ pub fn run_process(
     } else {
         resolve_program(program)
     };
-    let earliest = procgroup::boot_ticks_now();
+    let earliest = crate::clock::boot_ticks_now();
     let spawned = match &resolved {
         // argv[0] stays the bare name: some programs (busybox) act on it.
         Some(path) => command(path.as_os_str(), args, spec)
@@ -124,9 +124,9 @@ pub fn run_process(
             io::Error::new(e.kind(), format!("cannot start `{program}`: {e}"))
         }
     })?;
-    let window = procgroup::StartWindow {
+    let window = crate::clock::StartWindow {
         earliest,
-        latest: procgroup::boot_ticks_now(),
+        latest: crate::clock::boot_ticks_now(),
     };
     let pgid = child.id() as i32;
     on_spawn(pgid, window);

@@ -1,5 +1,7 @@
 //! Process-group helpers: signalling a whole group, and stopping groups a crashed run left.
 
+use crate::clock::StartWindow;
+
 /// Sends `sig` to every process in group `pgid`; a group that is gone is fine.
 pub fn kill_group(pgid: i32, sig: i32) {
     if pgid > 1 {
@@ -54,48 +56,6 @@ fn pgrp_of(stat: &str) -> Option<i32> {
     stat_fields(stat)?.get(2)?.parse().ok()
 }
 
-/// When a process started, in clock ticks since boot (as /proc/PID/stat counts it): between
-/// `earliest` and `latest`, both included. Read from the clock around the spawn rather than
-/// from /proc afterwards, which costs a file read per task; a reused pid would have to fall
-/// in the same window of a tick or two to be taken for ours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StartWindow {
-    pub earliest: u64,
-    pub latest: u64,
-}
-
-impl StartWindow {
-    /// The window of a process started at exactly `ticks` (as older journals record it).
-    pub fn exact(ticks: u64) -> StartWindow {
-        StartWindow {
-            earliest: ticks,
-            latest: ticks,
-        }
-    }
-
-    pub fn contains(&self, ticks: u64) -> bool {
-        (self.earliest..=self.latest).contains(&ticks)
-    }
-}
-
-/// Clock ticks since boot now, on the clock the kernel stamps process start times with.
-pub fn boot_ticks_now() -> u64 {
-    // SAFETY: clock_gettime fills the zeroed struct we pass; sysconf has no preconditions.
-    let (ts, per_second) = unsafe {
-        let mut ts: libc::timespec = std::mem::zeroed();
-        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
-        (ts, libc::sysconf(libc::_SC_CLK_TCK))
-    };
-    let per_second = if per_second > 0 {
-        per_second as u128
-    } else {
-        100
-    };
-    let nanos = ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128;
-    // As the kernel converts: whole ticks, rounded down.
-    (nanos / (1_000_000_000 / per_second)) as u64
-}
-
 /// Stops what remains of process groups a previous, crashed run started. A group counts as
 /// ours only if its leader still started within the recorded window or, with the leader
 /// gone, its members started no earlier. Returns how many processes were signalled.
@@ -141,6 +101,7 @@ fn members_of(pgid: i32, min_ticks: u64) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::boot_ticks_now;
     use std::os::unix::process::CommandExt;
 
     #[test]

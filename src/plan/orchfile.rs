@@ -146,33 +146,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
     .map_err(Box::new)
 }
 
-/// Reads and parses the Orchfile at `path`.
-pub fn load(path: &Path) -> miette::Result<Plan> {
-    let text = read(path)?;
-    let cache = super::cache::PlanCache::new(path, &text);
-    load_cached(path, text, cache)
-}
-
 /// The Orchfile's text, or an error naming the file.
 pub fn read(path: &Path) -> miette::Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| miette::miette!("cannot read {}: {e}", path.display()))
-}
-
-/// As [`load`], for the text already read from `path` and its plan cache.
-pub fn load_cached(
-    path: &Path,
-    text: String,
-    cache: Option<super::cache::PlanCache>,
-) -> miette::Result<Plan> {
-    if let Some(plan) = cache.as_ref().and_then(|c| c.read()) {
-        return Ok(plan);
-    }
-    let plan = parse(path, &text).map_err(|e| miette::Report::new(*e))?;
-    if let Some(c) = cache {
-        c.write(&plan);
-    }
-    Ok(plan)
 }
 
 struct Validator<'a> {
@@ -583,7 +560,7 @@ impl Validator<'_> {
         }
         for out in &r.outputs {
             self.relative_path(out, "output", allow_outside);
-            let key = crate::fingerprint::normalize(out.get_ref());
+            let key = super::normalize(out.get_ref());
             match self.writers.get(&key) {
                 Some((other, first)) if other != id => {
                     let err = self

@@ -5,26 +5,31 @@
 //! over the snapshot gives the current state; a torn last line is ignored. A journal line that
 //! a power loss drops only makes a task run again, and a recorded success whose outputs were
 //! torn fails the output-hash check, so neither can present half-written work as complete.
+//!
+//! Besides the snapshot and journal: the run [`lock`], the validated-plan cache
+//! ([`plan_cache`]), the state files read ahead while the plan loads ([`preload`]) and the
+//! master plan's status table ([`master_plan`]). The file formats are built from
+//! [`crate::disk`].
 
-pub mod codec;
 pub mod lock;
 pub mod master_plan;
+pub mod plan_cache;
 pub mod preload;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::executor::procgroup::StartWindow;
-use crate::fingerprint::{field_name, Digest, FieldName, FileStamp};
+use crate::clock::StartWindow;
+use crate::disk::codec::{DecodeError, Decoder, Encoder};
+use crate::disk::{persist_atomic, Digest, FileStamp};
+use crate::fingerprint::{field_name, FieldName};
 use crate::plan::Plan;
-use codec::{DecodeError, Decoder, Encoder};
 
 /// Paths inside the state directory.
 #[derive(Debug, Clone)]
@@ -102,52 +107,6 @@ impl StateLayout {
 /// `Agent-07` for the 7th task; more digits when there are more than 99.
 pub fn agent_id(n: u32) -> String {
     format!("Agent-{n:02}")
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to `path` so that readers see the old content or the new, never a mix:
-/// a temp file beside it, fsync, rename over, fsync the directory.
-pub fn persist_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    replace_file(path, bytes, true)
-}
-
-/// As [`persist_atomic`], without the fsyncs: for files that are cheap to redo, whose torn
-/// copy after a power loss the output-hash check catches (shell results, the periodic
-/// master_plan.md, the plan cache).
-pub fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    replace_file(path, bytes, false)
-}
-
-fn replace_file(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp.{}.{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        if sync {
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if sync {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// What orch remembers about a task's last successful run.

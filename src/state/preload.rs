@@ -10,8 +10,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{Snapshot, StateLayout};
-use crate::fingerprint::{FileStamp, StatCache};
-use crate::state::codec::DecodeError;
+use crate::disk::codec::DecodeError;
+use crate::disk::FileStamp;
+use crate::fingerprint::StatCache;
 
 /// What was read ahead from one state directory.
 pub struct Preloaded {

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
-use super::{
-    Action, AgentKind, AgentSpec, AggregateSpec, AggregateStrategy, OnMissing, Plan, Priority,
-    PromptVia, ResultSpec, Settings, Task,
+use crate::disk::codec::{DecodeError, Decoder, Encoder};
+use crate::disk::Digest;
+use crate::fingerprint::DEFINITION_FIELDS;
+use crate::plan::orchfile::{parse, read};
+use crate::plan::{
+    Action, AgentKind, AgentSpec, AggregateSpec, AggregateStrategy, KeptDefinition, OnMissing,
+    Plan, Priority, PromptVia, ResultSpec, Settings, Task,
 };
-use crate::fingerprint::{Definition, Digest, DEFINITION_FIELDS};
-use crate::state::codec::{DecodeError, Decoder, Encoder};
 
 const MAGIC: &[u8; 8] = b"ORCHPC02";
 
@@ -35,7 +37,7 @@ impl PlanCache {
         // is part of the key. With the inode and ctime, which no tool can set back, so
         // builds given one fixed mtime (as Nix does) still differ.
         let exe = std::env::current_exe().and_then(std::fs::metadata).ok()?;
-        let stamp = crate::fingerprint::FileStamp::of(&exe);
+        let stamp = crate::disk::FileStamp::of(&exe);
         h.update(format!("{stamp:?}").as_bytes());
         h.update(path.as_os_str().as_encoded_bytes());
         h.update(b"\0");
@@ -73,8 +75,27 @@ impl PlanCache {
         let Some(bytes) = encode_plan(&self.key, plan) else {
             return;
         };
-        let _ = crate::state::replace_unsynced(&self.file, &bytes);
+        let _ = crate::disk::replace_unsynced(&self.file, &bytes);
     }
+}
+
+/// Reads and parses the Orchfile at `path`, through its plan cache.
+pub fn load(path: &Path) -> miette::Result<Plan> {
+    let text = read(path)?;
+    let cache = PlanCache::new(path, &text);
+    load_cached(path, text, cache)
+}
+
+/// As [`load`], for the text already read from `path` and its plan cache.
+pub fn load_cached(path: &Path, text: String, cache: Option<PlanCache>) -> miette::Result<Plan> {
+    if let Some(plan) = cache.as_ref().and_then(|c| c.read()) {
+        return Ok(plan);
+    }
+    let plan = parse(path, &text).map_err(|e| miette::Report::new(*e))?;
+    if let Some(c) = cache {
+        c.write(&plan);
+    }
+    Ok(plan)
 }
 
 /// `None` when a path is not UTF-8: such a plan is parsed every time.
@@ -290,7 +311,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
             for f in &mut fields {
                 *f = d.digest()?;
             }
-            Some(Definition::from_parts(digest, fields))
+            Some(KeptDefinition { digest, fields })
         } else {
             None
         });
@@ -430,7 +451,7 @@ title = "Report"
 on_missing = "fail"
 "#;
         std::fs::write(&path, text).unwrap();
-        let plan = super::super::orchfile::parse(&path, text).unwrap();
+        let plan = parse(&path, text).unwrap();
         let key = Digest::of(b"k");
         let bytes = encode_plan(&key, &plan).unwrap();
         let mut d = Decoder::new(MAGIC, &bytes).unwrap();
@@ -449,7 +470,9 @@ on_missing = "fail"
         // The kept definitions are what a build would compute; a prompt file's is not kept.
         let computed = |t: usize| {
             let task = &plan.tasks[t];
-            crate::fingerprint::Definition::of(&plan, task, plan.agent_for(task, None)).unwrap()
+            crate::fingerprint::Definition::of(&plan, task, plan.agent_for(task, None))
+                .unwrap()
+                .kept()
         };
         assert_eq!(
             back.definitions,
@@ -464,7 +487,7 @@ on_missing = "fail"
         let text = "[agents.other]\ncommand = [\"x\"]\n\
                     [tasks.a]\nprompt = \"p\"\nagent = \"sim\"\n\
                     [tasks.b]\nrun = \"true\"\n";
-        let plan = super::super::orchfile::parse(&path, text).unwrap();
+        let plan = parse(&path, text).unwrap();
         let bytes = encode_plan(&Digest::of(b"k"), &plan).unwrap();
         let mut d = Decoder::new(MAGIC, &bytes).unwrap();
         d.digest().unwrap();

@@ -3,13 +3,13 @@
 
 use std::fmt::Write as _;
 
+use super::BuildContext;
 use crate::agent::{self, sim, FailureKind};
-use crate::engine::BuildContext;
+use crate::disk::persist_atomic;
 use crate::executor::{self, ProcessSpec};
-use crate::fingerprint;
 use crate::plan::{AgentKind, AggregateSpec, AggregateStrategy, Plan};
 use crate::reporter::{Event, Reporter};
-use crate::state::{persist_atomic, JournalEntry, StateStore};
+use crate::state::{JournalEntry, StateStore};
 
 /// Aggregation runs when the plan asks for it, or when it has agent tasks at all.
 pub fn enabled(plan: &Plan) -> bool {
@@ -105,7 +105,7 @@ pub fn run(
             h.update(p.id.as_bytes());
             h.update(blake3::hash(p.text.as_bytes()).as_bytes());
         }
-        fingerprint::Digest::from_hash(h.finalize())
+        crate::disk::Digest::from_hash(h.finalize())
     };
     let out_path = ctx.layout.final_output();
     let (rel, strategy) = reported_as(ctx);

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::fingerprint::{Digest, FileStamp};
+use super::{Digest, FileStamp};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {

@@ -1,0 +1,230 @@
+//! The plan model: tasks, settings, agents and the aggregate step, resolved and validated.
+//! Every source (Orchfile.toml, master_plan.md, `orch plan`) produces these types, and
+//! everything downstream works on them only.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use crate::agent::spec::AgentSpec;
+use crate::disk::Digest;
+use crate::graph::TaskGraph;
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    /// Directory that relative paths (inputs, outputs, state_dir) are resolved against.
+    pub root: PathBuf,
+    /// The file the plan came from, for messages.
+    pub source_path: PathBuf,
+    pub settings: Settings,
+    pub agents: IndexMap<String, AgentSpec>,
+    /// Tasks in file order; a task's index is its identity inside one run.
+    pub tasks: Vec<Task>,
+    pub index: HashMap<String, usize>,
+    pub aggregate: Option<AggregateSpec>,
+    /// The person's request this plan answers, shown in master_plan.md.
+    pub request: Option<String>,
+    /// Each task's definition digests as the plan cache computed them (see
+    /// `fingerprint::task_definition`); empty for a freshly parsed plan.
+    #[serde(skip)]
+    pub definitions: Vec<Option<KeptDefinition>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub jobs: Option<usize>,
+    pub default_agent: String,
+    pub keep_going: bool,
+    /// Time between SIGTERM and SIGKILL when a task is stopped.
+    pub kill_grace: Duration,
+    /// First delay of the exponential retry backoff.
+    pub retry_backoff: Duration,
+    /// Upper bound for one backoff delay.
+    pub retry_backoff_max: Duration,
+    /// Dep results up to this size are inlined into a dependent's prompt; larger ones by path.
+    pub inline_result_limit: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            state_dir: PathBuf::from(".orchestrator"),
+            jobs: None,
+            default_agent: "claude".into(),
+            keep_going: false,
+            kill_grace: Duration::from_secs(5),
+            retry_backoff: Duration::from_secs(2),
+            retry_backoff_max: Duration::from_secs(120),
+            inline_result_limit: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Action {
+    /// `run = "..."`: a shell command, `sh -c`, no agent.
+    Shell(String),
+    /// `prompt = "..."`: sent to the task's agent.
+    Prompt(String),
+    /// `prompt_file = "..."`: the file's content (read at run time) is the prompt.
+    PromptFile(PathBuf),
+}
+
+impl Action {
+    pub fn is_shell(&self) -> bool {
+        matches!(self, Action::Shell(_))
+    }
+}
+
+/// P0 (critical) .. P3 (low); lower runs first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Priority(pub u8);
+
+impl Default for Priority {
+    fn default() -> Self {
+        Priority(2)
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "P{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub title: String,
+    pub action: Action,
+    /// Agent name for prompt tasks (resolved against `Plan::agents`); `None` for shell tasks.
+    pub agent: Option<String>,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub deps: Vec<String>,
+    pub priority: Priority,
+    pub retries: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub locks: Vec<String>,
+    pub verify: Option<String>,
+    pub estimate: Option<Duration>,
+    pub env: IndexMap<String, String>,
+}
+
+impl Task {
+    /// Estimate used for the critical path: the declared one, or one unit.
+    pub fn weight(&self) -> f64 {
+        self.estimate.map(|d| d.as_secs_f64()).unwrap_or(1.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AggregateStrategy {
+    Concat,
+    Structured,
+    Agent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OnMissing {
+    Rerun,
+    Fail,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AggregateSpec {
+    pub strategy: AggregateStrategy,
+    pub agent: Option<String>,
+    pub title: String,
+    pub on_missing: OnMissing,
+    /// Extra instructions for the `agent` strategy's merge prompt.
+    pub prompt: Option<String>,
+}
+
+impl Plan {
+    /// Task id -> position, the `index` of a plan with these tasks.
+    pub fn index_of(tasks: &[Task]) -> HashMap<String, usize> {
+        tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect()
+    }
+
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.index.get(id).map(|&i| &self.tasks[i])
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(&self.settings.state_dir)
+    }
+
+    /// The agent a prompt task runs with, after an optional `--agent` override.
+    pub fn agent_for(&self, task: &Task, override_agent: Option<&str>) -> Option<&AgentSpec> {
+        if task.action.is_shell() {
+            return None;
+        }
+        let name = override_agent
+            .or(task.agent.as_deref())
+            .unwrap_or(&self.settings.default_agent);
+        self.agents.get(name)
+    }
+
+    /// Resolves a path written in the plan against the project root.
+    pub fn resolve(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// `path` relative to the project root as text, as records and reports name files; a
+    /// path outside the root stays as it is.
+    pub fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// A task's definition as the plan cache kept it: the digest of the whole and of each field,
+/// in the order of `fingerprint::DEFINITION_FIELDS` (which hashes them). Kept in the plan so
+/// that the builds of an unchanged Orchfile need not hash every definition again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptDefinition {
+    pub digest: Digest,
+    pub fields: [Digest; 7],
+}
+
+/// The graph of a plan. Defined here, beside the model, so that [`TaskGraph`] (plain
+/// dependency lists) needs nothing of the plan and the plan's validation can use it.
+impl TaskGraph {
+    /// Builds the graph of a validated plan (deps are known, the graph is acyclic).
+    pub fn from_plan(plan: &Plan) -> Result<TaskGraph, Vec<usize>> {
+        let deps = plan
+            .tasks
+            .iter()
+            .map(|t| t.deps.iter().map(|d| plan.index[d]).collect())
+            .collect();
+        let weights: Vec<f64> = plan.tasks.iter().map(|t| t.weight()).collect();
+        TaskGraph::new(deps, &weights)
+    }
+}
+
+/// `./src//a.txt` -> `src/a.txt`, so the same file always has one name. An absolute path
+/// (allowed with `allow_outside_root`) stays absolute.
+pub fn normalize(p: &str) -> String {
+    let rel = p
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect::<Vec<_>>()
+        .join("/");
+    if p.starts_with('/') {
+        format!("/{rel}")
+    } else {
+        rel
+    }
+}
