@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use miette::{miette, Result};
 
+use crate::master_plan;
 use crate::plan::orchfile::check_inside_root;
 use crate::plan::Plan;
 use crate::state::lock::{LockWait, RunLock};
@@ -143,16 +144,16 @@ pub fn clean(plan: &Plan, opts: CleanOptions) -> Result<CleanReport> {
     if state_ok && !opts.dry_run && master.is_file() {
         let mut store = StateStore::open(layout.clone()).map_err(|e| miette!("{e}"))?;
         store.assign_agent_ids(plan);
-        let rows = crate::inspect::rows_from_store(plan, &store);
+        let rows = master_plan::rows_from_store(plan, &store);
         let mut lines = vec![format!("{} path(s) removed", report.removed.len())];
         if opts.outputs {
             lines.push("declared outputs removed too".into());
         }
-        crate::planner::write_master_plan(
+        master_plan::write_master_plan(
             plan,
             &store,
             &rows,
-            crate::planner::log_entry("State Cleaned", lines),
+            master_plan::log_entry("State Cleaned", lines),
         )
         .map_err(|e| miette!("cannot rewrite {}: {e}", master.display()))?;
     }

@@ -11,8 +11,9 @@ use serde_json::json;
 use crate::clock::Stamp;
 use crate::engine::{self, dry_run, explain, readonly, BuildOptions};
 use crate::graph::TaskGraph;
+use crate::master_plan::{self, StatusRow};
 use crate::plan::{Action, Plan};
-use crate::state::master_plan::{Status, StatusRow};
+use crate::state::Status;
 use crate::state::{StateLayout, StateStore};
 
 /// How statuses are listed in summaries and graph classes: done first, failures last.
@@ -33,40 +34,12 @@ pub fn status_rows(plan: &Plan) -> Result<Vec<StatusRow>> {
     let layout = StateLayout::new(plan.state_dir());
     let mut store = StateStore::open(layout.clone()).map_err(|e| miette!("{e}"))?;
     store.assign_agent_ids(plan);
-    let reset =
-        engine::plan_doc::PlanDoc::load(plan, &layout, &store).reset_by_person(plan, &store);
-    let mut rows = rows_from_store(plan, &store);
+    let reset = master_plan::PlanDoc::load(plan, &layout, &store).reset_by_person(plan, &store);
+    let mut rows = master_plan::rows_from_store(plan, &store);
     for t in reset {
         rows[t].status = Status::Ready;
     }
     Ok(rows)
-}
-
-/// Status rows from an opened store.
-pub fn rows_from_store(plan: &Plan, store: &StateStore) -> Vec<StatusRow> {
-    plan.tasks
-        .iter()
-        .map(|task| {
-            let rec = store.snapshot.statuses.get(&task.id);
-            let status = match rec {
-                Some(r) => r.status,
-                None if store.snapshot.records.contains_key(&task.id) => Status::Completed,
-                None if task.deps.is_empty() => Status::Ready,
-                None => Status::Waiting,
-            };
-            StatusRow {
-                id: task.id.clone(),
-                title: task.title.clone(),
-                agent: store.agent_id_of(&task.id),
-                status,
-                priority: task.priority.to_string(),
-                deps: task.deps.clone(),
-                start: rec.and_then(|r| r.start.clone()),
-                end: rec.and_then(|r| r.end.clone()),
-                retries: rec.map(|r| r.retries).unwrap_or(0),
-            }
-        })
-        .collect()
 }
 
 /// Columns a terminal shows one cell of: emoji take two, variation selectors none.

@@ -4,7 +4,9 @@
 //! - [`plan`]: the plan model and `Orchfile.toml` parsing with span-carrying diagnostics;
 //! - [`graph`]: the task DAG, cycles, critical paths;
 //! - [`fingerprint`]: blake3 content hashes and the stat cache;
-//! - [`state`]: the `.orchestrator/` layout, journal, lock and `master_plan.md`;
+//! - [`disk`]: digests, file stamps, the binary encoding and atomic file replacement;
+//! - [`state`]: the `.orchestrator/` layout, snapshot, journal, lock and plan cache;
+//! - [`master_plan`]: `master_plan.md`, read as a plan and kept current;
 //! - [`executor`]: child processes in their own process groups, timeouts and kills;
 //! - [`agent`]: agent presets, prompt delivery and reply judging;
 //! - [`scheduler`]: ready-queue scheduling, apart from execution;
@@ -26,6 +28,7 @@ pub mod executor;
 pub mod fingerprint;
 pub mod graph;
 pub mod inspect;
+pub mod master_plan;
 pub mod plan;
 pub mod planner;
 pub mod profile;

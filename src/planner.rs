@@ -12,7 +12,6 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use crate::agent::{self, Failure, FailureKind};
-use crate::clock::Stamp;
 use crate::disk::persist_atomic;
 use crate::duration::{format_exact, parse_duration};
 use crate::executor::{self, ProcessSpec};
@@ -20,8 +19,6 @@ use crate::graph::TaskGraph;
 use crate::plan::orchfile::{check_inside_root, valid_task_id};
 use crate::plan::{Action, AgentKind, AgentSpec, Plan, Priority, Settings, Task};
 use crate::redact::Redactor;
-use crate::state::master_plan::{self, Generated, LogEntry, Sections, StatusRow};
-use crate::state::StateStore;
 
 /// One task as the planner proposed it, after tolerant reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -742,56 +739,6 @@ pub fn to_plan(
         aggregate: None,
         request: Some(request.trim().to_string()),
         definitions: Vec::new(),
-    }
-}
-
-/// Rewrites the store's `master_plan.md` for `plan`: request, status table (`rows`), task
-/// details and diagram, keeping a person's own sections and the execution log, to which
-/// `entry` is appended.
-pub fn write_master_plan(
-    plan: &Plan,
-    store: &StateStore,
-    rows: &[StatusRow],
-    entry: LogEntry,
-) -> std::io::Result<PathBuf> {
-    let path = store.layout.master_plan();
-    let previous = Sections::parse(&std::fs::read_to_string(&path).unwrap_or_default());
-    let mut log = previous
-        .get("Execution Log")
-        .unwrap_or("")
-        .trim_matches('\n')
-        .to_string();
-    if !log.is_empty() {
-        log.push_str("\n\n");
-    }
-    log.push_str(&entry.render());
-    let request = plan.request.clone().unwrap_or_default();
-    let table = master_plan::render_table(rows);
-    let details = crate::plan::markdown::render_details(plan, &|id| store.agent_id_of(id));
-    let graph = crate::engine::plan_doc::mermaid(plan);
-    let text = master_plan::render(
-        &previous,
-        &Generated {
-            request: &request,
-            table: &table,
-            details: &details,
-            graph: &graph,
-            log: &log,
-        },
-    );
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    persist_atomic(&path, text.as_bytes())?;
-    Ok(path)
-}
-
-/// A log entry stamped now.
-pub fn log_entry(title: &str, lines: Vec<String>) -> LogEntry {
-    LogEntry {
-        stamp: Stamp::now().date_time(),
-        title: title.to_string(),
-        lines,
     }
 }
 

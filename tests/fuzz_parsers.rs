@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
-use orchfile::plan::{markdown, orchfile as toml_plan, Plan};
-use orchfile::state::master_plan::{self, Sections, Status};
+use orchfile::master_plan::{self, read as markdown, Sections};
+use orchfile::plan::{orchfile as toml_plan, Plan};
+use orchfile::state::Status;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.parse().ok()
@@ -215,8 +216,8 @@ fn render_master_plan(plan: &Plan) -> String {
         })
         .collect();
     let table = master_plan::render_table(&rows);
-    let details = markdown::render_details(plan, &agent_of);
-    let graph = orchfile::engine::plan_doc::mermaid(plan);
+    let details = master_plan::render_details(plan, &agent_of);
+    let graph = master_plan::mermaid(plan);
     master_plan::render(
         &Sections::default(),
         &master_plan::Generated {

@@ -22,7 +22,8 @@ use clap::{Parser, Subcommand};
 use miette::{miette, Result};
 
 use crate::engine::BuildOptions;
-use crate::plan::{markdown, orchfile, Plan, Settings};
+use crate::master_plan;
+use crate::plan::{orchfile, Plan, Settings};
 use crate::reporter::{self, JsonReporter, PlainReporter, ProgressReporter, Reporter};
 
 #[derive(Parser, Debug)]
@@ -105,7 +106,7 @@ impl PlanSource {
     pub fn load(&self) -> Result<Plan> {
         match self {
             PlanSource::Orchfile(path) => crate::state::plan_cache::load(path),
-            PlanSource::MasterPlan(path) => markdown::load(path),
+            PlanSource::MasterPlan(path) => master_plan::load(path),
         }
     }
 
@@ -130,7 +131,7 @@ pub fn locate_plan(file: Option<&Path>) -> Result<PlanSource> {
                 None => {
                     let md = cwd
                         .join(Settings::default().state_dir)
-                        .join(markdown::MASTER_PLAN_NAME);
+                        .join(master_plan::MASTER_PLAN_NAME);
                     if md.is_file() {
                         return Ok(PlanSource::MasterPlan(md));
                     }
@@ -141,7 +142,7 @@ pub fn locate_plan(file: Option<&Path>) -> Result<PlanSource> {
                         orchfile::ORCHFILE_NAME,
                         cwd.display(),
                         Path::new(".orchestrator")
-                            .join(markdown::MASTER_PLAN_NAME)
+                            .join(master_plan::MASTER_PLAN_NAME)
                             .display()
                     ));
                 }
@@ -149,7 +150,7 @@ pub fn locate_plan(file: Option<&Path>) -> Result<PlanSource> {
         }
     };
     let path = std::path::absolute(&path).unwrap_or(path);
-    Ok(if markdown::is_markdown(&path) {
+    Ok(if master_plan::is_markdown(&path) {
         PlanSource::MasterPlan(path)
     } else {
         PlanSource::Orchfile(path)

@@ -10,12 +10,11 @@ use miette::{miette, Result};
 
 use super::{install_signal_handlers, Global};
 use crate::agent::presets;
-use crate::plan::markdown::{self, MASTER_PLAN_NAME};
+use crate::master_plan::{self, Sections, MASTER_PLAN_NAME};
 use crate::plan::orchfile::{self, parse_result_spec, ORCHFILE_NAME};
 use crate::plan::{AgentKind, AgentSpec, Plan, PromptVia, Settings};
 use crate::planner::{self, PlanEvent, PlanFailure, Planner};
 use crate::state::lock::{LockWait, RunLock};
-use crate::state::master_plan::Sections;
 use crate::state::{StateLayout, StateStore};
 
 #[derive(Args, Debug, Clone)]
@@ -59,9 +58,9 @@ struct Base {
 fn base(global: &Global) -> Result<Base> {
     let cwd = std::env::current_dir().map_err(|e| miette!("no working directory: {e}"))?;
     let orchfile = match &global.file {
-        Some(f) if markdown::is_markdown(f) => {
+        Some(f) if master_plan::is_markdown(f) => {
             let f = std::path::absolute(f).unwrap_or_else(|_| f.clone());
-            let (root, state_dir) = markdown::layout_of(&f);
+            let (root, state_dir) = master_plan::layout_of(&f);
             return Ok(Base {
                 root,
                 settings: Settings {
@@ -263,8 +262,8 @@ pub fn run(global: &Global, args: &PlanArgs) -> Result<i32> {
             .compact()
             .map_err(|e| miette!("cannot save state: {e}"))?;
     }
-    let rows = crate::inspect::rows_from_store(&plan, &store);
-    let entry = planner::log_entry(
+    let rows = master_plan::rows_from_store(&plan, &store);
+    let entry = master_plan::log_entry(
         "Plan Created",
         vec![
             format!(
@@ -275,11 +274,11 @@ pub fn run(global: &Global, args: &PlanArgs) -> Result<i32> {
             format!("Assigned {} agents", plan.tasks.len()),
         ],
     );
-    let path = planner::write_master_plan(&plan, &store, &rows, entry)
+    let path = master_plan::write_master_plan(&plan, &store, &rows, entry)
         .map_err(|e| miette!("cannot write {}: {e}", master.display()))?;
     // With no Orchfile, what was written is the plan's source: it must read back.
     if base.orchfile.is_none() {
-        markdown::load(&path)?;
+        master_plan::load(&path)?;
     }
 
     if args.toml {

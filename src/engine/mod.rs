@@ -4,7 +4,6 @@
 pub mod aggregate;
 pub mod dry_run;
 pub mod explain;
-pub mod plan_doc;
 pub mod prompt;
 pub mod readonly;
 pub mod runner;
@@ -23,15 +22,16 @@ use crate::executor::guard::Guard;
 use crate::executor::procgroup;
 use crate::fingerprint::StatCache;
 use crate::graph::TaskGraph;
+use crate::master_plan::LogEntry;
+use crate::master_plan::{PlanDoc, RowState};
 use crate::plan::{OnMissing, Plan, ResultSpec};
 use crate::redact::Redactor;
 use crate::reporter::{Event, Reporter, Summary, TaskRef};
 use crate::scheduler::{self, Coordinator, SchedTask, Scheduler};
 use crate::state::lock::{LockWait, RunLock};
-use crate::state::master_plan::{LogEntry, Status};
 use crate::state::preload::{Preloaded, PreloadedSnapshot};
+use crate::state::Status;
 use crate::state::{JournalEntry, StateLayout, StateStore, StatusRecord};
-use plan_doc::{PlanDoc, RowState};
 pub use runner::{BuildContext, DoneInfo, TaskDone, TaskMsg};
 
 #[derive(Debug, Clone)]
@@ -495,6 +495,53 @@ pub fn open_state(
     Ok((lock, store))
 }
 
+/// Each task's row as this build starts: the status of its last run, or what it waits for.
+fn initial_rows(
+    plan: &Plan,
+    ctx: &BuildContext,
+    store: &StateStore,
+    wanted: &[bool],
+) -> Vec<RowState> {
+    plan.tasks
+        .iter()
+        .enumerate()
+        .map(|(t, task)| {
+            // A task keeps the status of its last run until this build dispatches it, so
+            // a build that stops early never leaves 🟡 on a task a person did not reset
+            // (which the next build would take as "run it again").
+            let prev = store
+                .snapshot
+                .statuses
+                .get(&task.id)
+                .filter(|_| !ctx.forced[t])
+                .filter(|p| {
+                    matches!(
+                        p.status,
+                        Status::Completed | Status::Skipped | Status::Failed
+                    )
+                });
+            let status = match prev {
+                Some(p) => p.status,
+                None if ctx.forced[t] || wanted[t] => {
+                    if ctx.graph.deps[t].iter().any(|&d| wanted[d]) {
+                        Status::Waiting
+                    } else {
+                        Status::Ready
+                    }
+                }
+                None if store.snapshot.records.contains_key(&task.id) => Status::Completed,
+                None => Status::Waiting,
+            };
+            RowState {
+                status,
+                start: prev.and_then(|p| p.start.clone()),
+                end: prev.and_then(|p| p.end.clone()),
+                retries: prev.map(|p| p.retries).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
 /// Runs a build to the end (or until `cancel`). Plan errors and state I/O errors are `Err`;
 /// task failures are reported in the outcome.
 ///
@@ -603,7 +650,7 @@ pub fn run_build(
         tasks: wanted_count,
         jobs,
     });
-    let rows = doc.initial_rows(plan, &ctx, &store, &wanted);
+    let rows = initial_rows(plan, &ctx, &store, &wanted);
     doc.log_initialization(plan, wanted_count, jobs, opts.agent_override.as_deref());
     let mut coord = BuildCoordinator {
         ctx: &ctx,

@@ -5,11 +5,11 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
-use super::plan_doc::PlanDoc;
 use super::runner::{BuildContext, DoneInfo};
 use super::BuildOptions;
 use crate::fingerprint::StatCache;
 use crate::graph::TaskGraph;
+use crate::master_plan::PlanDoc;
 use crate::plan::Plan;
 use crate::redact::Redactor;
 use crate::state::{StateLayout, StateStore};

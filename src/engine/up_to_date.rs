@@ -22,11 +22,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::plan_doc::PlanDoc;
 use super::{BuildContext, BuildOptions, BuildOutcome};
 use crate::disk::codec::{DecodeError, Decoder, Encoder};
 use crate::disk::{Digest, FileStamp};
 use crate::fingerprint::{self, OpenDir};
+use crate::master_plan::PlanDoc;
 use crate::plan::Action;
 use crate::reporter::{Event, Reporter, Summary, TaskRef};
 use crate::state::lock::{LockWait, RunLock};

@@ -8,7 +8,6 @@
 //! task graph are below it.
 
 pub mod diagnostic;
-pub mod markdown;
 mod model;
 pub mod orchfile;
 

@@ -9,7 +9,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{Snapshot, StateLayout};
+use super::layout::StateLayout;
+use super::snapshot::Snapshot;
 use crate::disk::codec::DecodeError;
 use crate::disk::FileStamp;
 use crate::fingerprint::StatCache;
@@ -80,7 +81,7 @@ impl PreloadedSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::tests::record;
+    use crate::state::snapshot::tests::record;
     use crate::state::StateStore;
 
     fn store_with(dir: &Path, tasks: &[&str]) {

@@ -1,109 +1,8 @@
-//! `master_plan.md`: the human-readable plan, status table and execution log.
-//!
-//! orch owns the sections it generates (Request, Task Status, Task Details, Dependency Graph,
-//! Execution Log) and rewrites them; any other `## ` section a person adds is kept, and the
-//! execution log only ever grows.
+//! The document as sections: master_plan.md split at its `## ` headings, and put together
+//! again with orch's generated sections rewritten and every section a person added kept in
+//! place. The execution log only ever grows.
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Completed,
-    Running,
-    Ready,
-    Waiting,
-    Failed,
-    Skipped,
-}
-
-impl Status {
-    pub fn symbol(self) -> &'static str {
-        match self {
-            Status::Completed => "✅",
-            Status::Running => "🔵",
-            Status::Ready => "🟡",
-            Status::Waiting => "⏸️",
-            Status::Failed => "❌",
-            Status::Skipped => "⏭️",
-        }
-    }
-
-    pub fn word(self) -> &'static str {
-        match self {
-            Status::Completed => "completed",
-            Status::Running => "running",
-            Status::Ready => "ready",
-            Status::Waiting => "waiting",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-        }
-    }
-
-    /// Reads a status cell as written by orch or a person (`✅`, `Pending`, `failed`...).
-    pub fn parse(cell: &str) -> Option<Status> {
-        let c = cell.trim().trim_matches('*');
-        let lower = c.to_ascii_lowercase();
-        Some(match () {
-            _ if c.starts_with('✅') || lower == "completed" || lower == "done" => {
-                Status::Completed
-            }
-            _ if c.starts_with('🔵') || lower == "running" => Status::Running,
-            _ if c.starts_with('🟡') || lower == "ready" || lower == "pending" => Status::Ready,
-            _ if c.starts_with('⏸') || lower == "waiting" => Status::Waiting,
-            _ if c.starts_with('❌') || lower == "failed" => Status::Failed,
-            _ if c.starts_with('⏭') || lower == "skipped" => Status::Skipped,
-            _ => return None,
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatusRow {
-    pub id: String,
-    pub title: String,
-    pub agent: String,
-    pub status: Status,
-    pub priority: String,
-    pub deps: Vec<String>,
-    pub start: Option<String>,
-    pub end: Option<String>,
-    pub retries: u32,
-}
-
-pub const TABLE_HEADER: &str =
-    "| Task ID | Task Description | Agent | Status | Priority | Deps | Start | End | Retries |";
-
-/// A table cell: pipes escaped, newlines folded.
-pub fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\n', '\r'], " ")
-}
-
-pub fn render_table(rows: &[StatusRow]) -> String {
-    let mut out = String::with_capacity(64 * (rows.len() + 2));
-    out.push_str(TABLE_HEADER);
-    out.push_str("\n|---------|------------------|-------|--------|----------|------|-------|-----|---------|\n");
-    for r in rows {
-        let deps = if r.deps.is_empty() {
-            "None".to_string()
-        } else {
-            r.deps.join(",")
-        };
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            cell(&r.id),
-            cell(&r.title),
-            r.agent,
-            r.status.symbol(),
-            r.priority,
-            cell(&deps),
-            r.start.as_deref().unwrap_or("-"),
-            r.end.as_deref().unwrap_or("-"),
-            r.retries
-        ));
-    }
-    out
-}
+use crate::clock::Stamp;
 
 /// One `### [stamp] Title` entry of the execution log.
 #[derive(Debug, Clone)]
@@ -205,58 +104,6 @@ impl Sections {
     }
 }
 
-/// Cells of a GFM table row: split at `|` not escaped as `\\|`, trimmed, escapes undone.
-pub fn split_row(line: &str) -> Vec<String> {
-    let inner = line.trim();
-    let inner = inner.strip_prefix('|').unwrap_or(inner);
-    let inner = inner
-        .strip_suffix('|')
-        .filter(|r| !r.ends_with('\\'))
-        .unwrap_or(inner);
-    let mut cells = Vec::new();
-    let mut cell = String::new();
-    let mut chars = inner.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if chars.peek() == Some(&'|') => {
-                cell.push('|');
-                chars.next();
-            }
-            '|' => cells.push(std::mem::take(&mut cell).trim().to_string()),
-            c => cell.push(c),
-        }
-    }
-    cells.push(cell.trim().to_string());
-    cells
-}
-
-/// The `(task id, status cell)` pairs of the status table in `text` (the section body),
-/// found by column name so a reordered or extended table still reads.
-pub fn table_statuses(text: &str) -> Vec<(String, String)> {
-    let mut lines = text.lines().map(str::trim).filter(|l| l.starts_with('|'));
-    let Some(header) = lines.next().map(split_row) else {
-        return Vec::new();
-    };
-    let col = |name: &str| header.iter().position(|c| c.eq_ignore_ascii_case(name));
-    let (Some(id), Some(status)) = (col("task id"), col("status")) else {
-        return Vec::new();
-    };
-    lines
-        .map(split_row)
-        .filter(|cells| {
-            !cells
-                .iter()
-                .all(|c| c.chars().all(|ch| matches!(ch, '-' | ':' | ' ')))
-        })
-        .filter_map(|cells| {
-            Some((
-                cells.get(id)?.trim_matches('`').to_string(),
-                cells.get(status)?.clone(),
-            ))
-        })
-        .collect()
-}
-
 /// What orch generates for one rewrite of master_plan.md.
 pub struct Generated<'a> {
     pub request: &'a str,
@@ -307,29 +154,18 @@ fn push_section(out: &mut String, heading: &str, body: &str) {
     out.push_str("\n\n");
 }
 
+/// A log entry stamped now.
+pub fn log_entry(title: &str, lines: Vec<String>) -> LogEntry {
+    LogEntry {
+        stamp: Stamp::now().date_time(),
+        title: title.to_string(),
+        lines,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn table_has_the_contract_columns() {
-        let rows = vec![StatusRow {
-            id: "T-01".into(),
-            title: "Read | code".into(),
-            agent: "Agent-01".into(),
-            status: Status::Completed,
-            priority: "P0".into(),
-            deps: vec![],
-            start: Some("10:00:00".into()),
-            end: Some("10:01:00".into()),
-            retries: 0,
-        }];
-        let t = render_table(&rows);
-        assert!(t.starts_with(TABLE_HEADER));
-        assert!(t.contains(
-            "| T-01 | Read \\| code | Agent-01 | ✅ | P0 | None | 10:00:00 | 10:01:00 | 0 |"
-        ));
-    }
 
     #[test]
     fn keeps_a_persons_sections_and_the_log() {
@@ -379,26 +215,5 @@ mod tests {
         assert!(s.get("A").unwrap().contains("## nor this"));
         let unclosed = Sections::parse("## A\n```\n## inside\n");
         assert_eq!(unclosed.sections.len(), 1);
-    }
-
-    #[test]
-    fn table_cells_respect_escaped_pipes() {
-        assert_eq!(split_row("| a \\| b | `c` |"), ["a | b", "`c`"]);
-        let table = format!(
-            "{TABLE_HEADER}\n|---|---|---|---|---|---|---|---|---|\n| T-1 | x \\| y | Agent-01 | Pending | P2 | None | - | - | 0 |\n"
-        );
-        assert_eq!(
-            table_statuses(&table),
-            [("T-1".to_string(), "Pending".to_string())]
-        );
-    }
-
-    #[test]
-    fn parses_status_words_and_symbols() {
-        assert_eq!(Status::parse("Pending"), Some(Status::Ready));
-        assert_eq!(Status::parse(" 🟡 "), Some(Status::Ready));
-        assert_eq!(Status::parse("⏸️"), Some(Status::Waiting));
-        assert_eq!(Status::parse("✅"), Some(Status::Completed));
-        assert_eq!(Status::parse("??"), None);
     }
 }

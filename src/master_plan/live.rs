@@ -1,23 +1,23 @@
-//! Keeps `master_plan.md` current during a build: status rows in memory, log entries appended,
-//! the file rewritten atomically at most every few hundred milliseconds and once at the end.
+//! The build's copy of master_plan.md: status rows in memory, log entries appended, the file
+//! rewritten atomically at most every second or so and once at the end, keeping what a
+//! person wrote.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::runner::BuildContext;
+use super::details::{mermaid, render_details};
+use super::sections::{render, Generated, LogEntry, Sections};
+use super::table::{render_table, table_statuses, StatusRow};
 use crate::clock::Stamp;
 use crate::disk::FileStamp;
 use crate::disk::{persist_atomic, replace_unsynced};
 use crate::plan::Plan;
-use crate::state::master_plan::{self, Generated, LogEntry, Sections, Status, StatusRow};
+use crate::state::Status;
 use crate::state::{StateLayout, StateStore};
 
 /// The log keeps at most this much of earlier runs; the oldest entries go first.
 const LOG_LIMIT: usize = 1 << 20;
-/// Beyond this many tasks the mermaid diagram is left out (`orch graph` still draws it).
-const DIAGRAM_LIMIT: usize = 200;
 
 /// What a build changes of a task's row in the status table; the other columns come from the
 /// plan when the table is written (a no-op build never builds them).
@@ -120,7 +120,7 @@ impl PlanDoc {
             return out;
         };
         // Cells are split at unescaped pipes: a title with `\|` does not shift them.
-        for (id, status) in master_plan::table_statuses(table) {
+        for (id, status) in table_statuses(table) {
             let Some(&t) = plan.index.get(&id) else {
                 continue;
             };
@@ -132,53 +132,6 @@ impl PlanDoc {
             }
         }
         out
-    }
-
-    pub fn initial_rows(
-        &self,
-        plan: &Plan,
-        ctx: &BuildContext,
-        store: &StateStore,
-        wanted: &[bool],
-    ) -> Vec<RowState> {
-        plan.tasks
-            .iter()
-            .enumerate()
-            .map(|(t, task)| {
-                // A task keeps the status of its last run until this build dispatches it, so
-                // a build that stops early never leaves 🟡 on a task a person did not reset
-                // (which the next build would take as "run it again").
-                let prev = store
-                    .snapshot
-                    .statuses
-                    .get(&task.id)
-                    .filter(|_| !ctx.forced[t])
-                    .filter(|p| {
-                        matches!(
-                            p.status,
-                            Status::Completed | Status::Skipped | Status::Failed
-                        )
-                    });
-                let status = match prev {
-                    Some(p) => p.status,
-                    None if ctx.forced[t] || wanted[t] => {
-                        if ctx.graph.deps[t].iter().any(|&d| wanted[d]) {
-                            Status::Waiting
-                        } else {
-                            Status::Ready
-                        }
-                    }
-                    None if store.snapshot.records.contains_key(&task.id) => Status::Completed,
-                    None => Status::Waiting,
-                };
-                RowState {
-                    status,
-                    start: prev.and_then(|p| p.start.clone()),
-                    end: prev.and_then(|p| p.end.clone()),
-                    retries: prev.map(|p| p.retries).unwrap_or(0),
-                }
-            })
-            .collect()
     }
 
     /// The status table's rows: the plan's columns with this build's states.
@@ -258,10 +211,10 @@ impl PlanDoc {
     ) -> io::Result<()> {
         let began = Instant::now();
         self.previous();
-        let table = master_plan::render_table(&Self::status_rows(plan, agent_ids, rows));
+        let table = render_table(&Self::status_rows(plan, agent_ids, rows));
         let ids = agent_ids;
         let (details, graph) = self.generated.get_or_insert_with(|| {
-            let details = crate::plan::markdown::render_details(plan, &|id| {
+            let details = render_details(plan, &|id| {
                 plan.index
                     .get(id)
                     .map(|&t| ids[t].clone())
@@ -270,7 +223,7 @@ impl PlanDoc {
             (details, mermaid(plan))
         });
         let log = format!("{}{}", self.earlier_log, self.log);
-        let text = master_plan::render(
+        let text = render(
             self.previous.as_ref().unwrap(),
             &Generated {
                 request: &self.request,
@@ -292,28 +245,6 @@ impl PlanDoc {
         self.interval = Duration::from_secs(1).max(began.elapsed() * 50);
         Ok(())
     }
-}
-
-/// A mermaid flowchart, so the plan renders as a picture where markdown is shown.
-pub fn mermaid(plan: &Plan) -> String {
-    if plan.tasks.len() > DIAGRAM_LIMIT {
-        return format!(
-            "_{} tasks: too many to draw here; run `orch graph` for the full graph._",
-            plan.tasks.len()
-        );
-    }
-    let mut s = String::from("```mermaid\nflowchart LR\n");
-    for (i, t) in plan.tasks.iter().enumerate() {
-        let label = format!("{}: {}", t.id, t.title).replace('"', "'");
-        let _ = writeln!(s, "    n{i}[\"{label}\"]");
-    }
-    for (i, t) in plan.tasks.iter().enumerate() {
-        for d in &t.deps {
-            let _ = writeln!(s, "    n{} --> n{i}", plan.index[d]);
-        }
-    }
-    s.push_str("```");
-    s
 }
 
 #[cfg(test)]
