@@ -1,6 +1,7 @@
 //! Test harness: a temp project with an Orchfile, and the real `orch` binary run inside it.
 #![allow(dead_code)]
 
+pub mod agents;
 pub mod chromium;
 pub mod nginx;
 
