@@ -88,23 +88,28 @@ impl Case {
             .join("tests/fixtures/agent-replies")
             .join(cli);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join(format!("{scenario}.{ext}")),
-            self.normalise(&done.stdout),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join(format!("{scenario}.stderr")),
-            self.normalise(&done.stderr),
-        )
-        .unwrap();
+        for (text, ext) in [(&done.stdout, ext), (&done.stderr, "stderr")] {
+            let path = dir.join(format!("{scenario}.{ext}"));
+            // An empty stream is no fixture (gemini's errors leave stdout empty).
+            if text.is_empty() {
+                let _ = std::fs::remove_file(path);
+            } else {
+                std::fs::write(path, self.normalise(text)).unwrap();
+            }
+        }
     }
 
-    /// Temp paths and the server's port replaced by placeholders; ids and times kept.
+    /// Temp paths, the install cache and the server's port replaced by placeholders; ids and
+    /// times kept.
     fn normalise(&self, text: &str) -> String {
         let canonical = |p: &Path| p.canonicalize().unwrap().display().to_string();
         let mut out = text.to_string();
-        for (path, name) in [(self.dir(), "<PROJECT>"), (self.env.home.path(), "<HOME>")] {
+        let cache = cache_dir();
+        for (path, name) in [
+            (self.dir(), "<PROJECT>"),
+            (self.env.home.path(), "<HOME>"),
+            (cache.as_path(), "<CACHE>"),
+        ] {
             out = out.replace(&canonical(path), name);
             out = out.replace(&path.display().to_string(), name);
         }
@@ -468,11 +473,20 @@ fn codex_json_shows_commands_as_items() {
     let c = Case::new(Cli::Codex);
     let done = c.codex("MOCK: bash echo streamed", &["-s", "workspace-write"]);
     c.fixture("stream", "jsonl", &done);
+    assert_eq!(done.code, 0, "{done:#?}");
     let events = done.jsonl();
-    assert!(
-        events.iter().any(|e| e["type"] == "item.started"),
-        "{events:#?}"
-    );
+    let started = events
+        .iter()
+        .find(|e| e["type"] == "item.started")
+        .expect("item.started");
+    assert_eq!(started["item"]["type"], "command_execution");
+    assert_eq!(started["item"]["command"], "/bin/bash -lc 'echo streamed'");
+    let finished = events
+        .iter()
+        .find(|e| e["type"] == "item.completed" && e["item"]["type"] == "command_execution")
+        .expect("the command's item.completed");
+    assert_eq!(finished["item"]["exit_code"], 0);
+    assert_eq!(finished["item"]["aggregated_output"], "streamed\n");
     assert!(events.iter().any(|e| e["type"] == "turn.completed"));
 }
 
@@ -599,12 +613,12 @@ fn gemini_max_session_turns_ends_the_run() {
         .gemini_settings(r#"{"model": {"maxSessionTurns": 2}}"#);
     let done = c.gemini("MOCK: turns 5", &["--approval-mode", "yolo"]);
     c.fixture("max-turns", "json", &done);
-    assert_ne!(done.code, 0, "{done:#?}");
-    assert!(
-        done.stdout.contains("Reached max session turns")
-            || done.stderr.contains("Reached max session turns"),
-        "{done:#?}"
-    );
+    assert_eq!(done.code, 53, "{done:#?}");
+    let reply = done.stderr_json();
+    assert_eq!(reply["error"]["type"], "FatalTurnLimitedError", "{reply}");
+    assert_eq!(reply["error"]["code"], 53);
+    // maxSessionTurns counts model requests: two went out, the third was refused.
+    assert_eq!(c.calls("MOCK: turns 5"), 2);
 }
 
 #[test]

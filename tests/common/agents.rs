@@ -19,6 +19,14 @@ fn support_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/agents")
 }
 
+/// Where install.sh keeps the CLIs (the same rule as the script's).
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("ORCH_TEST_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/orch-test"),
+    }
+}
+
 /// The installed binaries.
 #[derive(Debug)]
 pub struct Installed {
@@ -76,6 +84,7 @@ impl ModelServer {
         let dir = tempfile::tempdir().unwrap();
         let script = support_dir().join("model_server.py");
         let mut child = Command::new("python3")
+            .arg("-B") // no __pycache__ in the source tree
             .arg(&script)
             .arg("--port-file")
             .arg(dir.path().join("port"))
@@ -365,17 +374,22 @@ impl Finished {
         })
     }
 
-    /// The JSON document that ends stderr (gemini prints its `-o json` error object there, after
-    /// its log lines).
+    /// The last JSON object printed on stderr, starting a line (gemini prints its `-o json`
+    /// error object there, among its log lines; at max turns twice, the second after
+    /// `[ERROR] `).
     #[track_caller]
     pub fn stderr_json(&self) -> Value {
-        let start = self.stderr.rfind("\n{\n").map(|i| i + 1).unwrap_or(0);
-        serde_json::from_str(self.stderr[start..].trim()).unwrap_or_else(|e| {
-            panic!(
-                "stderr does not end in a JSON document ({e}):\n{}",
-                self.stderr
-            )
-        })
+        let text = &self.stderr;
+        text.match_indices('{')
+            .filter(|(i, _)| *i == 0 || text[..*i].ends_with('\n'))
+            .filter_map(|(i, _)| {
+                serde_json::Deserializer::from_str(&text[i..])
+                    .into_iter::<Value>()
+                    .next()?
+                    .ok()
+            })
+            .next_back()
+            .unwrap_or_else(|| panic!("no JSON object on stderr:\n{text}"))
     }
 
     /// stdout as JSON lines (blank and non-JSON lines left out).
