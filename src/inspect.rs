@@ -9,7 +9,7 @@ use miette::{miette, Result};
 use serde_json::json;
 
 use crate::clock::Stamp;
-use crate::engine::{self, dry_run, explain, readonly, BuildOptions};
+use crate::engine::{self, dry_run, explain, BuildOptions};
 use crate::graph::TaskGraph;
 use crate::master_plan::{self, StatusRow};
 use crate::plan::{Action, Plan};
@@ -225,7 +225,7 @@ pub fn explain(plan: &Plan, opts: &BuildOptions, ids: &[String]) -> Result<Vec<E
     };
     let wanted = graph.upstream_closure(&targets);
     let cancel = AtomicBool::new(false);
-    let (ctx, state) = readonly::read_only_context(plan, &graph, opts, &cancel, &wanted)?;
+    let (ctx, state) = engine::read_only_context(plan, &graph, opts, &cancel, &wanted)?;
     let predicted = dry_run::predict(&ctx, &wanted);
     Ok(targets
         .into_iter()
@@ -264,7 +264,7 @@ pub fn explain(plan: &Plan, opts: &BuildOptions, ids: &[String]) -> Result<Vec<E
 /// Every difference between a task's last success and now.
 fn changes(
     ctx: &engine::BuildContext,
-    state: &readonly::ReadOnlyState,
+    state: &engine::ReadOnlyState,
     predicted: &[Option<String>],
     t: usize,
     prev: &crate::state::TaskRecord,

@@ -799,13 +799,8 @@ fn snapshot_inputs(loaded: &Loaded) -> HashMap<String, Option<Digest>> {
 /// state, writes nothing.
 fn would_run(loaded: &Loaded, opts: &BuildOptions) -> Result<Vec<usize>> {
     let cancel = AtomicBool::new(false);
-    let (ctx, _) = engine::readonly::read_only_context(
-        &loaded.plan,
-        &loaded.graph,
-        opts,
-        &cancel,
-        &loaded.wanted,
-    )?;
+    let (ctx, _) =
+        engine::read_only_context(&loaded.plan, &loaded.graph, opts, &cancel, &loaded.wanted)?;
     let reasons = dry_run::predict(&ctx, &loaded.wanted);
     Ok((0..reasons.len())
         .filter(|&t| reasons[t].is_some())

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::BuildContext;
+use super::context::BuildContext;
 use crate::agent::{self, sim, FailureKind};
 use crate::disk::persist_atomic;
 use crate::executor::{self, ProcessSpec};
@@ -12,7 +12,7 @@ use crate::reporter::{Event, Reporter};
 use crate::state::{JournalEntry, StateStore};
 
 /// Aggregation runs when the plan asks for it, or when it has agent tasks at all.
-pub fn enabled(plan: &Plan) -> bool {
+pub(crate) fn enabled(plan: &Plan) -> bool {
     plan.aggregate.is_some() || plan.tasks.iter().any(|t| !t.action.is_shell())
 }
 
@@ -27,7 +27,7 @@ fn spec(plan: &Plan) -> AggregateSpec {
 }
 
 /// Tasks whose result is not there: they did not end well this run, or the file is gone.
-pub fn missing_results(ctx: &BuildContext, ok: &[bool]) -> Vec<usize> {
+pub(crate) fn missing_results(ctx: &BuildContext, ok: &[bool]) -> Vec<usize> {
     (0..ctx.plan.tasks.len())
         .filter(|&t| {
             // A shell task that printed nothing has no result file; that is an empty result.
@@ -40,7 +40,7 @@ pub fn missing_results(ctx: &BuildContext, ok: &[bool]) -> Vec<usize> {
 
 /// final_output.md as the `Aggregated` event names it (relative to the project root), and the
 /// merge strategy.
-pub fn reported_as(ctx: &BuildContext) -> (String, String) {
+pub(crate) fn reported_as(ctx: &BuildContext) -> (String, String) {
     (
         ctx.plan.relative(&ctx.layout.final_output()),
         format!("{:?}", spec(ctx.plan).strategy).to_lowercase(),
@@ -55,7 +55,7 @@ struct Part {
 }
 
 /// Merges the results and writes final_output.md; returns a line for the execution log.
-pub fn run(
+pub(crate) fn run(
     ctx: &BuildContext,
     store: &mut StateStore,
     reporter: &mut dyn Reporter,

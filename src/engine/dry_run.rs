@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::runner::{BuildContext, DoneInfo};
+use super::context::{BuildContext, DoneInfo};
 use crate::duration::format_duration;
 use crate::plan::Action;
 
@@ -99,7 +99,10 @@ pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize) -> String {
 }
 
 /// Builds a read-only context (no lock, nothing written) and renders the dry run.
-pub fn run(plan: &crate::plan::Plan, opts: &super::BuildOptions) -> miette::Result<String> {
+pub fn run(
+    plan: &crate::plan::Plan,
+    opts: &super::options::BuildOptions,
+) -> miette::Result<String> {
     let graph = crate::graph::TaskGraph::from_plan(plan)
         .map_err(|_| miette::miette!("the plan has a dependency cycle"))?;
     let wanted = super::wanted_tasks(plan, &graph, &opts.targets)?;

@@ -1,7 +1,19 @@
 //! Why a task is not up to date: compares its last recorded success with its fingerprint now.
 
-use super::runner::FingerprintParts;
+use crate::disk::Digest;
+use crate::fingerprint::DefinitionFields;
 use crate::state::TaskRecord;
+
+/// The parts of a fingerprint, kept apart so `explain` can say which one changed.
+#[derive(Debug, Clone)]
+pub struct FingerprintParts {
+    pub definition: Digest,
+    /// The definition by field, recorded so `explain` can name the field that changed.
+    pub definition_fields: DefinitionFields,
+    pub inputs: Vec<(String, Digest)>,
+    pub deps: Vec<(String, Digest)>,
+    pub value: Digest,
+}
 
 /// A one-line reason naming the first part that changed.
 pub fn diff_reason(prev: &TaskRecord, now: &FingerprintParts) -> String {

@@ -6,15 +6,15 @@ use std::fmt::Write as _;
 use crate::plan::Task;
 
 /// What the prompt renderer needs to know about one dep.
-pub struct DepResult<'a> {
-    pub id: &'a str,
-    pub title: &'a str,
-    pub agent_id: &'a str,
+pub(crate) struct DepResult<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) title: &'a str,
+    pub(crate) agent_id: &'a str,
     /// Path of the dep's result file, relative to the project root.
-    pub path: String,
+    pub(crate) path: String,
     /// The result's text, or `None` when it is too large to inline.
-    pub text: Option<String>,
-    pub size: u64,
+    pub(crate) text: Option<String>,
+    pub(crate) size: u64,
 }
 
 impl DepResult<'_> {
@@ -31,7 +31,7 @@ impl DepResult<'_> {
 
 /// Fills `{{ deps.<id>.result }}`, `{{ inputs }}` and `{{ outputs }}`; returns the text and the
 /// deps it referenced. Unknown placeholders are left as written.
-pub fn fill_placeholders(
+pub(crate) fn fill_placeholders(
     prompt: &str,
     inputs: &[String],
     task: &Task,
@@ -87,7 +87,7 @@ fn list(items: &[String]) -> String {
 }
 
 /// The whole task file (`agent_tasks/agent-XX.md`), which is also exactly what the agent gets.
-pub fn render_task_file(
+pub(crate) fn render_task_file(
     task: &Task,
     agent_id: &str,
     prompt: &str,

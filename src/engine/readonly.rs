@@ -5,8 +5,8 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
-use super::runner::{BuildContext, DoneInfo};
-use super::BuildOptions;
+use super::context::{BuildContext, DoneInfo};
+use super::options::BuildOptions;
 use crate::fingerprint::StatCache;
 use crate::graph::TaskGraph;
 use crate::master_plan::PlanDoc;

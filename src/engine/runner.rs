@@ -2,46 +2,19 @@
 //! sim or agent CLI) with retries, check its outputs and verify command, and record hashes.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::context::{BuildContext, DoneInfo};
 use super::prompt::{render_task_file, DepResult};
-use super::BuildOptions;
 use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
 use crate::clock::unix_now;
-use crate::disk::Digest;
 use crate::disk::{persist_atomic, replace_unsynced};
 use crate::executor::{self, Exit, ProcessSpec};
-use crate::fingerprint::{self, DefinitionFields, FieldName, OpenDir, StatCache};
-use crate::graph::TaskGraph;
-use crate::plan::{Action, AgentKind, AgentSpec, Plan, ResultSpec, Task};
-use crate::redact::Redactor;
+use crate::fingerprint::{self, FieldName};
+use crate::plan::{Action, AgentKind, AgentSpec, ResultSpec, Task};
 use crate::scheduler::Runner;
-use crate::state::{StateLayout, TaskRecord};
-
-/// What a finished (or up-to-date) task hands its dependents.
-#[derive(Debug, Clone, Copy)]
-pub struct DoneInfo {
-    /// Its fingerprint and its outputs' hashes in one digest, part of each dependent's
-    /// fingerprint.
-    pub handoff: Digest,
-    /// Ran in this build (rather than being up to date): its dependents must run too.
-    pub ran: bool,
-}
-
-impl DoneInfo {
-    pub fn new(fingerprint: &Digest, outputs: &[(String, Digest)], ran: bool) -> DoneInfo {
-        DoneInfo {
-            handoff: fingerprint::dep_digest(fingerprint, outputs),
-            ran,
-        }
-    }
-
-    pub fn from_record(r: &TaskRecord) -> DoneInfo {
-        DoneInfo::new(&r.fingerprint, &r.outputs, false)
-    }
-}
+use crate::state::TaskRecord;
 
 #[derive(Debug)]
 pub enum TaskMsg {
@@ -84,84 +57,7 @@ pub enum TaskDone {
     },
 }
 
-/// The parts of a fingerprint, kept apart so `explain` can say which one changed.
-#[derive(Debug, Clone)]
-pub struct FingerprintParts {
-    pub definition: Digest,
-    /// The definition by field, recorded so `explain` can name the field that changed.
-    pub definition_fields: DefinitionFields,
-    pub inputs: Vec<(String, Digest)>,
-    pub deps: Vec<(String, Digest)>,
-    pub value: Digest,
-}
-
-/// The task-local parts of a fingerprint (see [`BuildContext::precheck`]).
-pub struct LocalParts {
-    definition: Digest,
-    definition_fields: DefinitionFields,
-    inputs: Vec<(String, Digest)>,
-}
-
-/// What [`BuildContext::precheck`] keeps of a task that will be stale even if no dep runs.
-pub struct Precheck {
-    local: LocalParts,
-    /// Why the recorded outputs no longer stand, if they do not.
-    outputs: Option<String>,
-}
-
-/// A value handed from one thread to another once, per task.
-pub type Slot<T> = std::sync::Mutex<Option<Box<T>>>;
-
-/// Everything the workers of one build share.
-pub struct BuildContext<'a> {
-    /// Stops this build's process groups if orch dies without cleaning up.
-    pub guard: Option<crate::executor::guard::Guard>,
-    pub plan: &'a Plan,
-    pub graph: &'a TaskGraph,
-    pub layout: StateLayout,
-    pub opts: &'a BuildOptions,
-    pub agent_ids: Vec<String>,
-    pub previous: Vec<Option<std::sync::Arc<TaskRecord>>>,
-    pub forced: Vec<bool>,
-    /// Set once per task when it is done (ran or up to date); read by its dependents.
-    pub done: Vec<OnceLock<DoneInfo>>,
-    pub stat_cache: StatCache,
-    /// The project root, open, for stat calls by relative path.
-    pub root_dir: Option<OpenDir>,
-    /// A stale verdict from `try_skip`, so the worker does not fingerprint the task again.
-    /// Boxed: one slot per task, mostly empty, so the vector itself stays small.
-    pub checked: Vec<Slot<(FingerprintParts, String)>>,
-    /// Task-local parts of the up-to-date check done ahead, with the verdict on the
-    /// recorded outputs (see [`BuildContext::precheck`]).
-    pub prechecked: Vec<Slot<Precheck>>,
-    /// Set by the precheck for a task that is up to date if no dep runs (each dep then hands
-    /// over what its record says): what it hands its own dependents.
-    pub up_to_date_if_quiet: Vec<OnceLock<Digest>>,
-    pub cancel: &'a AtomicBool,
-    pub redactor: Redactor,
-}
-
 impl BuildContext<'_> {
-    pub fn task(&self, t: usize) -> &Task {
-        &self.plan.tasks[t]
-    }
-
-    pub fn agent(&self, t: usize) -> Option<&AgentSpec> {
-        self.plan
-            .agent_for(&self.plan.tasks[t], self.opts.agent_override.as_deref())
-    }
-
-    /// `shell`, or the agent's name.
-    pub fn runner_name(&self, t: usize) -> &str {
-        self.agent(t).map(|a| a.name.as_str()).unwrap_or("shell")
-    }
-
-    /// Result file path relative to the project root, as written in prompts.
-    pub fn result_rel(&self, t: usize) -> String {
-        self.plan
-            .relative(&self.layout.result_file(&self.agent_ids[t]))
-    }
-
     fn env(&self, t: usize, agent: Option<&AgentSpec>) -> Vec<(String, String)> {
         let task = self.task(t);
         let mut env = vec![
@@ -196,177 +92,9 @@ impl BuildContext<'_> {
 
     /// `ORCH_RUN_ID`, by which the crash guard finds children it was not told about yet.
     /// Last, so a plan cannot override it.
-    pub fn run_id_env(&self) -> Option<(String, String)> {
+    pub(crate) fn run_id_env(&self) -> Option<(String, String)> {
         let guard = self.guard.as_ref()?;
         Some(("ORCH_RUN_ID".to_string(), guard.run_id().to_string()))
-    }
-
-    /// Computes the task's fingerprint from its definition, inputs and finished deps.
-    pub fn fingerprint(&self, t: usize) -> io::Result<FingerprintParts> {
-        Ok(self.with_deps(t, self.local_parts(t)?))
-    }
-
-    /// A project file's hash through the stat cache; the path is joined in a reused buffer
-    /// (up-to-date checks call this twice per task).
-    pub fn hash_project_file(&self, rel: &str) -> io::Result<Option<Digest>> {
-        thread_local!(static PATH: std::cell::RefCell<std::path::PathBuf> = Default::default());
-        PATH.with_borrow_mut(|path| {
-            path.as_mut_os_string().clear();
-            path.push(&self.plan.root);
-            path.push(rel);
-            match &self.root_dir {
-                Some(dir) => self.stat_cache.hash_file_in(dir, rel, path),
-                None => self.stat_cache.hash_file(path),
-            }
-        })
-    }
-
-    /// The parts of the fingerprint that do not depend on other tasks: definition and inputs.
-    fn local_parts(&self, t: usize) -> io::Result<LocalParts> {
-        let task = self.task(t);
-        let fingerprint::Definition {
-            digest: definition,
-            fields: definition_fields,
-        } = fingerprint::task_definition(self.plan, t, self.opts.agent_override.as_deref())?;
-        let files = fingerprint::expand_inputs(&self.plan.root, &task.inputs, &self.layout.dir)?;
-        let mut inputs = Vec::with_capacity(files.len());
-        for f in files {
-            let h = self.hash_project_file(&f)?.ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("input `{f}` does not exist"),
-                )
-            })?;
-            inputs.push((f, h));
-        }
-        Ok(LocalParts {
-            definition,
-            definition_fields,
-            inputs,
-        })
-    }
-
-    /// What the task's deps (done by now) hand it, by dep id.
-    fn dep_handoffs(&self, t: usize) -> Vec<(&str, Digest)> {
-        self.graph.deps[t]
-            .iter()
-            .map(|&d| {
-                let digest = self.done[d].get().map(|i| i.handoff).unwrap_or_default();
-                (self.task(d).id.as_str(), digest)
-            })
-            .collect()
-    }
-
-    /// Completes the fingerprint with what the task's deps hand it.
-    fn with_deps(&self, t: usize, local: LocalParts) -> FingerprintParts {
-        let deps = self.dep_handoffs(t);
-        let value = fingerprint::combine(&local.definition, &local.inputs, &deps);
-        FingerprintParts {
-            definition: local.definition,
-            definition_fields: local.definition_fields,
-            inputs: local.inputs,
-            deps: deps
-                .into_iter()
-                .map(|(id, d)| (id.to_string(), d))
-                .collect(),
-            value,
-        }
-    }
-
-    /// Why the task must run, or `None` when it is up to date.
-    pub fn stale_reason(&self, t: usize, parts: &FingerprintParts) -> io::Result<Option<String>> {
-        self.stale_reason_with(t, parts, None)
-    }
-
-    /// As [`Self::stale_reason`], with the verdict on its recorded outputs when already known.
-    fn stale_reason_with(
-        &self,
-        t: usize,
-        parts: &FingerprintParts,
-        outputs_verdict: Option<Option<String>>,
-    ) -> io::Result<Option<String>> {
-        if self.forced[t] {
-            return Ok(Some("forced".into()));
-        }
-        let Some(prev) = &self.previous[t] else {
-            return Ok(Some("never built".into()));
-        };
-        if prev.fingerprint != parts.value {
-            return Ok(Some(super::explain::diff_reason(prev, parts)));
-        }
-        // The contract: a task that is not up to date makes every dependent run, even when it
-        // was only forced and produced the same result.
-        if let Some(&d) = self.graph.deps[t]
-            .iter()
-            .find(|&&d| self.done[d].get().is_some_and(|i| i.ran))
-        {
-            return Ok(Some(format!("dep {} ran", self.task(d).id)));
-        }
-        match outputs_verdict {
-            Some(verdict) => Ok(verdict),
-            None => self.outputs_stale(t),
-        }
-    }
-
-    /// Why the outputs recorded for the task's last success no longer stand, if they do not.
-    fn outputs_stale(&self, t: usize) -> io::Result<Option<String>> {
-        let Some(prev) = &self.previous[t] else {
-            return Ok(Some("never built".into()));
-        };
-        for (path, hash) in &prev.outputs {
-            match self.hash_project_file(path)? {
-                None => return Ok(Some(format!("output {path} is missing"))),
-                Some(h) if &h != hash => return Ok(Some(format!("output {path} was modified"))),
-                Some(_) => {}
-            }
-        }
-        Ok(None)
-    }
-
-    /// Does the part of every up-to-date check that needs no other task (definition, input
-    /// and output hashes: mostly stat calls) for all wanted tasks at once, on all cores.
-    /// Tasks that will run anyway (forced, never built) are left out.
-    pub fn precheck(&self, wanted: &[bool]) {
-        use rayon::prelude::*;
-        let todo: Vec<usize> = (0..self.plan.tasks.len())
-            .filter(|&t| wanted[t] && !self.forced[t] && self.previous[t].is_some())
-            .collect();
-        // A handful of checks is cheaper done in place than handed to other threads.
-        if todo.len() < 64 {
-            return;
-        }
-        // What each task hands its dependents if it turns out up to date: its record's.
-        let handoffs: Vec<Digest> = self
-            .previous
-            .par_iter()
-            .with_min_len(256)
-            .map(|r| {
-                r.as_deref()
-                    .map(|r| DoneInfo::from_record(r).handoff)
-                    .unwrap_or_default()
-            })
-            .collect();
-        todo.par_iter().with_min_len(32).for_each(|&t| {
-            // An error is left for the regular check, which reports it.
-            let (Ok(local), Ok(outputs)) = (self.local_parts(t), self.outputs_stale(t)) else {
-                return;
-            };
-            let deps: Vec<(&str, Digest)> = self.graph.deps[t]
-                .iter()
-                .map(|&d| (self.task(d).id.as_str(), handoffs[d]))
-                .collect();
-            let value_if_quiet = fingerprint::combine(&local.definition, &local.inputs, &deps);
-            let unchanged = self.previous[t]
-                .as_ref()
-                .is_some_and(|p| p.fingerprint == value_if_quiet);
-            if unchanged && outputs.is_none() {
-                // The common case keeps nothing but the handoff: memory a worker frees here
-                // is reused for the next task instead of faulting in new pages.
-                let _ = self.up_to_date_if_quiet[t].set(handoffs[t]);
-            } else {
-                *self.prechecked[t].lock().unwrap() = Some(Box::new(Precheck { local, outputs }));
-            }
-        });
     }
 
     fn dep_results(&self, t: usize) -> Vec<DepResult<'_>> {
@@ -407,7 +135,7 @@ impl BuildContext<'_> {
 
     /// The agent as this task calls it: `{task_id}` and `{agent_id}` in a `file:` result path
     /// are filled in, so tasks of one agent do not share a result file.
-    pub fn with_result_path(&self, t: usize, a: &AgentSpec) -> AgentSpec {
+    pub(crate) fn with_result_path(&self, t: usize, a: &AgentSpec) -> AgentSpec {
         let mut a = a.clone();
         if let ResultSpec::File(rel) = &a.result {
             a.result = ResultSpec::File(
@@ -434,7 +162,7 @@ impl BuildContext<'_> {
     }
 
     /// Backoff before retry number `n` (1-based): exponential with equal jitter.
-    pub fn backoff(&self, n: u32, seed: u64) -> Duration {
+    pub(crate) fn backoff(&self, n: u32, seed: u64) -> Duration {
         let s = &self.plan.settings;
         let exp = s
             .retry_backoff
@@ -446,26 +174,26 @@ impl BuildContext<'_> {
 
     /// Makes sure the crash guard runs before a child exists, so that a child orch dies too
     /// soon to list is still found (by its `ORCH_RUN_ID`).
-    pub fn guard_before_spawn(&self) {
+    pub(crate) fn guard_before_spawn(&self) {
         if let Some(g) = &self.guard {
             g.start_if_needed();
         }
     }
 
     /// Puts a new process group under the crash guard.
-    pub fn track_spawn(&self, pgid: i32) {
+    pub(crate) fn track_spawn(&self, pgid: i32) {
         if let Some(g) = &self.guard {
             g.watch(pgid);
         }
     }
 
-    pub fn track_exit(&self, pgid: i32) {
+    pub(crate) fn track_exit(&self, pgid: i32) {
         if let Some(g) = &self.guard {
             g.release(pgid);
         }
     }
 
-    pub fn sleep_unless_cancelled(&self, d: Duration) -> bool {
+    pub(crate) fn sleep_unless_cancelled(&self, d: Duration) -> bool {
         let end = Instant::now() + d;
         while Instant::now() < end {
             if self.cancel.load(Ordering::Relaxed) {
@@ -723,40 +451,6 @@ impl BuildContext<'_> {
             }
         };
         Some(OutputStamp { stamp, is_file })
-    }
-
-    /// Fingerprints the task: up to date (recorded as done), or stale with the reason.
-    #[allow(clippy::type_complexity)]
-    fn check(&self, t: usize) -> io::Result<Result<DoneInfo, (FingerprintParts, String)>> {
-        // Hashes taken ahead are only current if nothing upstream ran since: an input may
-        // be a dep's output.
-        let upstream_quiet = self.graph.deps[t]
-            .iter()
-            .all(|&d| self.done[d].get().is_some_and(|i| !i.ran));
-        if upstream_quiet && !self.forced[t] {
-            if let Some(&handoff) = self.up_to_date_if_quiet[t].get() {
-                let info = DoneInfo {
-                    handoff,
-                    ran: false,
-                };
-                let _ = self.done[t].set(info);
-                return Ok(Ok(info));
-            }
-        }
-        let pre = self.prechecked[t].lock().unwrap().take().map(|b| *b);
-        let (local, outputs_verdict) = match pre {
-            Some(pre) if upstream_quiet => (pre.local, Some(pre.outputs)),
-            _ => (self.local_parts(t)?, None),
-        };
-        let parts = self.with_deps(t, local);
-        Ok(match self.stale_reason_with(t, &parts, outputs_verdict)? {
-            None => {
-                let info = DoneInfo::from_record(self.previous[t].as_ref().unwrap());
-                let _ = self.done[t].set(info);
-                Ok(info)
-            }
-            Some(why) => Err((parts, why)),
-        })
     }
 
     fn run_task(&self, t: usize, send: &dyn Fn(TaskMsg)) -> TaskDone {

@@ -22,7 +22,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::{BuildContext, BuildOptions, BuildOutcome};
+use super::context::BuildContext;
+use super::options::{BuildOptions, BuildOutcome};
 use crate::disk::codec::{DecodeError, Decoder, Encoder};
 use crate::disk::{Digest, FileStamp};
 use crate::fingerprint::{self, OpenDir};

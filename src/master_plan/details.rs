@@ -51,8 +51,9 @@ fn heading_title(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
-/// The body of `## Task Details`: one `### ID: title` block per task, in the form [`parse`]
-/// reads back. `agent_id` gives each task's agent id (`Agent-01`).
+/// The body of `## Task Details`: one `### ID: title` block per task, in the form
+/// [`read::parse`](super::read::parse) reads back. `agent_id` gives each task's agent id
+/// (`Agent-01`).
 pub fn render_details(plan: &Plan, agent_id: &dyn Fn(&str) -> String) -> String {
     let mut s = String::new();
     for task in &plan.tasks {

@@ -1,6 +1,6 @@
 //! The plan: what `Orchfile.toml` (or `master_plan.md`) describes, resolved and validated.
 //!
-//! The model is in [`model`] and re-exported here; [`orchfile`] parses and validates
+//! The model is in `model` and re-exported here; [`orchfile`] parses and validates
 //! `Orchfile.toml` into it, with span-carrying [`diagnostic`]s. Reading `master_plan.md` as
 //! a plan is [`crate::master_plan`]'s, which owns that document. Everything downstream
 //! (graph, fingerprint, scheduler, engine) works on these types only, so a plan from either

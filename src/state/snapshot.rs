@@ -159,7 +159,7 @@ impl TaskRecord {
 }
 
 impl Snapshot {
-    /// The snapshot file's bytes (see [`codec`]).
+    /// The snapshot file's bytes (see [`crate::disk::codec`]).
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::new(SNAPSHOT_MAGIC);
         e.u32(self.version);

@@ -14,7 +14,7 @@
 //! Edits that orch could not carry into its next rewrite are errors, not silently dropped:
 //! unknown fields, free text inside Task Details, a details block without a row, a table
 //! column orch does not know, and a Deps/Priority/title in the details that disagrees with
-//! the table. The markdown walk is [`walk`], the rows [`tasks`], a details block [`fields`].
+//! the table. The markdown walk is `walk`, the rows `tasks`, a details block `fields`.
 
 mod fields;
 mod tasks;

@@ -1,0 +1,556 @@
+//! One build, phase by phase: load the graph and the state ([`load`]), check master_plan.md
+//! for a person's resets, set up the shared [`context`], schedule and run, aggregate
+//! ([`aggregated`]), record how it ended ([`recorded`]), save the state. [`run_build`] reads
+//! as that list; the `ORCH_PROFILE` marks (see [`crate::profile`]) name where each phase ends.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use miette::{miette, IntoDiagnostic, Result};
+
+use crate::disk::FileStamp;
+use crate::executor::guard::Guard;
+use crate::executor::procgroup;
+use crate::fingerprint::StatCache;
+use crate::graph::TaskGraph;
+use crate::master_plan::PlanDoc;
+use crate::plan::{OnMissing, Plan, ResultSpec};
+use crate::redact::Redactor;
+use crate::reporter::{Event, Reporter, Summary};
+use crate::scheduler::{self, SchedTask, Scheduler};
+use crate::state::lock::{LockWait, RunLock};
+use crate::state::preload::{Preloaded, PreloadedSnapshot};
+use crate::state::{JournalEntry, StateLayout, StateStore};
+
+use super::aggregate;
+use super::context::{BuildContext, DoneInfo};
+use super::coordinator::{initial_rows, one_line, BuildCoordinator, Outcome};
+use super::options::{target_indexes, wanted_of, BuildOptions, BuildOutcome};
+use super::up_to_date;
+/// Opens the state directory for a run: lock, journal replay, cleanup after a crash, agent ids.
+pub(crate) fn open_state(
+    plan: &Plan,
+    wait: bool,
+    preloaded: Option<PreloadedSnapshot>,
+    reporter: &mut dyn Reporter,
+) -> Result<(RunLock, StateStore)> {
+    let layout = StateLayout::new(plan.state_dir());
+    layout
+        .create_dirs()
+        .map_err(|e| miette!("cannot create {}: {e}", layout.dir.display()))?;
+    let lock = RunLock::acquire(
+        &layout.lock(),
+        if wait {
+            LockWait::Wait
+        } else {
+            LockWait::Refuse
+        },
+    )
+    .map_err(|e| miette!("{e}"))?;
+    let mut store = StateStore::open_preloaded(layout, preloaded).map_err(|e| miette!("{e}"))?;
+    let recovered = store.interrupted;
+    if !store.stale_groups.is_empty() {
+        let groups: Vec<(i32, crate::clock::StartWindow)> = store
+            .stale_groups
+            .iter()
+            .map(|(_, g, t)| (*g, *t))
+            .collect();
+        let n = procgroup::reap_stale(&groups);
+        if n > 0 {
+            reporter.report(&Event::Notice {
+                message: &format!("stopped {n} process(es) left running by an interrupted run"),
+            });
+        }
+    }
+    if recovered {
+        reporter.report(&Event::Notice {
+            message: "resuming after an interrupted run: finished tasks are kept",
+        });
+    }
+    let new_ids = store.assign_agent_ids(plan);
+    if recovered || new_ids || store.legacy {
+        store.compact().into_diagnostic()?;
+    }
+    Ok((lock, store))
+}
+
+/// Runs a build to the end (or until `cancel`). Plan errors and state I/O errors are `Err`;
+/// task failures are reported in the outcome.
+///
+/// `preload` is what [`Preloaded::read`] read of the state directory while the plan loaded;
+/// it is used if it is this plan's state directory.
+pub fn run_build(
+    plan: &Plan,
+    opts: &BuildOptions,
+    preload: Option<Preloaded>,
+    reporter: &mut dyn Reporter,
+    cancel: &AtomicBool,
+) -> Result<BuildOutcome> {
+    let started = Instant::now();
+    // A mistyped target is reported before the state is touched.
+    let targets = target_indexes(plan, &opts.targets)?;
+    let Loaded {
+        graph,
+        wanted,
+        lock: _lock,
+        mut store,
+        stat_cache,
+    } = load(plan, opts, preload, &targets, reporter)?;
+    crate::profile::mark("graph, state and stat cache loaded");
+    let layout = store.layout.clone();
+    let mut doc = PlanDoc::load(plan, &layout, &store);
+    let forced_by_person = doc.reset_by_person(plan, &store);
+    crate::profile::mark("master_plan.md checked");
+    let mut ctx = context(
+        plan,
+        opts,
+        &graph,
+        &store,
+        &wanted,
+        &forced_by_person,
+        stat_cache,
+        cancel,
+    );
+    let jobs = opts.jobs(plan);
+    let keep_going = opts.keep_going.unwrap_or(plan.settings.keep_going);
+    let wanted_count = wanted.iter().filter(|&&w| w).count();
+    reporter.report(&Event::BuildStarted {
+        tasks: wanted_count,
+        jobs,
+    });
+    let rows = initial_rows(plan, &ctx, &store, &wanted);
+    doc.log_initialization(plan, wanted_count, jobs, opts.agent_override.as_deref());
+    let mut coord = BuildCoordinator::new(&ctx, &mut store, reporter, doc, rows);
+    let queue = Queue::new(&ctx);
+    let mut sched = queue.scheduler(&wanted, keep_going);
+    crate::profile::mark("status rows, scheduler");
+    ctx.precheck(&wanted);
+    crate::profile::mark("up-to-date precheck");
+    scheduler::drive(&mut sched, &ctx, &mut coord, jobs, cancel);
+    crate::profile::mark("scheduled and ran");
+    let mut unstarted = sched.not_started();
+    let aggregating = opts.targets.is_empty() && aggregate::enabled(plan);
+    let aggregate_error = if aggregating && !cancel.load(Ordering::Relaxed) {
+        aggregated(&ctx, &mut coord, &queue, jobs, &mut unstarted)
+    } else {
+        None
+    };
+    crate::profile::mark("aggregated");
+    let summary = coord.summary(cancel.load(Ordering::Relaxed), unstarted.len(), started);
+    let recorded = recorded(&mut coord, &summary, &forced_by_person).into_diagnostic()?;
+    let leak = LEAK_ON_RETURN.load(Ordering::Relaxed);
+    if leak {
+        std::mem::forget(coord);
+    } else {
+        drop(coord);
+    }
+    store.close().into_diagnostic()?;
+    if let Some(g) = ctx.guard.take() {
+        g.finish();
+    }
+    let _ = ctx.stat_cache.save(&layout.stat_cache());
+    crate::profile::mark("state saved");
+    if let Some(key) = &opts.up_to_date_key {
+        let nothing_done = !recorded.eventful
+            && recorded.io_error.is_none()
+            && aggregate_error.is_none()
+            && summary.success()
+            && summary.ran == 0
+            && recorded.skipped.len() == wanted_count
+            && forced_by_person.is_empty();
+        if nothing_done {
+            // Only a shortcut: the next build does the full check without it.
+            let _ = up_to_date::write(&ctx, &store, key, &recorded.skipped, aggregating);
+            crate::profile::mark("up-to-date record written");
+        }
+    }
+    if let Some(e) = recorded.io_error {
+        return Err(miette!("{e}"));
+    }
+    reporter.report(&Event::BuildFinished { summary: &summary });
+    if leak {
+        std::mem::forget(ctx);
+        std::mem::forget(store);
+        std::mem::forget(sched);
+        std::mem::forget(graph);
+    }
+    Ok(BuildOutcome {
+        summary,
+        aggregate_error,
+    })
+}
+
+/// What the first phase loads.
+struct Loaded {
+    graph: TaskGraph,
+    wanted: Vec<bool>,
+    lock: RunLock,
+    store: StateStore,
+    stat_cache: StatCache,
+}
+
+/// Up to three independent loads, side by side: the graph and the stat cache (unless
+/// preloaded) on the worker pool, which the up-to-date precheck uses next; the state on
+/// this thread, which may wait for the lock.
+fn load(
+    plan: &Plan,
+    opts: &BuildOptions,
+    preload: Option<Preloaded>,
+    targets: &[usize],
+    reporter: &mut dyn Reporter,
+) -> Result<Loaded> {
+    let (preloaded_snapshot, mut stat_cache) = match preload {
+        Some(p) if p.dir() == plan.state_dir() => {
+            let (snapshot, stat_cache) = p.into_parts();
+            (snapshot, Some(stat_cache))
+        }
+        _ => (None, None),
+    };
+    let mut graph_and_wanted = None;
+    let state = rayon::in_place_scope(|s| {
+        s.spawn(|_| {
+            graph_and_wanted = Some((|| -> Result<(TaskGraph, Vec<bool>)> {
+                let graph = TaskGraph::from_plan(plan)
+                    .map_err(|_| miette!("the plan has a dependency cycle"))?;
+                let wanted = wanted_of(plan, &graph, targets);
+                Ok((graph, wanted))
+            })());
+        });
+        if stat_cache.is_none() {
+            s.spawn(|_| {
+                stat_cache = Some(StatCache::load(
+                    &StateLayout::new(plan.state_dir()).stat_cache(),
+                ));
+            });
+        }
+        open_state(plan, opts.wait_for_lock, preloaded_snapshot, reporter)
+    });
+    // A scope returns only after its jobs have run (a panic in one is raised here).
+    let (graph_and_wanted, stat_cache) = (
+        graph_and_wanted.expect("scope ran the job"),
+        stat_cache.expect("scope ran the job"),
+    );
+    let (graph, wanted) = graph_and_wanted?;
+    let (lock, store) = state?;
+    Ok(Loaded {
+        graph,
+        wanted,
+        lock,
+        store,
+        stat_cache,
+    })
+}
+
+/// The context the workers share: agent ids, previous records, what is forced, what the
+/// tasks this build does not want hand their dependents, the crash guard.
+#[allow(clippy::too_many_arguments)]
+fn context<'a>(
+    plan: &'a Plan,
+    opts: &'a BuildOptions,
+    graph: &'a TaskGraph,
+    store: &StateStore,
+    wanted: &[bool],
+    forced_by_person: &HashSet<usize>,
+    stat_cache: StatCache,
+    cancel: &'a AtomicBool,
+) -> BuildContext<'a> {
+    let agent_ids: Vec<String> = plan
+        .tasks
+        .iter()
+        .map(|t| store.agent_id_of(&t.id))
+        .collect();
+    let previous: Vec<_> = plan
+        .tasks
+        .iter()
+        .map(|t| store.snapshot.records.get(&t.id).cloned())
+        .collect();
+    crate::profile::mark("agent ids, previous records");
+    let forced: Vec<bool> = (0..plan.tasks.len())
+        .map(|t| wanted[t] && (opts.force || forced_by_person.contains(&t)))
+        .collect();
+    let done: Vec<OnceLock<DoneInfo>> = (0..plan.tasks.len()).map(|_| OnceLock::new()).collect();
+    for t in 0..plan.tasks.len() {
+        if !wanted[t] {
+            if let Some(r) = &previous[t] {
+                let _ = done[t].set(DoneInfo::from_record(r));
+            }
+        }
+    }
+    let guard = opts
+        .guard_program
+        .clone()
+        .map(|prog| Guard::new(prog, plan.settings.kill_grace));
+    crate::executor::forget_resolved_programs();
+    BuildContext {
+        guard,
+        plan,
+        graph,
+        layout: store.layout.clone(),
+        opts,
+        agent_ids,
+        previous,
+        forced,
+        done,
+        stat_cache,
+        root_dir: crate::fingerprint::OpenDir::open(&plan.root),
+        checked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
+        prechecked: (0..plan.tasks.len()).map(|_| Default::default()).collect(),
+        up_to_date_if_quiet: (0..plan.tasks.len()).map(|_| OnceLock::new()).collect(),
+        cancel,
+        redactor: Redactor::for_plan(plan),
+    }
+}
+
+/// What the scheduler is told of each task, for the first run and a re-run alike.
+struct Queue<'g> {
+    graph: &'g TaskGraph,
+    priorities: Vec<u8>,
+    classes: Vec<Option<usize>>,
+    class_limit: Vec<Option<usize>>,
+    lock_ids: Vec<Vec<usize>>,
+    lock_count: usize,
+}
+
+impl<'g> Queue<'g> {
+    fn new(ctx: &BuildContext<'g>) -> Queue<'g> {
+        let (classes, class_limit) = agent_classes(ctx);
+        let (lock_ids, lock_count) = lock_indexes(ctx.plan);
+        Queue {
+            graph: ctx.graph,
+            priorities: ctx.plan.tasks.iter().map(|t| t.priority.0).collect(),
+            classes,
+            class_limit,
+            lock_ids,
+            lock_count,
+        }
+    }
+
+    fn scheduler(&self, wanted: &[bool], keep_going: bool) -> Scheduler {
+        let tasks = (0..self.priorities.len())
+            .map(|t| SchedTask {
+                priority: self.priorities[t],
+                critical: self.graph.critical[t],
+                agent_class: self.classes[t],
+                locks: self.lock_ids[t].clone(),
+            })
+            .collect();
+        Scheduler::new(
+            self.graph,
+            tasks,
+            wanted,
+            self.class_limit.clone(),
+            self.lock_count,
+            keep_going,
+        )
+    }
+}
+
+/// Phase 4: every result must exist before merging; re-runs what is missing once if asked,
+/// then merges. The aggregation's error, if any.
+fn aggregated(
+    ctx: &BuildContext,
+    coord: &mut BuildCoordinator,
+    queue: &Queue,
+    jobs: usize,
+    unstarted: &mut Vec<usize>,
+) -> Option<String> {
+    let plan = ctx.plan;
+    let graph = ctx.graph;
+    let cancel = ctx.cancel;
+    let mut missing = aggregate::missing_results(ctx, &coord.outcome_ok());
+    let on_missing = plan
+        .aggregate
+        .as_ref()
+        .map(|a| a.on_missing)
+        .unwrap_or(OnMissing::Rerun);
+    // A failed task already spent its retries; re-run only results missing for other
+    // reasons (never started, vanished) whose upstream did not fail.
+    let rerunnable: Vec<usize> = missing
+        .iter()
+        .copied()
+        .filter(|&t| {
+            let up = graph.upstream_closure(&[t]);
+            !(0..plan.tasks.len()).any(|u| up[u] && coord.outcome[u] == Some(Outcome::Failed))
+        })
+        .collect();
+    if !rerunnable.is_empty() && on_missing == OnMissing::Rerun {
+        let ids: Vec<&str> = rerunnable
+            .iter()
+            .map(|&t| ctx.agent_ids[t].as_str())
+            .collect();
+        let msg = format!("results missing for {}; re-running them", ids.join(", "));
+        coord.reporter.report(&Event::Notice { message: &msg });
+        coord.log("Missing Results".into(), vec![msg.clone()]);
+        let closure = graph.upstream_closure(&rerunnable);
+        let rerun: Vec<bool> = (0..plan.tasks.len())
+            .map(|t| closure[t] && ctx.done[t].get().is_none())
+            .collect();
+        let mut second = queue.scheduler(&rerun, true);
+        scheduler::drive(&mut second, ctx, coord, jobs, cancel);
+        *unstarted = second.not_started();
+        missing = aggregate::missing_results(ctx, &coord.outcome_ok());
+    }
+    if cancel.load(Ordering::Relaxed) {
+        // Interrupted: say nothing about aggregation.
+        None
+    } else if missing.is_empty() {
+        let before = coord.store.snapshot.aggregate_digest;
+        match aggregate::run(ctx, coord.store, coord.reporter) {
+            Ok(line) => {
+                if let Some(digest) = coord
+                    .store
+                    .snapshot
+                    .aggregate_digest
+                    .filter(|d| before.as_ref() != Some(d))
+                {
+                    let r = coord.store.append(&JournalEntry::Aggregated { digest });
+                    coord.journal(r);
+                    coord.eventful = true;
+                    coord.log("Result Aggregation Completed".into(), vec![line]);
+                }
+                None
+            }
+            Err(e) => {
+                coord
+                    .reporter
+                    .report(&Event::AggregateFailed { reason: &e });
+                coord.log("Result Aggregation Failed".into(), vec![one_line(&e)]);
+                Some(e)
+            }
+        }
+    } else {
+        let ids: Vec<String> = missing
+            .iter()
+            .map(|&t| format!("{} ({})", ctx.agent_ids[t], plan.tasks[t].id))
+            .collect();
+        let e = format!(
+            "results missing for {}; final_output.md not written",
+            ids.join(", ")
+        );
+        let _ = std::fs::remove_file(ctx.layout.final_output());
+        coord
+            .reporter
+            .report(&Event::AggregateFailed { reason: &e });
+        coord.log("Result Aggregation Failed".into(), vec![e.clone()]);
+        Some(e)
+    }
+}
+
+/// What the last phase hands back from recording the build.
+struct Recorded {
+    /// Anything beyond up-to-date checks happened (master_plan.md was rewritten).
+    eventful: bool,
+    io_error: Option<String>,
+    /// Tasks found up to date, in the order reported.
+    skipped: Vec<usize>,
+}
+
+/// Records how the build ended: the log's last entries, every task's status, and (unless
+/// the build only found everything up to date) master_plan.md and its stamp.
+fn recorded(
+    coord: &mut BuildCoordinator,
+    summary: &Summary,
+    forced_by_person: &HashSet<usize>,
+) -> std::io::Result<Recorded> {
+    let plan = coord.ctx.plan;
+    let layout = &coord.ctx.layout;
+    // A build that only found everything up to date leaves master_plan.md as it was.
+    let eventful = coord.eventful || summary.interrupted || !layout.master_plan().exists();
+    if eventful && summary.skipped > 0 {
+        let n = summary.skipped;
+        coord.log(
+            "Up-To-Date Check".into(),
+            vec![format!("{n} task(s) up to date, skipped")],
+        );
+    }
+    if eventful {
+        coord.log(
+            if summary.interrupted {
+                "Build Interrupted".into()
+            } else {
+                "Build Finished".into()
+            },
+            vec![summary.line()],
+        );
+    }
+    for t in 0..plan.tasks.len() {
+        if coord.outcome[t].is_some() {
+            coord.save_status(t);
+        }
+    }
+    if eventful {
+        let rows = std::mem::take(&mut coord.rows);
+        coord.doc.write(plan, &coord.ctx.agent_ids, &rows, true)?;
+        // A reset a person made that this build did not get to is still only in the file:
+        // the next build must read it, so the file is not vouched for then.
+        let resets_pending = forced_by_person.iter().any(|&t| coord.outcome[t].is_none());
+        let stamp = if resets_pending {
+            None
+        } else {
+            FileStamp::of_path(&layout.master_plan())
+        };
+        let r = coord.store.record_plan_doc(stamp);
+        coord.journal(r);
+    }
+    Ok(Recorded {
+        eventful,
+        io_error: coord.io_error.take(),
+        skipped: std::mem::take(&mut coord.skipped),
+    })
+}
+
+/// Set by a one-shot `orch build`, whose process exits right after: the build's large
+/// structures are then left to the OS instead of being freed piece by piece, which at
+/// 10,000 tasks is a noticeable share of a no-op build.
+pub static LEAK_ON_RETURN: AtomicBool = AtomicBool::new(false);
+
+/// Per-agent concurrency classes: tasks of an agent with `max_parallel` share a class.
+fn agent_classes(ctx: &BuildContext) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+    let mut names: Vec<String> = Vec::new();
+    let mut limits = Vec::new();
+    let classes = (0..ctx.plan.tasks.len())
+        .map(|t| {
+            let a = ctx.agent(t)?;
+            // Tasks of an agent whose result is one fixed file must take turns with it.
+            let shared_file = matches!(&a.result, ResultSpec::File(p) if !p.contains('{'));
+            let limit = if shared_file {
+                Some(a.max_parallel.unwrap_or(1).min(1))
+            } else {
+                a.max_parallel
+            };
+            limit?;
+            Some(match names.iter().position(|n| n == &a.name) {
+                Some(i) => i,
+                None => {
+                    names.push(a.name.clone());
+                    limits.push(limit);
+                    names.len() - 1
+                }
+            })
+        })
+        .collect();
+    (classes, limits)
+}
+
+fn lock_indexes(plan: &Plan) -> (Vec<Vec<usize>>, usize) {
+    let mut names: Vec<&str> = Vec::new();
+    let ids = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            t.locks
+                .iter()
+                .map(|l| match names.iter().position(|n| n == l) {
+                    Some(i) => i,
+                    None => {
+                        names.push(l);
+                        names.len() - 1
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (ids, names.len())
+}

@@ -1,0 +1,428 @@
+//! The scheduling thread's side of a build: every state change a task goes through is
+//! recorded here (journal, status row, execution log) and reported as an event.
+
+use std::time::Instant;
+
+use crate::agent::FailureKind;
+use crate::clock::Stamp;
+use crate::master_plan::{LogEntry, PlanDoc, RowState};
+use crate::plan::Plan;
+use crate::reporter::{Event, Reporter, Summary, TaskRef};
+use crate::scheduler::Coordinator;
+use crate::state::{JournalEntry, StateStore, Status, StatusRecord};
+
+use super::context::BuildContext;
+use super::runner::{TaskDone, TaskMsg};
+
+/// Final per-task result of this build, for the summary.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Outcome {
+    Ran,
+    UpToDate,
+    Failed,
+    Cancelled,
+    Blocked,
+}
+
+pub(super) struct BuildCoordinator<'a, 'c> {
+    pub(super) ctx: &'a BuildContext<'c>,
+    pub(super) store: &'a mut StateStore,
+    pub(super) reporter: &'a mut dyn Reporter,
+    pub(super) doc: PlanDoc,
+    pub(super) rows: Vec<RowState>,
+    pub(super) outcome: Vec<Option<Outcome>>,
+    pub(super) retries: u32,
+    pub(super) cost: f64,
+    pub(super) batch_no: u32,
+    pub(super) io_error: Option<String>,
+    /// Something beyond up-to-date checks happened: master_plan.md needs a rewrite.
+    pub(super) eventful: bool,
+    /// Tasks found up to date, in the order reported.
+    pub(super) skipped: Vec<usize>,
+}
+
+pub(super) fn task_ref<'x>(ctx: &'x BuildContext, t: usize) -> TaskRef<'x> {
+    let task = ctx.task(t);
+    TaskRef {
+        id: &task.id,
+        title: &task.title,
+        agent_id: &ctx.agent_ids[t],
+        runner: ctx.runner_name(t),
+    }
+}
+
+impl<'a, 'c> BuildCoordinator<'a, 'c> {
+    pub(super) fn new(
+        ctx: &'a BuildContext<'c>,
+        store: &'a mut StateStore,
+        reporter: &'a mut dyn Reporter,
+        doc: PlanDoc,
+        rows: Vec<RowState>,
+    ) -> Self {
+        BuildCoordinator {
+            ctx,
+            store,
+            reporter,
+            doc,
+            rows,
+            outcome: vec![None; ctx.plan.tasks.len()],
+            retries: 0,
+            cost: 0.0,
+            batch_no: 0,
+            io_error: None,
+            eventful: false,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The build's counts, once it is over.
+    pub(super) fn summary(&self, interrupted: bool, unstarted: usize, started: Instant) -> Summary {
+        let mut summary = Summary {
+            retries: self.retries,
+            cost_usd: self.cost,
+            interrupted,
+            ..Default::default()
+        };
+        for o in &self.outcome {
+            match o {
+                Some(Outcome::Ran) => summary.ran += 1,
+                Some(Outcome::UpToDate) => summary.skipped += 1,
+                Some(Outcome::Failed) => summary.failed += 1,
+                Some(Outcome::Blocked) => summary.blocked += 1,
+                Some(Outcome::Cancelled) => summary.not_started += 1,
+                None => {}
+            }
+        }
+        summary.not_started += unstarted;
+        summary.duration = started.elapsed();
+        summary
+    }
+}
+
+impl BuildCoordinator<'_, '_> {
+    pub(super) fn log(&mut self, title: String, lines: Vec<String>) {
+        self.doc.log(LogEntry {
+            stamp: Stamp::now().date_time(),
+            title,
+            lines,
+        });
+    }
+
+    pub(super) fn journal(&mut self, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            self.io_error
+                .get_or_insert(format!("cannot write state journal: {e}"));
+        }
+    }
+
+    fn attempt_started(&mut self, task: usize, attempt: u32) {
+        let row = &mut self.rows[task];
+        row.status = Status::Running;
+        if attempt == 1 {
+            row.start = Some(Stamp::now().time());
+            row.end = None;
+        }
+        row.retries = attempt - 1;
+        self.reporter.report(&Event::TaskStarted {
+            task: task_ref(self.ctx, task),
+            attempt,
+        });
+    }
+
+    pub(super) fn save_status(&mut self, t: usize) {
+        let row = &self.rows[t];
+        let id = &self.ctx.task(t).id;
+        let old = self.store.snapshot.statuses.get(id);
+        // Up to date after a completion is still "completed": keep the record of the run
+        // that did the work, so a no-op build changes nothing on disk.
+        let unchanged = match old {
+            Some(o) if row.status == Status::Skipped => {
+                matches!(o.status, Status::Completed | Status::Skipped)
+            }
+            Some(o) => o.status == row.status && o.start == row.start && o.end == row.end,
+            None => false,
+        };
+        if unchanged {
+            return;
+        }
+        let status = StatusRecord {
+            status: row.status,
+            start: row.start.clone(),
+            end: row.end.clone(),
+            retries: row.retries,
+        };
+        let r = self.store.record_status(id, status);
+        self.journal(r);
+    }
+}
+
+impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
+    fn started(&mut self, batch: &[usize]) {
+        self.eventful = true;
+        self.batch_no += 1;
+        let mut in_order = batch.to_vec();
+        in_order.sort_unstable();
+        let agents: Vec<String> = in_order
+            .iter()
+            .map(|&t| self.ctx.agent_ids[t].clone())
+            .collect();
+        let line = if batch.len() == 1 {
+            format!("{} started on {}", agents[0], self.ctx.task(in_order[0]).id)
+        } else {
+            format!("{} launched in parallel", agents.join(", "))
+        };
+        let title = format!("Batch #{} Started", self.batch_no);
+        self.log(title, vec![line]);
+        // A task handed out starts at once (the pool has a thread per job), so its first
+        // attempt is announced here rather than by a message from the worker: the watch
+        // needs to know at once which tasks run.
+        for &t in batch {
+            self.attempt_started(t, 1);
+        }
+        self.doc.touch();
+    }
+
+    fn message(&mut self, msg: TaskMsg) {
+        self.eventful = true;
+        match msg {
+            TaskMsg::AttemptStarted { task, attempt } => {
+                self.attempt_started(task, attempt);
+                self.doc.touch();
+            }
+            TaskMsg::Spawned { task, pgid, window } => {
+                let id = self.ctx.task(task).id.clone();
+                let r = self.store.append(&JournalEntry::spawned(id, pgid, window));
+                self.journal(r);
+            }
+            TaskMsg::ProcessEnded { pgid } => {
+                let r = self.store.append(&JournalEntry::Reaped { pgid });
+                self.journal(r);
+            }
+            TaskMsg::Retrying {
+                task,
+                attempt,
+                reason,
+                delay,
+            } => {
+                self.retries += 1;
+                self.rows[task].retries = attempt;
+                let agent = self.ctx.agent_ids[task].clone();
+                let id = self.ctx.task(task).id.clone();
+                self.log(
+                    format!("{agent} Retrying"),
+                    vec![format!(
+                        "{id} attempt {attempt} failed: {}; retry in {}",
+                        one_line(&reason),
+                        crate::duration::format_duration(delay)
+                    )],
+                );
+                self.reporter.report(&Event::TaskRetrying {
+                    task: task_ref(self.ctx, task),
+                    attempt,
+                    reason: &reason,
+                    delay,
+                });
+                self.doc.touch();
+            }
+        }
+    }
+
+    fn finished(&mut self, t: usize, done: TaskDone) -> bool {
+        let ctx = self.ctx;
+        let agent = &ctx.agent_ids[t];
+        let id = &ctx.task(t).id;
+        if !matches!(done, TaskDone::UpToDate(_)) {
+            self.eventful = true;
+            self.doc.touch();
+        }
+        let ok = match done {
+            TaskDone::UpToDate(_) => {
+                self.rows[t].status = Status::Skipped;
+                self.outcome[t] = Some(Outcome::UpToDate);
+                self.skipped.push(t);
+                self.reporter.report(&Event::TaskSkipped {
+                    task: task_ref(self.ctx, t),
+                });
+                true
+            }
+            TaskDone::Ran {
+                record,
+                usage,
+                duration,
+                retries,
+                why,
+            } => {
+                let r = self.store.record_success(id, record);
+                self.journal(r);
+                if !ctx.task(t).action.is_shell() {
+                    // An agent's work costs money: on disk now, not at the end of this
+                    // step, which a second Ctrl-C (an immediate exit) could cut short.
+                    self.idle();
+                }
+                self.cost += usage.cost_usd.unwrap_or(0.0);
+                let row = &mut self.rows[t];
+                row.status = Status::Completed;
+                row.end = Some(Stamp::now().time());
+                row.retries = retries;
+                self.outcome[t] = Some(Outcome::Ran);
+                let mut lines = vec![
+                    format!(
+                        "{id} completed, duration {}",
+                        crate::duration::format_duration(duration)
+                    ),
+                    format!("Why it ran: {why}"),
+                    format!("Output saved to {}", self.ctx.result_rel(t)),
+                ];
+                if let Some(c) = usage.cost_usd {
+                    lines.push(format!("Cost: ${c:.4}"));
+                }
+                self.log(format!("{agent} Completed"), lines);
+                self.reporter.report(&Event::TaskSucceeded {
+                    task: task_ref(self.ctx, t),
+                    duration,
+                    retries,
+                    usage: &usage,
+                    why: &why,
+                });
+                true
+            }
+            TaskDone::Failed {
+                failure,
+                duration,
+                retries,
+            } => {
+                self.rows[t].retries = retries;
+                if failure.kind == FailureKind::Cancelled {
+                    self.rows[t].status = Status::Ready;
+                    self.rows[t].end = None;
+                    self.outcome[t] = Some(Outcome::Cancelled);
+                    self.log(
+                        format!("{agent} Cancelled"),
+                        vec![format!("{id} was stopped before it finished")],
+                    );
+                } else {
+                    let r = self.store.invalidate(id);
+                    self.journal(r);
+                    self.rows[t].status = Status::Failed;
+                    self.rows[t].end = Some(Stamp::now().time());
+                    self.outcome[t] = Some(Outcome::Failed);
+                    self.log(
+                        format!("{agent} Failed"),
+                        vec![format!(
+                            "{id} failed after {}: {}",
+                            crate::duration::format_duration(duration),
+                            one_line(&failure.message)
+                        )],
+                    );
+                    self.reporter.report(&Event::TaskFailed {
+                        task: task_ref(self.ctx, t),
+                        duration,
+                        retries,
+                        reason: &failure.message,
+                    });
+                }
+                false
+            }
+        };
+        self.save_status(t);
+        ok
+    }
+
+    fn blocked(&mut self, t: usize, failed_dep: usize) {
+        self.eventful = true;
+        self.rows[t].status = Status::Waiting;
+        self.outcome[t] = Some(Outcome::Blocked);
+        let dep = self.ctx.task(failed_dep).id.clone();
+        let id = self.ctx.task(t).id.clone();
+        self.log(
+            format!("{} Blocked", self.ctx.agent_ids[t]),
+            vec![format!("{id} will not run: dep {dep} failed")],
+        );
+        self.reporter.report(&Event::TaskBlocked {
+            task: task_ref(self.ctx, t),
+            failed_dep: &dep,
+        });
+        self.save_status(t);
+    }
+
+    fn idle(&mut self) {
+        let r = self.store.flush_journal();
+        self.journal(r);
+    }
+
+    fn tick(&mut self) {
+        if let Err(e) = self
+            .doc
+            .maybe_write(self.ctx.plan, &self.ctx.agent_ids, &self.rows)
+        {
+            self.io_error
+                .get_or_insert(format!("cannot write master_plan.md: {e}"));
+        }
+    }
+}
+
+pub(super) fn one_line(s: &str) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 300 {
+        format!("{}…", flat.chars().take(300).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+/// Each task's row as this build starts: the status of its last run, or what it waits for.
+pub(super) fn initial_rows(
+    plan: &Plan,
+    ctx: &BuildContext,
+    store: &StateStore,
+    wanted: &[bool],
+) -> Vec<RowState> {
+    plan.tasks
+        .iter()
+        .enumerate()
+        .map(|(t, task)| {
+            // A task keeps the status of its last run until this build dispatches it, so
+            // a build that stops early never leaves 🟡 on a task a person did not reset
+            // (which the next build would take as "run it again").
+            let prev = store
+                .snapshot
+                .statuses
+                .get(&task.id)
+                .filter(|_| !ctx.forced[t])
+                .filter(|p| {
+                    matches!(
+                        p.status,
+                        Status::Completed | Status::Skipped | Status::Failed
+                    )
+                });
+            let status = match prev {
+                Some(p) => p.status,
+                None if ctx.forced[t] || wanted[t] => {
+                    if ctx.graph.deps[t].iter().any(|&d| wanted[d]) {
+                        Status::Waiting
+                    } else {
+                        Status::Ready
+                    }
+                }
+                None if store.snapshot.records.contains_key(&task.id) => Status::Completed,
+                None => Status::Waiting,
+            };
+            RowState {
+                status,
+                start: prev.and_then(|p| p.start.clone()),
+                end: prev.and_then(|p| p.end.clone()),
+                retries: prev.map(|p| p.retries).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+impl BuildCoordinator<'_, '_> {
+    /// Which tasks ended with their result in place, this run.
+    pub(super) fn outcome_ok(&self) -> Vec<bool> {
+        self.outcome
+            .iter()
+            .map(|o| matches!(o, Some(Outcome::Ran | Outcome::UpToDate)))
+            .collect()
+    }
+}

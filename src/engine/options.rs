@@ -1,0 +1,113 @@
+//! What a build is asked to do (targets, jobs, force, agent override) and how it ended.
+
+use miette::{miette, Result};
+
+use crate::graph::TaskGraph;
+use crate::plan::Plan;
+use crate::reporter::Summary;
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// `-j`; defaults to settings.jobs, then the number of CPUs.
+    pub jobs: Option<usize>,
+    /// `-k`; defaults to settings.keep_going.
+    pub keep_going: Option<bool>,
+    /// `--agent NAME`: every agent task uses this agent.
+    pub agent_override: Option<String>,
+    /// Build only these tasks and what they need; empty means all.
+    pub targets: Vec<String>,
+    /// `sim` agent time scale: an estimate is divided by this.
+    pub sim_speed: f64,
+    /// `-B`: run wanted tasks even when up to date.
+    pub force: bool,
+    pub wait_for_lock: bool,
+    /// The orch binary, to start the crash guard (`orch __guard`); `None` runs without one.
+    pub guard_program: Option<std::path::PathBuf>,
+    /// Where a build that finds everything up to date leaves its record for the fast path
+    /// ([`crate::engine::up_to_date`]), and under which key; `None` leaves none.
+    pub up_to_date_key: Option<crate::disk::Digest>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            jobs: None,
+            keep_going: None,
+            agent_override: None,
+            targets: Vec::new(),
+            sim_speed: crate::agent::sim::DEFAULT_SPEED,
+            force: false,
+            wait_for_lock: false,
+            guard_program: None,
+            up_to_date_key: None,
+        }
+    }
+}
+
+impl BuildOptions {
+    pub(crate) fn jobs(&self, plan: &Plan) -> usize {
+        self.jobs_with(plan.settings.jobs)
+    }
+
+    /// `-j`, else the plan's `settings.jobs`, else the CPU count.
+    pub(crate) fn jobs_with(&self, setting: Option<usize>) -> usize {
+        self.jobs
+            .or(setting)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
+            .max(1)
+    }
+}
+
+#[derive(Debug)]
+pub struct BuildOutcome {
+    pub summary: Summary,
+    pub aggregate_error: Option<String>,
+}
+
+impl BuildOutcome {
+    /// 0 success, 1 a task or the aggregation failed, 130 interrupted.
+    pub(crate) fn exit_code(&self) -> i32 {
+        if self.summary.interrupted {
+            130
+        } else if self.summary.success() && self.aggregate_error.is_none() {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+/// Resolves target ids to task indexes, all tasks when none are given.
+pub fn wanted_tasks(plan: &Plan, graph: &TaskGraph, targets: &[String]) -> Result<Vec<bool>> {
+    Ok(wanted_of(plan, graph, &target_indexes(plan, targets)?))
+}
+
+/// Every task when no target is named, else the targets and everything upstream of them.
+pub(super) fn wanted_of(plan: &Plan, graph: &TaskGraph, targets: &[usize]) -> Vec<bool> {
+    if targets.is_empty() {
+        vec![true; plan.tasks.len()]
+    } else {
+        graph.upstream_closure(targets)
+    }
+}
+
+/// The tasks named on the command line, or an error naming the one that does not exist.
+pub(super) fn target_indexes(plan: &Plan, targets: &[String]) -> Result<Vec<usize>> {
+    targets
+        .iter()
+        .map(|t| {
+            plan.index.get(t).copied().ok_or_else(|| {
+                let known: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).take(20).collect();
+                miette!(
+                    help = format!("tasks: {}", known.join(", ")),
+                    "no task named `{t}` in {}",
+                    plan.source_path.display()
+                )
+            })
+        })
+        .collect()
+}
