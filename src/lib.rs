@@ -7,7 +7,7 @@
 //! - [`disk`]: digests, file stamps, the binary encoding and atomic file replacement;
 //! - [`state`]: the `.orchestrator/` layout, snapshot, journal, lock and plan cache;
 //! - [`master_plan`]: `master_plan.md`, read as a plan and kept current;
-//! - [`executor`]: child processes in their own process groups, timeouts and kills;
+//! - [`executor`]: where processes run: the `Backend` seam and local process groups;
 //! - [`agent`]: agent presets, prompt delivery and reply judging;
 //! - [`scheduler`]: ready-queue scheduling, apart from execution;
 //! - [`engine`]: one build end to end, `final_output.md` included;

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::agent::{self, Failure, FailureKind};
 use crate::disk::persist_atomic;
 use crate::duration::{format_exact, parse_duration};
-use crate::executor::{self, ProcessSpec};
+use crate::executor::{Backend, Local, ProcessSpec};
 use crate::graph::TaskGraph;
 use crate::plan::orchfile::{check_inside_root, valid_task_id};
 use crate::plan::{Action, AgentKind, AgentSpec, Plan, Priority, Settings, Task};
@@ -682,7 +682,9 @@ impl Planner<'_> {
             grace: Duration::from_secs(5),
             max_output: 16 << 20,
         };
-        let out = executor::run_process(&spec, self.cancel, &mut |_, _| {}).map_err(launch)?;
+        let out = Local::new(None)
+            .run(&spec, self.cancel, &mut |_| {})
+            .map_err(launch)?;
         let log = format!(
             "--- planner attempt {attempt} ({}) ---\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
             out.exit,

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::context::BuildContext;
 use crate::agent::{self, sim, FailureKind};
 use crate::disk::persist_atomic;
-use crate::executor::{self, ProcessSpec};
+use crate::executor::ProcessSpec;
 use crate::plan::{AgentKind, AggregateSpec, AggregateStrategy, Plan};
 use crate::reporter::{Event, Reporter};
 use crate::state::{JournalEntry, StateStore};
@@ -268,25 +268,23 @@ fn merge_with_agent(
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .chain(ctx.run_id_env())
                 .collect(),
             stdin: stdin.clone(),
             timeout: agent_spec.timeout,
             grace: ctx.plan.settings.kill_grace,
             max_output: 64 << 20,
         };
-        // The same crash bookkeeping as a task's process: guard, then journal.
+        // The same crash bookkeeping as a task's process: the journal keeps the job's
+        // record while it runs.
         let mut spawned = None;
-        ctx.guard_before_spawn();
-        let out = executor::run_process(&process, ctx.cancel, &mut |pgid, window| {
-            spawned = Some(pgid);
-            ctx.track_spawn(pgid);
-            let _ = store.append(&JournalEntry::spawned("aggregate".into(), pgid, window));
+        let out = ctx.backend.run(&process, ctx.cancel, &mut |job| {
+            spawned = Some(job.pgid);
+            let entry = JournalEntry::spawned("aggregate".into(), job.pgid, job.window);
+            let _ = store.append(&entry);
             // On disk before the wait: the merge agent may run for minutes.
             let _ = store.flush_journal();
         });
         if let Some(pgid) = spawned {
-            ctx.track_exit(pgid);
             let _ = store.append(&JournalEntry::Reaped { pgid });
         }
         let out = out.map_err(|e| e.to_string())?;

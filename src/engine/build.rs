@@ -12,7 +12,7 @@ use miette::{miette, IntoDiagnostic, Result};
 
 use crate::disk::FileStamp;
 use crate::executor::guard::Guard;
-use crate::executor::procgroup;
+use crate::executor::{Backend, JobRecord, Local};
 use crate::fingerprint::StatCache;
 use crate::graph::TaskGraph;
 use crate::master_plan::PlanDoc;
@@ -29,11 +29,13 @@ use super::context::{BuildContext, DoneInfo};
 use super::coordinator::{initial_rows, one_line, BuildCoordinator, Outcome};
 use super::options::{target_indexes, wanted_of, BuildOptions, BuildOutcome};
 use super::up_to_date;
+
 /// Opens the state directory for a run: lock, journal replay, cleanup after a crash, agent ids.
 pub(crate) fn open_state(
     plan: &Plan,
     wait: bool,
     preloaded: Option<PreloadedSnapshot>,
+    backend: &dyn Backend,
     reporter: &mut dyn Reporter,
 ) -> Result<(RunLock, StateStore)> {
     let layout = StateLayout::new(plan.state_dir());
@@ -52,12 +54,12 @@ pub(crate) fn open_state(
     let mut store = StateStore::open_preloaded(layout, preloaded).map_err(|e| miette!("{e}"))?;
     let recovered = store.interrupted;
     if !store.stale_groups.is_empty() {
-        let groups: Vec<(i32, crate::clock::StartWindow)> = store
+        let left: Vec<JobRecord> = store
             .stale_groups
             .iter()
-            .map(|(_, g, t)| (*g, *t))
+            .map(|&(_, pgid, window)| JobRecord { pgid, window })
             .collect();
-        let n = procgroup::reap_stale(&groups);
+        let n = backend.reap_stale(&left);
         if n > 0 {
             reporter.report(&Event::Notice {
                 message: &format!("stopped {n} process(es) left running by an interrupted run"),
@@ -91,13 +93,19 @@ pub fn run_build(
     let started = Instant::now();
     // A mistyped target is reported before the state is touched.
     let targets = target_indexes(plan, &opts.targets)?;
+    // The crash guard (this binary in another role) starts with the first child.
+    let guard = opts
+        .guard_program
+        .clone()
+        .map(|prog| Guard::new(prog, plan.settings.kill_grace));
+    let backend: Box<dyn Backend> = Box::new(Local::new(guard));
     let Loaded {
         graph,
         wanted,
         lock: _lock,
         mut store,
         stat_cache,
-    } = load(plan, opts, preload, &targets, reporter)?;
+    } = load(plan, opts, preload, &targets, &*backend, reporter)?;
     crate::profile::mark("graph, state and stat cache loaded");
     let layout = store.layout.clone();
     let mut doc = PlanDoc::load(plan, &layout, &store);
@@ -111,6 +119,7 @@ pub fn run_build(
         &wanted,
         &forced_by_person,
         stat_cache,
+        backend,
         cancel,
     );
     let jobs = opts.jobs(plan);
@@ -147,9 +156,7 @@ pub fn run_build(
         drop(coord);
     }
     store.close().into_diagnostic()?;
-    if let Some(g) = ctx.guard.take() {
-        g.finish();
-    }
+    ctx.backend.finish();
     let _ = ctx.stat_cache.save(&layout.stat_cache());
     crate::profile::mark("state saved");
     if let Some(key) = &opts.up_to_date_key {
@@ -199,6 +206,7 @@ fn load(
     opts: &BuildOptions,
     preload: Option<Preloaded>,
     targets: &[usize],
+    backend: &dyn Backend,
     reporter: &mut dyn Reporter,
 ) -> Result<Loaded> {
     let (preloaded_snapshot, mut stat_cache) = match preload {
@@ -225,7 +233,13 @@ fn load(
                 ));
             });
         }
-        open_state(plan, opts.wait_for_lock, preloaded_snapshot, reporter)
+        open_state(
+            plan,
+            opts.wait_for_lock,
+            preloaded_snapshot,
+            backend,
+            reporter,
+        )
     });
     // A scope returns only after its jobs have run (a panic in one is raised here).
     let (graph_and_wanted, stat_cache) = (
@@ -244,7 +258,7 @@ fn load(
 }
 
 /// The context the workers share: agent ids, previous records, what is forced, what the
-/// tasks this build does not want hand their dependents, the crash guard.
+/// tasks this build does not want hand their dependents, where processes run.
 #[allow(clippy::too_many_arguments)]
 fn context<'a>(
     plan: &'a Plan,
@@ -254,6 +268,7 @@ fn context<'a>(
     wanted: &[bool],
     forced_by_person: &HashSet<usize>,
     stat_cache: StatCache,
+    backend: Box<dyn Backend>,
     cancel: &'a AtomicBool,
 ) -> BuildContext<'a> {
     let agent_ids: Vec<String> = plan
@@ -278,13 +293,9 @@ fn context<'a>(
             }
         }
     }
-    let guard = opts
-        .guard_program
-        .clone()
-        .map(|prog| Guard::new(prog, plan.settings.kill_grace));
     crate::executor::forget_resolved_programs();
     BuildContext {
-        guard,
+        backend,
         plan,
         graph,
         layout: store.layout.clone(),

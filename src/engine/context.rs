@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use super::explain::FingerprintParts;
 use super::options::BuildOptions;
 use crate::disk::Digest;
+use crate::executor::Backend;
 use crate::fingerprint::{self, DefinitionFields, OpenDir, StatCache};
 use crate::graph::TaskGraph;
 use crate::plan::{AgentSpec, Plan, Task};
@@ -57,8 +58,9 @@ pub(crate) type Slot<T> = std::sync::Mutex<Option<Box<T>>>;
 
 /// Everything the workers of one build share.
 pub struct BuildContext<'a> {
-    /// Stops this build's process groups if orch dies without cleaning up.
-    pub(crate) guard: Option<crate::executor::guard::Guard>,
+    /// Where the tasks' processes run (and what stops them if orch dies without cleaning
+    /// up).
+    pub(crate) backend: Box<dyn Backend>,
     pub(crate) plan: &'a Plan,
     pub(crate) graph: &'a TaskGraph,
     pub(crate) layout: StateLayout,

@@ -189,9 +189,11 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 self.attempt_started(task, attempt);
                 self.doc.touch();
             }
-            TaskMsg::Spawned { task, pgid, window } => {
+            TaskMsg::Spawned { task, job } => {
                 let id = self.ctx.task(task).id.clone();
-                let r = self.store.append(&JournalEntry::spawned(id, pgid, window));
+                let r = self
+                    .store
+                    .append(&JournalEntry::spawned(id, job.pgid, job.window));
                 self.journal(r);
             }
             TaskMsg::ProcessEnded { pgid } => {

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use super::context::{BuildContext, DoneInfo};
 use super::options::BuildOptions;
+use crate::executor::Local;
 use crate::fingerprint::StatCache;
 use crate::graph::TaskGraph;
 use crate::master_plan::PlanDoc;
@@ -38,7 +39,7 @@ pub fn read_only_context<'a>(
     let by_person = doc.reset_by_person(plan, &store);
     let n = plan.tasks.len();
     let ctx = BuildContext {
-        guard: None,
+        backend: Box::new(Local::new(None)),
         plan,
         graph,
         layout: layout.clone(),

@@ -10,7 +10,7 @@ use super::prompt::{render_task_file, DepResult};
 use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
 use crate::clock::unix_now;
 use crate::disk::{persist_atomic, replace_unsynced};
-use crate::executor::{self, Exit, ProcessSpec};
+use crate::executor::{self, Exit, JobRecord, ProcessSpec};
 use crate::fingerprint::{self, FieldName};
 use crate::plan::{Action, AgentKind, AgentSpec, ResultSpec, Task};
 use crate::scheduler::Runner;
@@ -22,10 +22,10 @@ pub enum TaskMsg {
         task: usize,
         attempt: u32,
     },
+    /// A job started; the journal keeps its record until it ends.
     Spawned {
         task: usize,
-        pgid: i32,
-        window: crate::clock::StartWindow,
+        job: JobRecord,
     },
     ProcessEnded {
         pgid: i32,
@@ -86,15 +86,7 @@ impl BuildContext<'_> {
             env.extend(a.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.extend(self.run_id_env());
         env
-    }
-
-    /// `ORCH_RUN_ID`, by which the crash guard finds children it was not told about yet.
-    /// Last, so a plan cannot override it.
-    pub(crate) fn run_id_env(&self) -> Option<(String, String)> {
-        let guard = self.guard.as_ref()?;
-        Some(("ORCH_RUN_ID".to_string(), guard.run_id().to_string()))
     }
 
     fn dep_results(&self, t: usize) -> Vec<DepResult<'_>> {
@@ -172,27 +164,6 @@ impl BuildContext<'_> {
         half + half.mul_f64(jitter(seed))
     }
 
-    /// Makes sure the crash guard runs before a child exists, so that a child orch dies too
-    /// soon to list is still found (by its `ORCH_RUN_ID`).
-    pub(crate) fn guard_before_spawn(&self) {
-        if let Some(g) = &self.guard {
-            g.start_if_needed();
-        }
-    }
-
-    /// Puts a new process group under the crash guard.
-    pub(crate) fn track_spawn(&self, pgid: i32) {
-        if let Some(g) = &self.guard {
-            g.watch(pgid);
-        }
-    }
-
-    pub(crate) fn track_exit(&self, pgid: i32) {
-        if let Some(g) = &self.guard {
-            g.release(pgid);
-        }
-    }
-
     pub(crate) fn sleep_unless_cancelled(&self, d: Duration) -> bool {
         let end = Instant::now() + d;
         while Instant::now() < end {
@@ -232,18 +203,11 @@ impl BuildContext<'_> {
         send: &dyn Fn(TaskMsg),
     ) -> io::Result<executor::ProcessOutput> {
         let mut spawned = None;
-        self.guard_before_spawn();
-        let out = executor::run_process(spec, self.cancel, &mut |pgid, window| {
-            spawned = Some(pgid);
-            self.track_spawn(pgid);
-            send(TaskMsg::Spawned {
-                task: t,
-                pgid,
-                window,
-            });
+        let out = self.backend.run(spec, self.cancel, &mut |job| {
+            spawned = Some(job.pgid);
+            send(TaskMsg::Spawned { task: t, job });
         });
         if let Some(pgid) = spawned {
-            self.track_exit(pgid);
             send(TaskMsg::ProcessEnded { pgid });
         }
         out
