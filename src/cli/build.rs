@@ -3,8 +3,9 @@
 use clap::Args;
 use miette::Result;
 
-use super::PlanSource;
-use super::{check_agent_override, install_signal_handlers, reporter_for, Global};
+use super::common::{
+    check_agent_override, install_signal_handlers, reporter_for, Global, PlanSource,
+};
 use crate::engine::{self, up_to_date, BuildOptions};
 use crate::plan::orchfile;
 use crate::reporter::Fanout;

@@ -1,10 +1,10 @@
 //! `orch completions`.
 
-use clap::{Args, CommandFactory};
+use clap::Args;
 use clap_complete::Shell;
 use miette::Result;
 
-use super::{Cli, Global};
+use super::common::Global;
 
 #[derive(Args, Debug, Clone)]
 pub struct CompletionsArgs {
@@ -14,8 +14,8 @@ pub struct CompletionsArgs {
 }
 
 /// Prints a completion script, e.g. `orch completions bash > ~/.local/share/bash-completion/completions/orch`.
-pub fn run(_global: &Global, args: &CompletionsArgs) -> Result<i32> {
-    let mut cmd = Cli::command();
+pub fn run(_global: &Global, args: &CompletionsArgs, cmd: clap::Command) -> Result<i32> {
+    let mut cmd = cmd;
     clap_complete::generate(args.shell, &mut cmd, "orch", &mut std::io::stdout());
     Ok(0)
 }

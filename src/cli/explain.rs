@@ -3,7 +3,7 @@
 use clap::Args;
 use miette::Result;
 
-use super::{check_agent_override, Global};
+use super::common::{check_agent_override, Global};
 use crate::engine::BuildOptions;
 use crate::inspect;
 

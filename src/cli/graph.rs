@@ -3,7 +3,7 @@
 use clap::Args;
 use miette::{miette, Result};
 
-use super::Global;
+use super::common::Global;
 use crate::graph::TaskGraph;
 use crate::inspect::{self, GraphFormat};
 

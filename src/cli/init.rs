@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use miette::{miette, Result};
 
-use super::Global;
+use super::common::Global;
 use crate::plan::orchfile::ORCHFILE_NAME;
 
 #[derive(Args, Debug, Clone, Default)]

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory};
+use clap::Args;
 use miette::{miette, Result};
 
-use super::{Cli, Global};
+use super::common::Global;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct ManArgs {
@@ -16,8 +16,7 @@ pub struct ManArgs {
 }
 
 /// Prints the man page (roff), or writes every page into a directory.
-pub fn run(_global: &Global, args: &ManArgs) -> Result<i32> {
-    let cmd = Cli::command();
+pub fn run(_global: &Global, args: &ManArgs, cmd: clap::Command) -> Result<i32> {
     match &args.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)

@@ -8,7 +8,7 @@ use clap::Args;
 use indexmap::IndexMap;
 use miette::{miette, Result};
 
-use super::{install_signal_handlers, Global};
+use super::common::{install_signal_handlers, Global};
 use crate::agent::presets;
 use crate::master_plan::{self, Sections, MASTER_PLAN_NAME};
 use crate::plan::orchfile::{self, parse_result_spec, ORCHFILE_NAME};

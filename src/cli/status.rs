@@ -3,7 +3,7 @@
 use clap::Args;
 use miette::Result;
 
-use super::Global;
+use super::common::Global;
 use crate::inspect;
 
 #[derive(Args, Debug, Clone, Default)]

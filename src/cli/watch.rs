@@ -8,7 +8,7 @@ use clap::Args;
 use miette::{miette, Result};
 
 use super::build::RunArgs;
-use super::{check_agent_override, install_signal_handlers, reporter_for, Global};
+use super::common::{check_agent_override, install_signal_handlers, reporter_for, Global};
 use crate::plan::{orchfile, Plan};
 use crate::watch::{self as engine, OnChange, WatchOptions};
 

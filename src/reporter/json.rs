@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde_json::json;
 
-use super::{Event, Reporter};
+use super::event::{Event, Reporter};
 
 pub struct JsonReporter<W: Write> {
     out: W,

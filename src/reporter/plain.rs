@@ -2,7 +2,8 @@
 
 use std::io::Write;
 
-use super::{Event, Paint, Reporter};
+use super::event::{Event, Reporter};
+use super::paint::Paint;
 use crate::duration::format_duration;
 
 pub struct PlainReporter {

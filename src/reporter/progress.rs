@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Event, PlainReporter, Reporter};
+use super::event::{Event, Reporter};
+use super::plain::PlainReporter;
 
 pub struct ProgressReporter {
     multi: MultiProgress,

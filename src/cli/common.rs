@@ -1,0 +1,137 @@
+//! What every subcommand shares: the global options, finding and loading the plan, signal
+//! handling and the choice of reporter.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use miette::{miette, Result};
+
+use crate::engine::BuildOptions;
+use crate::master_plan;
+use crate::plan::{orchfile, Plan, Settings};
+use crate::reporter::{self, JsonReporter, PlainReporter, ProgressReporter, Reporter};
+
+/// Finds and loads the plan named by `-f`, or the nearest `Orchfile.toml`, or else
+/// `.orchestrator/master_plan.md` in the working directory (the plan `orch plan` wrote, as a
+/// person edited it). A `-f` file ending in `.md` is read as a master plan.
+pub fn load_plan(file: Option<&Path>) -> Result<Plan> {
+    locate_plan(file)?.load()
+}
+
+/// The file a plan is read from.
+pub enum PlanSource {
+    Orchfile(PathBuf),
+    MasterPlan(PathBuf),
+}
+
+impl PlanSource {
+    pub fn load(&self) -> Result<Plan> {
+        match self {
+            PlanSource::Orchfile(path) => crate::state::plan_cache::load(path),
+            PlanSource::MasterPlan(path) => master_plan::load(path),
+        }
+    }
+
+    /// The state directory the plan will most likely name, known before it is parsed: the
+    /// default one beside an Orchfile (which may still move it with `state_dir`).
+    pub fn likely_state_dir(&self) -> Option<PathBuf> {
+        match self {
+            PlanSource::Orchfile(path) => Some(path.parent()?.join(Settings::default().state_dir)),
+            PlanSource::MasterPlan(_) => None,
+        }
+    }
+}
+
+/// Where [`load_plan`] finds the plan.
+pub fn locate_plan(file: Option<&Path>) -> Result<PlanSource> {
+    let path = match file {
+        Some(f) => f.to_path_buf(),
+        None => {
+            let cwd = std::env::current_dir().map_err(|e| miette!("no working directory: {e}"))?;
+            match orchfile::discover(&cwd) {
+                Some(p) => p,
+                None => {
+                    let md = cwd
+                        .join(Settings::default().state_dir)
+                        .join(master_plan::MASTER_PLAN_NAME);
+                    if md.is_file() {
+                        return Ok(PlanSource::MasterPlan(md));
+                    }
+                    return Err(miette!(
+                        help = "create one with `orch init`, plan one with `orch plan \"...\"`, \
+                                or point at one with -f FILE",
+                        "no {} in {} or any parent directory, and no {}",
+                        orchfile::ORCHFILE_NAME,
+                        cwd.display(),
+                        Path::new(".orchestrator")
+                            .join(master_plan::MASTER_PLAN_NAME)
+                            .display()
+                    ));
+                }
+            }
+        }
+    };
+    let path = std::path::absolute(&path).unwrap_or(path);
+    Ok(if master_plan::is_markdown(&path) {
+        PlanSource::MasterPlan(path)
+    } else {
+        PlanSource::Orchfile(path)
+    })
+}
+
+/// SIGINT/SIGTERM/SIGHUP set the returned flag; a second SIGINT exits at once.
+pub fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())
+            .map_err(|e| miette!("cannot install signal handler: {e}"))?;
+        signal_hook::flag::register(sig, flag.clone())
+            .map_err(|e| miette!("cannot install signal handler: {e}"))?;
+    }
+    Ok(flag)
+}
+
+pub fn reporter_for(json: bool, quiet: bool) -> Box<dyn Reporter> {
+    if json {
+        return Box::new(JsonReporter::new(std::io::stdout()));
+    }
+    let color = reporter::use_color();
+    let tty =
+        std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    if tty && !quiet {
+        Box::new(ProgressReporter::new(color))
+    } else {
+        Box::new(PlainReporter::new(color, quiet))
+    }
+}
+
+/// Options every command shares.
+pub struct Global {
+    pub file: Option<PathBuf>,
+}
+
+impl Global {
+    pub fn plan(&self) -> Result<Plan> {
+        load_plan(self.file.as_deref())
+    }
+
+    pub fn plan_source(&self) -> Result<PlanSource> {
+        locate_plan(self.file.as_deref())
+    }
+}
+
+pub fn check_agent_override(plan: &Plan, opts: &BuildOptions) -> Result<()> {
+    if let Some(a) = &opts.agent_override {
+        if !plan.agents.contains_key(a) {
+            let known: Vec<&str> = plan.agents.keys().map(String::as_str).collect();
+            return Err(miette!(
+                help = format!("known agents: {}", known.join(", ")),
+                "unknown agent `{a}`"
+            ));
+        }
+    }
+    Ok(())
+}

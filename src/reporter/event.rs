@@ -1,0 +1,135 @@
+//! What a build tells its reporters: [`Event`]s that borrow from the plan, the [`Summary`]
+//! at the end, and the [`Reporter`] trait every view implements.
+
+use std::time::Duration;
+
+use crate::agent::Usage;
+
+#[derive(Debug, Clone)]
+pub struct TaskRef<'a> {
+    pub id: &'a str,
+    pub title: &'a str,
+    pub agent_id: &'a str,
+    /// `shell`, `sim`, `claude`...
+    pub runner: &'a str,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    BuildStarted {
+        tasks: usize,
+        jobs: usize,
+    },
+    TaskStarted {
+        task: TaskRef<'a>,
+        attempt: u32,
+    },
+    TaskRetrying {
+        task: TaskRef<'a>,
+        attempt: u32,
+        reason: &'a str,
+        delay: Duration,
+    },
+    TaskSkipped {
+        task: TaskRef<'a>,
+    },
+    TaskSucceeded {
+        task: TaskRef<'a>,
+        duration: Duration,
+        retries: u32,
+        usage: &'a Usage,
+        why: &'a str,
+    },
+    TaskFailed {
+        task: TaskRef<'a>,
+        duration: Duration,
+        retries: u32,
+        reason: &'a str,
+    },
+    /// Not run because a dep failed.
+    TaskBlocked {
+        task: TaskRef<'a>,
+        failed_dep: &'a str,
+    },
+    Aggregated {
+        path: &'a str,
+        strategy: &'a str,
+        up_to_date: bool,
+    },
+    AggregateFailed {
+        reason: &'a str,
+    },
+    /// Free-form notice (recovered state, stale processes stopped, ...).
+    Notice {
+        message: &'a str,
+    },
+    BuildFinished {
+        summary: &'a Summary,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub ran: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub blocked: usize,
+    pub not_started: usize,
+    pub retries: u32,
+    pub cost_usd: f64,
+    pub duration: Duration,
+    pub interrupted: bool,
+}
+
+impl Summary {
+    pub fn success(&self) -> bool {
+        self.failed == 0 && self.blocked == 0 && self.not_started == 0 && !self.interrupted
+    }
+
+    pub fn line(&self) -> String {
+        let mut parts = vec![
+            format!("{} ran", self.ran),
+            format!("{} up to date", self.skipped),
+        ];
+        if self.failed > 0 {
+            parts.push(format!("{} failed", self.failed));
+        }
+        if self.blocked > 0 {
+            parts.push(format!("{} blocked", self.blocked));
+        }
+        if self.not_started > 0 {
+            parts.push(format!("{} not started", self.not_started));
+        }
+        if self.retries > 0 {
+            parts.push(format!("{} retries", self.retries));
+        }
+        if self.cost_usd > 0.0 {
+            parts.push(format!("${:.4}", self.cost_usd));
+        }
+        format!(
+            "{}{} in {}",
+            if self.interrupted {
+                "interrupted: "
+            } else {
+                ""
+            },
+            parts.join(", "),
+            crate::duration::format_duration(self.duration)
+        )
+    }
+}
+
+pub trait Reporter {
+    fn report(&mut self, event: &Event);
+}
+
+/// Sends every event to several reporters.
+pub struct Fanout(pub Vec<Box<dyn Reporter>>);
+
+impl Reporter for Fanout {
+    fn report(&mut self, event: &Event) {
+        for r in &mut self.0 {
+            r.report(event);
+        }
+    }
+}
