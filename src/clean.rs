@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use miette::{miette, Result};
 
 use crate::master_plan;
-use crate::plan::orchfile::check_inside_root;
+use crate::plan::checks::check_inside_root;
 use crate::plan::Plan;
 use crate::state::lock::{LockWait, RunLock};
 use crate::state::{StateLayout, StateStore};

@@ -7,6 +7,7 @@
 //! source behaves the same. The plan imports nothing above it: agents, durations and the
 //! task graph are below it.
 
+pub mod checks;
 pub mod diagnostic;
 mod model;
 pub mod orchfile;

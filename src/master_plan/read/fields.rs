@@ -9,7 +9,7 @@ use super::walk::{Details, Field, Reader};
 use crate::duration::parse_duration;
 use crate::master_plan::details::SHELL;
 use crate::master_plan::table::cell;
-use crate::plan::orchfile::{check_inside_root, closest};
+use crate::plan::checks::{check_inside_root, closest};
 use crate::plan::{Action, AgentSpec, Priority, Task};
 
 /// The canonical name of a details field, or `None` when orch does not know it.

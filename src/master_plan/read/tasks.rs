@@ -9,8 +9,8 @@ use super::fields::{apply_details, is_agent_id, parse_priority};
 use super::walk::{split_list, trimmed, Cell, Details, Doc, Reader};
 use crate::agent::presets;
 use crate::master_plan::table::TABLE_HEADER;
+use crate::plan::checks::{closest, valid_task_id};
 use crate::plan::diagnostic::cycle_error;
-use crate::plan::orchfile::{closest, valid_task_id};
 use crate::plan::{Action, Plan, Priority, Settings, Task};
 use crate::state::Status;
 

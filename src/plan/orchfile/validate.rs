@@ -1,162 +1,29 @@
-//! `Orchfile.toml`: serde structures that keep spans, and validation into a [`Plan`].
+//! Validation of a parsed Orchfile into a [`Plan`]: every problem is collected (with its
+//! span, a stable code and help), so one run shows them all.
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use serde::Deserialize;
 use toml::Spanned;
 
-use super::diagnostic::{cycle_error, PlanError, SourceFile};
-use super::*;
+use super::raw::{RawAgent, RawAggregate, RawOrchfile, RawTask};
 use crate::agent::presets;
 use crate::duration::{from_seconds, parse_duration};
+use crate::plan::checks::{check_inside_root, closest, parse_result_spec, valid_task_id};
+use crate::plan::diagnostic::{cycle_error, PlanError, SourceFile};
+use crate::plan::{
+    Action, AgentSpec, AggregateSpec, AggregateStrategy, OnMissing, Plan, Priority, PromptVia,
+    ResultSpec, Settings, Task,
+};
 
-pub const ORCHFILE_NAME: &str = "Orchfile.toml";
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOrchfile {
-    request: Option<String>,
-    settings: Option<RawSettings>,
-    #[serde(default)]
-    agents: IndexMap<String, Spanned<RawAgent>>,
-    #[serde(default)]
-    tasks: IndexMap<String, Spanned<RawTask>>,
-    aggregate: Option<RawAggregate>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawSettings {
-    state_dir: Option<Spanned<String>>,
-    jobs: Option<Spanned<i64>>,
-    default_agent: Option<Spanned<String>>,
-    keep_going: Option<bool>,
-    kill_grace: Option<Spanned<toml::Value>>,
-    retry_backoff: Option<Spanned<toml::Value>>,
-    retry_backoff_max: Option<Spanned<toml::Value>>,
-    inline_result_limit: Option<usize>,
-    /// Lets inputs/outputs name paths outside the project root.
-    #[serde(default)]
-    allow_outside_root: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAgent {
-    preset: Option<Spanned<String>>,
-    command: Option<Spanned<Vec<String>>>,
-    prompt_via: Option<Spanned<String>>,
-    result: Option<Spanned<String>>,
-    max_parallel: Option<Spanned<i64>>,
-    timeout: Option<Spanned<toml::Value>>,
-    retries: Option<u32>,
-    retry_on: Option<Vec<String>>,
-    env: Option<IndexMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTask {
-    title: Option<String>,
-    prompt: Option<Spanned<String>>,
-    prompt_file: Option<Spanned<String>>,
-    run: Option<Spanned<String>>,
-    agent: Option<Spanned<String>>,
-    #[serde(default)]
-    inputs: Vec<Spanned<String>>,
-    #[serde(default)]
-    outputs: Vec<Spanned<String>>,
-    #[serde(default)]
-    deps: Vec<Spanned<String>>,
-    priority: Option<Spanned<toml::Value>>,
-    retries: Option<u32>,
-    timeout: Option<Spanned<toml::Value>>,
-    #[serde(default)]
-    locks: Vec<String>,
-    verify: Option<String>,
-    estimate: Option<Spanned<toml::Value>>,
-    #[serde(default)]
-    env: IndexMap<String, String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAggregate {
-    strategy: Option<Spanned<String>>,
-    agent: Option<Spanned<String>>,
-    title: Option<String>,
-    on_missing: Option<Spanned<String>>,
-    prompt: Option<String>,
-}
-
-/// Finds `Orchfile.toml` in `start` or the nearest ancestor.
-pub fn discover(start: &Path) -> Option<PathBuf> {
-    start
-        .ancestors()
-        .map(|d| d.join(ORCHFILE_NAME))
-        .find(|p| p.is_file())
-}
-
-/// Parses and validates an Orchfile whose text is already read. `path` names it in messages and
-/// its directory becomes the plan root.
-pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
-    let src = SourceFile::new(path.display().to_string(), text);
-    let raw: RawOrchfile = toml::from_str(text).map_err(|e| {
-        let mut message = e.message().trim().to_string();
-        let key = e.span().and_then(|r| text.get(r)).unwrap_or("");
-        let (code, help) = if message == "duplicate key" {
-            message = format!("duplicate key `{key}`");
-            (
-                "orch::duplicate",
-                Some("a task id (and any key) may appear only once".to_string()),
-            )
-        } else if message.contains("unknown field") {
-            (
-                "orch::unknown_field",
-                Some("see Orchfile.toml.example for every field".to_string()),
-            )
-        } else {
-            ("orch::toml", None)
-        };
-        let err = src.error(
-            code,
-            format!("invalid Orchfile: {message}"),
-            e.span(),
-            "here",
-        );
-        Box::new(match help {
-            Some(h) => err.with_help(h),
-            None => err,
-        })
-    })?;
-    let root = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    Validator {
-        src: &src,
-        errors: Vec::new(),
-        writers: HashMap::new(),
-    }
-    .validate(raw, root, path.to_path_buf())
-    .map_err(Box::new)
-}
-
-/// The Orchfile's text, or an error naming the file.
-pub fn read(path: &Path) -> miette::Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| miette::miette!("cannot read {}: {e}", path.display()))
-}
-
-struct Validator<'a> {
-    src: &'a SourceFile,
-    errors: Vec<PlanError>,
+pub(super) struct Validator<'a> {
+    pub(super) src: &'a SourceFile,
+    pub(super) errors: Vec<PlanError>,
     /// Output path -> (task id, span) of its writer: one writer per file.
-    writers: HashMap<String, (String, Range<usize>)>,
+    pub(super) writers: HashMap<String, (String, Range<usize>)>,
 }
 
 impl Validator<'_> {
@@ -209,7 +76,7 @@ impl Validator<'_> {
     }
 
     #[allow(clippy::result_large_err)] // boxed once, by `parse`
-    fn validate(
+    pub(super) fn validate(
         mut self,
         raw: RawOrchfile,
         root: PathBuf,
@@ -560,7 +427,7 @@ impl Validator<'_> {
         }
         for out in &r.outputs {
             self.relative_path(out, "output", allow_outside);
-            let key = super::normalize(out.get_ref());
+            let key = crate::plan::normalize(out.get_ref());
             match self.writers.get(&key) {
                 Some((other, first)) if other != id => {
                     let err = self
@@ -684,257 +551,5 @@ impl Validator<'_> {
             on_missing,
             prompt: raw.prompt,
         })
-    }
-}
-
-pub fn parse_result_spec(s: &str) -> Result<ResultSpec, String> {
-    if s == "stdout" {
-        Ok(ResultSpec::Stdout)
-    } else if let Some(f) = s.strip_prefix("json:") {
-        if f.is_empty() {
-            Err("json: needs a field name, e.g. json:result".into())
-        } else {
-            Ok(ResultSpec::JsonField(f.to_string()))
-        }
-    } else if let Some(p) = s.strip_prefix("file:") {
-        if p.is_empty() {
-            Err("file: needs a path, e.g. file:out/result.md".into())
-        } else {
-            Ok(ResultSpec::File(p.to_string()))
-        }
-    } else {
-        Err(format!(
-            "result must be stdout, json:<field> or file:<path>, not `{s}`"
-        ))
-    }
-}
-
-/// Task ids name files and table cells, so they stay plain.
-pub fn valid_task_id(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// Refuses absolute paths and `..` that climb above the root.
-pub fn check_inside_root(path: &str) -> Result<(), &'static str> {
-    let p = Path::new(path);
-    if p.is_absolute() {
-        return Err("is absolute");
-    }
-    let mut depth: i32 = 0;
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err("climbs out of the project root");
-                }
-            }
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => return Err("is absolute"),
-        }
-    }
-    Ok(())
-}
-
-/// The known name nearest to a misspelling, if one is close.
-pub(crate) fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .map(|k| (edit_distance(name, k), k))
-        .filter(|&(d, k)| d <= 2.max(k.len() / 3))
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse_str(text: &str) -> Result<Plan, Box<PlanError>> {
-        parse(Path::new("/p/Orchfile.toml"), text)
-    }
-
-    fn first_label(e: &PlanError, text: &str) -> String {
-        let l = &e.labels[0];
-        text[l.offset()..l.offset() + l.len()].to_string()
-    }
-
-    #[test]
-    fn parses_the_contract_example() {
-        let text = r#"
-[settings]
-jobs = 4
-default_agent = "claude"
-
-[agents.claude]
-preset = "claude"
-max_parallel = 3
-timeout = "15m"
-
-[tasks.T-01]
-title = "Read code"
-prompt = "Read all files"
-inputs = ["src/**/*.ts"]
-outputs = ["reports/stats.md"]
-priority = "P0"
-estimate = "2m"
-
-[tasks.T-02]
-run = "echo hi"
-deps = ["T-01"]
-
-[aggregate]
-strategy = "structured"
-title = "Report"
-"#;
-        let plan = parse_str(text).unwrap();
-        assert_eq!(plan.tasks.len(), 2);
-        assert_eq!(plan.tasks[0].priority, Priority(0));
-        assert_eq!(plan.tasks[0].estimate, Some(Duration::from_secs(120)));
-        assert_eq!(plan.agents["claude"].max_parallel, Some(3));
-        assert_eq!(plan.agents["claude"].command[0], "claude");
-        assert_eq!(plan.settings.jobs, Some(4));
-        assert_eq!(plan.root, Path::new("/p"));
-        assert_eq!(
-            plan.aggregate.as_ref().unwrap().strategy,
-            AggregateStrategy::Structured
-        );
-    }
-
-    #[test]
-    fn unknown_field_points_at_it() {
-        let text = "[tasks.a]\nrun = \"x\"\nprompts = \"oops\"\n";
-        let e = parse_str(text).unwrap_err();
-        assert!(e.message.contains("unknown field"), "{}", e.message);
-        assert_eq!(first_label(&e, text), "prompts");
-    }
-
-    #[test]
-    fn one_writer_per_output() {
-        let text = "[tasks.a]\nrun = \"x\"\noutputs = [\"out.txt\"]\n[tasks.b]\nrun = \"y\"\noutputs = [\"./out.txt\"]\n";
-        let e = parse_str(text).unwrap_err();
-        assert_eq!(e.code, "orch::duplicate_output");
-        assert!(
-            e.message.contains("tasks `a` and `b` both write"),
-            "{}",
-            e.message
-        );
-        assert_eq!(e.labels.len(), 2);
-    }
-
-    #[test]
-    fn duplicate_task_id_is_named() {
-        let text = "[tasks.a]\nrun = \"x\"\n[tasks.a]\nrun = \"y\"\n";
-        let e = parse_str(text).unwrap_err();
-        assert_eq!(e.message, "invalid Orchfile: duplicate key `a`");
-        assert_eq!(e.code, "orch::duplicate");
-    }
-
-    #[test]
-    fn unknown_dep_suggests_a_name() {
-        let text = "[tasks.build]\nrun = \"x\"\n[tasks.test]\nrun = \"y\"\ndeps = [\"biuld\"]\n";
-        let e = parse_str(text).unwrap_err();
-        assert!(e.message.contains("unknown task `biuld`"));
-        assert_eq!(first_label(&e, text), "\"biuld\"");
-        assert!(e.help.as_ref().unwrap().contains("build"));
-    }
-
-    #[test]
-    fn cycle_names_its_path_and_edges() {
-        let text = "[tasks.a]\nrun = \"x\"\ndeps = [\"c\"]\n[tasks.b]\nrun = \"y\"\ndeps = [\"a\"]\n[tasks.c]\nrun = \"z\"\ndeps = [\"b\"]\n";
-        let e = parse_str(text).unwrap_err();
-        assert!(e.message.starts_with("dependency cycle: "), "{}", e.message);
-        assert_eq!(e.labels.len(), 3);
-    }
-
-    #[test]
-    fn collects_several_errors() {
-        let text = "[tasks.a]\nrun = \"x\"\ntimeout = \"soon\"\nestimate = \"2 fortnights\"\ninputs = [\"src/[\"]\npriority = \"P9\"\n";
-        let e = parse_str(text).unwrap_err();
-        let msgs = e.messages();
-        assert_eq!(msgs.len(), 4, "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("invalid timeout")));
-        assert!(msgs.iter().any(|m| m.contains("invalid input glob")));
-        assert!(msgs.iter().any(|m| m.contains("priority")));
-    }
-
-    #[test]
-    fn task_needs_exactly_one_action() {
-        let e = parse_str("[tasks.a]\ntitle = \"nothing\"\n").unwrap_err();
-        assert!(e.message.contains("nothing to do"));
-        let e = parse_str("[tasks.a]\nrun = \"x\"\nprompt = \"y\"\n").unwrap_err();
-        assert!(e.message.contains("more than one"));
-    }
-
-    #[test]
-    fn refuses_paths_outside_the_root() {
-        let e =
-            parse_str("[tasks.a]\nrun = \"x\"\noutputs = [\"../../etc/passwd\"]\n").unwrap_err();
-        assert!(e.message.contains("climbs out"), "{}", e.message);
-        let e = parse_str("[tasks.a]\nrun = \"x\"\ninputs = [\"/etc/*\"]\n").unwrap_err();
-        assert!(e.message.contains("absolute"));
-        assert!(parse_str(
-            "[settings]\nallow_outside_root = true\n[tasks.a]\nrun = \"x\"\ninputs = [\"/etc/hosts\"]\n"
-        )
-        .is_ok());
-        assert!(check_inside_root("a/../b").is_ok());
-        assert!(check_inside_root("a/../../b").is_err());
-    }
-
-    #[test]
-    fn unknown_agent_lists_known_ones() {
-        let text = "[tasks.a]\nprompt = \"x\"\nagent = \"gpt9\"\n";
-        let e = parse_str(text).unwrap_err();
-        assert!(e.message.contains("unknown agent `gpt9`"));
-        assert!(e.help.as_ref().unwrap().contains("claude"));
-    }
-
-    #[test]
-    fn custom_agent_needs_placeholder_for_arg_mode() {
-        let text = "[agents.my]\ncommand = [\"my-cli\"]\nprompt_via = \"arg\"\n[tasks.a]\nprompt = \"x\"\nagent = \"my\"\n";
-        let e = parse_str(text).unwrap_err();
-        assert!(e.message.contains("{prompt}"));
-    }
-}
-
-#[cfg(test)]
-mod example_tests {
-    use super::*;
-
-    #[test]
-    fn the_documented_example_parses() {
-        let text = include_str!("../../Orchfile.toml.example");
-        let plan = parse(Path::new("/p/Orchfile.toml"), text).unwrap();
-        assert_eq!(plan.tasks.len(), 2);
-        assert_eq!(plan.agents["mytool"].prompt_via, PromptVia::File);
-        assert_eq!(plan.agents["local"].command[2], "qwen2.5-coder");
-    }
-
-    #[test]
-    fn the_examples_parse() {
-        for ex in [
-            include_str!("../../examples/code-review/Orchfile.toml"),
-            include_str!("../../examples/shell-pipeline/Orchfile.toml"),
-        ] {
-            parse(Path::new("/p/Orchfile.toml"), ex).unwrap();
-        }
     }
 }

@@ -1,0 +1,255 @@
+//! `Orchfile.toml`: found, read and parsed into the raw structures (`raw`), then validated
+//! into a [`Plan`] (`validate`). Parsing reads no files, which is what lets the plan cache key
+//! on the text.
+
+mod raw;
+mod validate;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use raw::RawOrchfile;
+use validate::Validator;
+
+use super::diagnostic::{PlanError, SourceFile};
+use super::Plan;
+
+pub const ORCHFILE_NAME: &str = "Orchfile.toml";
+
+/// Finds `Orchfile.toml` in `start` or the nearest ancestor.
+pub fn discover(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|d| d.join(ORCHFILE_NAME))
+        .find(|p| p.is_file())
+}
+
+/// Parses and validates an Orchfile whose text is already read. `path` names it in messages and
+/// its directory becomes the plan root.
+pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
+    let src = SourceFile::new(path.display().to_string(), text);
+    let raw: RawOrchfile = toml::from_str(text).map_err(|e| {
+        let mut message = e.message().trim().to_string();
+        let key = e.span().and_then(|r| text.get(r)).unwrap_or("");
+        let (code, help) = if message == "duplicate key" {
+            message = format!("duplicate key `{key}`");
+            (
+                "orch::duplicate",
+                Some("a task id (and any key) may appear only once".to_string()),
+            )
+        } else if message.contains("unknown field") {
+            (
+                "orch::unknown_field",
+                Some("see Orchfile.toml.example for every field".to_string()),
+            )
+        } else {
+            ("orch::toml", None)
+        };
+        let err = src.error(
+            code,
+            format!("invalid Orchfile: {message}"),
+            e.span(),
+            "here",
+        );
+        Box::new(match help {
+            Some(h) => err.with_help(h),
+            None => err,
+        })
+    })?;
+    let root = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Validator {
+        src: &src,
+        errors: Vec::new(),
+        writers: HashMap::new(),
+    }
+    .validate(raw, root, path.to_path_buf())
+    .map_err(Box::new)
+}
+
+/// The Orchfile's text, or an error naming the file.
+pub fn read(path: &Path) -> miette::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| miette::miette!("cannot read {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::checks::check_inside_root;
+    use crate::plan::{AggregateStrategy, Priority};
+    use std::time::Duration;
+
+    fn parse_str(text: &str) -> Result<Plan, Box<PlanError>> {
+        parse(Path::new("/p/Orchfile.toml"), text)
+    }
+
+    fn first_label(e: &PlanError, text: &str) -> String {
+        let l = &e.labels[0];
+        text[l.offset()..l.offset() + l.len()].to_string()
+    }
+
+    #[test]
+    fn parses_the_contract_example() {
+        let text = r#"
+[settings]
+jobs = 4
+default_agent = "claude"
+
+[agents.claude]
+preset = "claude"
+max_parallel = 3
+timeout = "15m"
+
+[tasks.T-01]
+title = "Read code"
+prompt = "Read all files"
+inputs = ["src/**/*.ts"]
+outputs = ["reports/stats.md"]
+priority = "P0"
+estimate = "2m"
+
+[tasks.T-02]
+run = "echo hi"
+deps = ["T-01"]
+
+[aggregate]
+strategy = "structured"
+title = "Report"
+"#;
+        let plan = parse_str(text).unwrap();
+        assert_eq!(plan.tasks.len(), 2);
+        assert_eq!(plan.tasks[0].priority, Priority(0));
+        assert_eq!(plan.tasks[0].estimate, Some(Duration::from_secs(120)));
+        assert_eq!(plan.agents["claude"].max_parallel, Some(3));
+        assert_eq!(plan.agents["claude"].command[0], "claude");
+        assert_eq!(plan.settings.jobs, Some(4));
+        assert_eq!(plan.root, Path::new("/p"));
+        assert_eq!(
+            plan.aggregate.as_ref().unwrap().strategy,
+            AggregateStrategy::Structured
+        );
+    }
+
+    #[test]
+    fn unknown_field_points_at_it() {
+        let text = "[tasks.a]\nrun = \"x\"\nprompts = \"oops\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+        assert_eq!(first_label(&e, text), "prompts");
+    }
+
+    #[test]
+    fn one_writer_per_output() {
+        let text = "[tasks.a]\nrun = \"x\"\noutputs = [\"out.txt\"]\n[tasks.b]\nrun = \"y\"\noutputs = [\"./out.txt\"]\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.code, "orch::duplicate_output");
+        assert!(
+            e.message.contains("tasks `a` and `b` both write"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.labels.len(), 2);
+    }
+
+    #[test]
+    fn duplicate_task_id_is_named() {
+        let text = "[tasks.a]\nrun = \"x\"\n[tasks.a]\nrun = \"y\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.message, "invalid Orchfile: duplicate key `a`");
+        assert_eq!(e.code, "orch::duplicate");
+    }
+
+    #[test]
+    fn unknown_dep_suggests_a_name() {
+        let text = "[tasks.build]\nrun = \"x\"\n[tasks.test]\nrun = \"y\"\ndeps = [\"biuld\"]\n";
+        let e = parse_str(text).unwrap_err();
+        assert!(e.message.contains("unknown task `biuld`"));
+        assert_eq!(first_label(&e, text), "\"biuld\"");
+        assert!(e.help.as_ref().unwrap().contains("build"));
+    }
+
+    #[test]
+    fn cycle_names_its_path_and_edges() {
+        let text = "[tasks.a]\nrun = \"x\"\ndeps = [\"c\"]\n[tasks.b]\nrun = \"y\"\ndeps = [\"a\"]\n[tasks.c]\nrun = \"z\"\ndeps = [\"b\"]\n";
+        let e = parse_str(text).unwrap_err();
+        assert!(e.message.starts_with("dependency cycle: "), "{}", e.message);
+        assert_eq!(e.labels.len(), 3);
+    }
+
+    #[test]
+    fn collects_several_errors() {
+        let text = "[tasks.a]\nrun = \"x\"\ntimeout = \"soon\"\nestimate = \"2 fortnights\"\ninputs = [\"src/[\"]\npriority = \"P9\"\n";
+        let e = parse_str(text).unwrap_err();
+        let msgs = e.messages();
+        assert_eq!(msgs.len(), 4, "{msgs:?}");
+        assert!(msgs.iter().any(|m| m.contains("invalid timeout")));
+        assert!(msgs.iter().any(|m| m.contains("invalid input glob")));
+        assert!(msgs.iter().any(|m| m.contains("priority")));
+    }
+
+    #[test]
+    fn task_needs_exactly_one_action() {
+        let e = parse_str("[tasks.a]\ntitle = \"nothing\"\n").unwrap_err();
+        assert!(e.message.contains("nothing to do"));
+        let e = parse_str("[tasks.a]\nrun = \"x\"\nprompt = \"y\"\n").unwrap_err();
+        assert!(e.message.contains("more than one"));
+    }
+
+    #[test]
+    fn refuses_paths_outside_the_root() {
+        let e =
+            parse_str("[tasks.a]\nrun = \"x\"\noutputs = [\"../../etc/passwd\"]\n").unwrap_err();
+        assert!(e.message.contains("climbs out"), "{}", e.message);
+        let e = parse_str("[tasks.a]\nrun = \"x\"\ninputs = [\"/etc/*\"]\n").unwrap_err();
+        assert!(e.message.contains("absolute"));
+        assert!(parse_str(
+            "[settings]\nallow_outside_root = true\n[tasks.a]\nrun = \"x\"\ninputs = [\"/etc/hosts\"]\n"
+        )
+        .is_ok());
+        assert!(check_inside_root("a/../b").is_ok());
+        assert!(check_inside_root("a/../../b").is_err());
+    }
+
+    #[test]
+    fn unknown_agent_lists_known_ones() {
+        let text = "[tasks.a]\nprompt = \"x\"\nagent = \"gpt9\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert!(e.message.contains("unknown agent `gpt9`"));
+        assert!(e.help.as_ref().unwrap().contains("claude"));
+    }
+
+    #[test]
+    fn custom_agent_needs_placeholder_for_arg_mode() {
+        let text = "[agents.my]\ncommand = [\"my-cli\"]\nprompt_via = \"arg\"\n[tasks.a]\nprompt = \"x\"\nagent = \"my\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert!(e.message.contains("{prompt}"));
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+    use crate::plan::PromptVia;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../../Orchfile.toml.example");
+        let plan = parse(Path::new("/p/Orchfile.toml"), text).unwrap();
+        assert_eq!(plan.tasks.len(), 2);
+        assert_eq!(plan.agents["mytool"].prompt_via, PromptVia::File);
+        assert_eq!(plan.agents["local"].command[2], "qwen2.5-coder");
+    }
+
+    #[test]
+    fn the_examples_parse() {
+        for ex in [
+            include_str!("../../../examples/code-review/Orchfile.toml"),
+            include_str!("../../../examples/shell-pipeline/Orchfile.toml"),
+        ] {
+            parse(Path::new("/p/Orchfile.toml"), ex).unwrap();
+        }
+    }
+}

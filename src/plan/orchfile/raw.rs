@@ -1,0 +1,83 @@
+//! The Orchfile as written: serde structures that keep every value's span for diagnostics
+//! and refuse unknown fields.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOrchfile {
+    pub(super) request: Option<String>,
+    pub(super) settings: Option<RawSettings>,
+    #[serde(default)]
+    pub(super) agents: IndexMap<String, Spanned<RawAgent>>,
+    #[serde(default)]
+    pub(super) tasks: IndexMap<String, Spanned<RawTask>>,
+    pub(super) aggregate: Option<RawAggregate>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSettings {
+    pub(super) state_dir: Option<Spanned<String>>,
+    pub(super) jobs: Option<Spanned<i64>>,
+    pub(super) default_agent: Option<Spanned<String>>,
+    pub(super) keep_going: Option<bool>,
+    pub(super) kill_grace: Option<Spanned<toml::Value>>,
+    pub(super) retry_backoff: Option<Spanned<toml::Value>>,
+    pub(super) retry_backoff_max: Option<Spanned<toml::Value>>,
+    pub(super) inline_result_limit: Option<usize>,
+    /// Lets inputs/outputs name paths outside the project root.
+    #[serde(default)]
+    pub(super) allow_outside_root: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAgent {
+    pub(super) preset: Option<Spanned<String>>,
+    pub(super) command: Option<Spanned<Vec<String>>>,
+    pub(super) prompt_via: Option<Spanned<String>>,
+    pub(super) result: Option<Spanned<String>>,
+    pub(super) max_parallel: Option<Spanned<i64>>,
+    pub(super) timeout: Option<Spanned<toml::Value>>,
+    pub(super) retries: Option<u32>,
+    pub(super) retry_on: Option<Vec<String>>,
+    pub(super) env: Option<IndexMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTask {
+    pub(super) title: Option<String>,
+    pub(super) prompt: Option<Spanned<String>>,
+    pub(super) prompt_file: Option<Spanned<String>>,
+    pub(super) run: Option<Spanned<String>>,
+    pub(super) agent: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) inputs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) outputs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) deps: Vec<Spanned<String>>,
+    pub(super) priority: Option<Spanned<toml::Value>>,
+    pub(super) retries: Option<u32>,
+    pub(super) timeout: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub(super) locks: Vec<String>,
+    pub(super) verify: Option<String>,
+    pub(super) estimate: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub(super) env: IndexMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAggregate {
+    pub(super) strategy: Option<Spanned<String>>,
+    pub(super) agent: Option<Spanned<String>>,
+    pub(super) title: Option<String>,
+    pub(super) on_missing: Option<Spanned<String>>,
+    pub(super) prompt: Option<String>,
+}
