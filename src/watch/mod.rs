@@ -2,8 +2,9 @@
 //! when they change.
 //!
 //! The build is incremental by content fingerprints, so a watch is an event loop around
-//! [`crate::engine::run_build`]: running it again with the same targets re-runs exactly the tasks whose
-//! inputs or deps changed, and their dependents. This module decides *when* to call it:
+//! [`crate::engine::run_build`]: running it again with the same targets re-runs exactly the
+//! tasks whose inputs or deps changed, and their dependents. This module decides *when* to
+//! call it:
 //!
 //! - **What is watched**: the directories holding the selected tasks' inputs (a literal input's
 //!   directory, a glob's literal prefix, walked when the glob spans directories), their
