@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod chromium;
 pub mod nginx;
+pub mod slurm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
