@@ -161,10 +161,19 @@ impl SlurmCluster {
         &self.node
     }
 
-    /// Variables to give a child process so its Slurm commands reach this cluster. A child should
-    /// also lose any inherited `SLURM_*` (see [`SlurmCluster::command`]).
+    /// Variables to give a child process so its Slurm commands reach this cluster: `SLURM_CONF`,
+    /// and `PATH` led by the cluster's wrappers of the client commands (which set `SLURM_CONF`
+    /// themselves, for tools that scrub `SLURM_*` before a nested `srun`). A child should also
+    /// lose any inherited `SLURM_*` (see [`SlurmCluster::command`]).
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![("SLURM_CONF".into(), self.conf.display().to_string())]
+        let path = std::env::var("PATH").unwrap_or_default();
+        vec![
+            ("SLURM_CONF".into(), self.conf.display().to_string()),
+            (
+                "PATH".into(),
+                format!("{}:{path}", self.dir.join("bin").display()),
+            ),
+        ]
     }
 
     /// `program` set up to talk to this cluster, without the `SLURM_*` variables of a job the

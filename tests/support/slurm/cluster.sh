@@ -6,7 +6,7 @@
 # it; README.md beside this file says why the config is as it is.
 #
 #   cluster.sh start DIR [--accounting] [--stock-scheduler]
-#                                          prints `export SLURM_CONF=DIR/slurm.conf`
+#                                          prints `export SLURM_CONF=DIR/slurm.conf PATH=DIR/bin:$PATH`
 #   cluster.sh stop DIR [--keep]           cancels every job, stops the daemons, removes DIR
 #   cluster.sh logs DIR                    the last lines of each daemon's log
 #
@@ -121,6 +121,19 @@ fill_template() {
     fi
 }
 
+# DIR/bin/sbatch, srun, ...: the client commands bound to this cluster whatever the environment.
+# Tools that scrub SLURM_* before a nested srun (Snakemake's jobstep executor) lose SLURM_CONF and
+# would look for /etc/slurm/slurm.conf; with DIR/bin first in PATH they still reach this cluster.
+write_client_wrappers() {
+    local tool real
+    mkdir -p "$dir/bin"
+    for tool in sacct sacctmgr salloc sattach sbatch scancel scontrol sinfo sprio squeue srun sshare sstat; do
+        real=$(command -v "$tool") || continue
+        printf '#!/bin/sh\nSLURM_CONF=%q exec %q "$@"\n' "$SLURM_CONF" "$real" >"$dir/bin/$tool"
+        chmod +x "$dir/bin/$tool"
+    done
+}
+
 start_munged() {
     mungekey --create --keyfile="$dir/munge/munge.key"
     munged --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" \
@@ -204,6 +217,7 @@ start() {
         sed -i '/^JobAcctGatherType=jobacct_gather\/none$/d' "$dir/slurm.conf"
     fi
     export SLURM_CONF="$dir/slurm.conf"
+    write_client_wrappers
 
     trap 'echo "cluster.sh: start failed in $dir" >&2; logs >&2; stop_all >&2; exit 1' ERR
     start_munged
@@ -219,7 +233,7 @@ start() {
     slurmd -f "$SLURM_CONF" </dev/null >>"$dir/log/slurmd.out" 2>&1
     wait_until "node $host idle in sinfo" 60 node_idle
     trap - ERR
-    echo "export SLURM_CONF=$SLURM_CONF"
+    echo "export SLURM_CONF=$SLURM_CONF PATH=$dir/bin:\$PATH"
 }
 
 stop_all() {
