@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -77,21 +76,20 @@ fn install(accounting: bool) {
     });
 }
 
-/// A fresh directory path for one cluster. Short, because munged's socket lives inside it and a
-/// Unix socket path has at most 107 bytes.
+/// A fresh, empty directory for one cluster (cluster.sh removes it at stop). Short, because
+/// munged's socket lives inside it and a Unix socket path has at most 107 bytes.
 fn cluster_dir() -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let tmp = std::env::temp_dir();
     let base = if tmp.as_os_str().len() <= 40 {
         tmp
     } else {
         PathBuf::from("/tmp")
     };
-    base.join(format!(
-        "orch-slurm-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
+    tempfile::Builder::new()
+        .prefix("orch-slurm-")
+        .tempdir_in(base)
+        .expect("creating the cluster's dir")
+        .keep()
 }
 
 impl SlurmCluster {
@@ -102,29 +100,35 @@ impl SlurmCluster {
 
     pub fn start_with(options: ClusterOptions) -> SlurmCluster {
         install(options.accounting);
-        let dir = cluster_dir();
-        let mut start = Command::new(support_dir().join("cluster.sh"));
-        start.arg("start").arg(&dir);
-        if options.accounting {
-            start.arg("--accounting");
-        }
-        if options.stock_scheduler {
-            start.arg("--stock-scheduler");
-        }
         let began = Instant::now();
-        let out = scrubbed(start).output().expect("running cluster.sh start");
-        if !out.status.success() {
+        // A second try in a fresh dir with fresh ports: the free ports cluster.sh picks may be
+        // taken between its look and the daemons' bind (by a cluster another test starts).
+        let mut failures = Vec::new();
+        let dir = loop {
+            let dir = cluster_dir();
+            let mut start = Command::new(support_dir().join("cluster.sh"));
+            start.arg("start").arg(&dir);
+            if options.accounting {
+                start.arg("--accounting");
+            }
+            if options.stock_scheduler {
+                start.arg("--stock-scheduler");
+            }
+            let out = scrubbed(start).output().expect("running cluster.sh start");
+            if out.status.success() {
+                break dir;
+            }
             // cluster.sh stopped what it had started; its output holds the logs' tails.
             let _ = std::fs::remove_dir_all(&dir);
-        }
-        assert!(
-            out.status.success(),
-            "starting the Slurm cluster in {} failed ({}):\n{}{}",
-            dir.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            failures.push(format!(
+                "starting the Slurm cluster in {} failed ({}):\n{}{}",
+                dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+            assert!(failures.len() < 2, "{}", failures.join("\n"));
+        };
         eprintln!(
             "slurm cluster up in {} ms ({})",
             began.elapsed().as_millis(),

@@ -87,16 +87,9 @@ stop_daemon() {
 # Processes other than this shell that hold a file under DIR open or run in it (slurmstepd,
 # a daemon whose pid file was lost): a stopped cluster leaves none.
 holders() {
-    local p link
-    for p in /proc/[0-9]*; do
-        [[ "${p#/proc/}" == "$$" || "${p#/proc/}" == "$BASHPID" ]] && continue
-        for link in "$p/cwd" "$p"/fd/*; do
-            if [[ "$(readlink "$link" 2>/dev/null)" == "$dir"/* ]]; then
-                echo "${p#/proc/}"
-                break
-            fi
-        done
-    done
+    # One find for all of /proc: a readlink per descriptor takes seconds on a busy machine.
+    find /proc/[0-9]*/cwd /proc/[0-9]*/fd/ -maxdepth 1 -lname "$dir/*" 2>/dev/null |
+        cut -d/ -f3 | sort -u | grep -vx -e "$$" -e "$BASHPID" || true
 }
 
 logs() {
