@@ -157,7 +157,7 @@ pub fn status_json(rows: &[StatusRow]) -> serde_json::Value {
     )
 }
 
-/// Why one task would run, or that it would not.
+/// What a build would do with one task, and why.
 #[derive(Debug, Clone)]
 pub struct Explanation {
     pub id: String,
@@ -165,6 +165,11 @@ pub struct Explanation {
     pub agent_id: String,
     /// Empty when the task is up to date.
     pub reasons: Vec<String>,
+    /// It runs only if a dep that runs first hands over something new (early cutoff).
+    pub may_run: bool,
+    /// For a task that is up to date: deps that re-ran since it last ran and left the same
+    /// outputs and result.
+    pub notes: Vec<String>,
     /// Unix seconds of its last recorded success.
     pub last_success: Option<u64>,
 }
@@ -178,19 +183,36 @@ impl Explanation {
                 let _ = write!(s, " (last built {})", Stamp::from_unix(t).date_time());
             }
             s.push('\n');
+            for n in &self.notes {
+                let _ = writeln!(s, "  - {n}");
+            }
         } else {
-            s.push_str(": would run\n");
+            s.push_str(if self.may_run {
+                ": may run\n"
+            } else {
+                ": would run\n"
+            });
             for r in &self.reasons {
                 let _ = writeln!(s, "  - {r}");
+            }
+            if self.may_run {
+                let _ = writeln!(s, "  - {}", dry_run::MAY_RUN_NOTE);
             }
         }
         s
     }
 
+    /// `verdict` is `up_to_date`, `would_run` or `may_run`.
     pub fn to_json(&self) -> serde_json::Value {
+        let verdict = match (self.reasons.is_empty(), self.may_run) {
+            (true, _) => "up_to_date",
+            (false, true) => "may_run",
+            (false, false) => "would_run",
+        };
         json!({
             "id": self.id, "title": self.title, "agent_id": self.agent_id,
-            "up_to_date": self.reasons.is_empty(), "reasons": self.reasons,
+            "up_to_date": self.reasons.is_empty(), "verdict": verdict,
+            "reasons": self.reasons, "notes": self.notes,
             "last_success": self.last_success,
         })
     }
@@ -226,7 +248,7 @@ pub fn explain(plan: &Plan, opts: &BuildOptions, ids: &[String]) -> Result<Vec<E
     let wanted = graph.upstream_closure(&targets);
     let cancel = AtomicBool::new(false);
     let (ctx, state) = engine::read_only_context(plan, &graph, opts, &cancel, &wanted)?;
-    let predicted = dry_run::predict(&ctx, &wanted);
+    let verdicts = dry_run::verdicts(&ctx, &wanted);
     Ok(targets
         .into_iter()
         .map(|t| {
@@ -240,13 +262,19 @@ pub fn explain(plan: &Plan, opts: &BuildOptions, ids: &[String]) -> Result<Vec<E
             } else if ctx.forced[t] {
                 reasons.push("forced".to_string());
             }
+            let mut notes = Vec::new();
             match &ctx.previous[t] {
                 None => reasons.push("never built: no successful run is recorded".into()),
-                Some(prev) => reasons.extend(changes(&ctx, &state, &predicted, t, prev)),
+                Some(prev) => {
+                    reasons.extend(changes(&ctx, &state, &verdicts, t, prev));
+                    if verdicts[t] == dry_run::Verdict::UpToDate {
+                        notes = quiet_reruns(&ctx, t, prev);
+                    }
+                }
             }
             if reasons.is_empty() {
-                if let Some(why) = &predicted[t] {
-                    reasons.push(why.clone());
+                if let Some(why) = verdicts[t].reason() {
+                    reasons.push(why.to_string());
                 }
             }
             let task = &plan.tasks[t];
@@ -255,17 +283,20 @@ pub fn explain(plan: &Plan, opts: &BuildOptions, ids: &[String]) -> Result<Vec<E
                 title: task.title.clone(),
                 agent_id: ctx.agent_ids[t].clone(),
                 reasons,
+                may_run: matches!(verdicts[t], dry_run::Verdict::MayRun(_)),
+                notes,
                 last_success: ctx.previous[t].as_ref().map(|r| r.finished_at),
             }
         })
         .collect())
 }
 
-/// Every difference between a task's last success and now.
+/// Every difference between a task's last success and now; deps that will run are listed
+/// with their reason, as what may make this one run.
 fn changes(
     ctx: &engine::BuildContext,
     state: &engine::ReadOnlyState,
-    predicted: &[Option<String>],
+    verdicts: &[dry_run::Verdict],
     t: usize,
     prev: &crate::state::TaskRecord,
 ) -> Vec<String> {
@@ -280,14 +311,22 @@ fn changes(
     out.extend(explain::reasons(prev, &own));
     for &d in &ctx.graph.deps[t] {
         let id = &ctx.task(d).id;
-        if let Some(why) = &predicted[d] {
-            let why = if state.reset_by_person[d] {
-                "its Status was set back to Pending"
-            } else {
-                why.as_str()
-            };
-            out.push(format!("dep {id} will run ({why})"));
-            continue;
+        match &verdicts[d] {
+            dry_run::Verdict::UpToDate => {}
+            _ if state.reset_by_person[d] => {
+                out.push(format!(
+                    "dep {id} will run (its Status was set back to Pending)"
+                ));
+                continue;
+            }
+            dry_run::Verdict::Runs(why) => {
+                out.push(format!("dep {id} will run ({why})"));
+                continue;
+            }
+            dry_run::Verdict::MayRun(_) => {
+                out.push(format!("dep {id} may run"));
+                continue;
+            }
         }
         let now = parts.deps.iter().find(|(x, _)| x == id).map(|(_, h)| h);
         match prev.deps.iter().find(|(x, _)| x == id) {
@@ -312,6 +351,28 @@ fn changes(
         }
     }
     out
+}
+
+/// For an up-to-date task: the deps whose last success came after its own, which re-ran
+/// and handed over what it was built on (early cutoff).
+fn quiet_reruns(
+    ctx: &engine::BuildContext,
+    t: usize,
+    prev: &crate::state::TaskRecord,
+) -> Vec<String> {
+    ctx.graph.deps[t]
+        .iter()
+        .filter_map(|&d| {
+            let dep = ctx.previous[d].as_ref()?;
+            (dep.finished_at > prev.finished_at).then(|| {
+                format!(
+                    "dep {} re-ran since ({}), outputs unchanged",
+                    ctx.task(d).id,
+                    Stamp::from_unix(dep.finished_at).date_time()
+                )
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

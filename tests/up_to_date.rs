@@ -166,7 +166,8 @@ fn every_change_the_full_check_sees_ends_the_fast_path() {
         (
             "output modified",
             |p| p.write("a.txt", "tampered\n"),
-            &["a", "b"],
+            // a restores what b was built on: b stays up to date (early cutoff).
+            &["a"],
         ),
         (
             "file added to a globbed directory",
@@ -202,7 +203,7 @@ fn every_change_the_full_check_sees_ends_the_fast_path() {
                 assert_ne!(row, reset, "{row}");
                 p.write(".orchestrator/master_plan.md", &doc.replace(row, &reset));
             },
-            &["a", "b"],
+            &["a"],
         ),
     ];
     for (what, change, expected) in changes {

@@ -72,7 +72,8 @@ pub(crate) fn open_state(
         });
     }
     let new_ids = store.assign_agent_ids(plan);
-    if recovered || new_ids || store.legacy {
+    let migrated = super::migrate::records(plan, &mut store);
+    if recovered || new_ids || store.legacy || migrated {
         store.compact().into_diagnostic()?;
     }
     Ok((lock, store))
@@ -286,15 +287,8 @@ fn context<'a>(
         .map(|t| wanted[t] && (opts.force || forced_by_person.contains(&t)))
         .collect();
     let done: Vec<OnceLock<DoneInfo>> = (0..plan.tasks.len()).map(|_| OnceLock::new()).collect();
-    for t in 0..plan.tasks.len() {
-        if !wanted[t] {
-            if let Some(r) = &previous[t] {
-                let _ = done[t].set(DoneInfo::from_record(r));
-            }
-        }
-    }
     crate::executor::forget_resolved_programs();
-    BuildContext {
+    let ctx = BuildContext {
         backend,
         plan,
         graph,
@@ -311,7 +305,14 @@ fn context<'a>(
         up_to_date_if_quiet: (0..plan.tasks.len()).map(|_| OnceLock::new()).collect(),
         cancel,
         redactor: Redactor::for_plan(plan),
+        results_rel: plan.relative(&store.layout.results_dir()),
+    };
+    for (t, _) in wanted.iter().enumerate().filter(|(_, &w)| !w) {
+        if let Some(r) = &ctx.previous[t] {
+            let _ = ctx.done[t].set(ctx.done_from_record(t, r));
+        }
     }
+    ctx
 }
 
 /// What the scheduler is told of each task, for the first run and a re-run alike.

@@ -19,24 +19,24 @@ use crate::state::{StateLayout, TaskRecord};
 /// What a finished (or up-to-date) task hands its dependents.
 #[derive(Debug, Clone, Copy)]
 pub struct DoneInfo {
-    /// Its fingerprint and its outputs' hashes in one digest, part of each dependent's
-    /// fingerprint.
+    /// Its outputs' and result's hashes in one digest (see [`fingerprint::handoff`]), part of
+    /// each dependent's fingerprint.
     pub(crate) handoff: Digest,
-    /// Ran in this build (rather than being up to date): its dependents must run too.
+    /// Ran in this build (rather than being up to date).
     pub(crate) ran: bool,
+    /// It or a task upstream of it ran in this build: what its dependents hashed before
+    /// the build began may be out of date (an input of theirs may be a file such a task
+    /// wrote), so they hash again, even when early cutoff leaves them up to date.
+    pub(crate) upstream_ran: bool,
 }
 
-impl DoneInfo {
-    pub(crate) fn new(fingerprint: &Digest, outputs: &[(String, Digest)], ran: bool) -> DoneInfo {
-        DoneInfo {
-            handoff: fingerprint::dep_digest(fingerprint, outputs),
-            ran,
-        }
-    }
-
-    pub(crate) fn from_record(r: &TaskRecord) -> DoneInfo {
-        DoneInfo::new(&r.fingerprint, &r.outputs, false)
-    }
+/// Whether `path` is the result file of the task with `agent_id`, with the results directory
+/// at `results_rel` (both as records name them, relative to the project root).
+pub(crate) fn is_result_path(results_rel: &str, agent_id: &str, path: &str) -> bool {
+    path.strip_prefix(results_rel)
+        .and_then(|p| p.strip_prefix('/'))
+        .and_then(|p| p.strip_suffix("-result.md"))
+        .is_some_and(|id| id.eq_ignore_ascii_case(agent_id))
 }
 
 /// The task-local parts of a fingerprint (see [`BuildContext::precheck`]).
@@ -84,6 +84,9 @@ pub struct BuildContext<'a> {
     pub(crate) up_to_date_if_quiet: Vec<OnceLock<Digest>>,
     pub(crate) cancel: &'a AtomicBool,
     pub(crate) redactor: Redactor,
+    /// The results directory as result paths are recorded (relative to the project root),
+    /// to tell a task's result from its declared outputs in a record.
+    pub(crate) results_rel: String,
 }
 
 impl BuildContext<'_> {
@@ -105,6 +108,32 @@ impl BuildContext<'_> {
     pub(crate) fn result_rel(&self, t: usize) -> String {
         self.plan
             .relative(&self.layout.result_file(&self.agent_ids[t]))
+    }
+
+    /// Whether `path`, as a record lists it, is task `t`'s result file: the very text
+    /// [`Self::result_rel`] gives, compared without building it (a no-op check does this
+    /// for every record).
+    pub(crate) fn is_result(&self, t: usize, path: &str) -> bool {
+        is_result_path(&self.results_rel, &self.agent_ids[t], path)
+    }
+
+    /// What task `t` hands its dependents, having left these outputs (result included).
+    pub(crate) fn handoff(
+        &self,
+        t: usize,
+        fingerprint: &Digest,
+        outputs: &[(String, Digest)],
+    ) -> Digest {
+        fingerprint::handoff(fingerprint, outputs, |p| self.is_result(t, p))
+    }
+
+    /// Task `t` done as its last recorded success left it.
+    pub(crate) fn done_from_record(&self, t: usize, r: &TaskRecord) -> DoneInfo {
+        DoneInfo {
+            handoff: self.handoff(t, &r.fingerprint, &r.outputs),
+            ran: false,
+            upstream_ran: false,
+        }
     }
 
     /// Computes the task's fingerprint from its definition, inputs and finished deps.
@@ -201,16 +230,10 @@ impl BuildContext<'_> {
         let Some(prev) = &self.previous[t] else {
             return Ok(Some("never built".into()));
         };
+        // A dep that ran counts only through what it handed over (contract v2): one that
+        // left the very outputs and result this task was built on leaves it up to date.
         if prev.fingerprint != parts.value {
             return Ok(Some(super::explain::diff_reason(prev, parts)));
-        }
-        // The contract: a task that is not up to date makes every dependent run, even when it
-        // was only forced and produced the same result.
-        if let Some(&d) = self.graph.deps[t]
-            .iter()
-            .find(|&&d| self.done[d].get().is_some_and(|i| i.ran))
-        {
-            return Ok(Some(format!("dep {} ran", self.task(d).id)));
         }
         match outputs_verdict {
             Some(verdict) => Ok(verdict),
@@ -249,10 +272,11 @@ impl BuildContext<'_> {
         let handoffs: Vec<Digest> = self
             .previous
             .par_iter()
+            .enumerate()
             .with_min_len(256)
-            .map(|r| {
+            .map(|(t, r)| {
                 r.as_deref()
-                    .map(|r| DoneInfo::from_record(r).handoff)
+                    .map(|r| self.done_from_record(t, r).handoff)
                     .unwrap_or_default()
             })
             .collect();
@@ -289,12 +313,13 @@ impl BuildContext<'_> {
         // be a dep's output.
         let upstream_quiet = self.graph.deps[t]
             .iter()
-            .all(|&d| self.done[d].get().is_some_and(|i| !i.ran));
+            .all(|&d| self.done[d].get().is_some_and(|i| !i.upstream_ran));
         if upstream_quiet && !self.forced[t] {
             if let Some(&handoff) = self.up_to_date_if_quiet[t].get() {
                 let info = DoneInfo {
                     handoff,
                     ran: false,
+                    upstream_ran: false,
                 };
                 let _ = self.done[t].set(info);
                 return Ok(Ok(info));
@@ -308,7 +333,10 @@ impl BuildContext<'_> {
         let parts = self.with_deps(t, local);
         Ok(match self.stale_reason_with(t, &parts, outputs_verdict)? {
             None => {
-                let info = DoneInfo::from_record(self.previous[t].as_ref().unwrap());
+                let info = DoneInfo {
+                    upstream_ran: !upstream_quiet,
+                    ..self.done_from_record(t, self.previous[t].as_ref().unwrap())
+                };
                 let _ = self.done[t].set(info);
                 Ok(info)
             }

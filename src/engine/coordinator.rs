@@ -242,8 +242,23 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 self.rows[t].status = Status::Skipped;
                 self.outcome[t] = Some(Outcome::UpToDate);
                 self.skipped.push(t);
+                let deps_reran: Vec<&str> = ctx.graph.deps[t]
+                    .iter()
+                    .filter(|&&d| ctx.done[d].get().is_some_and(|i| i.ran))
+                    .map(|&d| ctx.task(d).id.as_str())
+                    .collect();
+                if !deps_reran.is_empty() {
+                    self.log(
+                        format!("{agent} Up To Date"),
+                        vec![format!(
+                            "{id} not run: {} re-ran and handed over the same outputs and result",
+                            deps_reran.join(", ")
+                        )],
+                    );
+                }
                 self.reporter.report(&Event::TaskSkipped {
                     task: task_ref(self.ctx, t),
+                    deps_reran: &deps_reran,
                 });
                 true
             }

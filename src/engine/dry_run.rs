@@ -1,48 +1,111 @@
 //! `orch build --dry-run`: what would run, in which parallel batches, and why, in the seed's
 //! "Simulated Execution" style. Reads state, writes nothing.
+//!
+//! A dep that runs makes its dependents only *may* run: with early cutoff they run if it
+//! leaves other outputs or another result, which no look ahead can know. Such tasks are
+//! shown in the batches (the schedule a build may need) but counted apart.
 
 use std::fmt::Write as _;
 
-use super::context::{BuildContext, DoneInfo};
+use super::context::BuildContext;
 use crate::duration::format_duration;
+use crate::fingerprint;
 use crate::plan::Action;
 
 const RULE: &str = "══════════════════════════════════════════════════════════════════";
 const LINE: &str = "──────────────────────────────────────────────────────────────────";
 
-/// For each task, `Some(reason)` if it would run.
-pub fn predict(ctx: &BuildContext, wanted: &[bool]) -> Vec<Option<String>> {
+/// What a build would do with one task, as far as can be known without running anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    UpToDate,
+    /// It runs, for this reason (its own: definition, inputs, outputs, forced, never built).
+    Runs(String),
+    /// Nothing of its own changed, but a dep runs first (the reason names it): it runs only
+    /// if that dep leaves other outputs or another result than it was built on (early
+    /// cutoff), which only running the dep can tell.
+    MayRun(String),
+}
+
+impl Verdict {
+    /// The reason, unless the task is up to date.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Verdict::UpToDate => None,
+            Verdict::Runs(why) | Verdict::MayRun(why) => Some(why),
+        }
+    }
+}
+
+/// What a build would do with each wanted task (`UpToDate` for the others).
+pub fn verdicts(ctx: &BuildContext, wanted: &[bool]) -> Vec<Verdict> {
     let n = ctx.plan.tasks.len();
-    let mut reasons: Vec<Option<String>> = vec![None; n];
+    let mut verdicts = vec![Verdict::UpToDate; n];
     for &t in &ctx.graph.topo {
         if !wanted[t] {
             continue;
         }
-        if let Some(&d) = ctx.graph.deps[t].iter().find(|&&d| reasons[d].is_some()) {
-            reasons[t] = Some(format!("dep {} will run", ctx.task(d).id));
-            continue;
+        let running: Vec<usize> = ctx.graph.deps[t]
+            .iter()
+            .copied()
+            .filter(|&d| verdicts[d] != Verdict::UpToDate)
+            .collect();
+        let mut parts = match ctx.fingerprint(t) {
+            Ok(parts) => parts,
+            Err(e) => {
+                verdicts[t] = Verdict::Runs(format!("cannot check: {e}"));
+                continue;
+            }
+        };
+        // A dep that runs is taken to hand over what this task was built on: what is left
+        // is the task's own reason to run, if it has one.
+        if let Some(prev) = &ctx.previous[t] {
+            for &d in &running {
+                let id = &ctx.task(d).id;
+                let seen = prev.deps.iter().find(|(x, _)| x == id);
+                if let (Some((_, seen)), Some(slot)) =
+                    (seen, parts.deps.iter_mut().find(|(x, _)| x == id))
+                {
+                    slot.1 = *seen;
+                }
+            }
+            parts.value = fingerprint::combine(&parts.definition, &parts.inputs, &parts.deps);
         }
-        reasons[t] = match ctx.fingerprint(t) {
-            Err(e) => Some(format!("cannot check: {e}")),
-            Ok(parts) => match ctx.stale_reason(t, &parts) {
-                Err(e) => Some(format!("cannot check: {e}")),
-                Ok(None) => {
+        verdicts[t] = match ctx.stale_reason(t, &parts) {
+            Err(e) => Verdict::Runs(format!("cannot check: {e}")),
+            Ok(Some(why)) => Verdict::Runs(why),
+            Ok(None) => match running.first() {
+                Some(&d) => Verdict::MayRun(match &verdicts[d] {
+                    Verdict::Runs(why) => format!("dep {} will run ({why})", ctx.task(d).id),
+                    _ => format!("dep {} may run", ctx.task(d).id),
+                }),
+                None => {
                     let record = ctx.previous[t]
                         .as_ref()
                         .expect("up to date implies a record");
-                    let _ = ctx.done[t].set(DoneInfo::from_record(record));
-                    None
+                    let _ = ctx.done[t].set(ctx.done_from_record(t, record));
+                    Verdict::UpToDate
                 }
-                Ok(Some(why)) => Some(why),
             },
         };
     }
-    reasons
+    verdicts
 }
 
+/// For each task, `Some(reason)` if it would or may run (see [`verdicts`]).
+pub fn predict(ctx: &BuildContext, wanted: &[bool]) -> Vec<Option<String>> {
+    verdicts(ctx, wanted)
+        .into_iter()
+        .map(|v| v.reason().map(str::to_string))
+        .collect()
+}
+
+/// How a may-run verdict ends, wherever it is shown.
+pub const MAY_RUN_NOTE: &str = "runs only if what it hands over changes (outputs or result)";
+
 pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize) -> String {
-    let reasons = predict(ctx, wanted);
-    let will_run: Vec<bool> = reasons.iter().map(Option::is_some).collect();
+    let verdicts = verdicts(ctx, wanted);
+    let will_run: Vec<bool> = verdicts.iter().map(|v| *v != Verdict::UpToDate).collect();
     let waves = ctx.graph.waves(&will_run);
     let mut s = String::new();
     for (i, wave) in waves.iter().enumerate() {
@@ -75,18 +138,34 @@ pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize) -> String {
             if let Some(e) = task.estimate {
                 let _ = writeln!(s, "│ ⏱️ Estimate: {}", format_duration(e));
             }
-            let _ = writeln!(s, "│ ❓ Why: {}", reasons[t].as_deref().unwrap_or(""));
+            match &verdicts[t] {
+                Verdict::MayRun(why) => {
+                    let _ = writeln!(s, "│ ❔ May run: {why}; {MAY_RUN_NOTE}");
+                }
+                v => {
+                    let _ = writeln!(s, "│ ❓ Why: {}", v.reason().unwrap_or(""));
+                }
+            }
             let _ = writeln!(s, "└{LINE}\n");
         }
     }
-    let running = will_run.iter().filter(|&&r| r).count();
-    let up_to_date: Vec<&str> = (0..reasons.len())
-        .filter(|&t| wanted[t] && reasons[t].is_none())
+    let may_run = verdicts
+        .iter()
+        .filter(|v| matches!(v, Verdict::MayRun(_)))
+        .count();
+    let running = will_run.iter().filter(|&&r| r).count() - may_run;
+    let up_to_date: Vec<&str> = (0..verdicts.len())
+        .filter(|&t| wanted[t] && verdicts[t] == Verdict::UpToDate)
         .map(|t| ctx.task(t).id.as_str())
         .collect();
+    let maybe = if may_run > 0 {
+        format!(" (and {may_run} more only if a dep's outputs change)")
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "Would run {running} task(s) in {} batch(es) with up to {jobs} at once; {} up to date{}",
+        "Would run {running} task(s){maybe} in {} batch(es) with up to {jobs} at once; {} up to date{}",
         waves.len(),
         up_to_date.len(),
         if up_to_date.is_empty() || up_to_date.len() > 20 {

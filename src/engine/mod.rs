@@ -7,6 +7,8 @@
 //! - `runner`: the worker side: run a task (shell, sim or agent) with retries, check it;
 //! - `coordinator`: the scheduling thread's side: journal, status rows, log, events;
 //! - `aggregate`: `final_output.md`; `prompt`: the task file an agent gets;
+//! - `migrate`: records of orch before early cutoff carried over, so an upgrade re-runs
+//!   nothing;
 //! - [`up_to_date`]: the fast path of a build that finds everything up to date;
 //! - [`dry_run`], [`explain`] and [`read_only_context`]: the same checks without running
 //!   anything, for `--dry-run`, `orch explain`, `orch status` and `orch watch`.
@@ -19,6 +21,7 @@ mod context;
 mod coordinator;
 pub mod dry_run;
 pub mod explain;
+mod migrate;
 mod options;
 mod prompt;
 mod readonly;

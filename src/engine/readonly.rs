@@ -5,7 +5,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
-use super::context::{BuildContext, DoneInfo};
+use super::context::BuildContext;
 use super::options::BuildOptions;
 use crate::executor::Local;
 use crate::fingerprint::StatCache;
@@ -35,6 +35,7 @@ pub fn read_only_context<'a>(
     let layout = StateLayout::new(plan.state_dir());
     let mut store = StateStore::open(layout.clone()).map_err(|e| miette::miette!("{e}"))?;
     store.assign_agent_ids(plan);
+    super::migrate::records(plan, &mut store);
     let mut doc = PlanDoc::load(plan, &layout, &store);
     let by_person = doc.reset_by_person(plan, &store);
     let n = plan.tasks.len();
@@ -65,11 +66,12 @@ pub fn read_only_context<'a>(
         up_to_date_if_quiet: (0..plan.tasks.len()).map(|_| OnceLock::new()).collect(),
         cancel,
         redactor: Redactor::default(),
+        results_rel: plan.relative(&layout.results_dir()),
     };
     for (t, &w) in wanted.iter().enumerate() {
         if !w {
             if let Some(r) = &ctx.previous[t] {
-                let _ = ctx.done[t].set(DoneInfo::from_record(r));
+                let _ = ctx.done[t].set(ctx.done_from_record(t, r));
             }
         }
     }

@@ -567,7 +567,11 @@ impl BuildContext<'_> {
             duration_ms: started.elapsed().as_millis() as u64,
             retries,
         };
-        let _ = self.done[t].set(DoneInfo::new(&parts.value, &outputs, true));
+        let _ = self.done[t].set(DoneInfo {
+            handoff: self.handoff(t, &parts.value, &outputs),
+            ran: true,
+            upstream_ran: true,
+        });
         TaskDone::Ran {
             record,
             usage: reply.usage,

@@ -120,6 +120,7 @@ pub fn replay(
                 agent_id: &t.agent_id,
                 runner: &t.runner,
             },
+            deps_reran: &[],
         });
     }
     if let Some((path, strategy)) = &record.aggregated {

@@ -156,8 +156,40 @@ pub fn definition_fields(
     Ok(std::array::from_fn(|i| (DEFINITION_FIELDS[i], digests[i])))
 }
 
-/// What one finished dep hands its dependents: its fingerprint and its outputs' hashes.
-pub fn dep_digest(fingerprint: &Digest, outputs: &[(String, Digest)]) -> Digest {
+/// What one finished dep hands its dependents (contract v2, "early cutoff"): the hashes of
+/// its declared outputs and of its result, not its fingerprint, so a dep that re-runs and
+/// produces the same bytes changes nothing downstream. Outputs are named by their path as
+/// the Orchfile declares it and the result by its role (`is_result` picks its entry), not by
+/// its place in the state directory: neither the machine nor the agent numbering goes in,
+/// so the same work hands over the same digest anywhere. A dep with nothing to compare (no
+/// declared output, no result) hands over its fingerprint instead, so a change to its
+/// definition or inputs still reaches its dependents.
+pub fn handoff(
+    fingerprint: &Digest,
+    outputs: &[(String, Digest)],
+    is_result: impl Fn(&str) -> bool,
+) -> Digest {
+    let mut h = Pieces::new();
+    h.update(b"orch-handoff-v2\0");
+    if outputs.is_empty() {
+        h.update(b"fingerprint\0");
+        h.update(fingerprint.as_bytes());
+    }
+    for (path, hash) in outputs {
+        if is_result(path) {
+            h.update(b"result\0");
+        } else {
+            h.update(b"out\0");
+            h.part(path.as_bytes());
+        }
+        h.update(hash.as_bytes());
+    }
+    h.finish()
+}
+
+/// What a dep handed its dependents before contract v2: its fingerprint and its outputs'
+/// hashes. Only read to carry records of that time over (see `engine::migrate`).
+pub fn dep_digest_v1(fingerprint: &Digest, outputs: &[(String, Digest)]) -> Digest {
     let mut h = Pieces::new();
     h.update(fingerprint.as_bytes());
     for (path, hash) in outputs {
@@ -255,6 +287,42 @@ mod tests {
             assert_eq!(p.finish(), Digest::of(&all), "{sizes:?}");
         }
     }
+    #[test]
+    fn a_handoff_is_the_outputs_and_result_not_the_fingerprint() {
+        let d = |s: &str| Digest::of(s.as_bytes());
+        let outputs = vec![
+            ("out.md".to_string(), d("o")),
+            (
+                ".orchestrator/results/agent-01-result.md".to_string(),
+                d("r"),
+            ),
+        ];
+        let is_result = |p: &str| p.ends_with("-result.md");
+        let base = handoff(&d("fp1"), &outputs, is_result);
+        assert_eq!(
+            base,
+            handoff(&d("fp2"), &outputs, is_result),
+            "early cutoff"
+        );
+        // The result is named by its role: another agent number or state dir, same digest.
+        let moved = vec![
+            outputs[0].clone(),
+            ("/elsewhere/agent-07-result.md".into(), d("r")),
+        ];
+        assert_eq!(base, handoff(&d("fp1"), &moved, is_result));
+        let changed = vec![outputs[0].clone(), (outputs[1].0.clone(), d("r2"))];
+        assert_ne!(base, handoff(&d("fp1"), &changed, is_result));
+        let renamed = vec![("other.md".to_string(), d("o")), outputs[1].clone()];
+        assert_ne!(base, handoff(&d("fp1"), &renamed, is_result));
+        assert_ne!(base, handoff(&d("fp1"), &outputs, |_| false));
+        // Nothing to compare: the fingerprint stands in.
+        assert_ne!(
+            handoff(&d("fp1"), &[], is_result),
+            handoff(&d("fp2"), &[], is_result)
+        );
+        assert_ne!(base, dep_digest_v1(&d("fp1"), &outputs));
+    }
+
     #[test]
     fn combine_depends_on_every_part() {
         let d = |s: &str| Digest::of(s.as_bytes());

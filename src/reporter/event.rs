@@ -32,6 +32,9 @@ pub enum Event<'a> {
     },
     TaskSkipped {
         task: TaskRef<'a>,
+        /// Deps that re-ran in this build and handed over the outputs and result this task
+        /// was built on, so it did not run (early cutoff).
+        deps_reran: &'a [&'a str],
     },
     TaskSucceeded {
         task: TaskRef<'a>,

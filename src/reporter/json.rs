@@ -35,9 +35,9 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             "event": "task_retried", "task": task.id, "agent_id": task.agent_id,
             "attempt": attempt, "reason": reason, "delay_ms": ms(delay),
         }),
-        Event::TaskSkipped { task } => json!({
+        Event::TaskSkipped { task, deps_reran } => json!({
             "event": "task_skipped", "task": task.id, "agent_id": task.agent_id,
-            "reason": "up to date",
+            "reason": "up to date", "deps_reran": deps_reran,
         }),
         Event::TaskSucceeded {
             task,

@@ -60,12 +60,13 @@ impl PlainReporter {
                 task.id,
                 format_duration(*delay)
             )),
-            Event::TaskSkipped { task } => loud(&|| {
+            Event::TaskSkipped { task, deps_reran } => loud(&|| {
                 format!(
-                    "{} {} [{}] up to date",
+                    "{} {} [{}] up to date{}",
                     p.dim("   skip"),
                     task.agent_id,
-                    task.id
+                    task.id,
+                    cutoff_note(deps_reran)
                 )
             }),
             Event::TaskSucceeded {
@@ -134,6 +135,15 @@ impl PlainReporter {
                 })
             }
         }
+    }
+}
+
+/// `: dep a re-ran, outputs unchanged` for a task early cutoff kept from running.
+fn cutoff_note(deps_reran: &[&str]) -> String {
+    match deps_reran {
+        [] => String::new(),
+        [one] => format!(": dep {one} re-ran, outputs unchanged"),
+        many => format!(": deps {} re-ran, outputs unchanged", many.join(", ")),
     }
 }
 

@@ -78,9 +78,15 @@ impl Reporter for ProgressReporter {
                     self.println(l);
                 }
             }
-            Event::TaskSkipped { task } => {
+            Event::TaskSkipped { task, deps_reran } => {
                 let id = task.id.to_string();
                 self.done(&id);
+                // Up to date only thanks to early cutoff: worth a line, the others are not.
+                if !deps_reran.is_empty() {
+                    if let Some(l) = self.lines.line(event) {
+                        self.println(l);
+                    }
+                }
             }
             Event::TaskSucceeded { task, .. } | Event::TaskFailed { task, .. } => {
                 let id = task.id.to_string();

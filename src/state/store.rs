@@ -340,7 +340,6 @@ impl StateStore {
         // Written first: should the snapshot fail, the journal still holds everything.
         self.flush_journal()?;
         self.dirty = false;
-        self.snapshot.version = 1;
         let bytes = self.snapshot.encode();
         persist_atomic(&self.layout.snapshot(), &bytes)?;
         // Their content now lives in the binary files.

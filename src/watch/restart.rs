@@ -34,7 +34,7 @@ impl Reporter for Tracker<'_> {
                 }
                 Event::TaskSucceeded { task, .. }
                 | Event::TaskFailed { task, .. }
-                | Event::TaskSkipped { task }
+                | Event::TaskSkipped { task, .. }
                 | Event::TaskBlocked { task, .. } => {
                     t.running.remove(task.id);
                 }
