@@ -16,10 +16,10 @@
 mod support;
 
 use std::hint::black_box;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
+use orchfile::cancel::Cancel;
 use orchfile::graph::TaskGraph;
 use orchfile::scheduler::{self, Coordinator, Runner, SchedTask, Scheduler};
 use support::Rng;
@@ -129,7 +129,7 @@ fn drive(c: &mut Criterion) {
     let g = graph(n, 50);
     let tasks = support::sched_tasks(&g);
     let wanted = vec![true; n];
-    let cancel = AtomicBool::new(false);
+    let cancel = Cancel::new();
 
     let mut group = c.benchmark_group("drive");
     group

@@ -1,9 +1,12 @@
 //! Time as orch records it: wall-clock stamps in local time for the status table and
-//! execution log, and the boot-clock window a process started in ([`StartWindow`]), which
-//! the journal keeps and the executor reads back after a crash. Both sides import it from
-//! here, so the state store needs nothing of the executor.
+//! execution log, the boot-clock window a process started in ([`StartWindow`]), which
+//! the journal keeps and the executor reads back after a crash (both sides import it from
+//! here, so the state store needs nothing of the executor), and orch's active clock
+//! ([`Active`]), which stands still while orch is stopped (Ctrl-Z): timeouts, backoff
+//! sleeps and the durations orch reports run on it, so a stop costs no task its time.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp {
@@ -106,4 +109,99 @@ pub fn boot_ticks_now() -> u64 {
     let nanos = ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128;
     // As the kernel converts: whole ticks, rounded down.
     (nanos / (1_000_000_000 / per_second)) as u64
+}
+
+/// A moment on orch's active clock: monotonic time less the time orch spent stopped. A stop
+/// is of the whole process, so the clock is process-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Active(Duration);
+
+struct Stops {
+    epoch: Option<Instant>,
+    /// When the current stop began, while orch is stopped.
+    since: Option<Instant>,
+    total: Duration,
+}
+
+static STOPS: Mutex<Stops> = Mutex::new(Stops {
+    epoch: None,
+    since: None,
+    total: Duration::ZERO,
+});
+
+fn stops() -> std::sync::MutexGuard<'static, Stops> {
+    STOPS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Active {
+    /// Now; while orch is stopped, the moment it stopped.
+    pub fn now() -> Active {
+        let mut s = stops();
+        let now = s.since.unwrap_or_else(Instant::now);
+        let epoch = *s.epoch.get_or_insert(now);
+        Active(now.saturating_duration_since(epoch).saturating_sub(s.total))
+    }
+
+    /// Active time since this moment.
+    pub fn elapsed(self) -> Duration {
+        Active::now().0.saturating_sub(self.0)
+    }
+
+    /// Active time from now until this moment; zero once it has passed.
+    pub fn remaining(self) -> Duration {
+        self.0.saturating_sub(Active::now().0)
+    }
+
+    pub fn has_passed(self) -> bool {
+        Active::now() >= self
+    }
+}
+
+impl std::ops::Add<Duration> for Active {
+    type Output = Active;
+    fn add(self, d: Duration) -> Active {
+        Active(self.0.saturating_add(d))
+    }
+}
+
+/// orch is about to stop: the active clock stands still from now on.
+pub fn stop_active_clock() {
+    let mut s = stops();
+    if s.since.is_none() {
+        s.since = Some(Instant::now());
+    }
+}
+
+/// orch runs again: the time it was stopped is left out of the active clock.
+pub fn resume_active_clock() {
+    let mut s = stops();
+    if let Some(since) = s.since.take() {
+        s.total += since.elapsed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_active_clock_stands_still_while_stopped() {
+        let start = Active::now();
+        // Short: the clock is process-wide, and other tests run meanwhile.
+        let deadline = start + Duration::from_millis(200);
+        stop_active_clock();
+        let frozen = Active::now();
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(Active::now(), frozen, "no time passes while stopped");
+        assert!(!deadline.has_passed());
+        resume_active_clock();
+        assert!(
+            start.elapsed() < Duration::from_millis(150),
+            "the stop is not counted"
+        );
+        assert!(!deadline.has_passed());
+        std::thread::sleep(Duration::from_millis(210));
+        assert!(deadline.has_passed());
+        assert!(deadline.remaining().is_zero());
+    }
 }

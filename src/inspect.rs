@@ -3,7 +3,6 @@
 //! (`orch list`). All of it reads the state directory and writes nothing.
 
 use std::fmt::Write as _;
-use std::sync::atomic::AtomicBool;
 
 use miette::{miette, Result};
 use serde_json::json;
@@ -246,7 +245,7 @@ pub fn explain(plan: &Plan, opts: &BuildOptions, ids: &[String]) -> Result<Vec<E
         resolve_ids(plan, ids)?
     };
     let wanted = graph.upstream_closure(&targets);
-    let cancel = AtomicBool::new(false);
+    let cancel = crate::cancel::Cancel::new();
     let (ctx, state) = engine::read_only_context(plan, &graph, opts, &cancel, &wanted)?;
     let verdicts = dry_run::verdicts(&ctx, &wanted);
     Ok(targets

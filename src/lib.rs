@@ -1,6 +1,7 @@
 //! orch: a declarative, make-like runner that orchestrates AI agents.
 //!
 //! The binary is a thin layer over these modules:
+//! - [`cancel`]: why a build stops early, carrying the signal that the executor forwards;
 //! - [`plan`]: the plan model and `Orchfile.toml` parsing with span-carrying diagnostics;
 //! - [`graph`]: the task DAG, cycles, critical paths;
 //! - [`fingerprint`]: blake3 content hashes and the stat cache;
@@ -18,6 +19,7 @@
 //! - [`cli`]: the command line.
 
 pub mod agent;
+pub mod cancel;
 pub mod clean;
 pub mod cli;
 pub mod clock;

@@ -836,7 +836,9 @@ fn interrupted_tasks_do_not_block_their_dependents() {
     let last: serde_json::Value = serde_json::from_str(events.lines().last().unwrap()).unwrap();
     assert_eq!(last["failed"], 0);
     assert_eq!(last["blocked"], 0);
-    assert_eq!(last["not_started"], 2);
+    // `a` was running: interrupted, not "not started" (only `b` never started).
+    assert_eq!(last["interrupted_tasks"], 1);
+    assert_eq!(last["not_started"], 1);
     assert_eq!(last["interrupted"], true);
 }
 

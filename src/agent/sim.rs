@@ -2,24 +2,27 @@
 //! down by `--sim-speed`, then replies with a deterministic result that echoes its task file,
 //! so demos, tests and benches exercise the whole pipeline offline.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::cancel::Cancel;
+use crate::clock::Active;
 
 /// Default scale: an estimate of 2m simulates in 1.2s.
 pub const DEFAULT_SPEED: f64 = 100.0;
 
-/// Sleeps for `estimate / speed`; returns false if cancelled first.
-pub fn wait(estimate: Option<Duration>, speed: f64, cancel: &AtomicBool) -> bool {
+/// Sleeps for `estimate / speed` of active time (a stop of orch does not count); returns
+/// false if cancelled first.
+pub fn wait(estimate: Option<Duration>, speed: f64, cancel: &Cancel) -> bool {
     let total = estimate.unwrap_or(Duration::from_secs(30));
     let scaled = Duration::try_from_secs_f64(total.as_secs_f64() / speed)
         .unwrap_or(crate::duration::MAX_DURATION)
         .min(crate::duration::MAX_DURATION);
-    let end = Instant::now() + scaled;
+    let end = Active::now() + scaled;
     loop {
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.is_cancelled() {
             return false;
         }
-        let left = end.saturating_duration_since(Instant::now());
+        let left = end.remaining();
         if left.is_zero() {
             return true;
         }

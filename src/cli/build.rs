@@ -3,9 +3,8 @@
 use clap::Args;
 use miette::Result;
 
-use super::common::{
-    check_agent_override, install_signal_handlers, reporter_for, Global, PlanSource,
-};
+use super::common::{check_agent_override, reporter_for, Global, PlanSource};
+use super::signals;
 use crate::engine::{self, up_to_date, BuildOptions};
 use crate::plan::orchfile;
 use crate::reporter::Fanout;
@@ -116,7 +115,7 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
         print!("{}", engine::dry_run::run(&plan, &opts)?);
         return Ok(0);
     }
-    let cancel = install_signal_handlers()?;
+    let cancel = signals::install()?;
     engine::LEAK_ON_RETURN.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcome = engine::run_build(&plan, &opts, preload, &mut reporter, &cancel)?;
     std::mem::forget(plan); // the process exits next; see LEAK_ON_RETURN

@@ -1,10 +1,8 @@
-//! What every subcommand shares: the global options, finding and loading the plan, signal
-//! handling and the choice of reporter.
+//! What every subcommand shares: the global options, finding and loading the plan, and the
+//! choice of reporter.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use miette::{miette, Result};
 
@@ -79,19 +77,6 @@ pub fn locate_plan(file: Option<&Path>) -> Result<PlanSource> {
     } else {
         PlanSource::Orchfile(path)
     })
-}
-
-/// SIGINT/SIGTERM/SIGHUP set the returned flag; a second SIGINT exits at once.
-pub fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())
-            .map_err(|e| miette!("cannot install signal handler: {e}"))?;
-        signal_hook::flag::register(sig, flag.clone())
-            .map_err(|e| miette!("cannot install signal handler: {e}"))?;
-    }
-    Ok(flag)
 }
 
 pub fn reporter_for(json: bool, quiet: bool) -> Box<dyn Reporter> {

@@ -11,6 +11,7 @@ pub mod init;
 pub mod list;
 pub mod man;
 pub mod plan;
+mod signals;
 pub mod status;
 pub mod watch;
 

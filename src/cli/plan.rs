@@ -8,7 +8,8 @@ use clap::Args;
 use indexmap::IndexMap;
 use miette::{miette, Result};
 
-use super::common::{install_signal_handlers, Global};
+use super::common::Global;
+use super::signals;
 use crate::agent::presets;
 use crate::master_plan::{self, Sections, MASTER_PLAN_NAME};
 use crate::plan::checks::parse_result_spec;
@@ -197,7 +198,7 @@ pub fn run(global: &Global, args: &PlanArgs) -> Result<i32> {
         .create_dirs()
         .map_err(|e| miette!("cannot create {}: {e}", layout.dir.display()))?;
     let _lock = RunLock::acquire(&layout.lock(), LockWait::Refuse).map_err(|e| miette!("{e}"))?;
-    let cancel = install_signal_handlers()?;
+    let cancel = signals::install()?;
 
     let planner = Planner {
         agent: &agent,

@@ -8,7 +8,8 @@ use clap::Args;
 use miette::{miette, Result};
 
 use super::build::RunArgs;
-use super::common::{check_agent_override, install_signal_handlers, reporter_for, Global};
+use super::common::{check_agent_override, reporter_for, Global};
+use super::signals;
 use crate::plan::{orchfile, Plan};
 use crate::watch::{self as engine, OnChange, WatchOptions};
 
@@ -79,7 +80,7 @@ fn orchfile_path(global: &Global) -> Result<PathBuf> {
 pub fn run(global: &Global, args: &WatchArgs) -> Result<i32> {
     let path = orchfile_path(global)?;
     let opts = args.options();
-    let interrupt = install_signal_handlers()?;
+    let interrupt = signals::install()?;
     let load = || -> Result<Plan> {
         let plan = crate::state::plan_cache::load(&path)?;
         check_agent_override(&plan, &opts.build)?;

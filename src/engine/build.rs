@@ -6,10 +6,11 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use miette::{miette, IntoDiagnostic, Result};
 
+use crate::cancel::Cancel;
+use crate::clock::Active;
 use crate::disk::FileStamp;
 use crate::executor::guard::Guard;
 use crate::executor::{Backend, JobRecord, Local};
@@ -89,9 +90,9 @@ pub fn run_build(
     opts: &BuildOptions,
     preload: Option<Preloaded>,
     reporter: &mut dyn Reporter,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Result<BuildOutcome> {
-    let started = Instant::now();
+    let started = Active::now();
     // A mistyped target is reported before the state is touched.
     let targets = target_indexes(plan, &opts.targets)?;
     // The crash guard (this binary in another role) starts with the first child.
@@ -142,13 +143,13 @@ pub fn run_build(
     crate::profile::mark("scheduled and ran");
     let mut unstarted = sched.not_started();
     let aggregating = opts.targets.is_empty() && aggregate::enabled(plan);
-    let aggregate_error = if aggregating && !cancel.load(Ordering::Relaxed) {
+    let aggregate_error = if aggregating && !cancel.is_cancelled() {
         aggregated(&ctx, &mut coord, &queue, jobs, &mut unstarted)
     } else {
         None
     };
     crate::profile::mark("aggregated");
-    let summary = coord.summary(cancel.load(Ordering::Relaxed), unstarted.len(), started);
+    let summary = coord.summary(cancel.is_cancelled(), unstarted.len(), started);
     let recorded = recorded(&mut coord, &summary, &forced_by_person).into_diagnostic()?;
     let leak = LEAK_ON_RETURN.load(Ordering::Relaxed);
     if leak {
@@ -187,6 +188,7 @@ pub fn run_build(
     Ok(BuildOutcome {
         summary,
         aggregate_error,
+        stopped_by: cancel.reason(),
     })
 }
 
@@ -270,7 +272,7 @@ fn context<'a>(
     forced_by_person: &HashSet<usize>,
     stat_cache: StatCache,
     backend: Box<dyn Backend>,
-    cancel: &'a AtomicBool,
+    cancel: &'a Cancel,
 ) -> BuildContext<'a> {
     let agent_ids: Vec<String> = plan
         .tasks
@@ -404,7 +406,7 @@ fn aggregated(
         *unstarted = second.not_started();
         missing = aggregate::missing_results(ctx, &coord.outcome_ok());
     }
-    if cancel.load(Ordering::Relaxed) {
+    if cancel.is_cancelled() {
         // Interrupted: say nothing about aggregation.
         None
     } else if missing.is_empty() {

@@ -3,11 +3,11 @@
 //! reasons, the precheck on all cores).
 
 use std::io;
-use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use super::explain::FingerprintParts;
 use super::options::BuildOptions;
+use crate::cancel::Cancel;
 use crate::disk::Digest;
 use crate::executor::Backend;
 use crate::fingerprint::{self, DefinitionFields, OpenDir, StatCache};
@@ -82,7 +82,7 @@ pub struct BuildContext<'a> {
     /// Set by the precheck for a task that is up to date if no dep runs (each dep then hands
     /// over what its record says): what it hands its own dependents.
     pub(crate) up_to_date_if_quiet: Vec<OnceLock<Digest>>,
-    pub(crate) cancel: &'a AtomicBool,
+    pub(crate) cancel: &'a Cancel,
     pub(crate) redactor: Redactor,
     /// The results directory as result paths are recorded (relative to the project root),
     /// to tell a task's result from its declared outputs in a record.

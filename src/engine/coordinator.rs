@@ -1,10 +1,9 @@
 //! The scheduling thread's side of a build: every state change a task goes through is
 //! recorded here (journal, status row, execution log) and reported as an event.
 
-use std::time::Instant;
-
 use crate::agent::FailureKind;
-use crate::clock::Stamp;
+use crate::cancel::{signal_name, CancelReason};
+use crate::clock::{Active, Stamp};
 use crate::master_plan::{LogEntry, PlanDoc, RowState};
 use crate::plan::Plan;
 use crate::reporter::{Event, Reporter, Summary, TaskRef};
@@ -76,7 +75,7 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
     }
 
     /// The build's counts, once it is over.
-    pub(super) fn summary(&self, interrupted: bool, unstarted: usize, started: Instant) -> Summary {
+    pub(super) fn summary(&self, interrupted: bool, unstarted: usize, started: Active) -> Summary {
         let mut summary = Summary {
             retries: self.retries,
             cost_usd: self.cost,
@@ -89,7 +88,7 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
                 Some(Outcome::UpToDate) => summary.skipped += 1,
                 Some(Outcome::Failed) => summary.failed += 1,
                 Some(Outcome::Blocked) => summary.blocked += 1,
-                Some(Outcome::Cancelled) => summary.not_started += 1,
+                Some(Outcome::Cancelled) => summary.interrupted_tasks += 1,
                 None => {}
             }
         }
@@ -317,6 +316,11 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                         format!("{agent} Cancelled"),
                         vec![format!("{id} was stopped before it finished")],
                     );
+                    self.reporter.report(&Event::TaskInterrupted {
+                        task: task_ref(self.ctx, t),
+                        duration,
+                        retries,
+                    });
                 } else {
                     let r = self.store.invalidate(id);
                     self.journal(r);
@@ -360,6 +364,30 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
             failed_dep: &dep,
         });
         self.save_status(t);
+    }
+
+    fn cancelling(&mut self, running: &[usize]) {
+        self.eventful = true;
+        let why = self.ctx.cancel.reason().unwrap_or(CancelReason::Bug);
+        let reason = why.describe();
+        let signal = signal_name(why.forwarded_signal());
+        let grace = self.ctx.plan.settings.kill_grace;
+        let stopping: Vec<TaskRef> = running.iter().map(|&t| task_ref(self.ctx, t)).collect();
+        let ids: Vec<&str> = stopping.iter().map(|t| t.id).collect();
+        self.log(
+            "Stopping".into(),
+            vec![format!(
+                "{reason}: {signal} sent to {}, SIGKILL after {}",
+                ids.join(", "),
+                crate::duration::format_duration(grace)
+            )],
+        );
+        self.reporter.report(&Event::BuildInterrupted {
+            reason: &reason,
+            signal: &signal,
+            stopping: &stopping,
+            grace,
+        });
     }
 
     fn idle(&mut self) {

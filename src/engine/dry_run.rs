@@ -185,7 +185,7 @@ pub fn run(
     let graph = crate::graph::TaskGraph::from_plan(plan)
         .map_err(|_| miette::miette!("the plan has a dependency cycle"))?;
     let wanted = super::wanted_tasks(plan, &graph, &opts.targets)?;
-    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let cancel = crate::cancel::Cancel::new();
     let (ctx, _) = super::readonly::read_only_context(plan, &graph, opts, &cancel, &wanted)?;
     Ok(render(&ctx, &wanted, opts.jobs(plan)))
 }

@@ -2,6 +2,7 @@
 
 use miette::{miette, Result};
 
+use crate::cancel::CancelReason;
 use crate::graph::TaskGraph;
 use crate::plan::Plan;
 use crate::reporter::Summary;
@@ -66,12 +67,17 @@ impl BuildOptions {
 pub struct BuildOutcome {
     pub summary: Summary,
     pub aggregate_error: Option<String>,
+    /// Why the build stopped early, if it did.
+    pub stopped_by: Option<CancelReason>,
 }
 
 impl BuildOutcome {
-    /// 0 success, 1 a task or the aggregation failed, 130 interrupted.
+    /// 0 success, 1 a task or the aggregation failed, 130 interrupted by a signal, 141 the
+    /// reader of orch's output went away (see [`CancelReason::exit_code`]).
     pub(crate) fn exit_code(&self) -> i32 {
-        if self.summary.interrupted {
+        if let Some(why) = self.stopped_by.filter(|_| self.summary.interrupted) {
+            why.exit_code()
+        } else if self.summary.interrupted {
             130
         } else if self.summary.success() && self.aggregate_error.is_none() {
             0

@@ -2,7 +2,6 @@
 //! read-only commands need to compute fingerprints and predict what a build would do. It takes
 //! no lock and writes nothing (agent ids a build would assign are assigned in memory only).
 
-use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use super::context::BuildContext;
@@ -29,7 +28,7 @@ pub fn read_only_context<'a>(
     plan: &'a Plan,
     graph: &'a TaskGraph,
     opts: &'a BuildOptions,
-    cancel: &'a AtomicBool,
+    cancel: &'a crate::cancel::Cancel,
     wanted: &[bool],
 ) -> miette::Result<(BuildContext<'a>, ReadOnlyState)> {
     let layout = StateLayout::new(plan.state_dir());

@@ -2,13 +2,12 @@
 //! sim or agent CLI) with retries, check its outputs and verify command, and record hashes.
 
 use std::io;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::context::{BuildContext, DoneInfo};
 use super::prompt::{render_task_file, DepResult};
 use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
-use crate::clock::unix_now;
+use crate::clock::{unix_now, Active};
 use crate::disk::{persist_atomic, replace_unsynced};
 use crate::executor::{self, Exit, JobRecord, ProcessSpec};
 use crate::fingerprint::{self, FieldName};
@@ -164,18 +163,16 @@ impl BuildContext<'_> {
         half + half.mul_f64(jitter(seed))
     }
 
+    /// Sleeps `d` of active time (a stop of orch does not count); false if cancelled first.
     pub(crate) fn sleep_unless_cancelled(&self, d: Duration) -> bool {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            if self.cancel.load(Ordering::Relaxed) {
+        let end = Active::now() + d;
+        while !end.has_passed() {
+            if self.cancel.is_cancelled() {
                 return false;
             }
-            std::thread::sleep(
-                end.saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(20)),
-            );
+            std::thread::sleep(end.remaining().min(Duration::from_millis(20)));
         }
-        !self.cancel.load(Ordering::Relaxed)
+        !self.cancel.is_cancelled()
     }
 
     fn process_spec(
@@ -418,13 +415,13 @@ impl BuildContext<'_> {
     }
 
     fn run_task(&self, t: usize, send: &dyn Fn(TaskMsg)) -> TaskDone {
-        let started = Instant::now();
+        let started = Active::now();
         let fail = |failure: Failure, retries: u32| TaskDone::Failed {
             failure,
             duration: started.elapsed(),
             retries,
         };
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             return fail(Failure::new(FailureKind::Cancelled, "cancelled"), 0);
         }
         let checked = self.checked[t].lock().unwrap().take().map(|b| *b);
@@ -484,8 +481,7 @@ impl BuildContext<'_> {
                 Ok(r) => break r,
                 Err(f) => {
                     let f = Failure::new(f.kind, self.redactor.redact(&f.message));
-                    if attempt >= attempts || !f.retryable() || self.cancel.load(Ordering::Relaxed)
-                    {
+                    if attempt >= attempts || !f.retryable() || self.cancel.is_cancelled() {
                         return fail(f, retries);
                     }
                     // Load-related failures back off; others are retried at once.
@@ -620,7 +616,7 @@ impl Runner for BuildContext<'_> {
     /// Up-to-date checks are a few stats and hashes: cheaper on the scheduling thread than a
     /// hop to a worker and back, which makes no-op builds fast.
     fn try_skip(&self, t: usize) -> Option<TaskDone> {
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             return None;
         }
         match self.check(t) {

@@ -139,6 +139,7 @@ pub fn replay(
     Some(BuildOutcome {
         summary,
         aggregate_error: None,
+        stopped_by: None,
     })
 }
 

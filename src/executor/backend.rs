@@ -10,9 +10,9 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use crate::cancel::Cancel;
 use crate::clock::StartWindow;
 
 /// Where the processes of a build run.
@@ -33,7 +33,7 @@ pub trait Backend: Send + Sync {
     fn run(
         &self,
         spec: &ProcessSpec,
-        cancel: &AtomicBool,
+        cancel: &Cancel,
         on_start: &mut dyn FnMut(JobRecord),
     ) -> io::Result<ProcessOutput> {
         let job = self.start(spec)?;
@@ -48,9 +48,10 @@ pub trait Job {
     fn record(&self) -> JobRecord;
 
     /// Waits for the job to end, feeding its stdin and collecting its output; stops it (the
-    /// whole of it) when `cancel` is set or its timeout passes: SIGTERM, the grace period,
-    /// SIGKILL.
-    fn wait(self: Box<Self>, cancel: &AtomicBool) -> io::Result<ProcessOutput>;
+    /// whole of it) when `cancel` is set or its timeout passes: the signal orch received
+    /// (SIGTERM on a timeout), the grace period, SIGKILL. The timeout runs on the active
+    /// clock, which stands still while orch is stopped.
+    fn wait(self: Box<Self>, cancel: &Cancel) -> io::Result<ProcessOutput>;
 }
 
 /// What survives a crash of a started job: for a local process group, its id and the window

@@ -248,8 +248,10 @@ pub fn run_guard(grace: Duration, run_id: Option<&str>) -> i32 {
             }
         }
     }
+    // A group orch had stopped (Ctrl-Z, then orch killed) acts on SIGTERM only once
+    // continued, which this also does.
     for &g in &live {
-        procgroup::kill_group(g, libc::SIGTERM);
+        procgroup::ask_group_to_end(g, libc::SIGTERM);
     }
     if !live.is_empty() {
         std::thread::sleep(grace);

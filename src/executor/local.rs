@@ -1,8 +1,10 @@
 //! The local backend: one child per job, in its own process group, with stdin fed from
 //! memory, stdout/stderr captured, a timeout and cancellation that stop the whole group
-//! (SIGTERM, grace period, SIGKILL), and no member of the group left behind. With a crash
-//! [`Guard`], every group is listed with it while it runs and every child carries
-//! `ORCH_RUN_ID`, so not even `kill -9` of orch leaves one running.
+//! (the signal orch received, or SIGTERM on a timeout; the grace period; SIGKILL), and no
+//! member of the group left behind. Every group is listed while it runs, so Ctrl-Z can stop
+//! them all ([`procgroup::pause_running`]). With a crash [`Guard`], every group is listed
+//! with it too and every child carries `ORCH_RUN_ID`, so not even `kill -9` of orch leaves
+//! one running.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -10,14 +12,14 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Exit, Job, JobRecord, ProcessOutput, ProcessSpec, STRIPPED_ENV};
 use super::guard::Guard;
 use super::procgroup;
-use crate::clock::{boot_ticks_now, StartWindow};
+use crate::cancel::Cancel;
+use crate::clock::{boot_ticks_now, Active, StartWindow};
 
 /// Child processes on this machine, under `guard` when there is one.
 pub struct Local {
@@ -37,9 +39,10 @@ impl Backend for Local {
         if let Some(g) = &self.guard {
             g.start_if_needed();
         }
-        let started = Instant::now();
+        let started = Active::now();
         let (child, window) = spawn(spec, self.guard.as_ref().map(Guard::run_id))?;
         let pgid = child.id() as i32;
+        procgroup::enlist(pgid);
         if let Some(g) = &self.guard {
             g.watch(pgid);
         }
@@ -72,7 +75,7 @@ struct LocalJob<'a> {
     pgid: i32,
     window: StartWindow,
     spec: &'a ProcessSpec,
-    started: Instant,
+    started: Active,
     guard: Option<&'a Guard>,
 }
 
@@ -84,7 +87,7 @@ impl Job for LocalJob<'_> {
         }
     }
 
-    fn wait(mut self: Box<Self>, cancel: &AtomicBool) -> io::Result<ProcessOutput> {
+    fn wait(mut self: Box<Self>, cancel: &Cancel) -> io::Result<ProcessOutput> {
         let mut child = self.child.take().expect("waited once");
         let supervised = supervise(&mut child, self.pgid, self.spec, cancel, self.started);
         if supervised.is_err() {
@@ -99,6 +102,7 @@ impl Job for LocalJob<'_> {
             truncated,
             duration: self.started.elapsed(),
         });
+        procgroup::unlist(self.pgid);
         if let Some(g) = self.guard {
             g.release(self.pgid);
         }
@@ -112,6 +116,7 @@ impl Drop for LocalJob<'_> {
         if let Some(mut child) = self.child.take() {
             procgroup::kill_group(self.pgid, libc::SIGKILL);
             let _ = child.wait();
+            procgroup::unlist(self.pgid);
             if let Some(g) = self.guard {
                 g.release(self.pgid);
             }
@@ -309,12 +314,14 @@ type Supervised = (Exit, Vec<u8>, Vec<u8>, bool);
 
 /// Feeds stdin, drains stdout/stderr and waits for exit on the calling thread, with one
 /// `poll` over the pipes and a pidfd: no helper threads, and no sleeping on the happy path.
+/// The timeout and the grace period are on the active clock: a stop of orch (Ctrl-Z, which
+/// stops the group too) does not count.
 fn supervise(
     child: &mut Child,
     pgid: i32,
     spec: &ProcessSpec,
-    cancel: &AtomicBool,
-    started: Instant,
+    cancel: &Cancel,
+    started: Active,
 ) -> io::Result<Supervised> {
     use std::os::fd::OwnedFd;
     let mut stdin: Option<OwnedFd> = child.stdin.take().map(OwnedFd::from);
@@ -327,7 +334,7 @@ fn supervise(
     let mut err = Sink::new(child.stderr.take().map(OwnedFd::from));
     let pidfd = pidfd_open(child.id() as i32);
     let deadline = spec.timeout.map(|t| started + t);
-    let mut stopping: Option<(Exit, Instant)> = None;
+    let mut stopping: Option<(Exit, Active)> = None;
     let mut status: Option<std::process::ExitStatus> = None;
     // After the leader exits, leaked descendants may hold the pipes; give them this long.
     let mut drain_until: Option<Instant> = None;
@@ -362,7 +369,6 @@ fn supervise(
             None
         };
         push(pid_watch.map_or(-1, |f| f.as_raw_fd()), libc::POLLIN);
-        let now = Instant::now();
         // Without a pidfd, exit is noticed by polling; keep that interval short.
         let mut wait = if pidfd.is_some() || status.is_some() {
             Duration::from_millis(50)
@@ -370,7 +376,7 @@ fn supervise(
             Duration::from_millis(5)
         };
         if let Some(d) = deadline.filter(|_| stopping.is_none()) {
-            wait = wait.min(d.saturating_duration_since(now));
+            wait = wait.min(d.remaining());
         }
         // SAFETY: `fds` is a valid array of pollfd; negative fds are ignored by poll.
         let ready = unsafe {
@@ -410,24 +416,25 @@ fn supervise(
         if stdin.is_some() && written >= input.len() {
             stdin = None; // EOF for the child
         }
-        let now = Instant::now();
         match stopping {
             None => {
-                let why = if cancel.load(Ordering::Relaxed) {
-                    Some(Exit::Cancelled)
-                } else if deadline.is_some_and(|d| now >= d) {
-                    Some(Exit::TimedOut)
+                let why = if cancel.is_cancelled() {
+                    Some((Exit::Cancelled, cancel.forwarded_signal()))
+                } else if deadline.is_some_and(Active::has_passed) {
+                    Some((Exit::TimedOut, libc::SIGTERM))
                 } else {
                     None
                 };
-                if let Some(why) = why {
+                if let Some((why, sig)) = why {
                     if status.is_none() {
-                        procgroup::kill_group(pgid, libc::SIGTERM);
-                        stopping = Some((why, now + spec.grace));
+                        procgroup::ask_group_to_end(pgid, sig);
+                        stopping = Some((why, Active::now() + spec.grace));
                     }
                 }
             }
-            Some((_, kill_at)) if now >= kill_at => procgroup::kill_group(pgid, libc::SIGKILL),
+            Some((_, kill_at)) if kill_at.has_passed() => {
+                procgroup::kill_group(pgid, libc::SIGKILL)
+            }
             Some(_) => {}
         }
     }
@@ -483,7 +490,7 @@ mod tests {
 
     fn run(spec: &ProcessSpec) -> ProcessOutput {
         Local::new(None)
-            .run(spec, &AtomicBool::new(false), &mut |_| {})
+            .run(spec, &Cancel::new(), &mut |_| {})
             .unwrap()
     }
 
@@ -545,7 +552,7 @@ mod tests {
         let mut spec = ProcessSpec::shell("", std::env::temp_dir());
         spec.argv = vec!["definitely-not-a-real-agent-cli".into()];
         let err = Local::new(None)
-            .run(&spec, &AtomicBool::new(false), &mut |_| {})
+            .run(&spec, &Cancel::new(), &mut |_| {})
             .unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
     }

@@ -1,7 +1,8 @@
 //! Process execution, apart from scheduling: the [`Backend`] seam (start a job, wait for it,
 //! stop it, and what survives a crash) and its one implementation today, [`Local`]: child
-//! processes in their own process groups, the crash [`guard`] and the cleanup of groups a
-//! crashed run left ([`procgroup`]). It knows nothing of plans: a job is a [`ProcessSpec`].
+//! processes in their own process groups, the crash [`guard`], the cleanup of groups a
+//! crashed run left and the groups Ctrl-Z stops ([`procgroup`]). It knows nothing of plans:
+//! a job is a [`ProcessSpec`].
 
 mod backend;
 pub mod guard;

@@ -1,6 +1,71 @@
-//! Process-group helpers: signalling a whole group, and stopping groups a crashed run left.
+//! Process-group helpers: signalling a whole group, stopping groups a crashed run left, and
+//! the groups running now, which Ctrl-Z stops and `fg` continues ([`pause_running`]).
+
+use std::sync::Mutex;
 
 use crate::clock::StartWindow;
+
+/// The process groups this process supervises now, and whether orch is stopped (so that a
+/// group started meanwhile stops too). Process-wide, as a stop of orch is.
+struct Running {
+    groups: Vec<i32>,
+    paused: bool,
+}
+
+static RUNNING: Mutex<Running> = Mutex::new(Running {
+    groups: Vec::new(),
+    paused: false,
+});
+
+fn running() -> std::sync::MutexGuard<'static, Running> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Lists a group that just started; stops it at once if orch is being stopped.
+pub(super) fn enlist(pgid: i32) {
+    let mut r = running();
+    r.groups.push(pgid);
+    if r.paused {
+        kill_group(pgid, libc::SIGSTOP);
+    }
+}
+
+/// Unlists a group whose supervision ended.
+pub(super) fn unlist(pgid: i32) {
+    let mut r = running();
+    if let Some(i) = r.groups.iter().position(|&g| g == pgid) {
+        r.groups.swap_remove(i);
+    }
+}
+
+/// Stops every running group (SIGSTOP: agents have no terminal to restore, and it cannot be
+/// caught, so nothing keeps spending while orch is stopped). Returns how many.
+pub fn pause_running() -> usize {
+    let mut r = running();
+    r.paused = true;
+    for &g in &r.groups {
+        kill_group(g, libc::SIGSTOP);
+    }
+    r.groups.len()
+}
+
+/// Continues every group [`pause_running`] stopped.
+pub fn resume_running() {
+    let mut r = running();
+    r.paused = false;
+    for &g in &r.groups {
+        kill_group(g, libc::SIGCONT);
+    }
+}
+
+/// Asks a group to end with `sig`: a stopped group acts on it only once continued, so it is
+/// continued too (unless orch is stopped, which continues it when orch does).
+pub fn ask_group_to_end(pgid: i32, sig: i32) {
+    kill_group(pgid, sig);
+    if !running().paused {
+        kill_group(pgid, libc::SIGCONT);
+    }
+}
 
 /// Sends `sig` to every process in group `pgid`; a group that is gone is fine.
 pub fn kill_group(pgid: i32, sig: i32) {

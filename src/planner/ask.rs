@@ -3,7 +3,6 @@
 //! plan, for offline use.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -126,7 +125,7 @@ pub struct Planner<'a> {
     pub state_dir: &'a Path,
     pub attempts: u32,
     pub timeout: Duration,
-    pub cancel: &'a AtomicBool,
+    pub cancel: &'a crate::cancel::Cancel,
 }
 
 impl Planner<'_> {

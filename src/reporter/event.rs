@@ -49,6 +49,12 @@ pub enum Event<'a> {
         retries: u32,
         reason: &'a str,
     },
+    /// Stopped before it finished: the build was cancelled while it ran.
+    TaskInterrupted {
+        task: TaskRef<'a>,
+        duration: Duration,
+        retries: u32,
+    },
     /// Not run because a dep failed.
     TaskBlocked {
         task: TaskRef<'a>,
@@ -61,6 +67,14 @@ pub enum Event<'a> {
     },
     AggregateFailed {
         reason: &'a str,
+    },
+    /// The build was told to stop (`reason`: `SIGINT`, `output closed`, ...) while these
+    /// tasks run: each gets `signal` now, SIGKILL after `grace`, then a `TaskInterrupted`.
+    BuildInterrupted {
+        reason: &'a str,
+        signal: &'a str,
+        stopping: &'a [TaskRef<'a>],
+        grace: Duration,
     },
     /// Free-form notice (recovered state, stale processes stopped, ...).
     Notice {
@@ -78,6 +92,8 @@ pub struct Summary {
     pub failed: usize,
     pub blocked: usize,
     pub not_started: usize,
+    /// Stopped while they ran.
+    pub interrupted_tasks: usize,
     pub retries: u32,
     pub cost_usd: f64,
     pub duration: Duration,
@@ -86,7 +102,11 @@ pub struct Summary {
 
 impl Summary {
     pub fn success(&self) -> bool {
-        self.failed == 0 && self.blocked == 0 && self.not_started == 0 && !self.interrupted
+        self.failed == 0
+            && self.blocked == 0
+            && self.not_started == 0
+            && self.interrupted_tasks == 0
+            && !self.interrupted
     }
 
     pub fn line(&self) -> String {
@@ -99,6 +119,9 @@ impl Summary {
         }
         if self.blocked > 0 {
             parts.push(format!("{} blocked", self.blocked));
+        }
+        if self.interrupted_tasks > 0 {
+            parts.push(format!("{} interrupted", self.interrupted_tasks));
         }
         if self.not_started > 0 {
             parts.push(format!("{} not started", self.not_started));

@@ -61,6 +61,24 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             "agent": task.runner, "duration_ms": ms(duration), "retries": retries,
             "reason": reason,
         }),
+        Event::TaskInterrupted {
+            task,
+            duration,
+            retries,
+        } => json!({
+            "event": "task_interrupted", "task": task.id, "agent_id": task.agent_id,
+            "agent": task.runner, "duration_ms": ms(duration), "retries": retries,
+        }),
+        Event::BuildInterrupted {
+            reason,
+            signal,
+            stopping,
+            grace,
+        } => json!({
+            "event": "build_interrupted", "reason": reason, "signal": signal,
+            "stopping": stopping.iter().map(|t| t.id).collect::<Vec<_>>(),
+            "grace_ms": ms(grace),
+        }),
         Event::TaskBlocked { task, failed_dep } => json!({
             "event": "task_blocked", "task": task.id, "agent_id": task.agent_id,
             "failed_dep": failed_dep,
@@ -79,7 +97,8 @@ pub fn to_json(event: &Event) -> serde_json::Value {
         Event::BuildFinished { summary } => json!({
             "event": "build_finished", "success": summary.success(), "ran": summary.ran,
             "skipped": summary.skipped, "failed": summary.failed, "blocked": summary.blocked,
-            "not_started": summary.not_started, "retries": summary.retries,
+            "not_started": summary.not_started, "interrupted_tasks": summary.interrupted_tasks,
+            "retries": summary.retries,
             "cost_usd": summary.cost_usd, "duration_ms": ms(&summary.duration),
             "interrupted": summary.interrupted,
         }),

@@ -6,10 +6,11 @@ mod json;
 mod paint;
 mod plain;
 mod progress;
+mod terminal;
 
 pub use event::{Event, Fanout, Reporter, Summary, TaskRef};
 pub use json::JsonReporter;
 pub use paint::use_color;
 pub(crate) use paint::Paint;
 pub use plain::PlainReporter;
-pub use progress::ProgressReporter;
+pub use progress::{release_screen, retake_screen, ProgressReporter};

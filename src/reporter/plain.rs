@@ -105,6 +105,29 @@ impl PlainReporter {
                 task.id,
                 format_duration(*duration)
             )),
+            Event::TaskInterrupted { task, duration, .. } => Some(format!(
+                "{} {} [{}] after {}: interrupted",
+                p.yellow("stopped"),
+                task.agent_id,
+                task.id,
+                format_duration(*duration)
+            )),
+            Event::BuildInterrupted {
+                reason,
+                signal,
+                stopping,
+                grace,
+            } => {
+                let ids: Vec<&str> = stopping.iter().map(|t| t.id).collect();
+                Some(format!(
+                    "{} {reason}: stopping {} running task{} ({}) with {signal}, SIGKILL after {}",
+                    p.yellow("   stop"),
+                    stopping.len(),
+                    if stopping.len() == 1 { "" } else { "s" },
+                    ids.join(", "),
+                    format_duration(*grace)
+                ))
+            }
             Event::TaskBlocked { task, failed_dep } => Some(format!(
                 "{} {} [{}]: dep {failed_dep} failed",
                 p.yellow("blocked"),

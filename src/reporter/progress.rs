@@ -1,13 +1,51 @@
 //! Live terminal view: an overall bar plus one spinner line per running agent with its
-//! elapsed time. Finished tasks print as plain lines above the bars.
+//! elapsed time. Finished tasks print as plain lines above the bars. Elapsed times are on the
+//! active clock (a Ctrl-Z stop does not count). The bars on the terminal are known to
+//! [`release_screen`], so a stop of orch clears them and restores the terminal first
+//! ([`terminal`](super::terminal)); [`retake_screen`] and the next tick bring them back.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::event::{Event, Reporter};
 use super::plain::PlainReporter;
+use super::terminal;
+use crate::clock::Active;
+
+/// The bars on the terminal now, if any.
+static SCREEN: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// Clears the progress bars from the terminal and restores its settings, for stopping orch
+/// (Ctrl-Z), which leaves the terminal to the shell meanwhile. (Not
+/// `MultiProgress::suspend`, which panics when its redraw fails: a terminal closed while orch
+/// was stopped.)
+pub fn release_screen() {
+    let multi = SCREEN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(m) = multi {
+        let _ = m.clear();
+        terminal::restore();
+    }
+}
+
+/// orch runs again: the bars take the terminal back (the next tick draws them).
+pub fn retake_screen() {
+    if SCREEN.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+        terminal::take();
+    }
+}
+
+/// A style whose `{active}` is the active time since `start`.
+fn style(template: &str, start: Active) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap().with_key(
+        "active",
+        move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:#}", HumanDuration(start.elapsed()));
+        },
+    )
+}
 
 pub struct ProgressReporter {
     multi: MultiProgress,
@@ -21,10 +59,14 @@ impl ProgressReporter {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let overall = multi.add(ProgressBar::new(0));
         overall.set_style(
-            ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} tasks  {elapsed}")
-                .unwrap()
-                .progress_chars("=> "),
+            style(
+                "{prefix:.bold} [{bar:30}] {pos}/{len} tasks  {active}",
+                Active::now(),
+            )
+            .progress_chars("=> "),
         );
+        *SCREEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(multi.clone());
+        terminal::take();
         overall.set_prefix("orch");
         overall.enable_steady_tick(Duration::from_millis(200));
         ProgressReporter {
@@ -48,6 +90,13 @@ impl ProgressReporter {
     }
 }
 
+impl Drop for ProgressReporter {
+    fn drop(&mut self) {
+        *SCREEN.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        terminal::restore();
+    }
+}
+
 impl Reporter for ProgressReporter {
     fn report(&mut self, event: &Event) {
         match event {
@@ -57,9 +106,7 @@ impl Reporter for ProgressReporter {
                     let b = self
                         .multi
                         .insert_before(&self.overall, ProgressBar::new_spinner());
-                    b.set_style(
-                        ProgressStyle::with_template("  {spinner} {msg} {elapsed:.dim}").unwrap(),
-                    );
+                    b.set_style(style("  {spinner} {msg} {active:.dim}", Active::now()));
                     b.enable_steady_tick(Duration::from_millis(120));
                     b
                 });
@@ -88,7 +135,9 @@ impl Reporter for ProgressReporter {
                     }
                 }
             }
-            Event::TaskSucceeded { task, .. } | Event::TaskFailed { task, .. } => {
+            Event::TaskSucceeded { task, .. }
+            | Event::TaskFailed { task, .. }
+            | Event::TaskInterrupted { task, .. } => {
                 let id = task.id.to_string();
                 self.done(&id);
                 if let Some(l) = self.lines.line(event) {

@@ -2,11 +2,11 @@
 //! most `jobs` at once, with any [`Runner`]; every message and result reaches the
 //! [`Coordinator`] on the calling thread, in order.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use super::queue::Scheduler;
+use crate::cancel::{Cancel, CancelReason};
 
 /// Executes one task on a worker thread.
 pub trait Runner: Sync {
@@ -33,6 +33,9 @@ pub trait Coordinator<M, D> {
     /// Returns whether the task succeeded.
     fn finished(&mut self, task: usize, done: D) -> bool;
     fn blocked(&mut self, task: usize, failed_dep: usize);
+    /// The build was cancelled while these tasks run (once, as soon as the scheduling
+    /// thread sees it): the moment to say what is being stopped.
+    fn cancelling(&mut self, _running: &[usize]) {}
     /// Called at least every 100ms while tasks run.
     fn tick(&mut self) {}
     /// Called before the scheduling thread waits for workers, and when `drive` returns: the
@@ -54,15 +57,25 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
     runner: &R,
     coord: &mut C,
     jobs: usize,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) {
     let jobs = jobs.max(1);
+    // Once cancelled: nothing more starts, and the coordinator hears at once what is stopping
+    // (before any of it reports back, which may take the whole grace period).
+    let told_cancel = std::cell::Cell::new(false);
+    let notice_cancel = |sched: &mut Scheduler, coord: &mut C| {
+        if cancel.is_cancelled() {
+            sched.stop();
+            if !told_cancel.get() && sched.running() > 0 {
+                told_cancel.set(true);
+                coord.cancelling(&sched.running_tasks());
+            }
+        }
+    };
     // Takes ready tasks while fewer than `jobs` run: up-to-date ones are settled on the spot,
     // the others collected in `batch` for the workers.
     let fill = |sched: &mut Scheduler, coord: &mut C, batch: &mut Vec<usize>| {
-        if cancel.load(Ordering::Relaxed) {
-            sched.stop();
-        }
+        notice_cancel(sched, coord);
         while sched.running() < jobs {
             let Some(t) = sched.next_task() else { break };
             match runner.try_skip(t) {
@@ -124,11 +137,12 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
             }
             coord.idle();
             let event = rx.recv_timeout(Duration::from_millis(100));
+            notice_cancel(sched, coord);
             deliver(coord);
             match event {
                 Ok(WorkerEvent::Done(t, d)) => {
                     let ok = coord.finished(t, d);
-                    if !ok && cancel.load(Ordering::Relaxed) {
+                    if !ok && cancel.is_cancelled() {
                         // Stopped by the user, not failed: dependents are "not started",
                         // not blocked by a failure.
                         sched.abandon(t);
@@ -140,7 +154,7 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
                 }
                 Ok(WorkerEvent::Panicked(panic)) => {
                     // A bug: stop the other tasks' processes and crash rather than hang.
-                    cancel.store(true, Ordering::Relaxed);
+                    cancel.cancel(CancelReason::Bug);
                     std::panic::resume_unwind(panic);
                 }
                 Err(_) => {}
@@ -227,7 +241,7 @@ mod tests {
             log: Mutex::new(Vec::new()),
         };
         let mut rec = Record::default();
-        drive(&mut s, &runner, &mut rec, 4, &AtomicBool::new(false));
+        drive(&mut s, &runner, &mut rec, 4, &Cancel::new());
         assert_eq!(rec.finished.len(), n);
         let pos: Vec<usize> = {
             let mut p = vec![0; n];
@@ -258,7 +272,7 @@ mod tests {
             log: Mutex::new(Vec::new()),
         };
         let mut rec = Record::default();
-        drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(false));
+        drive(&mut s, &runner, &mut rec, 2, &Cancel::new());
         assert_eq!(rec.finished, vec![0]);
         assert_eq!(rec.blocked, vec![1, 2]);
     }
@@ -307,7 +321,7 @@ mod tests {
         let mut s = Scheduler::new(&g, plain(&g), &[true; 4], vec![], 0, false);
         let runner = skipping(&[0, 1, 2, 3], &[]);
         let mut rec = Record::default();
-        drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(false));
+        drive(&mut s, &runner, &mut rec, 2, &Cancel::new());
         assert_eq!(rec.finished, vec![0, 1, 2, 3]);
         assert!(rec.started.is_empty() && runner.ran.lock().unwrap().is_empty());
         assert!(s.not_started().is_empty());
@@ -319,7 +333,7 @@ mod tests {
         let mut s = Scheduler::new(&g, plain(&g), &[true; 3], vec![], 0, false);
         let runner = skipping(&[0], &[0]);
         let mut rec = Record::default();
-        drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(false));
+        drive(&mut s, &runner, &mut rec, 2, &Cancel::new());
         assert_eq!(rec.finished, vec![0]);
         assert_eq!(rec.blocked, vec![1, 2]);
         assert!(rec.started.is_empty());
@@ -332,7 +346,7 @@ mod tests {
         let mut s = Scheduler::new(&g, plain(&g), &[true; 4], vec![], 0, false);
         let runner = skipping(&[0, 2], &[]);
         let mut rec = Record::default();
-        drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(false));
+        drive(&mut s, &runner, &mut rec, 2, &Cancel::new());
         assert_eq!(rec.finished, vec![0, 1, 2, 3]);
         assert_eq!(rec.started, vec![1, 3]);
         assert_eq!(*runner.ran.lock().unwrap(), vec![1, 3]);
@@ -344,7 +358,9 @@ mod tests {
         let mut s = Scheduler::new(&g, plain(&g), &[true; 3], vec![], 0, false);
         let runner = skipping(&[0, 1, 2], &[]);
         let mut rec = Record::default();
-        drive(&mut s, &runner, &mut rec, 2, &AtomicBool::new(true));
+        let cancel = Cancel::new();
+        cancel.cancel(CancelReason::Signal(libc::SIGINT));
+        drive(&mut s, &runner, &mut rec, 2, &cancel);
         assert!(rec.finished.is_empty() && rec.started.is_empty());
         assert_eq!(s.not_started(), vec![0, 1, 2]);
     }
@@ -368,11 +384,11 @@ mod tests {
         std::thread::spawn(move || {
             let g = graph(vec![vec![], vec![], vec![1]]);
             let mut s = Scheduler::new(&g, plain(&g), &[true; 3], vec![], 0, false);
-            let cancel = AtomicBool::new(false);
+            let cancel = Cancel::new();
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 drive(&mut s, &PanickingRunner, &mut Record::default(), 2, &cancel)
             }));
-            let _ = tx.send((r.is_err(), cancel.load(Ordering::Relaxed)));
+            let _ = tx.send((r.is_err(), cancel.reason() == Some(CancelReason::Bug)));
         });
         let (panicked, cancelled) = rx
             .recv_timeout(Duration::from_secs(10))

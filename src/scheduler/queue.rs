@@ -270,6 +270,13 @@ impl Scheduler {
         self.stopped = true;
     }
 
+    /// The tasks running now, in plan order.
+    pub fn running_tasks(&self) -> Vec<usize> {
+        (0..self.state.len())
+            .filter(|&t| self.state[t] == NodeState::Running)
+            .collect()
+    }
+
     /// Wanted tasks that never started (stopped early, or cancelled).
     pub fn not_started(&self) -> Vec<usize> {
         (0..self.state.len())

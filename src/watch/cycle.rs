@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,6 +17,7 @@ use super::loaded::{snapshot_inputs, would_run, Loaded};
 use super::options::{OnChange, WatchOptions, INTERRUPTED, POLL, SELF_LOOP_LIMIT};
 use super::pending::{modified, written_during, Pending, PendingPath};
 use super::restart::{restart_reason, Track, Tracker};
+use crate::cancel::{Cancel, CancelReason};
 use crate::engine;
 use crate::plan::Plan;
 use crate::reporter::{Paint, Reporter};
@@ -33,7 +33,7 @@ pub fn watch(
     opts: &WatchOptions,
     load: &dyn Fn() -> Result<Plan>,
     reporter: &(dyn Fn() -> Box<dyn Reporter> + Sync),
-    interrupt: &AtomicBool,
+    interrupt: &Cancel,
 ) -> Result<i32> {
     let (tx, rx) = mpsc::channel();
     let events = tx.clone();
@@ -94,7 +94,7 @@ struct Session<'a> {
     opts: &'a WatchOptions,
     load: &'a dyn Fn() -> Result<Plan>,
     reporter: &'a (dyn Fn() -> Box<dyn Reporter> + Sync),
-    interrupt: &'a AtomicBool,
+    interrupt: &'a Cancel,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
     watches: Watches,
@@ -235,7 +235,7 @@ impl Session<'_> {
     fn pump(&mut self, timeout: Duration) -> Wake {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.interrupt.load(Ordering::Relaxed) {
+            if self.interrupt.is_cancelled() {
                 return Wake::Interrupted;
             }
             let now = Instant::now();
@@ -431,7 +431,7 @@ impl Session<'_> {
         } else {
             HashMap::new()
         };
-        let cancel = AtomicBool::new(false);
+        let cancel = Cancel::new();
         let track = Mutex::new(Track::default());
         let mut restarting: Option<String> = None;
         let mut interrupted = false;
@@ -454,7 +454,12 @@ impl Session<'_> {
             while !handle.is_finished() {
                 match self.pump(POLL) {
                     Wake::Interrupted => {
-                        cancel.store(true, Ordering::Relaxed);
+                        // The tasks get the signal the watch got.
+                        cancel.cancel(
+                            self.interrupt
+                                .reason()
+                                .unwrap_or(CancelReason::Signal(libc::SIGINT)),
+                        );
                         interrupted = true;
                         break;
                     }
@@ -469,7 +474,7 @@ impl Session<'_> {
                         }
                         if let Some(r) = &restarting {
                             self.say(&format!("{r}: stopping the cycle to restart"));
-                            cancel.store(true, Ordering::Relaxed);
+                            cancel.cancel(CancelReason::Restart);
                         } else {
                             let names: Vec<&str> = changes
                                 .iter()
@@ -504,7 +509,7 @@ impl Session<'_> {
         if let Err(report) = result {
             eprintln!("{report:?}");
         }
-        if interrupted || self.interrupt.load(Ordering::Relaxed) {
+        if interrupted || self.interrupt.is_cancelled() {
             return Flow::Interrupted;
         }
         if restarting.is_none() {

@@ -3,7 +3,6 @@
 //! inputs hold when it starts).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::AtomicBool;
 
 use miette::{miette, Result};
 
@@ -73,7 +72,7 @@ pub(super) fn snapshot_inputs(loaded: &Loaded) -> HashMap<String, Option<Digest>
 /// fingerprints against the recorded ones, tasks a person reset in master_plan.md). Reads
 /// state, writes nothing.
 pub(super) fn would_run(loaded: &Loaded, opts: &BuildOptions) -> Result<Vec<usize>> {
-    let cancel = AtomicBool::new(false);
+    let cancel = crate::cancel::Cancel::new();
     let (ctx, _) =
         engine::read_only_context(&loaded.plan, &loaded.graph, opts, &cancel, &loaded.wanted)?;
     let reasons = dry_run::predict(&ctx, &loaded.wanted);

@@ -34,6 +34,7 @@ impl Reporter for Tracker<'_> {
                 }
                 Event::TaskSucceeded { task, .. }
                 | Event::TaskFailed { task, .. }
+                | Event::TaskInterrupted { task, .. }
                 | Event::TaskSkipped { task, .. }
                 | Event::TaskBlocked { task, .. } => {
                     t.running.remove(task.id);

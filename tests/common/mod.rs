@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod chromium;
 pub mod nginx;
+pub mod shells;
 pub mod slurm;
 
 use std::path::{Path, PathBuf};
