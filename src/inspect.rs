@@ -217,20 +217,9 @@ impl Explanation {
     }
 }
 
-/// Task indexes for ids, with the known ids in the error.
+/// Task indexes for ids, with the nearest known id in the error.
 pub fn resolve_ids(plan: &Plan, ids: &[String]) -> Result<Vec<usize>> {
-    ids.iter()
-        .map(|id| {
-            plan.index.get(id).copied().ok_or_else(|| {
-                let known: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).take(20).collect();
-                miette!(
-                    help = format!("tasks: {}", known.join(", ")),
-                    "no task named `{id}` in {}",
-                    plan.source_path.display()
-                )
-            })
-        })
-        .collect()
+    ids.iter().map(|id| engine::task_index(plan, id)).collect()
 }
 
 /// Explains the given tasks (all when empty) with the build's own fingerprints: every reason

@@ -8,6 +8,7 @@
 //! - [`disk`]: digests, file stamps, the binary encoding and atomic file replacement;
 //! - [`state`]: the `.orchestrator/` layout, snapshot, journal, lock and plan cache;
 //! - [`master_plan`]: `master_plan.md`, read as a plan and kept current;
+//! - [`preflight`]: the plan checked against the project's files before a build;
 //! - [`executor`]: where processes run: the `Backend` seam and local process groups;
 //! - [`agent`]: agent presets, prompt delivery and reply judging;
 //! - [`scheduler`]: ready-queue scheduling, apart from execution;
@@ -33,6 +34,7 @@ pub mod inspect;
 pub mod master_plan;
 pub mod plan;
 pub mod planner;
+pub mod preflight;
 pub mod profile;
 pub mod redact;
 pub mod reporter;

@@ -428,8 +428,8 @@ title = "Review"
         "T-01's result (its echoed prompt) is inlined"
     );
     assert!(
-        t2.contains("- src/a.ts"),
-        "{{ inputs }} lists the input files"
+        t2.contains("and src/a.ts"),
+        "{{ inputs }} in a sentence lists the input files inline: {t2}"
     );
     let t3 = p.read(".orchestrator/agent_tasks/agent-03.md");
     assert!(t3.contains("## Results from dependencies"), "{t3}");

@@ -3,7 +3,7 @@
 use clap::Args;
 use miette::Result;
 
-use super::common::{check_agent_override, reporter_for, Global, PlanSource};
+use super::common::{check_agent_override, preflight, reporter_for, Global, PlanSource};
 use super::signals;
 use crate::engine::{self, up_to_date, BuildOptions};
 use crate::plan::orchfile;
@@ -16,8 +16,8 @@ use crate::state::preload::Preloaded;
 pub struct RunArgs {
     /// Tasks to build (with what they depend on); all when empty.
     pub targets: Vec<String>,
-    /// Tasks running at once [default: settings.jobs, else the CPU count].
-    #[arg(short = 'j', long = "jobs")]
+    /// Tasks running at once, 1 to 1024 [default: settings.jobs, else the CPU count].
+    #[arg(short = 'j', long = "jobs", value_parser = crate::plan::limits::jobs_arg)]
     pub jobs: Option<usize>,
     /// Keep starting independent tasks after a failure.
     #[arg(short = 'k', long = "keep-going")]
@@ -111,6 +111,11 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     })?;
     crate::profile::mark("plan loaded");
     check_agent_override(&plan, &opts)?;
+    for t in &opts.targets {
+        engine::task_index(&plan, t)?;
+    }
+    preflight(&plan, &source)?;
+    crate::profile::mark("plan checked against the files");
     if args.dry_run {
         print!("{}", engine::dry_run::run(&plan, &opts)?);
         return Ok(0);

@@ -8,6 +8,7 @@ use miette::{miette, Result};
 
 use crate::engine::BuildOptions;
 use crate::master_plan;
+use crate::plan::diagnostic::{PlanError, PlanSpans};
 use crate::plan::{orchfile, Plan, Settings};
 use crate::reporter::{self, JsonReporter, PlainReporter, ProgressReporter, Reporter};
 
@@ -32,6 +33,20 @@ impl PlanSource {
         }
     }
 
+    /// Where the plan's tasks are written, read again from its file (for messages about a
+    /// plan that came from the plan cache).
+    pub fn spans(&self) -> Option<PlanSpans> {
+        match self {
+            PlanSource::Orchfile(path) => {
+                orchfile::spans(path, &std::fs::read_to_string(path).ok()?)
+            }
+            PlanSource::MasterPlan(path) => Some(master_plan::read::spans(
+                path,
+                &std::fs::read_to_string(path).ok()?,
+            )),
+        }
+    }
+
     /// The state directory the plan will most likely name, known before it is parsed: the
     /// default one beside an Orchfile (which may still move it with `state_dir`).
     pub fn likely_state_dir(&self) -> Option<PathBuf> {
@@ -39,6 +54,19 @@ impl PlanSource {
             PlanSource::Orchfile(path) => Some(path.parent()?.join(Settings::default().state_dir)),
             PlanSource::MasterPlan(_) => None,
         }
+    }
+}
+
+/// The checks a plan gets against the project's files before a build
+/// ([`crate::preflight`]): warnings are printed, errors returned as one diagnostic.
+pub fn preflight(plan: &Plan, source: &PlanSource) -> Result<()> {
+    let found = crate::preflight::check(plan, &|| source.spans());
+    for w in found.warnings {
+        eprintln!("{:?}", miette::Report::new(w));
+    }
+    match PlanError::combine(found.errors) {
+        Some(e) => Err(miette::Report::new(e)),
+        None => Ok(()),
     }
 }
 
@@ -112,10 +140,11 @@ pub fn check_agent_override(plan: &Plan, opts: &BuildOptions) -> Result<()> {
     if let Some(a) = &opts.agent_override {
         if !plan.agents.contains_key(a) {
             let known: Vec<&str> = plan.agents.keys().map(String::as_str).collect();
-            return Err(miette!(
-                help = format!("known agents: {}", known.join(", ")),
-                "unknown agent `{a}`"
-            ));
+            let help = match crate::plan::checks::closest(a, known.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => format!("known agents: {}", known.join(", ")),
+            };
+            return Err(miette!(help = help, "unknown agent `{a}`"));
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 use clap::Args;
 use miette::Result;
 
-use super::common::{check_agent_override, Global};
+use super::common::{check_agent_override, preflight, Global};
 use crate::engine::BuildOptions;
 use crate::inspect;
 
@@ -21,7 +21,9 @@ pub struct ExplainArgs {
 
 /// Says why each task would run (every reason) or that it is up to date.
 pub fn run(global: &Global, args: &ExplainArgs) -> Result<i32> {
-    let plan = global.plan()?;
+    let source = global.plan_source()?;
+    let plan = source.load()?;
+    preflight(&plan, &source)?;
     let opts = BuildOptions {
         agent_override: args.agent.clone(),
         ..BuildOptions::default()

@@ -26,11 +26,24 @@ use common::Global;
 #[command(name = "orch", version, about = "A make-like runner that orchestrates AI agents", long_about = None)]
 pub struct Cli {
     /// Change to DIR before doing anything.
-    #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
+    #[arg(
+        short = 'C',
+        long = "directory",
+        global = true,
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
     pub directory: Option<PathBuf>,
-    /// Use this plan instead of searching for Orchfile.toml upward (then
-    /// .orchestrator/master_plan.md here); a `.md` file is read as a master plan.
-    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    /// The plan file, instead of Orchfile.toml searched upward (then
+    /// .orchestrator/master_plan.md here); a `.md` file is a master plan. For `orch init`,
+    /// the file to write.
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     pub file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,

@@ -35,7 +35,7 @@ pub struct PlanArgs {
     #[arg(long = "agent-result", value_name = "SPEC", default_value = "stdout")]
     pub agent_result: String,
     /// How many times to ask when the plan is not valid (the problems go back to the agent).
-    #[arg(long = "attempts", default_value_t = 3)]
+    #[arg(long = "attempts", default_value_t = 3, value_parser = crate::plan::limits::attempts_arg)]
     pub attempts: u32,
     /// Also write the plan as Orchfile.toml (which `orch build` then reads instead).
     #[arg(long = "toml")]
@@ -45,7 +45,7 @@ pub struct PlanArgs {
     pub force: bool,
     /// Longest one planning call may take (unless the agent sets its own timeout).
     #[arg(long = "timeout", value_name = "DURATION", default_value = "10m",
-          value_parser = crate::duration::parse_duration)]
+          value_parser = crate::plan::limits::timeout_arg)]
     pub timeout: Duration,
 }
 

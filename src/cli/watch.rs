@@ -8,7 +8,7 @@ use clap::Args;
 use miette::{miette, Result};
 
 use super::build::RunArgs;
-use super::common::{check_agent_override, reporter_for, Global};
+use super::common::{check_agent_override, preflight, reporter_for, Global, PlanSource};
 use super::signals;
 use crate::plan::{orchfile, Plan};
 use crate::watch::{self as engine, OnChange, WatchOptions};
@@ -84,6 +84,7 @@ pub fn run(global: &Global, args: &WatchArgs) -> Result<i32> {
     let load = || -> Result<Plan> {
         let plan = crate::state::plan_cache::load(&path)?;
         check_agent_override(&plan, &opts.build)?;
+        preflight(&plan, &PlanSource::Orchfile(path.clone()))?;
         Ok(plan)
     };
     let (json, quiet) = (args.run.json, args.run.quiet);

@@ -31,5 +31,5 @@ pub mod up_to_date;
 pub use build::{run_build, LEAK_ON_RETURN};
 pub use context::BuildContext;
 pub use explain::FingerprintParts;
-pub use options::{wanted_tasks, BuildOptions, BuildOutcome};
+pub use options::{task_index, wanted_tasks, BuildOptions, BuildOutcome};
 pub use readonly::{read_only_context, ReadOnlyState};

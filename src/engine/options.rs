@@ -103,17 +103,26 @@ pub(super) fn wanted_of(plan: &Plan, graph: &TaskGraph, targets: &[usize]) -> Ve
 
 /// The tasks named on the command line, or an error naming the one that does not exist.
 pub(super) fn target_indexes(plan: &Plan, targets: &[String]) -> Result<Vec<usize>> {
-    targets
-        .iter()
-        .map(|t| {
-            plan.index.get(t).copied().ok_or_else(|| {
-                let known: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).take(20).collect();
-                miette!(
-                    help = format!("tasks: {}", known.join(", ")),
-                    "no task named `{t}` in {}",
-                    plan.source_path.display()
-                )
-            })
-        })
-        .collect()
+    targets.iter().map(|t| task_index(plan, t)).collect()
+}
+
+/// The index of the task named `id` on the command line, or an error naming it, with the
+/// nearest id (or some of them) as help.
+pub fn task_index(plan: &Plan, id: &str) -> Result<usize> {
+    plan.index.get(id).copied().ok_or_else(|| {
+        let ids = plan.tasks.iter().map(|t| t.id.as_str());
+        let help = match crate::plan::checks::closest(id, ids.clone()) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None => {
+                let known: Vec<&str> = ids.take(20).collect();
+                let more = if plan.tasks.len() > 20 { ", ..." } else { "" };
+                format!("tasks: {}{more}", known.join(", "))
+            }
+        };
+        miette!(
+            help = help,
+            "no task named `{id}` in {}",
+            plan.source_path.display()
+        )
+    })
 }

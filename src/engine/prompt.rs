@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::plan::placeholder::{self, Name, Segment};
 use crate::plan::Task;
 
 /// What the prompt renderer needs to know about one dep.
@@ -29,8 +30,11 @@ impl DepResult<'_> {
     }
 }
 
-/// Fills `{{ deps.<id>.result }}`, `{{ inputs }}` and `{{ outputs }}`; returns the text and the
-/// deps it referenced. Unknown placeholders are left as written.
+/// Fills the placeholders (`crate::plan::placeholder`'s grammar, the one validation
+/// checked); returns the text and the deps it referenced. A list (`{{ inputs }}`,
+/// `{{ outputs }}`) alone on its line becomes bullets, inside a sentence a comma list. A
+/// placeholder that names nothing this task has (validation refuses those) is left as
+/// written.
 pub(crate) fn fill_placeholders(
     prompt: &str,
     inputs: &[String],
@@ -39,50 +43,61 @@ pub(crate) fn fill_placeholders(
 ) -> (String, Vec<String>) {
     let mut out = String::with_capacity(prompt.len());
     let mut used = Vec::new();
-    let mut rest = prompt;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            rest = "";
-            break;
+    let (segments, _) = placeholder::parse(prompt);
+    for segment in segments {
+        let (key, span) = match segment {
+            Segment::Text(t) => {
+                out.push_str(t);
+                continue;
+            }
+            Segment::Placeholder { key, span } => (key, span),
         };
-        let key = after[..end].trim();
-        let replacement = if key == "inputs" {
-            Some(list(inputs))
-        } else if key == "outputs" {
-            Some(list(&task.outputs))
-        } else if let Some(id) = key
-            .strip_prefix("deps.")
-            .and_then(|k| k.strip_suffix(".result"))
-        {
-            deps.iter().find(|d| d.id == id).map(|d| {
+        let list = |items: &[String]| {
+            if placeholder::stands_alone(prompt, &span) {
+                let line_start = prompt[..span.start].rfind('\n').map_or(0, |n| n + 1);
+                bullets(items, &prompt[line_start..span.start])
+            } else {
+                inline(items)
+            }
+        };
+        match Name::of(key) {
+            Some(Name::Inputs) => out.push_str(&list(inputs)),
+            Some(Name::Outputs) => out.push_str(&list(&task.outputs)),
+            Some(Name::Literal(text)) => out.push_str(text),
+            Some(Name::DepResult(id)) if deps.iter().any(|d| d.id == id) => {
+                let d = deps.iter().find(|d| d.id == id).expect("found above");
                 used.push(id.to_string());
-                d.inline_or_path()
-            })
-        } else {
-            None
-        };
-        match replacement {
-            Some(r) => out.push_str(&r),
-            None => out.push_str(&rest[start..start + 2 + end + 2]),
+                out.push_str(&d.inline_or_path());
+            }
+            _ => out.push_str(&prompt[span]),
         }
-        rest = &after[end + 2..];
     }
-    out.push_str(rest);
     (out, used)
 }
 
-fn list(items: &[String]) -> String {
+/// A list alone on its line: one bullet a line, each indented as the placeholder was.
+fn bullets(items: &[String], indent: &str) -> String {
+    if items.is_empty() {
+        return "(none)".to_string();
+    }
+    let mut s = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            s.push('\n');
+            s.push_str(indent);
+        }
+        s.push_str("- ");
+        s.push_str(item);
+    }
+    s
+}
+
+/// A list inside a sentence: `a.rs, b.rs`.
+fn inline(items: &[String]) -> String {
     if items.is_empty() {
         "(none)".to_string()
     } else {
-        items
-            .iter()
-            .map(|i| format!("- {i}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        items.join(", ")
     }
 }
 
@@ -177,7 +192,7 @@ mod tests {
             &["a.rs".into()],
             &deps,
         );
-        assert!(file.contains("Merge style ok into - report.md. {{ unknown }}"));
+        assert!(file.contains("Merge style ok into report.md. {{ unknown }}"));
         assert!(file.contains("### T-03"), "unreferenced dep is appended");
         assert!(!file.contains("### T-02"), "referenced dep is not repeated");
         assert!(file.contains("read it from `.orchestrator/results/T-03.md`"));
@@ -187,5 +202,20 @@ mod tests {
     fn unterminated_braces_are_kept() {
         let (s, _) = fill_placeholders("a {{ b", &[], &task(), &[]);
         assert_eq!(s, "a {{ b");
+    }
+
+    #[test]
+    fn a_list_in_a_sentence_is_a_comma_list_and_alone_it_is_bullets() {
+        let inputs = ["a.rs".to_string(), "b.rs".to_string()];
+        let (s, _) = fill_placeholders(
+            "Read {{ inputs }} and write {{ outputs }}.\nFiles:\n  {{ inputs }}\n{{ '{{' }}",
+            &inputs,
+            &task(),
+            &[],
+        );
+        assert_eq!(
+            s,
+            "Read a.rs, b.rs and write report.md.\nFiles:\n  - a.rs\n  - b.rs\n{{"
+        );
     }
 }

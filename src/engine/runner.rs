@@ -351,13 +351,16 @@ impl BuildContext<'_> {
                     &out.stderr
                 })
                 .into_owned();
+                let detail = self.redactor.redact(&detail);
+                let detail = agent::tail(&detail, 300);
+                let said = if detail.trim().is_empty() {
+                    " and printed nothing".to_string()
+                } else {
+                    format!(": {detail}")
+                };
                 return Err(Failure::new(
                     FailureKind::Verify,
-                    format!(
-                        "verify `{v}` failed ({}): {}",
-                        out.exit,
-                        agent::tail(&self.redactor.redact(&detail), 300)
-                    ),
+                    format!("verify `{v}` failed ({}){said}", out.exit),
                 ));
             }
         }

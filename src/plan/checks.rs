@@ -27,6 +27,9 @@ pub fn parse_result_spec(s: &str) -> Result<ResultSpec, String> {
     }
 }
 
+/// What a task id may hold, for messages.
+pub const TASK_ID_RULE: &str = "ASCII letters, digits, `-`, `_` and `.`";
+
 /// Task ids name files and table cells, so they stay plain.
 pub fn valid_task_id(id: &str) -> bool {
     !id.is_empty()

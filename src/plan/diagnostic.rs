@@ -11,6 +11,8 @@ use miette::{Diagnostic, LabeledSpan, NamedSource};
 pub struct PlanError {
     pub message: String,
     pub code: &'static str,
+    /// An error, or a warning (which does not stop a build unless `settings.strict`).
+    pub severity: miette::Severity,
     pub src: NamedSource<Arc<String>>,
     pub labels: Vec<LabeledSpan>,
     pub help: Option<String>,
@@ -19,6 +21,9 @@ pub struct PlanError {
 }
 
 impl Diagnostic for PlanError {
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(self.severity)
+    }
     fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
         Some(Box::new(self.code))
     }
@@ -77,6 +82,7 @@ impl SourceFile {
         PlanError {
             message: message.into(),
             code,
+            severity: miette::Severity::Error,
             src: NamedSource::new(self.name.clone(), self.text.clone()),
             labels,
             help: None,
@@ -86,6 +92,16 @@ impl SourceFile {
 }
 
 impl PlanError {
+    /// The same problem as a warning.
+    pub fn warning(mut self) -> Self {
+        self.severity = miette::Severity::Warning;
+        self
+    }
+
+    pub fn is_warning(&self) -> bool {
+        self.severity == miette::Severity::Warning
+    }
+
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
@@ -117,6 +133,41 @@ impl PlanError {
             out.extend(r.messages());
         }
         out
+    }
+}
+
+/// Where a plan's tasks are written, found again for messages about problems found after
+/// parsing (a cached plan keeps no spans): by task id, the task itself, each input and the
+/// prompt file.
+pub struct PlanSpans {
+    pub src: SourceFile,
+    pub tasks: std::collections::HashMap<String, TaskSpans>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct TaskSpans {
+    pub task: Option<Range<usize>>,
+    /// One per input, in order (several may share the span of one field).
+    pub inputs: Vec<Range<usize>>,
+    pub prompt_file: Option<Range<usize>>,
+}
+
+impl PlanSpans {
+    /// An error about task `id` pointing where `at` says in its spans (or at the task, or at
+    /// nothing when neither is known).
+    pub fn error(
+        &self,
+        code: &'static str,
+        message: impl Into<String>,
+        id: &str,
+        at: impl Fn(&TaskSpans) -> Option<Range<usize>>,
+        label: impl Into<String>,
+    ) -> PlanError {
+        let span = self
+            .tasks
+            .get(id)
+            .and_then(|t| at(t).or_else(|| t.task.clone()));
+        self.src.error(code, message, span, label)
     }
 }
 

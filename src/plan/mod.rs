@@ -9,8 +9,10 @@
 
 pub mod checks;
 pub mod diagnostic;
+pub mod limits;
 mod model;
 pub mod orchfile;
+pub mod placeholder;
 
 pub use crate::agent::spec::{AgentKind, AgentSpec, PromptVia, ResultSpec, SIM_AGENT};
 pub use diagnostic::PlanError;

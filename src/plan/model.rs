@@ -46,6 +46,8 @@ pub struct Settings {
     pub retry_backoff_max: Duration,
     /// Dep results up to this size are inlined into a dependent's prompt; larger ones by path.
     pub inline_result_limit: usize,
+    /// The plan's warnings (a glob that matches nothing) are errors.
+    pub strict: bool,
 }
 
 impl Default for Settings {
@@ -59,6 +61,7 @@ impl Default for Settings {
             retry_backoff: Duration::from_secs(2),
             retry_backoff_max: Duration::from_secs(120),
             inline_result_limit: 64 * 1024,
+            strict: false,
         }
     }
 }

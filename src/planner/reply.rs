@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::duration::parse_duration;
 use crate::graph::TaskGraph;
-use crate::plan::checks::{check_inside_root, valid_task_id};
+use crate::plan::checks::{check_inside_root, valid_task_id, TASK_ID_RULE};
+use crate::plan::placeholder;
 use crate::plan::{AgentSpec, Priority};
 
 /// One task as the planner proposed it, after tolerant reading.
@@ -239,10 +240,7 @@ pub fn validate(tasks: &[PlannedTask], agents: &IndexMap<String, AgentSpec>) -> 
     let mut index: IndexMap<&str, usize> = IndexMap::new();
     for (i, t) in tasks.iter().enumerate() {
         if !valid_task_id(&t.id) {
-            problems.push(format!(
-                "task id `{}` may only use letters, digits, `-`, `_` and `.`",
-                t.id
-            ));
+            problems.push(format!("task id `{}` may only use {TASK_ID_RULE}", t.id));
         }
         if index.insert(t.id.as_str(), i).is_some() {
             problems.push(format!(
@@ -260,6 +258,17 @@ pub fn validate(tasks: &[PlannedTask], agents: &IndexMap<String, AgentSpec>) -> 
                 problems.push(format!("{who} has both a `prompt` and a `run`; give one"))
             }
             _ => {}
+        }
+        match &t.prompt {
+            Some(p) if p.trim().is_empty() => problems.push(format!("{who} has an empty `prompt`")),
+            Some(p) => {
+                let deps: Vec<&str> = t.deps.iter().map(String::as_str).collect();
+                for pr in placeholder::check(p, &t.id, &deps, &index) {
+                    let help = pr.help.map(|h| format!(" ({h})")).unwrap_or_default();
+                    problems.push(format!("{who}: {}{help}", pr.message));
+                }
+            }
+            None => {}
         }
         if t.outputs.is_empty() && t.verify.is_none() {
             problems.push(format!(

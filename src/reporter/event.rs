@@ -127,7 +127,7 @@ impl Summary {
             parts.push(format!("{} not started", self.not_started));
         }
         if self.retries > 0 {
-            parts.push(format!("{} retries", self.retries));
+            parts.push(plural(self.retries as u64, "retry", "retries"));
         }
         if self.cost_usd > 0.0 {
             parts.push(format!("${:.4}", self.cost_usd));
@@ -158,4 +158,9 @@ impl Reporter for Fanout {
             r.report(event);
         }
     }
+}
+
+/// `1 retry`, `2 retries`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -78,7 +78,10 @@ impl PlainReporter {
             } => {
                 let mut extra = String::new();
                 if *retries > 0 {
-                    extra.push_str(&format!(", {retries} retries"));
+                    extra.push_str(&format!(
+                        ", {}",
+                        super::event::plural(u64::from(*retries), "retry", "retries")
+                    ));
                 }
                 if let Some(c) = usage.cost_usd {
                     extra.push_str(&format!(", ${c:.4}"));

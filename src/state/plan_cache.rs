@@ -18,7 +18,7 @@ use crate::plan::{
     Plan, Priority, PromptVia, ResultSpec, Settings, Task,
 };
 
-const MAGIC: &[u8; 8] = b"ORCHPC02";
+const MAGIC: &[u8; 8] = b"ORCHPC03";
 
 pub struct PlanCache {
     file: PathBuf,
@@ -113,6 +113,7 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
     duration(&mut e, s.retry_backoff);
     duration(&mut e, s.retry_backoff_max);
     e.usize(s.inline_result_limit);
+    e.bool(s.strict);
     e.usize(plan.agents.len());
     for (name, a) in &plan.agents {
         e.str(name);
@@ -216,6 +217,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
         retry_backoff: read_duration(d)?,
         retry_backoff_max: read_duration(d)?,
         inline_result_limit: d.u64()? as usize,
+        strict: d.bool()?,
     };
     let n = d.count()?;
     let mut agents = IndexMap::with_capacity(n);

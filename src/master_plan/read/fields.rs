@@ -10,10 +10,11 @@ use crate::duration::parse_duration;
 use crate::master_plan::details::SHELL;
 use crate::master_plan::table::cell;
 use crate::plan::checks::{check_inside_root, closest};
+use crate::plan::limits;
 use crate::plan::{Action, AgentSpec, Priority, Task};
 
 /// The canonical name of a details field, or `None` when orch does not know it.
-fn field_key(name: &str) -> Option<&'static str> {
+pub(super) fn field_key(name: &str) -> Option<&'static str> {
     Some(match name.to_ascii_lowercase().as_str() {
         "agent" => "agent",
         "input" | "inputs" => "inputs",
@@ -61,14 +62,15 @@ pub(super) fn is_agent_id(s: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// Fills a task from its details block (if any) and the agent named in its table row.
+/// Fills a task from its details block (if any) and the agent named in its table row;
+/// returns where its prompt is written, if it has one of its own.
 pub(super) fn apply_details(
     r: &mut Reader,
     task: &mut Task,
     details: Option<Details>,
     table_agent: Option<(String, Range<usize>)>,
     agents: &indexmap::IndexMap<String, AgentSpec>,
-) {
+) -> Option<Range<usize>> {
     let text = r.text;
     let mut agent_name = table_agent.clone();
     let mut prompt: Option<(String, Range<usize>)> = None;
@@ -77,7 +79,7 @@ pub(super) fn apply_details(
     let Some(d) = details else {
         task.action = Action::Prompt(task.title.clone());
         finish_agent(r, task, agent_name, agents);
-        return;
+        return None;
     };
     if let Some(title) = &d.title {
         if title != &task.title && title != &cell(&task.title) {
@@ -158,18 +160,31 @@ pub(super) fn apply_details(
             "inputs" => task.inputs = f.list(),
             "outputs" => task.outputs = f.list(),
             "locks" => task.locks = f.list(),
-            "estimate" | "timeout" => match parse_duration(&value) {
-                Ok(v) if key == "estimate" => task.estimate = Some(v),
-                Ok(v) => task.timeout = Some(v),
-                Err(e) => r.err(
-                    "orch::bad_duration",
-                    format!("invalid {}: {e}", f.name),
-                    f.span.clone(),
-                    "not a duration",
-                ),
-            },
-            "retries" => match value.trim().parse::<u32>() {
-                Ok(n) => task.retries = Some(n),
+            "estimate" | "timeout" => {
+                let limit = if key == "estimate" {
+                    limits::ESTIMATE
+                } else {
+                    limits::TIMEOUT
+                };
+                match parse_duration(&value).map(|d| limit.check(d)) {
+                    Ok(Ok(v)) if key == "estimate" => task.estimate = Some(v),
+                    Ok(Ok(v)) => task.timeout = Some(v),
+                    Ok(Err(e)) => r.err("orch::bad_value", e, f.span.clone(), "out of range"),
+                    Err(e) => r.err(
+                        "orch::bad_duration",
+                        format!("invalid {}: {e}", f.name),
+                        f.span.clone(),
+                        "not a duration",
+                    ),
+                }
+            }
+            "retries" => match value
+                .trim()
+                .parse::<i64>()
+                .map(|n| limits::RETRIES.check(n))
+            {
+                Ok(Ok(n)) => task.retries = Some(n as u32),
+                Ok(Err(e)) => r.err("orch::bad_value", e, f.span.clone(), "out of range"),
                 Err(_) => r.err(
                     "orch::bad_value",
                     format!("retries must be a whole number, not `{value}`"),
@@ -307,6 +322,7 @@ pub(super) fn apply_details(
         );
     }
     let shell_named = agent_name.as_ref().is_some_and(|(n, _)| n == SHELL);
+    let prompt_span = prompt.as_ref().map(|(_, s)| s.clone());
     let set: Vec<&Range<usize>> = [&prompt, &run, &prompt_file]
         .iter()
         .filter_map(|o| o.as_ref().map(|(_, s)| s))
@@ -339,7 +355,15 @@ pub(super) fn apply_details(
             );
         }
         Action::PromptFile(PathBuf::from(f))
-    } else if let Some((p, _)) = prompt {
+    } else if let Some((p, span)) = prompt {
+        if p.trim().is_empty() {
+            r.err(
+                "orch::empty_value",
+                format!("the prompt of task `{}` is empty", task.id),
+                span,
+                "empty",
+            );
+        }
         Action::Prompt(p)
     } else if shell_named {
         r.err_help(
@@ -356,6 +380,7 @@ pub(super) fn apply_details(
     };
     check_paths(r, task, &d.fields);
     finish_agent(r, task, agent_name, agents);
+    prompt_span
 }
 
 /// A prompt written as a quote under its field (`  > line`, the form of older master plans)

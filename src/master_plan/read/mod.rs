@@ -22,7 +22,7 @@ mod walk;
 
 use std::path::{Path, PathBuf};
 
-use crate::plan::diagnostic::{PlanError, SourceFile};
+use crate::plan::diagnostic::{PlanError, PlanSpans, SourceFile, TaskSpans};
 use crate::plan::Plan;
 use tasks::build;
 use walk::Reader;
@@ -79,6 +79,46 @@ pub fn parse(
         Some(e) => Err(Box::new(e)),
         None => Ok(plan),
     }
+}
+
+/// Where each task of master_plan.md `text` is written (see [`PlanSpans`]): its row's id
+/// cell (or its details heading), its Input code spans and its Prompt file.
+pub fn spans(path: &Path, text: &str) -> PlanSpans {
+    let src = SourceFile::new(path.display().to_string(), text);
+    let mut r = Reader {
+        text,
+        src: &src,
+        errors: Vec::new(),
+    };
+    let doc = r.read();
+    let mut tasks: std::collections::HashMap<String, TaskSpans> = Default::default();
+    let id_col = doc.header.as_ref().and_then(|h| {
+        h.iter()
+            .position(|c| c.text.eq_ignore_ascii_case("task id"))
+    });
+    for (cells, _) in &doc.rows {
+        if let Some(cell) = id_col.and_then(|i| cells.get(i)) {
+            tasks
+                .entry(cell.text.trim_matches('`').to_string())
+                .or_default()
+                .task = Some(cell.span.clone());
+        }
+    }
+    for d in &doc.details {
+        let t = tasks.entry(d.id.clone()).or_default();
+        t.task.get_or_insert(d.span.clone());
+        for f in &d.fields {
+            match fields::field_key(&f.name) {
+                Some("inputs") if f.codes.is_empty() => {
+                    t.inputs = f.list().iter().map(|_| f.span.clone()).collect()
+                }
+                Some("inputs") => t.inputs = f.codes.iter().map(|(_, r)| r.clone()).collect(),
+                Some("prompt_file") => t.prompt_file = Some(f.span.clone()),
+                _ => {}
+            }
+        }
+    }
+    PlanSpans { src, tasks }
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use super::fields::{apply_details, is_agent_id, parse_priority};
 use super::walk::{split_list, trimmed, Cell, Details, Doc, Reader};
 use crate::agent::presets;
 use crate::master_plan::table::TABLE_HEADER;
-use crate::plan::checks::{closest, valid_task_id};
+use crate::plan::checks::{closest, valid_task_id, TASK_ID_RULE};
 use crate::plan::diagnostic::cycle_error;
+use crate::plan::placeholder;
 use crate::plan::{Action, Plan, Priority, Settings, Task};
 use crate::state::Status;
 
@@ -122,7 +123,7 @@ pub(super) fn build(
         if !valid_task_id(&id_text) {
             r.err(
                 "orch::bad_task_id",
-                format!("task id `{id_text}` may only use letters, digits, `-`, `_` and `.`"),
+                format!("task id `{id_text}` may only use {TASK_ID_RULE}"),
                 id.span.clone(),
                 "here",
             );
@@ -234,9 +235,10 @@ pub(super) fn build(
         }
     }
 
+    let mut prompt_spans = Vec::with_capacity(tasks.len());
     for (t, task) in tasks.iter_mut().enumerate() {
         let d = details[t].take();
-        apply_details(r, task, d, table_agents[t].take(), &agents);
+        prompt_spans.push(apply_details(r, task, d, table_agents[t].take(), &agents));
     }
 
     // Deps: known, not self, not twice; then no cycle.
@@ -262,7 +264,8 @@ pub(super) fn build(
                     Some(span.clone()),
                     "no task has this id",
                 );
-                if let Some(c) = closest(&d, ids.keys().map(String::as_str)) {
+                let others = ids.keys().map(String::as_str).filter(|&k| k != task.id);
+                if let Some(c) = closest(&d, others) {
                     e = e.with_help(format!("did you mean `{c}`?"));
                 }
                 r.errors.push(e);
@@ -278,6 +281,10 @@ pub(super) fn build(
             }
         }
         task.deps = kept;
+    }
+    for (t, task) in tasks.iter().enumerate() {
+        let span = prompt_spans[t].clone().unwrap_or(rows[t].id.span.clone());
+        check_placeholders(r, task, span, &ids);
     }
     if r.errors.is_empty() {
         let deps: Vec<Vec<usize>> = tasks
@@ -295,5 +302,36 @@ pub(super) fn build(
         tasks,
         index,
         ..empty
+    }
+}
+
+/// Every placeholder of a prompt must name something its task has; each problem points at
+/// the placeholder where the prompt is written (`span`), or at `span` when it cannot be
+/// found there as it reads.
+fn check_placeholders(
+    r: &mut Reader,
+    task: &Task,
+    span: Range<usize>,
+    ids: &HashMap<String, usize>,
+) {
+    let Action::Prompt(text) = &task.action else {
+        return;
+    };
+    if !text.contains("{{") {
+        return;
+    }
+    let deps: Vec<&str> = task.deps.iter().map(String::as_str).collect();
+    let problems = placeholder::check(text, &task.id, &deps, ids);
+    let written = r.text.get(span.clone()).unwrap_or("");
+    let found = placeholder::locate_in(written, text, &problems);
+    for (p, at) in problems.into_iter().zip(found) {
+        let at = at.map_or(span.clone(), |a| span.start + a.start..span.start + a.end);
+        let mut e = r
+            .src
+            .error("orch::placeholder", p.message, Some(at), p.label);
+        if let Some(h) = p.help {
+            e = e.with_help(h);
+        }
+        r.errors.push(e);
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use raw::RawOrchfile;
 use validate::Validator;
 
-use super::diagnostic::{PlanError, SourceFile};
+use super::diagnostic::{PlanError, PlanSpans, SourceFile, TaskSpans};
 use super::Plan;
 
 pub const ORCHFILE_NAME: &str = "Orchfile.toml";
@@ -38,10 +38,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
                 Some("a task id (and any key) may appear only once".to_string()),
             )
         } else if message.contains("unknown field") {
-            (
-                "orch::unknown_field",
-                Some("see Orchfile.toml.example for every field".to_string()),
-            )
+            ("orch::unknown_field", Some(unknown_field_help(&message)))
         } else {
             ("orch::toml", None)
         };
@@ -67,6 +64,41 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
     }
     .validate(raw, root, path.to_path_buf())
     .map_err(Box::new)
+}
+
+/// Where each task of the Orchfile `text` is written (see [`PlanSpans`]); `None` when it no
+/// longer parses.
+pub fn spans(path: &Path, text: &str) -> Option<PlanSpans> {
+    let raw: RawOrchfile = toml::from_str(text).ok()?;
+    let tasks = raw
+        .tasks
+        .iter()
+        .map(|(id, t)| {
+            let r = t.get_ref();
+            let spans = TaskSpans {
+                task: Some(t.span()),
+                inputs: r.inputs.iter().map(|i| i.span()).collect(),
+                prompt_file: r.prompt_file.as_ref().map(|p| p.span()),
+            };
+            (id.clone(), spans)
+        })
+        .collect();
+    Some(PlanSpans {
+        src: SourceFile::new(path.display().to_string(), text),
+        tasks,
+    })
+}
+
+/// The did-you-mean for serde's "unknown field `ouputs`, expected one of `title`, ...".
+fn unknown_field_help(message: &str) -> String {
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    match quoted.split_first() {
+        Some((unknown, known)) => match super::checks::closest(unknown, known.iter().copied()) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None => "see Orchfile.toml.example for every field".into(),
+        },
+        None => "see Orchfile.toml.example for every field".into(),
+    }
 }
 
 /// The Orchfile's text, or an error naming the file.

@@ -27,10 +27,13 @@ pub(super) struct RawSettings {
     pub(super) kill_grace: Option<Spanned<toml::Value>>,
     pub(super) retry_backoff: Option<Spanned<toml::Value>>,
     pub(super) retry_backoff_max: Option<Spanned<toml::Value>>,
-    pub(super) inline_result_limit: Option<usize>,
+    pub(super) inline_result_limit: Option<Spanned<i64>>,
     /// Lets inputs/outputs name paths outside the project root.
     #[serde(default)]
     pub(super) allow_outside_root: bool,
+    /// Turns the plan's warnings (a glob that matches nothing) into errors.
+    #[serde(default)]
+    pub(super) strict: bool,
 }
 
 #[derive(Deserialize)]
@@ -42,7 +45,7 @@ pub(super) struct RawAgent {
     pub(super) result: Option<Spanned<String>>,
     pub(super) max_parallel: Option<Spanned<i64>>,
     pub(super) timeout: Option<Spanned<toml::Value>>,
-    pub(super) retries: Option<u32>,
+    pub(super) retries: Option<Spanned<i64>>,
     pub(super) retry_on: Option<Vec<String>>,
     pub(super) env: Option<IndexMap<String, String>>,
 }
@@ -50,7 +53,7 @@ pub(super) struct RawAgent {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTask {
-    pub(super) title: Option<String>,
+    pub(super) title: Option<Spanned<String>>,
     pub(super) prompt: Option<Spanned<String>>,
     pub(super) prompt_file: Option<Spanned<String>>,
     pub(super) run: Option<Spanned<String>>,
@@ -62,11 +65,11 @@ pub(super) struct RawTask {
     #[serde(default)]
     pub(super) deps: Vec<Spanned<String>>,
     pub(super) priority: Option<Spanned<toml::Value>>,
-    pub(super) retries: Option<u32>,
+    pub(super) retries: Option<Spanned<i64>>,
     pub(super) timeout: Option<Spanned<toml::Value>>,
     #[serde(default)]
-    pub(super) locks: Vec<String>,
-    pub(super) verify: Option<String>,
+    pub(super) locks: Vec<Spanned<String>>,
+    pub(super) verify: Option<Spanned<String>>,
     pub(super) estimate: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub(super) env: IndexMap<String, String>,

@@ -12,8 +12,12 @@ use toml::Spanned;
 use super::raw::{RawAgent, RawAggregate, RawOrchfile, RawTask};
 use crate::agent::presets;
 use crate::duration::{from_seconds, parse_duration};
-use crate::plan::checks::{check_inside_root, closest, parse_result_spec, valid_task_id};
+use crate::plan::checks::{
+    check_inside_root, closest, parse_result_spec, valid_task_id, TASK_ID_RULE,
+};
 use crate::plan::diagnostic::{cycle_error, PlanError, SourceFile};
+use crate::plan::limits::{self, Count, Span};
+use crate::plan::placeholder;
 use crate::plan::{
     Action, AgentSpec, AggregateSpec, AggregateStrategy, OnMissing, Plan, Priority, PromptVia,
     ResultSpec, Settings, Task,
@@ -32,16 +36,22 @@ impl Validator<'_> {
             .push(self.src.error(code, msg, Some(span), label));
     }
 
-    fn duration(&mut self, v: &Option<Spanned<toml::Value>>, field: &str) -> Option<Duration> {
+    /// A duration field, in its range.
+    fn duration(&mut self, v: &Option<Spanned<toml::Value>>, limit: Span) -> Option<Duration> {
         let v = v.as_ref()?;
+        let field = limit.name;
         let parsed = match v.get_ref() {
             toml::Value::String(s) => parse_duration(s),
             toml::Value::Integer(i) if *i >= 0 => from_seconds(*i as f64, &i.to_string()),
             toml::Value::Float(f) if *f >= 0.0 => from_seconds(*f, &f.to_string()),
             other => Err(format!("expected a duration like \"90s\", found {other}")),
         };
-        match parsed {
-            Ok(d) => Some(d),
+        match parsed.map(|d| (d, limit.check(d))) {
+            Ok((_, Ok(d))) => Some(d),
+            Ok((_, Err(e))) => {
+                self.err("orch::bad_value", e, v.span(), "out of range");
+                None
+            }
             Err(e) => {
                 self.err(
                     "orch::bad_duration",
@@ -52,6 +62,32 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// A whole-number field, in its range.
+    fn count(&mut self, v: &Option<Spanned<i64>>, limit: Count) -> Option<u64> {
+        let v = v.as_ref()?;
+        match limit.check(*v.get_ref()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.err("orch::bad_value", e, v.span(), "out of range");
+                None
+            }
+        }
+    }
+
+    /// A text field that must say something: `prompt = ""` is a mistake, not a prompt.
+    fn not_blank(&mut self, v: &Spanned<String>, what: &str, id: &str) -> bool {
+        if v.get_ref().trim().is_empty() {
+            self.err(
+                "orch::empty_value",
+                format!("{what} of task `{id}` is empty"),
+                v.span(),
+                "empty",
+            );
+            return false;
+        }
+        true
     }
 
     fn relative_path(&mut self, p: &Spanned<String>, what: &str, allow_outside: bool) {
@@ -89,32 +125,42 @@ impl Validator<'_> {
             self.relative_path(dir, "state_dir", allow_outside);
             settings.state_dir = PathBuf::from(dir.get_ref());
         }
-        if let Some(j) = &raw_settings.jobs {
-            if *j.get_ref() < 1 {
-                self.err(
-                    "orch::bad_value",
-                    "jobs must be at least 1".into(),
-                    j.span(),
-                    "here",
-                );
-            } else {
-                settings.jobs = Some(*j.get_ref() as usize);
-            }
+        if let Some(j) = self.count(&raw_settings.jobs, limits::JOBS) {
+            settings.jobs = Some(j as usize);
         }
         if let Some(k) = raw_settings.keep_going {
             settings.keep_going = k;
         }
-        if let Some(d) = self.duration(&raw_settings.kill_grace, "kill_grace") {
+        settings.strict = raw_settings.strict;
+        if let Some(d) = self.duration(&raw_settings.kill_grace, limits::KILL_GRACE) {
             settings.kill_grace = d;
         }
-        if let Some(d) = self.duration(&raw_settings.retry_backoff, "retry_backoff") {
+        if let Some(d) = self.duration(&raw_settings.retry_backoff, limits::RETRY_BACKOFF) {
             settings.retry_backoff = d;
         }
-        if let Some(d) = self.duration(&raw_settings.retry_backoff_max, "retry_backoff_max") {
+        if let Some(d) = self.duration(&raw_settings.retry_backoff_max, limits::RETRY_BACKOFF_MAX) {
             settings.retry_backoff_max = d;
         }
-        if let Some(l) = raw_settings.inline_result_limit {
-            settings.inline_result_limit = l;
+        if let (Some(max), true) = (
+            &raw_settings.retry_backoff_max,
+            settings.retry_backoff > settings.retry_backoff_max,
+        ) {
+            self.err(
+                "orch::bad_value",
+                format!(
+                    "retry_backoff_max ({}) is less than retry_backoff ({})",
+                    crate::duration::format_exact(settings.retry_backoff_max),
+                    crate::duration::format_exact(settings.retry_backoff)
+                ),
+                max.span(),
+                "less than the first backoff",
+            );
+        }
+        if let Some(l) = self.count(
+            &raw_settings.inline_result_limit,
+            limits::INLINE_RESULT_LIMIT,
+        ) {
+            settings.inline_result_limit = l as usize;
         }
 
         let mut agents = presets::builtin_agents();
@@ -178,6 +224,13 @@ impl Validator<'_> {
 
     fn unknown_agent(&mut self, name: &Spanned<String>, agents: &IndexMap<String, AgentSpec>) {
         let known: Vec<&str> = agents.keys().map(String::as_str).collect();
+        let help = match closest(name.get_ref(), known.iter().copied()) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None => format!(
+                "known agents: {}; define others under [agents.NAME]",
+                known.join(", ")
+            ),
+        };
         self.errors.push(
             self.src
                 .error(
@@ -186,10 +239,7 @@ impl Validator<'_> {
                     Some(name.span()),
                     "no such agent",
                 )
-                .with_help(format!(
-                    "known agents: {}; define others under [agents.NAME]",
-                    known.join(", ")
-                )),
+                .with_help(help),
         );
     }
 
@@ -207,8 +257,14 @@ impl Validator<'_> {
             .unwrap_or(name);
         let mut spec = match presets::preset(base_name) {
             Some(p) => p,
+            // The agent is still defined (from a stand-in) after an error here, so that the
+            // tasks naming it do not add a second, misleading "unknown agent".
             None if r.preset.is_some() => {
                 let p = r.preset.as_ref().unwrap();
+                let help = match closest(p.get_ref(), presets::PRESET_NAMES.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => format!("presets: {}", presets::PRESET_NAMES.join(", ")),
+                };
                 self.errors.push(
                     self.src
                         .error(
@@ -217,9 +273,9 @@ impl Validator<'_> {
                             Some(p.span()),
                             "no such preset",
                         )
-                        .with_help(format!("presets: {}", presets::PRESET_NAMES.join(", "))),
+                        .with_help(help),
                 );
-                return None;
+                presets::preset("llm").expect("llm preset")
             }
             None => {
                 if r.command.is_none() {
@@ -235,7 +291,6 @@ impl Validator<'_> {
                                 "add command = [\"my-cli\", \"--flag\"] or preset = \"claude\"",
                             ),
                     );
-                    return None;
                 }
                 let mut p = presets::preset("llm").expect("llm preset");
                 p.retry_on.clear();
@@ -250,6 +305,13 @@ impl Validator<'_> {
                     "command must not be empty".into(),
                     c.span(),
                     "empty",
+                );
+            } else if c.get_ref()[0].trim().is_empty() {
+                self.err(
+                    "orch::bad_value",
+                    "the command's program (its first element) is empty".into(),
+                    c.span(),
+                    "empty program",
                 );
             }
             spec.command = c.get_ref().clone();
@@ -301,23 +363,14 @@ impl Validator<'_> {
                 Err(e) => self.err("orch::bad_value", e, v.span(), "here"),
             }
         }
-        if let Some(m) = &r.max_parallel {
-            if *m.get_ref() < 1 {
-                self.err(
-                    "orch::bad_value",
-                    "max_parallel must be at least 1".into(),
-                    m.span(),
-                    "here",
-                );
-            } else {
-                spec.max_parallel = Some(*m.get_ref() as usize);
-            }
+        if let Some(m) = self.count(&r.max_parallel, limits::MAX_PARALLEL) {
+            spec.max_parallel = Some(m as usize);
         }
-        if let Some(t) = self.duration(&r.timeout, "timeout") {
+        if let Some(t) = self.duration(&r.timeout, limits::TIMEOUT) {
             spec.timeout = Some(t);
         }
-        if let Some(n) = r.retries {
-            spec.retries = n;
+        if let Some(n) = self.count(&r.retries, limits::RETRIES) {
+            spec.retries = n as u32;
         }
         if let Some(p) = &r.retry_on {
             spec.retry_on = p.clone();
@@ -340,19 +393,27 @@ impl Validator<'_> {
         if !valid_task_id(id) {
             self.err(
                 "orch::bad_task_id",
-                format!("task id `{id}` may only use letters, digits, `-`, `_` and `.`"),
+                format!("task id `{id}` may only use {TASK_ID_RULE}"),
                 raw.span(),
                 "this task",
             );
         }
         let actions = [r.prompt.is_some(), r.prompt_file.is_some(), r.run.is_some()];
         let action = match (&r.prompt, &r.prompt_file, &r.run) {
-            (Some(p), None, None) => Action::Prompt(p.get_ref().clone()),
+            (Some(p), None, None) => {
+                self.not_blank(p, "the prompt", id);
+                Action::Prompt(p.get_ref().clone())
+            }
             (None, Some(f), None) => {
-                self.relative_path(f, "prompt_file", allow_outside);
+                if self.not_blank(f, "prompt_file", id) {
+                    self.relative_path(f, "prompt_file", allow_outside);
+                }
                 Action::PromptFile(PathBuf::from(f.get_ref()))
             }
-            (None, None, Some(c)) => Action::Shell(c.get_ref().clone()),
+            (None, None, Some(c)) => {
+                self.not_blank(c, "the run command", id);
+                Action::Shell(c.get_ref().clone())
+            }
             _ => {
                 let n = actions.iter().filter(|&&b| b).count();
                 let msg = if n == 0 {
@@ -398,7 +459,7 @@ impl Validator<'_> {
                     Some(d.span()),
                     "no task has this id",
                 );
-                if let Some(close) = closest(name, ids.keys().copied()) {
+                if let Some(close) = closest(name, ids.keys().copied().filter(|&k| k != id)) {
                     err = err.with_help(format!("did you mean `{close}`?"));
                 }
                 self.errors.push(err);
@@ -414,7 +475,13 @@ impl Validator<'_> {
                 spans.push(d.span());
             }
         }
+        if let Some(p) = &r.prompt {
+            self.placeholders(p, id, &deps, ids);
+        }
         for pattern in &r.inputs {
+            if !self.not_blank(pattern, "an input", id) {
+                continue;
+            }
             if let Err(e) = globset::Glob::new(pattern.get_ref()) {
                 self.err(
                     "orch::bad_glob",
@@ -426,6 +493,9 @@ impl Validator<'_> {
             self.relative_path(pattern, "input", allow_outside);
         }
         for out in &r.outputs {
+            if !self.not_blank(out, "an output", id) {
+                continue;
+            }
             self.relative_path(out, "output", allow_outside);
             let key = crate::plan::normalize(out.get_ref());
             match self.writers.get(&key) {
@@ -482,25 +552,69 @@ impl Validator<'_> {
                 }
             }
         };
-        let timeout = self.duration(&r.timeout, "timeout");
-        let estimate = self.duration(&r.estimate, "estimate");
+        for l in &r.locks {
+            self.not_blank(l, "a lock", id);
+        }
+        if let Some(v) = &r.verify {
+            self.not_blank(v, "the verify command", id);
+        }
+        if let Some(t) = &r.title {
+            self.not_blank(t, "the title", id);
+        }
+        let timeout = self.duration(&r.timeout, limits::TIMEOUT);
+        let estimate = self.duration(&r.estimate, limits::ESTIMATE);
+        let retries = self.count(&r.retries, limits::RETRIES).map(|n| n as u32);
         let task = Task {
             id: id.to_string(),
-            title: r.title.clone().unwrap_or_else(|| id.to_string()),
+            title: r
+                .title
+                .as_ref()
+                .map(|t| t.get_ref().clone())
+                .unwrap_or_else(|| id.to_string()),
             action,
             agent: r.agent.as_ref().map(|a| a.get_ref().clone()),
             inputs: r.inputs.iter().map(|s| s.get_ref().clone()).collect(),
             outputs: r.outputs.iter().map(|s| s.get_ref().clone()).collect(),
             deps,
             priority,
-            retries: r.retries,
+            retries,
             timeout,
-            locks: r.locks.clone(),
-            verify: r.verify.clone(),
+            locks: r.locks.iter().map(|l| l.get_ref().clone()).collect(),
+            verify: r.verify.as_ref().map(|v| v.get_ref().clone()),
             estimate,
             env: r.env.clone(),
         };
         (task, spans)
+    }
+
+    /// Every placeholder of an inline prompt must name something the task has; each problem
+    /// points at the placeholder as written in the Orchfile.
+    fn placeholders(
+        &mut self,
+        prompt: &Spanned<String>,
+        id: &str,
+        deps: &[String],
+        ids: &HashMap<&str, usize>,
+    ) {
+        let text = prompt.get_ref();
+        if !text.contains("{{") {
+            return;
+        }
+        let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+        let problems = placeholder::check(text, id, &deps, ids);
+        let span = prompt.span();
+        let written = self.src.text.get(span.clone()).unwrap_or("");
+        let found = placeholder::locate_in(written, text, &problems);
+        for (p, at) in problems.into_iter().zip(found) {
+            let at = at.map_or(span.clone(), |r| span.start + r.start..span.start + r.end);
+            let mut e = self
+                .src
+                .error("orch::placeholder", p.message, Some(at), p.label);
+            if let Some(h) = p.help {
+                e = e.with_help(h);
+            }
+            self.errors.push(e);
+        }
     }
 
     fn aggregate(
