@@ -109,7 +109,7 @@ pub fn locate_plan(file: Option<&Path>) -> Result<PlanSource> {
 
 pub fn reporter_for(json: bool, quiet: bool) -> Box<dyn Reporter> {
     if json {
-        return Box::new(JsonReporter::new(std::io::stdout()));
+        return Box::new(JsonReporter::stdout());
     }
     let color = reporter::use_color();
     let tty =

@@ -89,10 +89,24 @@ pub fn main() -> i32 {
         );
     }
     let cli = Cli::parse();
+    // Commands that only print end as any Unix filter does when their reader goes away
+    // (`orch list | head`): by SIGPIPE, exit 141. Those that run processes keep it ignored
+    // and cancel cleanly instead: tasks stopped, state saved (see reporter/emit.rs).
+    let runs_processes = match &cli.command {
+        Command::Build(b) => !b.dry_run,
+        Command::Watch(_) | Command::Plan(_) => true,
+        _ => false,
+    };
+    if !runs_processes {
+        // SAFETY: setting a signal's disposition, before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match run(cli) {
         Ok(code) => code,
         Err(report) => {
-            eprintln!("{report:?}");
+            // Not eprintln!, which panics when stderr is gone.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{report:?}");
             2
         }
     }

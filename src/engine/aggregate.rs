@@ -8,7 +8,7 @@ use crate::agent::{self, sim, FailureKind};
 use crate::disk::persist_atomic;
 use crate::executor::ProcessSpec;
 use crate::plan::{AgentKind, AggregateSpec, AggregateStrategy, Plan};
-use crate::reporter::{Event, Reporter};
+use crate::reporter::{Event, Events};
 use crate::state::{JournalEntry, StateStore};
 
 /// Aggregation runs when the plan asks for it, or when it has agent tasks at all.
@@ -58,7 +58,7 @@ struct Part {
 pub(crate) fn run(
     ctx: &BuildContext,
     store: &mut StateStore,
-    reporter: &mut dyn Reporter,
+    events: &mut dyn Events,
 ) -> Result<String, String> {
     let spec = spec(ctx.plan);
     let mut parts = Vec::new();
@@ -110,7 +110,7 @@ pub(crate) fn run(
     let out_path = ctx.layout.final_output();
     let (rel, strategy) = reported_as(ctx);
     if store.snapshot.aggregate_digest == Some(digest) && out_path.is_file() {
-        reporter.report(&Event::Aggregated {
+        events.emit(Event::Aggregated {
             path: &rel,
             strategy: &strategy,
             up_to_date: true,
@@ -126,7 +126,7 @@ pub(crate) fn run(
     };
     persist_atomic(&out_path, text.as_bytes()).map_err(|e| format!("writing {rel}: {e}"))?;
     store.snapshot.aggregate_digest = Some(digest);
-    reporter.report(&Event::Aggregated {
+    events.emit(Event::Aggregated {
         path: &rel,
         strategy: &strategy,
         up_to_date: false,

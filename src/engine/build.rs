@@ -19,7 +19,7 @@ use crate::graph::TaskGraph;
 use crate::master_plan::PlanDoc;
 use crate::plan::{OnMissing, Plan, ResultSpec};
 use crate::redact::Redactor;
-use crate::reporter::{Event, Reporter, Summary};
+use crate::reporter::{Emitter, Event, Events, Reporter, Summary};
 use crate::scheduler::{self, SchedTask, Scheduler};
 use crate::state::lock::{LockWait, RunLock};
 use crate::state::preload::{Preloaded, PreloadedSnapshot};
@@ -37,7 +37,7 @@ pub(crate) fn open_state(
     wait: bool,
     preloaded: Option<PreloadedSnapshot>,
     backend: &dyn Backend,
-    reporter: &mut dyn Reporter,
+    events: &mut dyn Events,
 ) -> Result<(RunLock, StateStore)> {
     let layout = StateLayout::new(plan.state_dir());
     layout
@@ -62,13 +62,13 @@ pub(crate) fn open_state(
             .collect();
         let n = backend.reap_stale(&left);
         if n > 0 {
-            reporter.report(&Event::Notice {
+            events.emit(Event::Notice {
                 message: &format!("stopped {n} process(es) left running by an interrupted run"),
             });
         }
     }
     if recovered {
-        reporter.report(&Event::Notice {
+        events.emit(Event::Notice {
             message: "resuming after an interrupted run: finished tasks are kept",
         });
     }
@@ -93,6 +93,8 @@ pub fn run_build(
     cancel: &Cancel,
 ) -> Result<BuildOutcome> {
     let started = Active::now();
+    let mut emitter = Emitter::new(reporter, cancel);
+    let events: &mut dyn Events = &mut emitter;
     // A mistyped target is reported before the state is touched.
     let targets = target_indexes(plan, &opts.targets)?;
     // The crash guard (this binary in another role) starts with the first child.
@@ -107,7 +109,7 @@ pub fn run_build(
         lock: _lock,
         mut store,
         stat_cache,
-    } = load(plan, opts, preload, &targets, &*backend, reporter)?;
+    } = load(plan, opts, preload, &targets, &*backend, events)?;
     crate::profile::mark("graph, state and stat cache loaded");
     let layout = store.layout.clone();
     let mut doc = PlanDoc::load(plan, &layout, &store);
@@ -127,13 +129,13 @@ pub fn run_build(
     let jobs = opts.jobs(plan);
     let keep_going = opts.keep_going.unwrap_or(plan.settings.keep_going);
     let wanted_count = wanted.iter().filter(|&&w| w).count();
-    reporter.report(&Event::BuildStarted {
+    events.emit(Event::BuildStarted {
         tasks: wanted_count,
         jobs,
     });
     let rows = initial_rows(plan, &ctx, &store, &wanted);
     doc.log_initialization(plan, wanted_count, jobs, opts.agent_override.as_deref());
-    let mut coord = BuildCoordinator::new(&ctx, &mut store, reporter, doc, rows);
+    let mut coord = BuildCoordinator::new(&ctx, &mut store, events, doc, rows);
     let queue = Queue::new(&ctx);
     let mut sched = queue.scheduler(&wanted, keep_going);
     crate::profile::mark("status rows, scheduler");
@@ -178,7 +180,7 @@ pub fn run_build(
     if let Some(e) = recorded.io_error {
         return Err(miette!("{e}"));
     }
-    reporter.report(&Event::BuildFinished { summary: &summary });
+    events.emit(Event::BuildFinished { summary: &summary });
     if leak {
         std::mem::forget(ctx);
         std::mem::forget(store);
@@ -210,7 +212,7 @@ fn load(
     preload: Option<Preloaded>,
     targets: &[usize],
     backend: &dyn Backend,
-    reporter: &mut dyn Reporter,
+    events: &mut dyn Events,
 ) -> Result<Loaded> {
     let (preloaded_snapshot, mut stat_cache) = match preload {
         Some(p) if p.dir() == plan.state_dir() => {
@@ -241,7 +243,7 @@ fn load(
             opts.wait_for_lock,
             preloaded_snapshot,
             backend,
-            reporter,
+            events,
         )
     });
     // A scope returns only after its jobs have run (a panic in one is raised here).
@@ -395,7 +397,7 @@ fn aggregated(
             .map(|&t| ctx.agent_ids[t].as_str())
             .collect();
         let msg = format!("results missing for {}; re-running them", ids.join(", "));
-        coord.reporter.report(&Event::Notice { message: &msg });
+        coord.events.emit(Event::Notice { message: &msg });
         coord.log("Missing Results".into(), vec![msg.clone()]);
         let closure = graph.upstream_closure(&rerunnable);
         let rerun: Vec<bool> = (0..plan.tasks.len())
@@ -411,7 +413,7 @@ fn aggregated(
         None
     } else if missing.is_empty() {
         let before = coord.store.snapshot.aggregate_digest;
-        match aggregate::run(ctx, coord.store, coord.reporter) {
+        match aggregate::run(ctx, coord.store, coord.events) {
             Ok(line) => {
                 if let Some(digest) = coord
                     .store
@@ -427,9 +429,7 @@ fn aggregated(
                 None
             }
             Err(e) => {
-                coord
-                    .reporter
-                    .report(&Event::AggregateFailed { reason: &e });
+                coord.events.emit(Event::AggregateFailed { reason: &e });
                 coord.log("Result Aggregation Failed".into(), vec![one_line(&e)]);
                 Some(e)
             }
@@ -444,9 +444,7 @@ fn aggregated(
             ids.join(", ")
         );
         let _ = std::fs::remove_file(ctx.layout.final_output());
-        coord
-            .reporter
-            .report(&Event::AggregateFailed { reason: &e });
+        coord.events.emit(Event::AggregateFailed { reason: &e });
         coord.log("Result Aggregation Failed".into(), vec![e.clone()]);
         Some(e)
     }

@@ -6,7 +6,7 @@ use crate::cancel::{signal_name, CancelReason};
 use crate::clock::{Active, Stamp};
 use crate::master_plan::{LogEntry, PlanDoc, RowState};
 use crate::plan::Plan;
-use crate::reporter::{Event, Reporter, Summary, TaskRef};
+use crate::reporter::{Event, Events, Summary, TaskRef};
 use crate::scheduler::Coordinator;
 use crate::state::{JournalEntry, StateStore, Status, StatusRecord};
 
@@ -26,7 +26,7 @@ pub(super) enum Outcome {
 pub(super) struct BuildCoordinator<'a, 'c> {
     pub(super) ctx: &'a BuildContext<'c>,
     pub(super) store: &'a mut StateStore,
-    pub(super) reporter: &'a mut dyn Reporter,
+    pub(super) events: &'a mut dyn Events,
     pub(super) doc: PlanDoc,
     pub(super) rows: Vec<RowState>,
     pub(super) outcome: Vec<Option<Outcome>>,
@@ -54,14 +54,14 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
     pub(super) fn new(
         ctx: &'a BuildContext<'c>,
         store: &'a mut StateStore,
-        reporter: &'a mut dyn Reporter,
+        events: &'a mut dyn Events,
         doc: PlanDoc,
         rows: Vec<RowState>,
     ) -> Self {
         BuildCoordinator {
             ctx,
             store,
-            reporter,
+            events,
             doc,
             rows,
             outcome: vec![None; ctx.plan.tasks.len()],
@@ -122,7 +122,7 @@ impl BuildCoordinator<'_, '_> {
             row.end = None;
         }
         row.retries = attempt - 1;
-        self.reporter.report(&Event::TaskStarted {
+        self.events.emit(Event::TaskStarted {
             task: task_ref(self.ctx, task),
             attempt,
         });
@@ -217,7 +217,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                         crate::duration::format_duration(delay)
                     )],
                 );
-                self.reporter.report(&Event::TaskRetrying {
+                self.events.emit(Event::TaskRetrying {
                     task: task_ref(self.ctx, task),
                     attempt,
                     reason: &reason,
@@ -255,7 +255,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                         )],
                     );
                 }
-                self.reporter.report(&Event::TaskSkipped {
+                self.events.emit(Event::TaskSkipped {
                     task: task_ref(self.ctx, t),
                     deps_reran: &deps_reran,
                 });
@@ -293,7 +293,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                     lines.push(format!("Cost: ${c:.4}"));
                 }
                 self.log(format!("{agent} Completed"), lines);
-                self.reporter.report(&Event::TaskSucceeded {
+                self.events.emit(Event::TaskSucceeded {
                     task: task_ref(self.ctx, t),
                     duration,
                     retries,
@@ -316,7 +316,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                         format!("{agent} Cancelled"),
                         vec![format!("{id} was stopped before it finished")],
                     );
-                    self.reporter.report(&Event::TaskInterrupted {
+                    self.events.emit(Event::TaskInterrupted {
                         task: task_ref(self.ctx, t),
                         duration,
                         retries,
@@ -335,7 +335,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                             one_line(&failure.message)
                         )],
                     );
-                    self.reporter.report(&Event::TaskFailed {
+                    self.events.emit(Event::TaskFailed {
                         task: task_ref(self.ctx, t),
                         duration,
                         retries,
@@ -359,7 +359,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
             format!("{} Blocked", self.ctx.agent_ids[t]),
             vec![format!("{id} will not run: dep {dep} failed")],
         );
-        self.reporter.report(&Event::TaskBlocked {
+        self.events.emit(Event::TaskBlocked {
             task: task_ref(self.ctx, t),
             failed_dep: &dep,
         });
@@ -382,7 +382,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 crate::duration::format_duration(grace)
             )],
         );
-        self.reporter.report(&Event::BuildInterrupted {
+        self.events.emit(Event::BuildInterrupted {
             reason: &reason,
             signal: &signal,
             stopping: &stopping,
@@ -396,6 +396,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
     }
 
     fn tick(&mut self) {
+        self.events.check_output();
         if let Err(e) = self
             .doc
             .maybe_write(self.ctx.plan, &self.ctx.agent_ids, &self.rows)

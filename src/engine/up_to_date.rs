@@ -24,12 +24,13 @@ use std::time::Instant;
 
 use super::context::BuildContext;
 use super::options::{BuildOptions, BuildOutcome};
+use crate::cancel::Cancel;
 use crate::disk::codec::{DecodeError, Decoder, Encoder};
 use crate::disk::{Digest, FileStamp};
 use crate::fingerprint::{self, OpenDir};
 use crate::master_plan::PlanDoc;
 use crate::plan::Action;
-use crate::reporter::{Event, Reporter, Summary, TaskRef};
+use crate::reporter::{Emitter, Event, Events, Reporter, Summary, TaskRef};
 use crate::state::lock::{LockWait, RunLock};
 use crate::state::{StateLayout, StateStore};
 
@@ -108,12 +109,16 @@ pub fn replay(
         return None;
     }
     crate::profile::mark("up-to-date record holds");
-    reporter.report(&Event::BuildStarted {
+    // Only the output can stop a replay: a reader that went away.
+    let cancel = Cancel::new();
+    let mut emitter = Emitter::new(reporter, &cancel);
+    let events: &mut dyn Events = &mut emitter;
+    events.emit(Event::BuildStarted {
         tasks: record.tasks.len(),
         jobs: opts.jobs_with(record.jobs_setting),
     });
     for t in &record.tasks {
-        reporter.report(&Event::TaskSkipped {
+        events.emit(Event::TaskSkipped {
             task: TaskRef {
                 id: &t.id,
                 title: &t.title,
@@ -124,7 +129,7 @@ pub fn replay(
         });
     }
     if let Some((path, strategy)) = &record.aggregated {
-        reporter.report(&Event::Aggregated {
+        events.emit(Event::Aggregated {
             path,
             strategy,
             up_to_date: true,
@@ -133,13 +138,14 @@ pub fn replay(
     let summary = Summary {
         skipped: record.tasks.len(),
         duration: started.elapsed(),
+        interrupted: cancel.is_cancelled(),
         ..Default::default()
     };
-    reporter.report(&Event::BuildFinished { summary: &summary });
+    events.emit(Event::BuildFinished { summary: &summary });
     Some(BuildOutcome {
         summary,
         aggregate_error: None,
-        stopped_by: None,
+        stopped_by: cancel.reason(),
     })
 }
 

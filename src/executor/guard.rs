@@ -190,7 +190,10 @@ impl Guard {
             .get_or_init(|| match self.start() {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    eprintln!("orch: crash guard not started ({e}); running without it");
+                    let _ = writeln!(
+                        io::stderr(),
+                        "orch: crash guard not started ({e}); running without it"
+                    );
                     None
                 }
             })

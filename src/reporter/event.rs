@@ -1,7 +1,9 @@
-//! What a build tells its reporters: [`Event`]s that borrow from the plan, the [`Summary`]
+//! What a build tells its reporters: [`Event`]s that borrow from the plan, each [`Stamped`]
+//! once with the time it was made (so every reporter shows the same time), the [`Summary`]
 //! at the end, and the [`Reporter`] trait every view implements.
 
-use std::time::Duration;
+use std::io;
+use std::time::{Duration, SystemTime};
 
 use crate::agent::Usage;
 
@@ -145,18 +147,59 @@ impl Summary {
     }
 }
 
-pub trait Reporter {
-    fn report(&mut self, event: &Event);
+/// An event with the wall-clock time it was made, taken once: every reporter that gets it
+/// gets that same time.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamped<'e, 'a> {
+    pub at: SystemTime,
+    pub event: &'e Event<'a>,
 }
 
-/// Sends every event to several reporters.
+impl<'e, 'a> Stamped<'e, 'a> {
+    pub fn now(event: &'e Event<'a>) -> Self {
+        Stamped {
+            at: SystemTime::now(),
+            event,
+        }
+    }
+
+    /// `at` in Unix milliseconds.
+    pub fn unix_ms(&self) -> u64 {
+        self.at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+pub trait Reporter {
+    /// Shows one event. An error means the output is gone (a closed pipe, a full disk): the
+    /// build is then cancelled (see [`Emitter`](super::Emitter)).
+    fn report(&mut self, event: &Stamped) -> io::Result<()>;
+
+    /// Whether the output is still there, asked about once per scheduling tick: a reader
+    /// that went away is noticed between events too, not only at the next write.
+    fn check(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends every event to several reporters; the first error, after all have had it.
 pub struct Fanout(pub Vec<Box<dyn Reporter>>);
 
 impl Reporter for Fanout {
-    fn report(&mut self, event: &Event) {
+    fn report(&mut self, event: &Stamped) -> io::Result<()> {
+        let mut first = Ok(());
         for r in &mut self.0 {
-            r.report(event);
+            let r = r.report(event);
+            if first.is_ok() {
+                first = r;
+            }
         }
+        first
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|r| r.check())
     }
 }
 

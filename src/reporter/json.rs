@@ -1,27 +1,49 @@
-//! One JSON object per line on stdout, for CI and other tools (`orch build --json`).
+//! One JSON object per line on stdout, for CI and other tools (`orch build --json`): a stable
+//! interface, documented in the README ("the event stream") with every event and field.
+//!
+//! [`FORMAT_VERSION`] is in every `build_started`. Additive changes keep it: a new event, a
+//! new field, a new value of a field that names a reason. Anything a reader relying on the
+//! documented stream could trip over bumps it: an event or field removed or renamed, a
+//! field's type or meaning changed.
 
-use std::io::Write;
+use std::io::{self, Write};
 
 use serde_json::json;
 
-use super::event::{Event, Reporter};
+use super::emit::reader_gone;
+use super::event::{Event, Reporter, Stamped};
+
+/// The version of the event stream, in `build_started`; see the module doc for the rule.
+pub const FORMAT_VERSION: u32 = 1;
 
 pub struct JsonReporter<W: Write> {
     out: W,
+    /// The descriptor behind `out`, to notice a reader that went away between events.
+    fd: Option<i32>,
 }
 
 impl<W: Write> JsonReporter<W> {
     pub fn new(out: W) -> Self {
-        JsonReporter { out }
+        JsonReporter { out, fd: None }
+    }
+}
+
+impl JsonReporter<io::Stdout> {
+    pub fn stdout() -> Self {
+        JsonReporter {
+            out: io::stdout(),
+            fd: Some(libc::STDOUT_FILENO),
+        }
     }
 }
 
 pub fn to_json(event: &Event) -> serde_json::Value {
     let ms = |d: &std::time::Duration| d.as_millis() as u64;
     match event {
-        Event::BuildStarted { tasks, jobs } => {
-            json!({"event": "build_started", "tasks": tasks, "jobs": jobs})
-        }
+        Event::BuildStarted { tasks, jobs } => json!({
+            "event": "build_started", "format_version": FORMAT_VERSION, "tasks": tasks,
+            "jobs": jobs,
+        }),
         Event::TaskStarted { task, attempt } => json!({
             "event": "task_started", "task": task.id, "agent_id": task.agent_id,
             "agent": task.runner, "attempt": attempt,
@@ -106,17 +128,20 @@ pub fn to_json(event: &Event) -> serde_json::Value {
 }
 
 impl<W: Write> Reporter for JsonReporter<W> {
-    fn report(&mut self, event: &Event) {
-        let mut v = to_json(event);
-        // Wall-clock time of every event (Unix milliseconds), for timelines in CI tools.
+    fn report(&mut self, stamped: &Stamped) -> io::Result<()> {
+        let mut v = to_json(stamped.event);
+        // When the event was made (Unix milliseconds), for timelines in CI tools.
         if let Some(o) = v.as_object_mut() {
-            let ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            o.insert("ts_ms".into(), ms.into());
+            o.insert("ts_ms".into(), stamped.unix_ms().into());
         }
-        let _ = writeln!(self.out, "{v}");
-        let _ = self.out.flush();
+        writeln!(self.out, "{v}")?;
+        self.out.flush()
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        match self.fd {
+            Some(fd) if reader_gone(fd) => Err(io::ErrorKind::BrokenPipe.into()),
+            _ => Ok(()),
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Build events and the reporters that show them (nextest's runner/reporter split): the engine
-//! emits [`Event`]s; a terminal, progress-bar or JSON reporter turns them into output.
+//! emits [`Event`]s through an [`Emitter`], which stamps each once; a terminal, progress-bar
+//! or JSON reporter turns them into output, and an output that fails cancels the build.
 
+mod emit;
 mod event;
 mod json;
 mod paint;
@@ -8,8 +10,9 @@ mod plain;
 mod progress;
 mod terminal;
 
-pub use event::{Event, Fanout, Reporter, Summary, TaskRef};
-pub use json::JsonReporter;
+pub use emit::{Emitter, Events};
+pub use event::{Event, Fanout, Reporter, Stamped, Summary, TaskRef};
+pub use json::{JsonReporter, FORMAT_VERSION};
 pub use paint::use_color;
 pub(crate) use paint::Paint;
 pub use plain::PlainReporter;

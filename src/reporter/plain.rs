@@ -1,8 +1,9 @@
 //! One line per event on stderr: for logs, CI and terminals without progress bars.
 
-use std::io::Write;
+use std::io::{self, Write};
 
-use super::event::{Event, Reporter};
+use super::emit::reader_gone;
+use super::event::{Event, Reporter, Stamped};
 use super::paint::Paint;
 use crate::duration::format_duration;
 
@@ -174,9 +175,18 @@ fn cutoff_note(deps_reran: &[&str]) -> String {
 }
 
 impl Reporter for PlainReporter {
-    fn report(&mut self, event: &Event) {
-        if let Some(line) = self.line(event) {
-            let _ = writeln!(std::io::stderr().lock(), "{line}");
+    fn report(&mut self, stamped: &Stamped) -> io::Result<()> {
+        match self.line(stamped.event) {
+            Some(line) => writeln!(io::stderr().lock(), "{line}"),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        if reader_gone(libc::STDERR_FILENO) {
+            Err(io::ErrorKind::BrokenPipe.into())
+        } else {
+            Ok(())
         }
     }
 }

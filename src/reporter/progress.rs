@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use indicatif::{HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::event::{Event, Reporter};
+use super::event::{Event, Reporter, Stamped};
 use super::plain::PlainReporter;
 use super::terminal;
 use crate::clock::Active;
@@ -98,7 +98,10 @@ impl Drop for ProgressReporter {
 }
 
 impl Reporter for ProgressReporter {
-    fn report(&mut self, event: &Event) {
+    /// Errors of the bars themselves are indicatif's to ignore (a terminal that went away
+    /// sends SIGHUP, which cancels the build anyway); the last line's are passed on.
+    fn report(&mut self, stamped: &Stamped) -> std::io::Result<()> {
+        let event = stamped.event;
         match event {
             Event::BuildStarted { tasks, .. } => self.overall.set_length(*tasks as u64),
             Event::TaskStarted { task, attempt } => {
@@ -154,7 +157,8 @@ impl Reporter for ProgressReporter {
                 self.overall.finish_and_clear();
                 let _ = self.multi.clear();
                 if let Some(l) = self.lines.line(event) {
-                    eprintln!("{l}");
+                    use std::io::Write;
+                    return writeln!(std::io::stderr().lock(), "{l}");
                 }
             }
             other => {
@@ -163,5 +167,6 @@ impl Reporter for ProgressReporter {
                 }
             }
         }
+        Ok(())
     }
 }

@@ -52,7 +52,11 @@ impl RunLock {
                     ))
                 }
                 LockWait::Wait => {
-                    eprintln!("orch: waiting for another run (pid {holder}) to finish...");
+                    use std::io::Write;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "orch: waiting for another run (pid {holder}) to finish..."
+                    );
                     // SAFETY: as above, blocking this time.
                     if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
                         return Err(io::Error::last_os_error());

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use super::loaded::Loaded;
 use crate::disk::Digest;
 use crate::fingerprint;
-use crate::reporter::{Event, Reporter};
+use crate::reporter::{Event, Reporter, Stamped};
 
 /// Which tasks run right now, from the build's own events.
 #[derive(Default)]
@@ -24,7 +24,8 @@ pub(super) struct Tracker<'a> {
 }
 
 impl Reporter for Tracker<'_> {
-    fn report(&mut self, event: &Event) {
+    fn report(&mut self, stamped: &Stamped) -> std::io::Result<()> {
+        let event = stamped.event;
         {
             let mut t = self.track.lock().unwrap_or_else(|e| e.into_inner());
             match event {
@@ -42,7 +43,11 @@ impl Reporter for Tracker<'_> {
                 _ => {}
             }
         }
-        self.inner.report(event);
+        self.inner.report(stamped)
+    }
+
+    fn check(&mut self) -> std::io::Result<()> {
+        self.inner.check()
     }
 }
 
