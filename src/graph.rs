@@ -4,7 +4,9 @@
 //! plan builds its graph with `TaskGraph::from_plan` (defined beside the plan model) and its
 //! validation uses the cycle check, and the scheduler runs on it.
 
-use petgraph::algo::toposort;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use petgraph::graph::{DiGraph, NodeIndex};
 
 /// Edges run from a dependency to its dependent. Node `i` is task `i` of the plan.
@@ -35,9 +37,8 @@ impl TaskGraph {
                 dependents[d].push(task);
             }
         }
-        let topo: Vec<usize> = match toposort(&graph, None) {
-            Ok(order) => order.into_iter().map(|n| n.index()).collect(),
-            Err(_) => return Err(find_cycle(&deps).unwrap_or_default()),
+        let Some(topo) = topological_order(&deps, &dependents) else {
+            return Err(find_cycle(&deps).unwrap_or_default());
         };
         let mut critical = vec![0.0; n];
         for &t in topo.iter().rev() {
@@ -122,6 +123,28 @@ impl TaskGraph {
 }
 
 /// Finds one dependency cycle; the path starts and ends at the same task.
+/// Kahn's algorithm taking the lowest ready index first: dependencies before dependents and,
+/// among tasks free to go, plan order. The same plan always gives the same order (what
+/// final_output.md is written in); `None` on a cycle.
+fn topological_order(deps: &[Vec<usize>], dependents: &[Vec<usize>]) -> Option<Vec<usize>> {
+    let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..deps.len())
+        .filter(|&t| waiting[t] == 0)
+        .map(Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(deps.len());
+    while let Some(Reverse(t)) = ready.pop() {
+        order.push(t);
+        for &d in &dependents[t] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.push(Reverse(d));
+            }
+        }
+    }
+    (order.len() == deps.len()).then_some(order)
+}
+
 pub fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
@@ -197,6 +220,15 @@ mod tests {
             g.waves(&[false, true, true, true, true]),
             vec![vec![1, 2, 3], vec![4]]
         );
+    }
+
+    #[test]
+    fn topological_order_keeps_plan_order_among_free_tasks() {
+        // The code-review shape: 0 -> 1, 2, 3 -> 4 (petgraph's DFS order gave 0, 3, 2, 1, 4).
+        assert_eq!(diamond().topo, vec![0, 1, 2, 3, 4]);
+        // A dependent listed before its dep still comes after it, and then the rest in order.
+        let g = TaskGraph::new(vec![vec![2], vec![], vec![], vec![0]], &[]).unwrap();
+        assert_eq!(g.topo, vec![1, 2, 0, 3]);
     }
 
     #[test]

@@ -13,7 +13,6 @@ use crate::graph::TaskGraph;
 use crate::master_plan::{self, StatusRow};
 use crate::plan::{Action, Plan};
 use crate::state::Status;
-use crate::state::{StateLayout, StateStore};
 
 /// How statuses are listed in summaries and graph classes: done first, failures last.
 const STATUS_ORDER: [Status; 6] = [
@@ -25,18 +24,50 @@ const STATUS_ORDER: [Status; 6] = [
     Status::Failed,
 ];
 
-/// The status table as the state records it: the last known status of every task, the agent
-/// ids a build uses (assigned in memory for tasks that have none yet), times and retries.
-/// A task whose Status a person set back to Pending in master_plan.md shows as ready, since
-/// the next build runs it.
-pub fn status_rows(plan: &Plan) -> Result<Vec<StatusRow>> {
-    let layout = StateLayout::new(plan.state_dir());
-    let mut store = StateStore::open(layout.clone()).map_err(|e| miette!("{e}"))?;
-    store.assign_agent_ids(plan);
-    let reset = master_plan::PlanDoc::load(plan, &layout, &store).reset_by_person(plan, &store);
-    let mut rows = master_plan::rows_from_store(plan, &store);
-    for t in reset {
-        rows[t].status = Status::Ready;
+/// The status table: the last known status of every task, the agent ids a build uses
+/// (assigned in memory for tasks that have none yet), times and retries; except that a task
+/// recorded as done that a build would run now (an input, its definition or its outputs
+/// changed, as `orch explain` would say) shows as ready, or waiting when a dep of it would
+/// run too, with no times. So does a task whose Status a person set back to Pending in
+/// master_plan.md. A task that only may run (a dep runs, and early cutoff decides) stays
+/// done: what it was built on is still there.
+///
+/// Staleness is judged against `agent` (`--agent`), else against the agent the records
+/// were built with ([`engine::recorded_agent`]).
+pub fn status_rows(plan: &Plan, agent: Option<&str>) -> Result<Vec<StatusRow>> {
+    let store = engine::open_read_only(plan)?;
+    let opts = BuildOptions {
+        agent_override: agent
+            .map(String::from)
+            .or_else(|| engine::recorded_agent(plan, &store)),
+        ..BuildOptions::default()
+    };
+    let graph =
+        TaskGraph::from_plan(plan).map_err(|_| miette!("the plan has a dependency cycle"))?;
+    let wanted = vec![true; plan.tasks.len()];
+    let cancel = crate::cancel::Cancel::new();
+    let (ctx, state) =
+        engine::read_only_context_from(plan, &graph, &opts, &cancel, &wanted, store)?;
+    let verdicts = dry_run::verdicts(&ctx, &wanted);
+    let mut rows = master_plan::rows_from_store(plan, &state.store);
+    for (t, row) in rows.iter_mut().enumerate() {
+        let done = matches!(row.status, Status::Completed | Status::Skipped);
+        let stale = matches!(verdicts[t], dry_run::Verdict::Runs(_));
+        if state.reset_by_person[t] {
+            row.status = Status::Ready;
+        } else if done && stale {
+            let dep_runs = graph.deps[t]
+                .iter()
+                .any(|&d| verdicts[d] != dry_run::Verdict::UpToDate);
+            row.status = if dep_runs {
+                Status::Waiting
+            } else {
+                Status::Ready
+            };
+            row.start = None;
+            row.end = None;
+            row.retries = 0;
+        }
     }
     Ok(rows)
 }

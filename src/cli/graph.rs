@@ -3,7 +3,7 @@
 use clap::Args;
 use miette::{miette, Result};
 
-use super::common::Global;
+use super::common::{check_agent_override, Global};
 use crate::graph::TaskGraph;
 use crate::inspect::{self, GraphFormat};
 
@@ -17,11 +17,20 @@ pub struct GraphArgs {
     /// Leave out the colours of each task's last known status.
     #[arg(long = "no-status")]
     pub no_status: bool,
+    /// Judge what is out of date as a build with `--agent NAME` would [default: the agent
+    /// the tasks were last built with].
+    #[arg(long = "agent", value_name = "NAME")]
+    pub agent: Option<String>,
 }
 
 /// Prints the task DAG.
 pub fn run(global: &Global, args: &GraphArgs) -> Result<i32> {
     let plan = global.plan()?;
+    let opts = crate::engine::BuildOptions {
+        agent_override: args.agent.clone(),
+        ..Default::default()
+    };
+    check_agent_override(&plan, &opts)?;
     let graph =
         TaskGraph::from_plan(&plan).map_err(|_| miette!("the plan has a dependency cycle"))?;
     let selected = if args.targets.is_empty() {
@@ -33,7 +42,7 @@ pub fn run(global: &Global, args: &GraphArgs) -> Result<i32> {
         None
     } else {
         Some(
-            inspect::status_rows(&plan)?
+            inspect::status_rows(&plan, args.agent.as_deref())?
                 .into_iter()
                 .map(|r| r.status)
                 .collect::<Vec<_>>(),

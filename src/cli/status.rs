@@ -3,7 +3,7 @@
 use clap::Args;
 use miette::Result;
 
-use super::common::Global;
+use super::common::{check_agent_override, Global};
 use crate::inspect;
 
 #[derive(Args, Debug, Clone, Default)]
@@ -11,12 +11,21 @@ pub struct StatusArgs {
     /// A JSON array, one object per task, instead of the table.
     #[arg(long = "json")]
     pub json: bool,
+    /// Judge what is out of date as a build with `--agent NAME` would [default: the agent
+    /// the tasks were last built with].
+    #[arg(long = "agent", value_name = "NAME")]
+    pub agent: Option<String>,
 }
 
 /// Prints the status table from the state directory; needs no lock and changes nothing.
 pub fn run(global: &Global, args: &StatusArgs) -> Result<i32> {
     let plan = global.plan()?;
-    let rows = inspect::status_rows(&plan)?;
+    let opts = crate::engine::BuildOptions {
+        agent_override: args.agent.clone(),
+        ..Default::default()
+    };
+    check_agent_override(&plan, &opts)?;
+    let rows = inspect::status_rows(&plan, args.agent.as_deref())?;
     if args.json {
         println!(
             "{}",

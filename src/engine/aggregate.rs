@@ -1,5 +1,7 @@
-//! Phase 4: check that every result exists, then merge them in dependency order into
-//! `final_output.md` (concatenation, a structured report, or an agent's merge).
+//! Phase 4: check that every result exists, then merge them in dependency order (ties in
+//! plan order, so every run writes the same file) into `final_output.md` (concatenation, a
+//! structured report, or an agent's merge). A shell task that printed nothing has no
+//! section.
 
 use std::fmt::Write as _;
 
@@ -70,6 +72,10 @@ pub(crate) fn run(
             }
             other => other.map_err(|e| format!("reading {}: {e}", path.display()))?,
         };
+        // A shell task that printed nothing (a build step) has nothing to report.
+        if bytes.iter().all(u8::is_ascii_whitespace) && ctx.task(t).action.is_shell() {
+            continue;
+        }
         parts.push(Part {
             id: ctx.task(t).id.clone(),
             title: ctx.task(t).title.clone(),

@@ -32,4 +32,6 @@ pub use build::{run_build, LEAK_ON_RETURN};
 pub use context::BuildContext;
 pub use explain::FingerprintParts;
 pub use options::{task_index, wanted_tasks, BuildOptions, BuildOutcome};
-pub use readonly::{read_only_context, ReadOnlyState};
+pub use readonly::{
+    open_read_only, read_only_context, read_only_context_from, recorded_agent, ReadOnlyState,
+};

@@ -31,10 +31,30 @@ pub fn read_only_context<'a>(
     cancel: &'a crate::cancel::Cancel,
     wanted: &[bool],
 ) -> miette::Result<(BuildContext<'a>, ReadOnlyState)> {
+    let store = open_read_only(plan)?;
+    read_only_context_from(plan, graph, opts, cancel, wanted, store)
+}
+
+/// The plan's state directory opened for looking: no lock, agent ids a build would assign
+/// assigned in memory, records of an older format carried over as a build would.
+pub fn open_read_only(plan: &Plan) -> miette::Result<StateStore> {
     let layout = StateLayout::new(plan.state_dir());
-    let mut store = StateStore::open(layout.clone()).map_err(|e| miette::miette!("{e}"))?;
+    let mut store = StateStore::open(layout).map_err(|e| miette::miette!("{e}"))?;
     store.assign_agent_ids(plan);
     super::migrate::records(plan, &mut store);
+    Ok(store)
+}
+
+/// As [`read_only_context`], over a state [`open_read_only`] opened.
+pub fn read_only_context_from<'a>(
+    plan: &'a Plan,
+    graph: &'a TaskGraph,
+    opts: &'a BuildOptions,
+    cancel: &'a crate::cancel::Cancel,
+    wanted: &[bool],
+    store: StateStore,
+) -> miette::Result<(BuildContext<'a>, ReadOnlyState)> {
+    let layout = store.layout.clone();
     let mut doc = PlanDoc::load(plan, &layout, &store);
     let by_person = doc.reset_by_person(plan, &store);
     let n = plan.tasks.len();
@@ -79,4 +99,36 @@ pub fn read_only_context<'a>(
         reset_by_person: (0..n).map(|t| by_person.contains(&t)).collect(),
     };
     Ok((ctx, state))
+}
+
+/// The `--agent` the recorded successes were built with: `None` when they ran with the
+/// plan's own agents, or the name of the agent that every agent task's definition then
+/// named (`orch build --agent sim`). Read from the first agent task with a record, since an
+/// override applies to all of them. Looking commands judge staleness against it, so that
+/// `orch status` after `orch build --agent sim` does not call every task out of date.
+pub fn recorded_agent(plan: &Plan, store: &StateStore) -> Option<String> {
+    let (task, recorded) = plan.tasks.iter().find_map(|t| {
+        // An inline prompt: reading a prompt file is not needed to know the agent.
+        if !matches!(t.action, crate::plan::Action::Prompt(_)) {
+            return None;
+        }
+        let r = store.snapshot.records.get(&t.id)?;
+        let (_, d) = r
+            .definition_fields
+            .iter()
+            .find(|(name, _)| name == "agent")?;
+        Some((t, *d))
+    })?;
+    let agent_digest = |over: Option<&str>| {
+        crate::fingerprint::definition_fields(plan, task, plan.agent_for(task, over))
+            .ok()
+            .and_then(|f| f.iter().find(|(n, _)| *n == "agent").map(|(_, d)| *d))
+    };
+    if agent_digest(None) == Some(recorded) {
+        return None;
+    }
+    plan.agents
+        .keys()
+        .find(|name| agent_digest(Some(name)) == Some(recorded))
+        .cloned()
 }
