@@ -149,16 +149,14 @@ fn dry_run_and_explain_say_a_dependent_only_may_run() {
     let p = strip();
     p.write("src.txt", "# v2\nint main;\n");
     let dry = p.orch(&["build", "-n"]).ok().stdout();
-    assert!(dry.contains("❓ Why: input src.txt changed"), "{dry}");
+    assert!(dry.contains("  input src.txt changed"), "{dry}");
     assert!(
-        dry.contains("❔ May run: dep a will run (input src.txt changed); runs only if"),
+        dry.contains("may run: dep a will run (input src.txt changed); runs only if"),
         "{dry}"
     );
-    assert!(dry.contains("❔ May run: dep b may run;"), "{dry}");
+    assert!(dry.contains("may run: dep b may run;"), "{dry}");
     assert!(
-        dry.contains(
-            "Would run 1 task(s) (and 2 more only if a dep's outputs change) in 3 batch(es)"
-        ),
+        dry.contains("Would run 1 task(s) (and 2 more only if a dep's outputs change) with"),
         "{dry}"
     );
     let why = p.orch(&["explain", "b"]).ok().stdout();

@@ -475,8 +475,10 @@ fn groups_left_when_orch_and_its_guard_both_die_are_stopped_by_the_next_build() 
     let dir = p.dir.path().canonicalize().unwrap();
     let guards = guards_in(&dir);
     assert_eq!(guards.len(), 1, "one guard per build");
-    // SAFETY: signalling our own child and the guard it started.
+    // SAFETY: signalling our own child and the guard it started. The guard is stopped
+    // first: woken by orch's death before its own SIGKILL, it would stop the task itself.
     unsafe {
+        libc::kill(guards[0], libc::SIGSTOP);
         libc::kill(orch.id() as i32, libc::SIGKILL);
         libc::kill(guards[0], libc::SIGKILL);
     }

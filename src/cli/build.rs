@@ -60,7 +60,8 @@ impl RunArgs {
 pub struct BuildArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// Show what would run, in parallel batches and why, without running anything.
+    /// Show what would run and why, in the order the build's scheduler would start it (in
+    /// virtual time over the estimates), with the projected wall time; runs nothing.
     #[arg(short = 'n', long = "dry-run")]
     pub dry_run: bool,
     /// Run the selected tasks even if they are up to date.

@@ -17,10 +17,10 @@ use crate::executor::{Backend, JobRecord, Local};
 use crate::fingerprint::StatCache;
 use crate::graph::TaskGraph;
 use crate::master_plan::PlanDoc;
-use crate::plan::{OnMissing, Plan, ResultSpec};
+use crate::plan::{OnMissing, Plan};
 use crate::redact::Redactor;
 use crate::reporter::{Emitter, Event, Events, Reporter, Summary};
-use crate::scheduler::{self, SchedTask, Scheduler};
+use crate::scheduler;
 use crate::state::lock::{LockWait, RunLock};
 use crate::state::preload::{Preloaded, PreloadedSnapshot};
 use crate::state::{JournalEntry, StateLayout, StateStore};
@@ -29,6 +29,7 @@ use super::aggregate;
 use super::context::{BuildContext, DoneInfo};
 use super::coordinator::{initial_rows, one_line, BuildCoordinator, Outcome};
 use super::options::{target_indexes, wanted_of, BuildOptions, BuildOutcome};
+use super::queue::Queue;
 use super::up_to_date;
 
 /// Opens the state directory for a run: lock, journal replay, cleanup after a crash, agent ids.
@@ -319,50 +320,6 @@ fn context<'a>(
     ctx
 }
 
-/// What the scheduler is told of each task, for the first run and a re-run alike.
-struct Queue<'g> {
-    graph: &'g TaskGraph,
-    priorities: Vec<u8>,
-    classes: Vec<Option<usize>>,
-    class_limit: Vec<Option<usize>>,
-    lock_ids: Vec<Vec<usize>>,
-    lock_count: usize,
-}
-
-impl<'g> Queue<'g> {
-    fn new(ctx: &BuildContext<'g>) -> Queue<'g> {
-        let (classes, class_limit) = agent_classes(ctx);
-        let (lock_ids, lock_count) = lock_indexes(ctx.plan);
-        Queue {
-            graph: ctx.graph,
-            priorities: ctx.plan.tasks.iter().map(|t| t.priority.0).collect(),
-            classes,
-            class_limit,
-            lock_ids,
-            lock_count,
-        }
-    }
-
-    fn scheduler(&self, wanted: &[bool], keep_going: bool) -> Scheduler {
-        let tasks = (0..self.priorities.len())
-            .map(|t| SchedTask {
-                priority: self.priorities[t],
-                critical: self.graph.critical[t],
-                agent_class: self.classes[t],
-                locks: self.lock_ids[t].clone(),
-            })
-            .collect();
-        Scheduler::new(
-            self.graph,
-            tasks,
-            wanted,
-            self.class_limit.clone(),
-            self.lock_count,
-            keep_going,
-        )
-    }
-}
-
 /// Phase 4: every result must exist before merging; re-runs what is missing once if asked,
 /// then merges. The aggregation's error, if any.
 fn aggregated(
@@ -517,52 +474,3 @@ fn recorded(
 /// structures are then left to the OS instead of being freed piece by piece, which at
 /// 10,000 tasks is a noticeable share of a no-op build.
 pub static LEAK_ON_RETURN: AtomicBool = AtomicBool::new(false);
-
-/// Per-agent concurrency classes: tasks of an agent with `max_parallel` share a class.
-fn agent_classes(ctx: &BuildContext) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
-    let mut names: Vec<String> = Vec::new();
-    let mut limits = Vec::new();
-    let classes = (0..ctx.plan.tasks.len())
-        .map(|t| {
-            let a = ctx.agent(t)?;
-            // Tasks of an agent whose result is one fixed file must take turns with it.
-            let shared_file = matches!(&a.result, ResultSpec::File(p) if !p.contains('{'));
-            let limit = if shared_file {
-                Some(a.max_parallel.unwrap_or(1).min(1))
-            } else {
-                a.max_parallel
-            };
-            limit?;
-            Some(match names.iter().position(|n| n == &a.name) {
-                Some(i) => i,
-                None => {
-                    names.push(a.name.clone());
-                    limits.push(limit);
-                    names.len() - 1
-                }
-            })
-        })
-        .collect();
-    (classes, limits)
-}
-
-fn lock_indexes(plan: &Plan) -> (Vec<Vec<usize>>, usize) {
-    let mut names: Vec<&str> = Vec::new();
-    let ids = plan
-        .tasks
-        .iter()
-        .map(|t| {
-            t.locks
-                .iter()
-                .map(|l| match names.iter().position(|n| n == l) {
-                    Some(i) => i,
-                    None => {
-                        names.push(l);
-                        names.len() - 1
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    (ids, names.len())
-}

@@ -1,19 +1,22 @@
-//! `orch build --dry-run`: what would run, in which parallel batches, and why, in the seed's
-//! "Simulated Execution" style. Reads state, writes nothing.
+//! `orch build --dry-run`: what a build would do, in the order it would do it, and why. The
+//! build's own scheduler is driven in virtual time over each task's estimate ([`schedule`]),
+//! as ninja runs its real Builder with a dry-run command runner, so the order shown is the
+//! one priorities, `max_parallel`, locks and `-j` really give (graph waves, shown before,
+//! could differ from the run). Reads state, writes nothing.
 //!
 //! A dep that runs makes its dependents only *may* run: with early cutoff they run if it
 //! leaves other outputs or another result, which no look ahead can know. Such tasks are
-//! shown in the batches (the schedule a build may need) but counted apart.
+//! scheduled as if they run (the longest the build may need) but counted apart.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use super::context::BuildContext;
+use super::queue::Queue;
 use crate::duration::format_duration;
 use crate::fingerprint;
-use crate::plan::Action;
-
-const RULE: &str = "══════════════════════════════════════════════════════════════════";
-const LINE: &str = "──────────────────────────────────────────────────────────────────";
+use crate::graph::TaskGraph;
 
 /// What a build would do with one task, as far as can be known without running anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,61 +106,212 @@ pub fn predict(ctx: &BuildContext, wanted: &[bool]) -> Vec<Option<String>> {
 /// How a may-run verdict ends, wherever it is shown.
 pub const MAY_RUN_NOTE: &str = "runs only if what it hands over changes (outputs or result)";
 
+/// Where a task's duration in the projection comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takes {
+    /// Its `estimate`.
+    Estimate,
+    /// No estimate: how long its last run took.
+    LastRun,
+    /// Neither: counted as nothing, so the projection is a lower bound.
+    Unknown,
+}
+
+/// One task in the projected schedule, in the order the scheduler reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub task: usize,
+    /// When it starts, in virtual time from the build's start.
+    pub start: Duration,
+    /// The job slot (1..=jobs) it runs on; `None` for an up-to-date task, which the build
+    /// settles on the scheduling thread without one.
+    pub slot: Option<usize>,
+    pub takes: Duration,
+    pub source: Takes,
+}
+
+/// What a build would do, in order, and how long it would take.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub planned: Vec<Planned>,
+    /// When the last task would end.
+    pub wall: Duration,
+    /// The longest chain of dependent tasks that run: no schedule is shorter.
+    pub longest_chain: Duration,
+}
+
+/// The build's real scheduler (priorities, critical path, `max_parallel`, locks, `jobs`),
+/// driven in virtual time as `scheduler::drive` drives it: whenever a slot is free, start
+/// what `next_task` hands out (an up-to-date task settles at once, without a slot); then
+/// move to the earliest end and finish what ends then, in start order. Tasks that may run
+/// (early cutoff) are taken to run: the projection is the longest the build may need.
+pub fn schedule(
+    ctx: &BuildContext,
+    wanted: &[bool],
+    verdicts: &[Verdict],
+    jobs: usize,
+) -> Schedule {
+    let n = ctx.plan.tasks.len();
+    let (takes, sources): (Vec<Duration>, Vec<Takes>) = (0..n)
+        .map(|t| match (ctx.task(t).estimate, &ctx.previous[t]) {
+            (Some(e), _) => (e, Takes::Estimate),
+            (None, Some(r)) => (Duration::from_millis(r.duration_ms), Takes::LastRun),
+            (None, None) => (Duration::ZERO, Takes::Unknown),
+        })
+        .unzip();
+    let mut sched = Queue::new(ctx).scheduler(wanted, true);
+    let jobs = jobs.max(1);
+    let mut free: BTreeSet<usize> = (1..=jobs).collect();
+    let mut running: Vec<(Duration, usize, usize)> = Vec::with_capacity(jobs);
+    let mut planned = Vec::new();
+    let mut now = Duration::ZERO;
+    loop {
+        while !free.is_empty() {
+            let Some(t) = sched.next_task() else { break };
+            let slot = if verdicts[t] == Verdict::UpToDate {
+                sched.finish(t, true);
+                None
+            } else {
+                let slot = free.pop_first().expect("a free slot");
+                running.push((now + takes[t], t, slot));
+                Some(slot)
+            };
+            planned.push(Planned {
+                task: t,
+                start: now,
+                slot,
+                takes: if slot.is_some() {
+                    takes[t]
+                } else {
+                    Duration::ZERO
+                },
+                source: sources[t],
+            });
+        }
+        let Some(next) = running.iter().map(|&(end, _, _)| end).min() else {
+            break;
+        };
+        now = next;
+        let mut k = 0;
+        while k < running.len() {
+            if running[k].0 <= now {
+                let (_, t, slot) = running.remove(k);
+                sched.finish(t, true);
+                free.insert(slot);
+            } else {
+                k += 1;
+            }
+        }
+    }
+    let weights: Vec<f64> = (0..n)
+        .map(|t| {
+            let runs = wanted[t] && verdicts[t] != Verdict::UpToDate;
+            if runs {
+                takes[t].as_secs_f64()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let chain = TaskGraph::new(ctx.graph.deps.clone(), &weights)
+        .map(|g| g.critical_path_length())
+        .unwrap_or(0.0);
+    Schedule {
+        planned,
+        wall: now,
+        longest_chain: Duration::from_secs_f64(chain.max(0.0)),
+    }
+}
+
+/// A moment or length in the schedule: `0s`, `850ms`, `45.0s`, `2m30s`.
+fn at(d: Duration) -> String {
+    if d.is_zero() {
+        "0s".into()
+    } else {
+        format_duration(d)
+    }
+}
+
 pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize) -> String {
     let verdicts = verdicts(ctx, wanted);
-    let will_run: Vec<bool> = verdicts.iter().map(|v| *v != Verdict::UpToDate).collect();
-    let waves = ctx.graph.waves(&will_run);
+    let plan = schedule(ctx, wanted, &verdicts, jobs);
     let mut s = String::new();
-    for (i, wave) in waves.iter().enumerate() {
+    let _ = writeln!(
+        s,
+        "Dry run with up to {jobs} at once: the order the build's scheduler would start tasks in\n\
+         (priorities, max_parallel, locks), in virtual time over their estimates.\n"
+    );
+    let runs_with = |p: &Planned| {
+        if p.slot.is_some() {
+            ctx.runner_name(p.task).to_string()
+        } else {
+            "-".to_string()
+        }
+    };
+    let takes = |p: &Planned| match (p.slot, p.source) {
+        (None, _) => "-".to_string(),
+        (Some(_), Takes::Estimate) => format_duration(p.takes),
+        (Some(_), Takes::LastRun) => format!("~{}", format_duration(p.takes)),
+        (Some(_), Takes::Unknown) => "?".to_string(),
+    };
+    let id_w = plan
+        .planned
+        .iter()
+        .map(|p| ctx.task(p.task).id.len())
+        .chain([4])
+        .max()
+        .unwrap_or(4);
+    let runner_w = plan
+        .planned
+        .iter()
+        .map(|p| runs_with(p).len())
+        .chain([9])
+        .max()
+        .unwrap_or(9);
+    let takes_w = plan
+        .planned
+        .iter()
+        .map(|p| takes(p).chars().count())
+        .chain([5])
+        .max()
+        .unwrap_or(5);
+    let _ = writeln!(
+        s,
+        "  {:>7}  {:>4}  {:id_w$}  {:runner_w$}  {:takes_w$}  why",
+        "start", "slot", "task", "runs with", "takes"
+    );
+    for p in &plan.planned {
+        let why = match &verdicts[p.task] {
+            Verdict::UpToDate => "up to date: skipped".to_string(),
+            Verdict::Runs(why) => why.clone(),
+            Verdict::MayRun(why) => format!("may run: {why}; {MAY_RUN_NOTE}"),
+        };
         let _ = writeln!(
             s,
-            "{RULE}\n                    🚀 Parallel Execution Batch #{}\n{RULE}\n",
-            i + 1
+            "  {:>7}  {:>4}  {:id_w$}  {:runner_w$}  {:takes_w$}  {why}",
+            at(p.start),
+            p.slot.map_or("skip".to_string(), |n| n.to_string()),
+            ctx.task(p.task).id,
+            runs_with(p),
+            takes(p),
         );
-        for &t in wave {
-            let task = ctx.task(t);
-            let agent_id = &ctx.agent_ids[t];
-            let _ = writeln!(s, "┌{LINE}");
-            let _ = writeln!(s, "│ 🤖 {agent_id} [{}: {}]", task.id, task.title);
-            let _ = writeln!(s, "├{LINE}");
-            let instruction = match &task.action {
-                Action::Shell(cmd) => format!("$ {cmd}"),
-                Action::Prompt(p) => p.lines().next().unwrap_or("").to_string(),
-                Action::PromptFile(f) => format!("prompt from {}", f.display()),
-            };
-            let _ = writeln!(s, "│ 📥 Instruction: {instruction}");
-            let _ = writeln!(s, "│ ⚙️ Runs with: {}", ctx.runner_name(t));
-            if !task.deps.is_empty() {
-                let _ = writeln!(s, "│ 🔗 Deps: {}", task.deps.join(", "));
-            }
-            let _ = writeln!(s, "│ 📤 Output:");
-            for o in &task.outputs {
-                let _ = writeln!(s, "│    - {o}");
-            }
-            let _ = writeln!(s, "│    - Saved to: {}", ctx.result_rel(t));
-            if let Some(e) = task.estimate {
-                let _ = writeln!(s, "│ ⏱️ Estimate: {}", format_duration(e));
-            }
-            match &verdicts[t] {
-                Verdict::MayRun(why) => {
-                    let _ = writeln!(s, "│ ❔ May run: {why}; {MAY_RUN_NOTE}");
-                }
-                v => {
-                    let _ = writeln!(s, "│ ❓ Why: {}", v.reason().unwrap_or(""));
-                }
-            }
-            let _ = writeln!(s, "└{LINE}\n");
-        }
     }
     let may_run = verdicts
         .iter()
         .filter(|v| matches!(v, Verdict::MayRun(_)))
         .count();
-    let running = will_run.iter().filter(|&&r| r).count() - may_run;
-    let up_to_date: Vec<&str> = (0..verdicts.len())
-        .filter(|&t| wanted[t] && verdicts[t] == Verdict::UpToDate)
-        .map(|t| ctx.task(t).id.as_str())
+    let running = plan.planned.iter().filter(|p| p.slot.is_some()).count() - may_run;
+    let up_to_date: Vec<&str> = plan
+        .planned
+        .iter()
+        .filter(|p| p.slot.is_none())
+        .map(|p| ctx.task(p.task).id.as_str())
         .collect();
+    let unknown = plan
+        .planned
+        .iter()
+        .filter(|p| p.slot.is_some() && p.source == Takes::Unknown)
+        .count();
     let maybe = if may_run > 0 {
         format!(" (and {may_run} more only if a dep's outputs change)")
     } else {
@@ -165,8 +319,11 @@ pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize) -> String {
     };
     let _ = writeln!(
         s,
-        "Would run {running} task(s){maybe} in {} batch(es) with up to {jobs} at once; {} up to date{}",
-        waves.len(),
+        "\nWould run {running} task(s){maybe} with up to {jobs} at once: projected wall time {}{} \
+         (longest chain {}); {} up to date{}",
+        if unknown > 0 { "at least " } else { "" },
+        at(plan.wall),
+        at(plan.longest_chain),
         up_to_date.len(),
         if up_to_date.is_empty() || up_to_date.len() > 20 {
             String::new()
@@ -174,6 +331,19 @@ pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize) -> String {
             format!(": {}", up_to_date.join(", "))
         }
     );
+    if plan
+        .planned
+        .iter()
+        .any(|p| p.slot.is_some() && p.source == Takes::LastRun)
+    {
+        let _ = writeln!(s, "  ~: no estimate; the time its last run took");
+    }
+    if unknown > 0 {
+        let _ = writeln!(
+            s,
+            "  ?: no estimate and no earlier run ({unknown} task(s)); counted as no time"
+        );
+    }
     s
 }
 

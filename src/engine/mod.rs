@@ -24,6 +24,7 @@ pub mod explain;
 mod migrate;
 mod options;
 mod prompt;
+mod queue;
 mod readonly;
 mod runner;
 pub mod up_to_date;

@@ -1,0 +1,102 @@
+//! What the scheduler is told of a plan's tasks: priorities, the critical path, agent
+//! classes with their `max_parallel`, locks. Shared by a build (its first run and the re-run
+//! of missing results) and the dry run, which drives the same scheduler in virtual time, so
+//! both see the same order.
+
+use super::context::BuildContext;
+use crate::graph::TaskGraph;
+use crate::plan::{Plan, ResultSpec};
+use crate::scheduler::{SchedTask, Scheduler};
+
+/// What the scheduler is told of each task, for the first run and a re-run alike.
+pub(super) struct Queue<'g> {
+    graph: &'g TaskGraph,
+    priorities: Vec<u8>,
+    classes: Vec<Option<usize>>,
+    class_limit: Vec<Option<usize>>,
+    lock_ids: Vec<Vec<usize>>,
+    lock_count: usize,
+}
+
+impl<'g> Queue<'g> {
+    pub(super) fn new(ctx: &BuildContext<'g>) -> Queue<'g> {
+        let (classes, class_limit) = agent_classes(ctx);
+        let (lock_ids, lock_count) = lock_indexes(ctx.plan);
+        Queue {
+            graph: ctx.graph,
+            priorities: ctx.plan.tasks.iter().map(|t| t.priority.0).collect(),
+            classes,
+            class_limit,
+            lock_ids,
+            lock_count,
+        }
+    }
+
+    pub(super) fn scheduler(&self, wanted: &[bool], keep_going: bool) -> Scheduler {
+        let tasks = (0..self.priorities.len())
+            .map(|t| SchedTask {
+                priority: self.priorities[t],
+                critical: self.graph.critical[t],
+                agent_class: self.classes[t],
+                locks: self.lock_ids[t].clone(),
+            })
+            .collect();
+        Scheduler::new(
+            self.graph,
+            tasks,
+            wanted,
+            self.class_limit.clone(),
+            self.lock_count,
+            keep_going,
+        )
+    }
+}
+
+/// Per-agent concurrency classes: tasks of an agent with `max_parallel` share a class.
+fn agent_classes(ctx: &BuildContext) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+    let mut names: Vec<String> = Vec::new();
+    let mut limits = Vec::new();
+    let classes = (0..ctx.plan.tasks.len())
+        .map(|t| {
+            let a = ctx.agent(t)?;
+            // Tasks of an agent whose result is one fixed file must take turns with it.
+            let shared_file = matches!(&a.result, ResultSpec::File(p) if !p.contains('{'));
+            let limit = if shared_file {
+                Some(a.max_parallel.unwrap_or(1).min(1))
+            } else {
+                a.max_parallel
+            };
+            limit?;
+            Some(match names.iter().position(|n| n == &a.name) {
+                Some(i) => i,
+                None => {
+                    names.push(a.name.clone());
+                    limits.push(limit);
+                    names.len() - 1
+                }
+            })
+        })
+        .collect();
+    (classes, limits)
+}
+
+fn lock_indexes(plan: &Plan) -> (Vec<Vec<usize>>, usize) {
+    let mut names: Vec<&str> = Vec::new();
+    let ids = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            t.locks
+                .iter()
+                .map(|l| match names.iter().position(|n| n == l) {
+                    Some(i) => i,
+                    None => {
+                        names.push(l);
+                        names.len() - 1
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (ids, names.len())
+}
