@@ -167,3 +167,83 @@ fn a_new_plan_over_old_ids_shows_its_tasks_as_not_built() {
         );
     }
 }
+
+/// master_plan.md's text with `from` replaced by `to` (which must be there).
+#[track_caller]
+fn edit_master_plan(p: &Project, from: &str, to: &str) {
+    let text = p.read(".orchestrator/master_plan.md");
+    assert!(text.contains(from), "no `{from}` in:\n{text}");
+    p.write(".orchestrator/master_plan.md", &text.replacen(from, to, 1));
+}
+
+#[test]
+fn with_an_orchfile_an_edit_to_master_plan_md_that_is_not_kept_is_said() {
+    let p =
+        Project::new("[tasks.a]\nrun = \"echo a\"\n[tasks.b]\nrun = \"echo b\"\ndeps = [\"a\"]\n");
+    p.orch(&["build", "-q"]).success();
+    // A row a person adds: no such task, so it would never run and vanish unsaid.
+    edit_master_plan(
+        &p,
+        "| b | b |",
+        "| c | Write the summary | - | 🟡 | P2 | b | - | - | 0 |\n| b | b |",
+    );
+    let err = p.orch(&["build"]).ok().stderr();
+    assert!(
+        err.contains(
+            "master_plan.md lists `c`, which Orchfile.toml does not define: it will not run"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("add [tasks.c] to Orchfile.toml"), "{err}");
+    assert_eq!(
+        err.matches("is not kept").count(),
+        0,
+        "only the row is new: {err}"
+    );
+    // An edit to a task's details, which the Orchfile defines.
+    edit_master_plan(&p, "`echo a`", "`echo A`");
+    let err = p.orch(&["build"]).ok().stderr();
+    assert!(
+        err.contains("your edit to `## Task Details` is not kept"),
+        "{err}"
+    );
+    // A reset, which is carried, and a section of one's own, which is kept: nothing to say.
+    p.orch(&["build", "-B", "-q"]).success();
+    edit_master_plan(&p, "| a | a | Agent-01 | ✅ |", "| a | a | Agent-01 | 🟡 |");
+    let doc = p.read(".orchestrator/master_plan.md");
+    p.write(
+        ".orchestrator/master_plan.md",
+        &doc.replace("## Execution Log", "## Notes\n\nmine\n\n## Execution Log"),
+    );
+    let err = p.orch(&["build"]).ok().stderr();
+    assert!(!err.contains("master_plan.md"), "{err}");
+    assert!(p.read(".orchestrator/master_plan.md").contains("mine"));
+}
+
+#[test]
+fn in_master_plan_mode_text_under_the_dependency_graph_is_an_error() {
+    let p = Project::new("[tasks.a]\nprompt = \"A\"\n[tasks.b]\nprompt = \"B\"\ndeps = [\"a\"]\n");
+    p.orch(&["build", "-q", "--agent", "sim"]).success();
+    std::fs::remove_file(p.path("Orchfile.toml")).unwrap();
+    edit_master_plan(
+        &p,
+        "## Dependency Graph\n\n",
+        "## Dependency Graph\n\nThe graph needs a review step.\n\n",
+    );
+    let run = p.orch(&["build", "--agent", "sim"]);
+    let err = run.stderr();
+    assert_eq!(run.code(), 2, "{err}");
+    assert!(err.contains("text under Dependency Graph"), "{err}");
+    assert!(
+        err.contains("The graph needs a review step."),
+        "points at it: {err}"
+    );
+    // An edge drawn into the diagram is not a dep: said, not dropped silently.
+    edit_master_plan(&p, "The graph needs a review step.\n\n", "");
+    edit_master_plan(&p, "    n0 --> n1\n", "    n0 --> n1\n    n1 --> n0\n");
+    let err = p.orch(&["build", "--agent", "sim"]).ok().stderr();
+    assert!(
+        err.contains("your edit to `## Dependency Graph` is not kept"),
+        "{err}"
+    );
+}

@@ -115,6 +115,13 @@ pub fn run_build(
     let layout = store.layout.clone();
     let mut doc = PlanDoc::load(plan, &layout, &store);
     let forced_by_person = doc.reset_by_person(plan, &store);
+    for message in doc.uncarried_edits(plan, &store) {
+        events.emit(Event::Notice { message: &message });
+        doc.log(crate::master_plan::log_entry(
+            "Edit Not Kept",
+            vec![message],
+        ));
+    }
     crate::profile::mark("master_plan.md checked");
     let mut ctx = context(
         plan,

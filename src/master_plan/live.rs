@@ -7,8 +7,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use super::details::{mermaid, render_details};
-use super::sections::{render, Generated, LogEntry, Sections};
-use super::table::{render_table, table_statuses, StatusRow};
+use super::sections::{render, Digests, Generated, LogEntry, Sections};
+use super::table::{render_table, split_row, table_statuses, StatusRow};
 use crate::clock::Stamp;
 use crate::disk::FileStamp;
 use crate::disk::{persist_atomic, replace_unsynced};
@@ -129,6 +129,97 @@ impl PlanDoc {
                 && matches!(was, Some(Status::Completed | Status::Skipped))
             {
                 out.insert(t);
+            }
+        }
+        out
+    }
+
+    /// Edits a person made to sections orch rewrites, which the next rewrite would drop: one
+    /// message each, to be shown before the build goes on. With an Orchfile, master_plan.md
+    /// is a report: only a Status set to 🟡/Pending and a person's own `## ` sections are
+    /// kept, so an edit to the request, the table (a new row above all), the task details or
+    /// the diagram is said here. A master plan carries its own table and details (they are
+    /// the plan), which leaves the diagram. Known by the digests orch leaves in the file
+    /// ([`Digests`]); a file without them (written by an older orch) is only checked for
+    /// rows of tasks nobody defined.
+    pub fn uncarried_edits(&mut self, plan: &Plan, store: &StateStore) -> Vec<String> {
+        if self.untouched() || !self.path.exists() {
+            return Vec::new();
+        }
+        let from_orchfile = !super::is_markdown(&plan.source_path);
+        let source = plan
+            .source_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let doc = self.previous();
+        let written = Digests::read(doc);
+        let now = Digests::now(doc);
+        let mut out = Vec::new();
+        if !from_orchfile {
+            if written.as_ref().is_some_and(|w| w.graph != now.graph) {
+                out.push(
+                    "master_plan.md: your edit to `## Dependency Graph` is not kept: the diagram \
+                     is drawn from the Task Status table (change its Deps column; notes go in a \
+                     `## ` section of your own)"
+                        .to_string(),
+                );
+            }
+            return out;
+        }
+        let table = doc.get("Task Status").unwrap_or("");
+        let unknown: Vec<String> = table_statuses(table)
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| {
+                // A task orch ever numbered is one an earlier plan had, not a person's row.
+                !plan.index.contains_key(id)
+                    && !store.snapshot.agent_numbers.contains_key(id)
+                    && !store.snapshot.statuses.contains_key(id)
+            })
+            .collect();
+        if !unknown.is_empty() {
+            let ids: Vec<String> = unknown.iter().take(5).map(|i| format!("`{i}`")).collect();
+            let more = match unknown.len().saturating_sub(5) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            out.push(format!(
+                "master_plan.md lists {}{more}, which {source} does not define: {} not run, \
+                 and the next rewrite drops the row{}; add [tasks.{}] to {source}",
+                ids.join(", "),
+                if unknown.len() == 1 {
+                    "it will"
+                } else {
+                    "they will"
+                },
+                if unknown.len() == 1 { "" } else { "s" },
+                unknown[0]
+            ));
+        }
+        let before = written.as_ref().map(Digests::by_section);
+        for (i, (name, digest)) in now.by_section().into_iter().enumerate() {
+            let changed = before.is_some_and(|b| b[i].1 != digest);
+            let only_new_rows = name == "Task Status"
+                && !unknown.is_empty()
+                && written.as_ref().is_some_and(|w| {
+                    let kept: Vec<&str> = table
+                        .lines()
+                        .filter(|l| {
+                            let id = split_row(l)
+                                .first()
+                                .map(|c| c.trim_matches('`').to_string());
+                            !id.is_some_and(|id| unknown.contains(&id))
+                        })
+                        .collect();
+                    Digests::of("", &kept.join("\n"), "", "").table == w.table
+                });
+            if changed && !only_new_rows {
+                out.push(format!(
+                    "master_plan.md: your edit to `## {name}` is not kept: with {source} as the \
+                     plan, orch rewrites this section from it (make the change in {source}; \
+                     notes go in a `## ` section of your own)"
+                ));
             }
         }
         out

@@ -1,6 +1,7 @@
 //! The document as sections: master_plan.md split at its `## ` headings, and put together
 //! again with orch's generated sections rewritten and every section a person added kept in
-//! place. The execution log only ever grows.
+//! place. The execution log only ever grows. The generated sections' digests ride along in
+//! the document ([`Digests`]), so an edit a rewrite would drop can be told and said.
 
 use crate::clock::Stamp;
 
@@ -114,6 +115,129 @@ pub struct Generated<'a> {
     pub log: &'a str,
 }
 
+/// What orch last wrote of the sections it generates, kept in the document itself (a comment
+/// at the end of `## Dependency Graph`, so it is replaced with the file, atomically): a short
+/// digest of each, from which a later build tells a person's edit, which a rewrite would
+/// drop, from orch's own text. The table's digest leaves out the Status column, whose 🟡 a
+/// person may set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    pub request: String,
+    pub table: String,
+    pub details: String,
+    pub graph: String,
+}
+
+const MARKER_START: &str = "<!-- orch:digests ";
+const MARKER_END: &str =
+    " (orch rewrites the sections above; put notes in a ## section of your own) -->";
+
+impl Digests {
+    /// The digests of these section bodies, as written (or as read back).
+    pub fn of(request: &str, table: &str, details: &str, graph: &str) -> Digests {
+        let short =
+            |s: &str| blake3::hash(s.trim_matches('\n').as_bytes()).to_hex()[..8].to_string();
+        Digests {
+            request: short(request),
+            table: short(&table_shape(table)),
+            details: short(details),
+            graph: short(graph),
+        }
+    }
+
+    /// Each section's name with its digest, in document order.
+    pub fn by_section(&self) -> [(&'static str, &str); 4] {
+        [
+            ("Request", self.request.as_str()),
+            ("Task Status", self.table.as_str()),
+            ("Task Details", self.details.as_str()),
+            ("Dependency Graph", self.graph.as_str()),
+        ]
+    }
+
+    fn marker(&self) -> String {
+        format!(
+            "{MARKER_START}r={} s={} d={} g={}{MARKER_END}",
+            self.request, self.table, self.details, self.graph
+        )
+    }
+
+    /// The digests a document carries, if orch wrote it (and nobody removed the comment).
+    pub fn read(doc: &Sections) -> Option<Digests> {
+        let graph = doc.get("Dependency Graph")?;
+        let at = graph.rfind(MARKER_START)?;
+        let fields = graph[at + MARKER_START.len()..].split(MARKER_END).next()?;
+        let mut d = Digests {
+            request: String::new(),
+            table: String::new(),
+            details: String::new(),
+            graph: String::new(),
+        };
+        for field in fields.split(' ') {
+            match field.split_once('=') {
+                Some(("r", v)) => d.request = v.to_string(),
+                Some(("s", v)) => d.table = v.to_string(),
+                Some(("d", v)) => d.details = v.to_string(),
+                Some(("g", v)) => d.graph = v.to_string(),
+                _ => {}
+            }
+        }
+        Some(d)
+    }
+
+    /// The digests of the sections of `doc` as they are now.
+    pub fn now(doc: &Sections) -> Digests {
+        let graph = doc.get("Dependency Graph").unwrap_or("");
+        Digests::of(
+            doc.get("Request").unwrap_or(""),
+            doc.get("Task Status").unwrap_or(""),
+            doc.get("Task Details").unwrap_or(""),
+            without_marker(graph),
+        )
+    }
+}
+
+/// A Dependency Graph section's body without orch's digest comment.
+pub fn without_marker(graph: &str) -> &str {
+    match graph.rfind(MARKER_START) {
+        Some(at) => &graph[..at],
+        None => graph,
+    }
+}
+
+/// Whether a line (or block) is orch's digest comment.
+pub fn is_marker(text: &str) -> bool {
+    text.trim_start().starts_with(MARKER_START)
+}
+
+/// The status table with its Status cells blanked and its cells trimmed: what orch alone
+/// writes of it.
+pub fn table_shape(table: &str) -> String {
+    let mut status: Option<usize> = None;
+    let mut out = String::with_capacity(table.len());
+    for line in table.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !line.starts_with('|') {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let mut cells = super::table::split_row(line);
+        match status {
+            None => status = cells.iter().position(|c| c.eq_ignore_ascii_case("status")),
+            Some(i) => {
+                if let Some(c) = cells.get_mut(i) {
+                    if !c.chars().all(|ch| matches!(ch, '-' | ':')) {
+                        c.clear();
+                    }
+                }
+            }
+        }
+        out.push_str(&cells.join("|"));
+        out.push('\n');
+    }
+    out
+}
+
 /// Renders master_plan.md, keeping the sections of `previous` that a person wrote.
 pub fn render(previous: &Sections, g: &Generated) -> String {
     let mut out = String::with_capacity(g.table.len() + g.details.len() + g.log.len() + 1024);
@@ -122,11 +246,13 @@ pub fn render(previous: &Sections, g: &Generated) -> String {
     } else {
         out.push_str(&previous.preamble);
     }
+    let digests = Digests::of(g.request, g.table, g.details, g.graph);
+    let graph = format!("{}\n\n{}", g.graph.trim_matches('\n'), digests.marker());
     let generated = [
         ("Request", g.request),
         ("Task Status", g.table),
         ("Task Details", g.details),
-        ("Dependency Graph", g.graph),
+        ("Dependency Graph", graph.as_str()),
     ];
     for (heading, body) in generated {
         push_section(&mut out, heading, body);
@@ -203,6 +329,35 @@ mod tests {
                 "Execution Log"
             ]
         );
+    }
+
+    #[test]
+    fn the_digests_written_read_back_and_tell_an_edit() {
+        let table = "| Task ID | Status |\n|---|---|\n| a | ✅ |\n";
+        let g = Generated {
+            request: "do it",
+            table,
+            details: "### a: A\n",
+            graph: "```mermaid\nflowchart LR\n```",
+            log: "",
+        };
+        let doc = Sections::parse(&render(&Sections::default(), &g));
+        let written = Digests::read(&doc).expect("orch leaves its digests");
+        assert_eq!(
+            written,
+            Digests::now(&doc),
+            "as written, nothing was edited"
+        );
+        let reset = Sections::parse(&render(&Sections::default(), &g).replace("✅", "🟡"));
+        assert_eq!(
+            Digests::now(&reset),
+            written,
+            "a Status cell is a person's to set"
+        );
+        let edited =
+            Sections::parse(&render(&Sections::default(), &g).replace("### a: A", "### a: B"));
+        assert_ne!(Digests::now(&edited).details, written.details);
+        assert_eq!(Digests::now(&edited).table, written.table);
     }
 
     #[test]

@@ -205,6 +205,7 @@ impl<'a> Reader<'a> {
                     }
                 }
                 "Task Details" => self.details_block(&events[i..=end], &mut doc),
+                "Dependency Graph" => self.graph_block(&events[i..=end]),
                 _ => {}
             }
             i = end + 1;
@@ -223,6 +224,35 @@ impl<'a> Reader<'a> {
             }
             "Task Status" => doc.status_section = Some(body),
             _ => {}
+        }
+    }
+
+    /// `## Dependency Graph` holds what orch draws from the table (a mermaid block, or the
+    /// line saying the plan is too large to draw) and its digest comment; anything else
+    /// there would vanish at the next rewrite.
+    fn graph_block(&mut self, events: &[(Event, Range<usize>)]) {
+        let text = self.text;
+        let range = events[0].1.clone();
+        let block = text[range.clone()].trim();
+        let orchs = match &events[0].0 {
+            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => info.trim() == "mermaid",
+            Event::Start(Tag::HtmlBlock) | Event::Html(_) => {
+                crate::master_plan::sections::is_marker(block)
+            }
+            Event::Start(Tag::Paragraph) => {
+                block.starts_with('_') && block.contains("too many to draw here")
+            }
+            _ => false,
+        };
+        if !orchs {
+            self.err_help(
+                "orch::md_unexpected",
+                "text under Dependency Graph, which orch draws from the status table".into(),
+                trimmed(text, range),
+                "orch would not keep this",
+                "change the Deps column of the Task Status table to change the graph; put \
+                 notes in a `## ` section of your own, which orch keeps",
+            );
         }
     }
 
