@@ -159,6 +159,16 @@ fn a_glob_that_matches_nothing_is_a_warning_or_under_strict_an_error() {
         "points at the glob: {err}"
     );
     assert!(err.contains("settings.strict = true"), "{err}");
+    // Said again by every build, up to date ones too: a no-op build that warned leaves no
+    // record for the fast path, which would replay it without the warning.
+    // (`b` may run once more: `gen` wrote its match after `b` first ran.)
+    for _ in 0..3 {
+        let err = p.orch(&["build"]).ok().stderr();
+        assert_eq!(err.matches("matches no file").count(), 1, "{err}");
+    }
+    let err = p.orch(&["build"]).ok().stderr();
+    assert_eq!(err.matches("matches no file").count(), 1, "{err}");
+    assert!(err.contains("0 ran, 3 up to date"), "{err}");
 
     let p = Project::new(&format!("[settings]\nstrict = true\n{}", orchfile(tasks)));
     let err = refused(&p, &["build"]);

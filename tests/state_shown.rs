@@ -195,6 +195,12 @@ fn with_an_orchfile_an_edit_to_master_plan_md_that_is_not_kept_is_said() {
         "{err}"
     );
     assert!(err.contains("add [tasks.c] to Orchfile.toml"), "{err}");
+    // And again on every build while the row is there (up to date builds included, which
+    // rewrite nothing): never only once.
+    for _ in 0..2 {
+        let err = p.orch(&["build"]).ok().stderr();
+        assert!(err.contains("master_plan.md lists `c`"), "{err}");
+    }
     assert_eq!(
         err.matches("is not kept").count(),
         0,

@@ -115,7 +115,9 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     for t in &opts.targets {
         engine::task_index(&plan, t)?;
     }
-    preflight(&plan, &source)?;
+    if preflight(&plan, &source)? {
+        opts.up_to_date_key = None;
+    }
     crate::profile::mark("plan checked against the files");
     if args.dry_run {
         print!("{}", engine::dry_run::run(&plan, &opts)?);

@@ -1,7 +1,7 @@
 //! What every subcommand shares: the global options, finding and loading the plan, and the
 //! choice of reporter.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use miette::{miette, Result};
@@ -58,15 +58,20 @@ impl PlanSource {
 }
 
 /// The checks a plan gets against the project's files before a build
-/// ([`crate::preflight`]): warnings are printed, errors returned as one diagnostic.
-pub fn preflight(plan: &Plan, source: &PlanSource) -> Result<()> {
+/// ([`crate::preflight`]): warnings are printed, errors returned as one diagnostic. Returns
+/// whether it warned (a build that warns leaves no record for the no-op fast path, which
+/// would replay the build without the warning).
+pub fn preflight(plan: &Plan, source: &PlanSource) -> Result<bool> {
     let found = crate::preflight::check(plan, &|| source.spans());
+    let warned = !found.warnings.is_empty();
+    let mut stderr = std::io::stderr().lock();
     for w in found.warnings {
-        eprintln!("{:?}", miette::Report::new(w));
+        // A closed stderr is the build's to notice, not a reason to panic here.
+        let _ = writeln!(stderr, "{:?}", miette::Report::new(w));
     }
     match PlanError::combine(found.errors) {
         Some(e) => Err(miette::Report::new(e)),
-        None => Ok(()),
+        None => Ok(warned),
     }
 }
 

@@ -115,7 +115,11 @@ pub fn run_build(
     let layout = store.layout.clone();
     let mut doc = PlanDoc::load(plan, &layout, &store);
     let forced_by_person = doc.reset_by_person(plan, &store);
-    for message in doc.uncarried_edits(plan, &store) {
+    // Said on every build until it is resolved: a build that says it leaves no record for
+    // the fast path, which would replay the verdict without it.
+    let uncarried = doc.uncarried_edits(plan, &store);
+    let edits_said = !uncarried.is_empty();
+    for message in uncarried {
         events.emit(Event::Notice { message: &message });
         doc.log(crate::master_plan::log_entry(
             "Edit Not Kept",
@@ -178,7 +182,8 @@ pub fn run_build(
             && summary.success()
             && summary.ran == 0
             && recorded.skipped.len() == wanted_count
-            && forced_by_person.is_empty();
+            && forced_by_person.is_empty()
+            && !edits_said;
         if nothing_done {
             // Only a shortcut: the next build does the full check without it.
             let _ = up_to_date::write(&ctx, &store, key, &recorded.skipped, aggregating);
