@@ -5,7 +5,9 @@
 //! - [`plan`]: the plan model and `Orchfile.toml` parsing with span-carrying diagnostics;
 //! - [`graph`]: the task DAG, cycles, critical paths;
 //! - [`fingerprint`]: blake3 content hashes and the stat cache;
-//! - [`disk`]: digests, file stamps, the binary encoding and atomic file replacement;
+//! - [`disk`]: digests, file stamps, the binary encoding, atomic file replacement and I/O
+//!   errors that name their path;
+//! - [`interrupt`]: the process's cancel, for long loops outside a build context;
 //! - [`state`]: the `.orchestrator/` layout, snapshot, journal, lock and plan cache;
 //! - [`master_plan`]: `master_plan.md`, read as a plan and kept current;
 //! - [`preflight`]: the plan checked against the project's files before a build;
@@ -31,6 +33,7 @@ pub mod executor;
 pub mod fingerprint;
 pub mod graph;
 pub mod inspect;
+pub mod interrupt;
 pub mod master_plan;
 pub mod plan;
 pub mod planner;

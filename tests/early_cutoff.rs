@@ -268,8 +268,10 @@ fn fingerprints_do_not_depend_on_where_the_project_or_its_state_is() {
     let outside = tempfile::tempdir().unwrap();
     let build = |state: &str| {
         let state_dir = outside.path().join(state);
+        // b prints what it made: its result is part of what it hands c.
+        let plan = STRIP.replace("cat out_a.txt > out_b.txt", "cat out_a.txt | tee out_b.txt");
         let p = Project::new(&format!(
-            "[settings]\nstate_dir = {:?}\nallow_outside_root = true\n\n{STRIP}\n[tasks.d]\nprompt = \"Summarise {{{{ deps.c.result }}}}\"\nagent = \"sim\"\ndeps = [\"c\"]\noutputs = [\"d.md\"]\n",
+            "[settings]\nstate_dir = {:?}\nallow_outside_root = true\n\n{plan}\n[tasks.d]\nprompt = \"Summarise {{{{ deps.c.result }}}}\"\nagent = \"sim\"\ndeps = [\"c\"]\noutputs = [\"d.md\"]\n",
             state_dir.to_str().unwrap()
         ));
         p.write("src.txt", "# v1\nint main;\n");

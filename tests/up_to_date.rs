@@ -111,7 +111,12 @@ fn json_events(run: &Run) -> Vec<serde_json::Value> {
 #[test]
 fn the_fast_path_reports_what_the_full_check_does() {
     let p = project();
-    for args in [&["build"][..], &["build", "--json"], &["build", "-j", "3"]] {
+    for args in [
+        &["build"][..],
+        &["build", "-v"],
+        &["build", "--json"],
+        &["build", "-j", "3"],
+    ] {
         settle(&p, args);
         p.clear(".orchestrator/up_to_date.bin");
         let full = build(&p, args).ok();
@@ -120,8 +125,9 @@ fn the_fast_path_reports_what_the_full_check_does() {
         assert_eq!(report_lines(&full), report_lines(&fast), "{args:?}");
         assert_eq!(json_events(&full), json_events(&fast), "{args:?}");
     }
-    // The plain report names both tasks.
-    let fast = build(&p, &["build"]).ok();
+    // With -v, the plain report names both tasks.
+    settle(&p, &["build", "-v"]);
+    let fast = build(&p, &["build", "-v"]).ok();
     let lines = report_lines(&fast);
     assert!(
         lines
@@ -278,8 +284,8 @@ run = "echo b >> ran.log"
     ));
     p.write("prompts/a.md", "Review the code.");
     p.orch(&["build", "-q"]).success();
-    settle(&p, &["build"]);
-    let fast = build(&p, &["build"]).ok();
+    settle(&p, &["build", "-v"]);
+    let fast = build(&p, &["build", "-v"]).ok();
     assert!(
         fast.stderr().contains("final_output.md"),
         "the merge is reported as up to date too:\n{}",
@@ -382,4 +388,38 @@ fn an_edited_master_plan_without_resets_still_gets_a_record() {
     assert!(p
         .read(".orchestrator/master_plan.md")
         .contains("## My notes"));
+}
+
+#[test]
+fn a_no_op_build_prints_its_summary_not_a_line_per_task() {
+    let mut plan = String::new();
+    for i in 0..300 {
+        plan.push_str(&format!("[tasks.t{i}]\nrun = \"echo {i}\"\n"));
+    }
+    plan.push_str("[aggregate]\nstrategy = \"concat\"\n");
+    let p = Project::new(&plan);
+    p.orch(&["build", "-q"]).success();
+    for args in [&["build", "-j", "2"][..], &["build", "-j", "2"]] {
+        // The full check, then the fast path: the same two lines.
+        let run = p.orch(args).ok();
+        let lines: Vec<&str> = run
+            .0
+            .stderr
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0], "orch: 300 tasks with up to 2 at once");
+        assert!(
+            lines[1].starts_with("done: 0 ran, 300 up to date in "),
+            "{lines:?}"
+        );
+    }
+    let verbose = p.orch(&["build", "-j", "2", "-v"]).ok().stderr();
+    assert_eq!(verbose.matches("   skip Agent-").count(), 300, "{verbose}");
+    assert!(
+        verbose.contains("skip .orchestrator/final_output.md up to date"),
+        "{verbose}"
+    );
 }

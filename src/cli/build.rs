@@ -28,9 +28,12 @@ pub struct RunArgs {
     /// Time scale of the sim agent: an estimate of 2m takes 2m / SPEED.
     #[arg(long = "sim-speed", default_value_t = crate::agent::sim::DEFAULT_SPEED, value_parser = crate::agent::sim::parse_speed)]
     pub sim_speed: f64,
-    /// Only failures and the summary.
-    #[arg(short = 'q', long = "quiet")]
+    /// Only failures, warnings and the summary.
+    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Also a line for each task found up to date.
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
     /// One JSON event per line on stdout (other messages stay on stderr).
     #[arg(long = "json")]
     pub json: bool,
@@ -75,7 +78,11 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
         force: args.force,
         ..args.run.options()
     };
-    let mut reporter = Fanout(vec![reporter_for(args.run.json, args.run.quiet)]);
+    let mut reporter = Fanout(vec![reporter_for(
+        args.run.json,
+        args.run.quiet,
+        args.run.verbose,
+    )]);
     // An Orchfile's text is read first: with it, the record of the last all-up-to-date
     // build may settle this one without loading the plan.
     let mut read = None;

@@ -112,17 +112,17 @@ pub fn locate_plan(file: Option<&Path>) -> Result<PlanSource> {
     })
 }
 
-pub fn reporter_for(json: bool, quiet: bool) -> Box<dyn Reporter> {
+pub fn reporter_for(json: bool, quiet: bool, verbose: bool) -> Box<dyn Reporter> {
     if json {
         return Box::new(JsonReporter::stdout());
     }
     let color = reporter::use_color();
     let tty =
         std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
-    if tty && !quiet {
+    if tty && !quiet && !verbose {
         Box::new(ProgressReporter::new(color))
     } else {
-        Box::new(PlainReporter::new(color, quiet))
+        Box::new(PlainReporter::new(color, quiet).verbose(verbose))
     }
 }
 

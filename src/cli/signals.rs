@@ -41,6 +41,7 @@ pub fn install() -> Result<Arc<Cancel>> {
             .map_err(|e| miette!("cannot install signal handler: {e}"))?;
     }
     start_job_control()?;
+    crate::interrupt::watch(cancel.clone());
     Ok(cancel)
 }
 

@@ -87,7 +87,7 @@ pub fn run(global: &Global, args: &WatchArgs) -> Result<i32> {
         preflight(&plan, &PlanSource::Orchfile(path.clone()))?;
         Ok(plan)
     };
-    let (json, quiet) = (args.run.json, args.run.quiet);
-    let reporter = move || reporter_for(json, quiet);
+    let (json, quiet, verbose) = (args.run.json, args.run.quiet, args.run.verbose);
+    let reporter = move || reporter_for(json, quiet, verbose);
     engine::watch(&path, &opts, &load, &reporter, &interrupt)
 }

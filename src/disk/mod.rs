@@ -1,14 +1,16 @@
 //! What every file orch keeps is made of, below everything that keeps one: the content
 //! [`Digest`], the [`FileStamp`] that says a file is unchanged, the checksummed binary
-//! encoding of the `.bin` files ([`codec`]) and whole-file replacement ([`persist_atomic`],
-//! [`replace_unsynced`]). It imports nothing else of the crate, so the plan cache, the
+//! encoding of the `.bin` files ([`codec`]), whole-file replacement ([`persist_atomic`],
+//! [`replace_unsynced`]) and I/O errors that name their file ([`PathError`]). It imports nothing else of the crate, so the plan cache, the
 //! fingerprints and the state store can all use it without reaching into one another.
 
 pub mod codec;
 mod digest;
+mod path_error;
 mod replace;
 mod stamp;
 
 pub use digest::Digest;
+pub use path_error::{names_a_path, IoResultExt, PathError};
 pub use replace::{persist_atomic, replace_unsynced};
 pub use stamp::FileStamp;

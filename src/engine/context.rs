@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use super::explain::FingerprintParts;
 use super::options::BuildOptions;
 use crate::cancel::Cancel;
-use crate::disk::Digest;
+use crate::disk::{Digest, IoResultExt, PathError};
 use crate::executor::Backend;
 use crate::fingerprint::{self, DefinitionFields, OpenDir, StatCache};
 use crate::graph::TaskGraph;
@@ -166,12 +166,10 @@ impl BuildContext<'_> {
         let files = fingerprint::expand_inputs(&self.plan.root, &task.inputs, &self.layout.dir)?;
         let mut inputs = Vec::with_capacity(files.len());
         for f in files {
-            let h = self.hash_project_file(&f)?.ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("input `{f}` does not exist"),
-                )
-            })?;
+            let h = match self.hash_project_file(&f).context("input", &f)? {
+                Some(h) => h,
+                None => return Err(self.missing_input(&f)),
+            };
             inputs.push((f, h));
         }
         Ok(LocalParts {
@@ -179,6 +177,16 @@ impl BuildContext<'_> {
             definition_fields,
             inputs,
         })
+    }
+
+    /// The error for an input that is not there: a symlink to nothing says where it points.
+    fn missing_input(&self, rel: &str) -> io::Error {
+        let path = self.plan.root.join(rel);
+        let why = match std::fs::read_link(&path) {
+            Ok(target) => format!("a symlink to {}, which does not exist", target.display()),
+            Err(_) => "does not exist".to_string(),
+        };
+        PathError::wrap("input", rel, io::Error::new(io::ErrorKind::NotFound, why))
     }
 
     /// What the task's deps (done by now) hand it, by dep id.
@@ -247,7 +255,7 @@ impl BuildContext<'_> {
             return Ok(Some("never built".into()));
         };
         for (path, hash) in &prev.outputs {
-            match self.hash_project_file(path)? {
+            match self.hash_project_file(path).context("output", path)? {
                 None => return Ok(Some(format!("output {path} is missing"))),
                 Some(h) if &h != hash => return Ok(Some(format!("output {path} was modified"))),
                 Some(_) => {}
@@ -281,6 +289,10 @@ impl BuildContext<'_> {
             })
             .collect();
         todo.par_iter().with_min_len(32).for_each(|&t| {
+            // Interrupted: what is left is not checked ahead (nor, then, run).
+            if self.cancel.is_cancelled() {
+                return;
+            }
             // An error is left for the regular check, which reports it.
             let (Ok(local), Ok(outputs)) = (self.local_parts(t), self.outputs_stale(t)) else {
                 return;

@@ -267,6 +267,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 duration,
                 retries,
                 why,
+                warnings,
             } => {
                 let r = self.store.record_success(id, record);
                 self.journal(r);
@@ -292,6 +293,9 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 if let Some(c) = usage.cost_usd {
                     lines.push(format!("Cost: ${c:.4}"));
                 }
+                if let Some(w) = &warnings {
+                    lines.push(format!("Warnings: {}", one_line(w)));
+                }
                 self.log(format!("{agent} Completed"), lines);
                 self.events.emit(Event::TaskSucceeded {
                     task: task_ref(self.ctx, t),
@@ -299,6 +303,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                     retries,
                     usage: &usage,
                     why: &why,
+                    warnings: warnings.as_deref(),
                 });
                 true
             }

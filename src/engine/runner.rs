@@ -2,13 +2,14 @@
 //! sim or agent CLI) with retries, check its outputs and verify command, and record hashes.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::context::{BuildContext, DoneInfo};
 use super::prompt::{render_task_file, DepResult};
 use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
+use crate::cancel::Cancel;
 use crate::clock::{unix_now, Active};
-use crate::disk::{persist_atomic, replace_unsynced};
+use crate::disk::{persist_atomic, replace_unsynced, IoResultExt, PathError};
 use crate::executor::{self, Exit, JobRecord, ProcessSpec};
 use crate::fingerprint::{self, FieldName};
 use crate::plan::{Action, AgentKind, AgentSpec, ResultSpec, Task};
@@ -48,6 +49,9 @@ pub enum TaskDone {
         duration: Duration,
         retries: u32,
         why: String,
+        /// What a shell task printed on stderr though it succeeded (compiler warnings),
+        /// cut to a few lines for the terminal; the whole of it is in its log.
+        warnings: Option<String>,
     },
     Failed {
         failure: Failure,
@@ -119,7 +123,13 @@ impl BuildContext<'_> {
     fn prompt_text(&self, task: &Task) -> io::Result<String> {
         Ok(match &task.action {
             Action::Prompt(p) => p.clone(),
-            Action::PromptFile(f) => std::fs::read_to_string(self.plan.resolve(f))?,
+            Action::PromptFile(f) => {
+                let bytes =
+                    fingerprint::read_regular(&self.plan.resolve(f)).context("prompt_file", f)?;
+                String::from_utf8(bytes)
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+                    .context("prompt_file", f)?
+            }
             Action::Shell(_) => String::new(),
         })
     }
@@ -210,14 +220,21 @@ impl BuildContext<'_> {
         out
     }
 
-    /// One attempt: run the action, then check outputs and `verify`.
-    fn attempt(&self, t: usize, task_file: &str, send: &dyn Fn(TaskMsg)) -> Result<Reply, Failure> {
+    /// One attempt: run the action, then check outputs and `verify`. With the reply, what a
+    /// shell task printed on stderr, cut for showing (see [`TaskDone::Ran`]).
+    fn attempt(
+        &self,
+        t: usize,
+        task_file: &str,
+        send: &dyn Fn(TaskMsg),
+    ) -> Result<(Reply, Option<String>), Failure> {
         let task = self.task(t);
         // What the declared outputs look like before the run, to tell a file this attempt
         // wrote from one an earlier run left behind.
-        let attempt_start = std::time::SystemTime::now();
         let before: Vec<Option<OutputStamp>> =
             task.outputs.iter().map(|o| self.output_stamp(o)).collect();
+        wait_until_writes_show(&before, self.cancel);
+        let mut warnings = None;
         let reply = match (&task.action, self.agent(t)) {
             (Action::Shell(script), _) => {
                 let spec = self.process_spec(
@@ -229,11 +246,22 @@ impl BuildContext<'_> {
                 let out = self
                     .run_process(t, &spec, send)
                     .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;
+                // Both streams of an attempt that failed or warned are kept, as make would
+                // have shown them; a quiet success writes no log (thousands of files).
+                if out.exit != Exit::Code(0) || !out.stderr.is_empty() {
+                    self.log_attempt(t, &out);
+                }
                 match out.exit {
-                    Exit::Code(0) => Reply {
-                        text: String::from_utf8_lossy(&out.stdout).into_owned(),
-                        usage: Usage::default(),
-                    },
+                    Exit::Code(0) => {
+                        if !out.stderr.is_empty() {
+                            let err = self.redactor.redact(&String::from_utf8_lossy(&out.stderr));
+                            warnings = Some(self.shown_lines(t, &err));
+                        }
+                        Reply {
+                            text: String::from_utf8_lossy(&out.stdout).into_owned(),
+                            usage: Usage::default(),
+                        }
+                    }
                     Exit::TimedOut => {
                         return Err(Failure::new(
                             FailureKind::Timeout,
@@ -244,10 +272,22 @@ impl BuildContext<'_> {
                         return Err(Failure::new(FailureKind::Cancelled, "cancelled"))
                     }
                     exit => {
-                        let err = String::from_utf8_lossy(&out.stderr);
+                        // What it said last: on stderr, or on stdout for a script that
+                        // reports there.
+                        let said = if out.stderr.trim_ascii().is_empty() {
+                            &out.stdout
+                        } else {
+                            &out.stderr
+                        };
+                        let said = self.redactor.redact(&String::from_utf8_lossy(said));
+                        let said = agent::tail(&said, 500);
                         return Err(Failure::new(
                             FailureKind::Exit,
-                            format!("{exit}: {}", agent::tail(&self.redactor.redact(&err), 500)),
+                            if said.is_empty() {
+                                format!("{exit}")
+                            } else {
+                                format!("{exit}: {said}")
+                            },
                         ));
                     }
                 }
@@ -321,10 +361,7 @@ impl BuildContext<'_> {
             .outputs
             .iter()
             .zip(before.iter().zip(&after))
-            .filter(|(_, (was, now))| {
-                was.as_ref()
-                    .is_some_and(|w| w.settled_before(attempt_start) && now.as_ref() == Some(w))
-            })
+            .filter(|(_, (was, now))| was.is_some() && now == was)
             .map(|(o, _)| o.as_str())
             .collect();
         if !stale.is_empty() {
@@ -364,7 +401,36 @@ impl BuildContext<'_> {
                 ));
             }
         }
-        Ok(reply)
+        Ok((reply, warnings))
+    }
+
+    /// The first lines of `text` for a terminal: at most [`SHOWN_LINES`] lines of at most
+    /// [`SHOWN_LINE_CHARS`] characters, then how much more the task's log holds.
+    fn shown_lines(&self, t: usize, text: &str) -> String {
+        let lines: Vec<&str> = text.trim_end().lines().collect();
+        let mut shown: Vec<String> = lines
+            .iter()
+            .take(SHOWN_LINES)
+            .map(|l| match l.char_indices().nth(SHOWN_LINE_CHARS) {
+                Some((cut, _)) => format!("{}…", &l[..cut]),
+                None => l.to_string(),
+            })
+            .collect();
+        if lines.len() > SHOWN_LINES {
+            shown.push(format!(
+                "… {} more line(s) in {}",
+                lines.len() - SHOWN_LINES,
+                self.plan.relative(&self.log_path(t))
+            ));
+        }
+        shown.join("\n")
+    }
+
+    /// `logs/agent-XX.log`: what the task's last failed or warning attempt printed.
+    fn log_path(&self, t: usize) -> std::path::PathBuf {
+        self.layout
+            .logs_dir()
+            .join(format!("{}.log", self.agent_ids[t].to_ascii_lowercase()))
     }
 
     /// `out` with secrets masked, for messages that quote part of it.
@@ -383,12 +449,10 @@ impl BuildContext<'_> {
         }
     }
 
-    /// Keeps what a failed attempt printed, for a post-mortem, with secrets masked.
+    /// Keeps what a failed (or, for a shell task, warning) attempt printed, for a
+    /// post-mortem, with secrets masked.
     fn log_attempt(&self, t: usize, out: &executor::ProcessOutput) {
-        let path = self
-            .layout
-            .logs_dir()
-            .join(format!("{}.log", self.agent_ids[t].to_ascii_lowercase()));
+        let path = self.log_path(t);
         let text = format!(
             "--- {} ({}) ---\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
             self.task(t).id,
@@ -433,6 +497,10 @@ impl BuildContext<'_> {
             None => match self.check(t) {
                 Ok(Ok(info)) => return TaskDone::UpToDate(info),
                 Ok(Err(stale)) => stale,
+                // An interrupt stops a long hash: the task did not fail, it did not start.
+                Err(_) if self.cancel.is_cancelled() => {
+                    return fail(Failure::new(FailureKind::Cancelled, "cancelled"), 0)
+                }
                 Err(e) => return fail(Failure::new(FailureKind::Launch, e.to_string()), 0),
             },
         };
@@ -443,12 +511,7 @@ impl BuildContext<'_> {
         } else {
             let prompt = match self.prompt_text(task) {
                 Ok(p) => p,
-                Err(e) => {
-                    return fail(
-                        Failure::new(FailureKind::Launch, format!("prompt_file: {e}")),
-                        0,
-                    )
-                }
+                Err(e) => return fail(Failure::new(FailureKind::Launch, e.to_string()), 0),
             };
             let deps = self.dep_results(t);
             let text = render_task_file(
@@ -462,26 +525,23 @@ impl BuildContext<'_> {
                     .collect::<Vec<_>>(),
                 &deps,
             );
-            if let Err(e) =
-                persist_atomic(&self.layout.task_file(&self.agent_ids[t]), text.as_bytes())
-            {
-                return fail(
-                    Failure::new(FailureKind::Launch, format!("writing task file: {e}")),
-                    0,
-                );
+            let path = self.layout.task_file(&self.agent_ids[t]);
+            if let Err(e) = persist_atomic(&path, text.as_bytes()) {
+                let e = PathError::wrap("task file", self.plan.relative(&path), e);
+                return fail(Failure::new(FailureKind::Launch, e.to_string()), 0);
             }
             text
         };
         let attempts = self.attempts_allowed(t);
         let mut retries = 0;
-        let reply = loop {
+        let (reply, warnings) = loop {
             let attempt = retries + 1;
             if attempt > 1 {
                 // The first attempt was announced when the task was handed out.
                 send(TaskMsg::AttemptStarted { task: t, attempt });
             }
             match self.attempt(t, &task_file, send) {
-                Ok(r) => break r,
+                Ok(done) => break done,
                 Err(f) => {
                     let f = Failure::new(f.kind, self.redactor.redact(&f.message));
                     if attempt >= attempts || !f.retryable() || self.cancel.is_cancelled() {
@@ -522,11 +582,8 @@ impl BuildContext<'_> {
         } else {
             persist_atomic(&result_path, reply.text.as_bytes())
         };
-        if let Err(e) = written {
-            return fail(
-                Failure::new(FailureKind::Launch, format!("writing result: {e}")),
-                retries,
-            );
+        if let Err(e) = written.context("result", self.result_rel(t)) {
+            return fail(Failure::new(FailureKind::Launch, e.to_string()), retries);
         }
         // The hashes that prove this run's work is still there: declared outputs and result.
         let mut proof = task.outputs.clone();
@@ -577,9 +634,14 @@ impl BuildContext<'_> {
             duration: started.elapsed(),
             retries,
             why,
+            warnings,
         }
     }
 }
+
+/// How much of a successful shell task's stderr a terminal is shown.
+const SHOWN_LINES: usize = 20;
+const SHOWN_LINE_CHARS: usize = 300;
 
 /// Enough of a file's metadata to see whether anything wrote it.
 #[derive(Debug, Clone, PartialEq)]
@@ -588,14 +650,36 @@ struct OutputStamp {
     is_file: bool,
 }
 
-impl OutputStamp {
-    /// File times come from a coarse clock (a few ms): a file changed just before the attempt
-    /// could be rewritten with an identical stamp, so only older ones prove "not rewritten".
-    fn settled_before(&self, start: std::time::SystemTime) -> bool {
-        let start_ns = start
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
-        self.stamp.mtime_ns + 50_000_000 < start_ns
+/// Waits until the file clock has moved past the last change of every existing output, so
+/// that a write during the attempt cannot leave a stamp equal to the one taken before it.
+///
+/// A write sets a file's ctime to the clock's current tick, and the clock ticks coarsely (a
+/// few ms; a second on filesystems with whole-second times): an output written just before
+/// the attempt and again, by it, in the same tick, with the same size, would look untouched.
+/// So the stamps are compared only once that tick is over; whether an output counts as
+/// written never depends on how long ago it was written (it used to: rebuilt at once, a
+/// file the agent never touched passed; 0.3 s later it failed). ctime, not mtime: only the
+/// kernel sets it. The wait is the stat cache's racy window at most, and only for outputs
+/// changed that recently; bounded, and cut short by an interrupt.
+fn wait_until_writes_show(before: &[Option<OutputStamp>], cancel: &Cancel) {
+    let until = before
+        .iter()
+        .flatten()
+        .map(|o| {
+            o.stamp
+                .ctime_ns
+                .saturating_add(fingerprint::racy_window_ns(&o.stamp))
+        })
+        .max();
+    let Some(until) = until else { return };
+    // A ctime ahead of the wall clock (the clock was set back) is not waited for past this.
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    while fingerprint::now_ns() <= until && Instant::now() < deadline {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let left = (until - fingerprint::now_ns()).max(1_000_000) as u64;
+        std::thread::sleep(Duration::from_nanos(left).min(Duration::from_millis(20)));
     }
 }
 

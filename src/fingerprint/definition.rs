@@ -4,7 +4,7 @@
 
 use std::io;
 
-use crate::disk::Digest;
+use crate::disk::{Digest, IoResultExt};
 use crate::plan::{Action, AgentSpec, KeptDefinition, Plan, Task};
 
 /// The name of a definition field (`prompt`, `run`, ...): static for the known ones, so the
@@ -126,8 +126,8 @@ pub fn definition_fields(
         Action::Prompt(p) => (b"", p.as_bytes().into()),
         Action::PromptFile(p) => (
             b"",
-            std::fs::read(plan.resolve(p))
-                .map_err(|e| io::Error::new(e.kind(), format!("prompt_file {}: {e}", p.display())))?
+            super::read_regular(&plan.resolve(p))
+                .context("prompt_file", p)?
                 .into(),
         ),
     };

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use crate::disk::FileStamp;
+use super::stat_cache::FileKind;
+use crate::disk::{FileStamp, IoResultExt, PathError};
 use crate::plan::normalize;
 
 /// Expands input patterns into sorted, de-duplicated paths relative to `root`. A pattern without
@@ -26,17 +27,28 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip_dir: &Path) -> io::R
         if !walk_root.is_dir() {
             continue;
         }
+        let rel = |p: &Path| match p.strip_prefix(root) {
+            Ok(r) => r.to_string_lossy().replace('\\', "/"),
+            // An absolute pattern: the path as it is.
+            Err(_) => p.to_string_lossy().into_owned(),
+        };
         for entry in glob_walk(&walk_root, skip_dir) {
-            let entry = entry.map_err(io::Error::other)?;
-            if !entry.file_type().is_file() {
+            crate::interrupt::check()?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => match walk_error(e, &rel, &matcher) {
+                    Some(e) => return Err(e),
+                    None => continue,
+                },
+            };
+            let kind = FileKind::of(&entry.file_type());
+            if kind == FileKind::Dir {
                 continue;
             }
-            let rel = match entry.path().strip_prefix(root) {
-                Ok(r) => r.to_string_lossy().replace('\\', "/"),
-                // An absolute pattern: the path as it is.
-                Err(_) => entry.path().to_string_lossy().into_owned(),
-            };
+            let rel = rel(entry.path());
             if matcher.is_match(&rel) {
+                // A FIFO, socket or device it matched is an input that cannot be hashed.
+                kind.regular().context("input", &rel)?;
                 out.push(rel);
             }
         }
@@ -44,6 +56,37 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip_dir: &Path) -> io::R
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// The error a glob's walk met, naming the path, or `None` when it concerns a path the glob
+/// does not match (a dangling symlink beside the files it wants). A directory that cannot be
+/// read or a symlink loop is an error: what it holds may match.
+fn walk_error(
+    e: walkdir::Error,
+    rel: &dyn Fn(&Path) -> String,
+    matcher: &GlobMatcher,
+) -> Option<io::Error> {
+    let path = e.path().map(rel).unwrap_or_default();
+    if e.loop_ancestor().is_some() {
+        return Some(PathError::wrap(
+            "input",
+            &path,
+            io::Error::from_raw_os_error(libc::ELOOP),
+        ));
+    }
+    let source = e
+        .into_io_error()
+        .unwrap_or_else(|| io::Error::other("cannot walk"));
+    let dangling = source.kind() == io::ErrorKind::NotFound;
+    if dangling && !matcher.is_match(&path) {
+        return None;
+    }
+    let source = if dangling {
+        io::Error::new(io::ErrorKind::NotFound, "a symlink to nothing")
+    } else {
+        source
+    };
+    Some(PathError::wrap("input", &path, source))
 }
 
 /// What a glob pattern walks: everything under its literal prefix, links followed, but not

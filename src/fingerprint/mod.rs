@@ -18,5 +18,6 @@ pub use definition::{
 };
 pub use glob::{compile_glob, expand_inputs, glob_dirs, has_glob_meta, literal_prefix};
 pub use stat_cache::{
-    hash_file_contents, now_ns, stamp_is_racy, FileKind, FxHasher, OpenDir, StatCache,
+    hash_file_contents, now_ns, open_regular, racy_window_ns, read_regular, stamp_is_racy,
+    FileKind, FxHasher, OpenDir, StatCache,
 };

@@ -71,7 +71,7 @@ impl FxHasher {
 /// timestamp tick, unseen by its stamp, so its hash is not cached (git's "racy clean"
 /// problem). Filesystems with nanosecond timestamps tick in milliseconds (the kernel's coarse
 /// clock); ones with whole seconds need the long window.
-fn racy_window_ns(stamp: &FileStamp) -> i64 {
+pub fn racy_window_ns(stamp: &FileStamp) -> i64 {
     let whole_seconds = stamp.mtime_ns % 1_000_000_000 == 0 && stamp.ctime_ns % 1_000_000_000 == 0;
     if whole_seconds {
         2_000_000_000
@@ -144,10 +144,12 @@ impl StatCache {
         Ok(entries)
     }
 
-    /// The content hash of `path`, or `None` when it does not exist.
+    /// The content hash of `path`, or `None` when it does not exist. Anything but a
+    /// regular file (a directory, FIFO, socket or device) is an error, and never opened.
+    /// Errors name no path: the caller knows what the file is to it, and says.
     pub fn hash_file(&self, path: &Path) -> io::Result<Option<Digest>> {
         let stat = match std::fs::metadata(path) {
-            Ok(m) => Some((FileStamp::of(&m), m.is_dir())),
+            Ok(m) => Some((FileStamp::of(&m), FileKind::of(&m.file_type()))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
@@ -161,24 +163,19 @@ impl StatCache {
         rel: &str,
         path: &Path,
     ) -> io::Result<Option<Digest>> {
-        self.hash_stamped(path, dir.stat(rel)?)
+        self.hash_stamped(path, dir.stat_kind(rel)?)
     }
 
     fn hash_stamped(
         &self,
         path: &Path,
-        stat: Option<(FileStamp, bool)>,
+        stat: Option<(FileStamp, FileKind)>,
     ) -> io::Result<Option<Digest>> {
         use std::os::unix::ffi::OsStrExt;
-        let Some((stamp, is_dir)) = stat else {
+        let Some((stamp, kind)) = stat else {
             return Ok(None);
         };
-        if is_dir {
-            return Err(io::Error::other(format!(
-                "{} is a directory",
-                path.display()
-            )));
-        }
+        kind.regular()?;
         let key = path.as_os_str().as_bytes();
         // A saved entry whose stamp still matches is right whatever this build saw before:
         // a file cannot get an old stamp back (its ctime only moves forward).
@@ -284,24 +281,89 @@ impl OpenDir {
         let kind = match st.st_mode & libc::S_IFMT {
             libc::S_IFREG => FileKind::File,
             libc::S_IFDIR => FileKind::Dir,
-            _ => FileKind::Other,
+            libc::S_IFIFO => FileKind::Other("a FIFO"),
+            libc::S_IFSOCK => FileKind::Other("a socket"),
+            libc::S_IFCHR => FileKind::Other("a character device"),
+            libc::S_IFBLK => FileKind::Other("a block device"),
+            _ => FileKind::Other("not a regular file"),
         };
         Ok(Some((stamp, kind)))
     }
 }
 
-/// What [`OpenDir::stat_kind`] found.
+/// What [`OpenDir::stat_kind`] found (symlinks followed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     File,
     Dir,
-    /// A FIFO, socket or device: never a task's output.
-    Other,
+    /// A FIFO, socket or device (named for messages): never hashed, never a task's output.
+    Other(&'static str),
+}
+
+impl FileKind {
+    pub fn of(t: &std::fs::FileType) -> FileKind {
+        use std::os::unix::fs::FileTypeExt;
+        match () {
+            _ if t.is_file() => FileKind::File,
+            _ if t.is_dir() => FileKind::Dir,
+            _ if t.is_fifo() => FileKind::Other("a FIFO"),
+            _ if t.is_socket() => FileKind::Other("a socket"),
+            _ if t.is_char_device() => FileKind::Other("a character device"),
+            _ if t.is_block_device() => FileKind::Other("a block device"),
+            _ => FileKind::Other("not a regular file"),
+        }
+    }
+
+    /// `Ok` for a regular file, else an error saying what it is instead.
+    pub fn regular(self) -> io::Result<()> {
+        match self {
+            FileKind::File => Ok(()),
+            FileKind::Dir => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a directory, not a file",
+            )),
+            FileKind::Other(what) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{what}, not a regular file"),
+            )),
+        }
+    }
+}
+
+/// Opens `path` for reading only if it is a regular file. A FIFO would block the open (and
+/// the build, which SIGTERM could not end) until some writer came, a device could be read
+/// forever: it is stat'ed first and never opened if it is anything else, opened with
+/// O_NONBLOCK as a second guard, and the open file checked again, in case the path changed
+/// in between.
+pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    FileKind::of(&std::fs::metadata(path)?.file_type()).regular()?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    FileKind::of(&file.metadata()?.file_type()).regular()?;
+    Ok(file)
+}
+
+/// The whole of a regular file (see [`open_regular`]), read in chunks that an interrupt
+/// stops.
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = open_regular(path)?;
+    let mut out = Vec::new();
+    loop {
+        crate::interrupt::check()?;
+        let n = (&mut file).take(4 << 20).read_to_end(&mut out)?;
+        if n == 0 {
+            return Ok(out);
+        }
+    }
 }
 
 pub fn hash_file_contents(path: &Path) -> io::Result<Digest> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    let mut file = open_regular(path)?;
     // Most inputs and outputs are small: one read and a one-shot hash.
     let mut buf = Vec::with_capacity(16 << 10);
     (&mut file).take(64 << 10).read_to_end(&mut buf)?;
@@ -310,7 +372,18 @@ pub fn hash_file_contents(path: &Path) -> io::Result<Digest> {
     }
     let mut hasher = blake3::Hasher::new();
     hasher.update(&buf);
-    hasher.update_reader(file)?;
+    // A huge file is hashed a few MB at a time, so an interrupt ends it within one chunk.
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        crate::interrupt::check()?;
+        let n = match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&chunk[..n]);
+    }
     Ok(Digest::from_hash(hasher.finalize()))
 }
 

@@ -44,6 +44,8 @@ pub enum Event<'a> {
         retries: u32,
         usage: &'a Usage,
         why: &'a str,
+        /// What a shell task printed on stderr though it succeeded, a few lines at most.
+        warnings: Option<&'a str>,
     },
     TaskFailed {
         task: TaskRef<'a>,

@@ -67,11 +67,12 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             retries,
             usage,
             why,
+            warnings,
         } => json!({
             "event": "task_finished", "task": task.id, "agent_id": task.agent_id,
             "agent": task.runner, "duration_ms": ms(duration), "retries": retries,
             "why": why, "cost_usd": usage.cost_usd, "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
+            "output_tokens": usage.output_tokens, "warnings": warnings,
         }),
         Event::TaskFailed {
             task,

@@ -9,8 +9,11 @@ use crate::duration::format_duration;
 
 pub struct PlainReporter {
     paint: Paint,
-    /// With `--quiet`: only failures and the summary.
+    /// With `--quiet`: only failures, warnings and the summary.
     quiet: bool,
+    /// With `--verbose`: also a line per task found up to date (ninja prints none, and 300
+    /// skip lines bury what a build did).
+    verbose: bool,
 }
 
 impl PlainReporter {
@@ -18,7 +21,14 @@ impl PlainReporter {
         PlainReporter {
             paint: Paint { on: color },
             quiet,
+            verbose: false,
         }
+    }
+
+    /// Also a line for each task found up to date, and for a merge that was.
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
     }
 
     /// The text of one event, or `None` for events this reporter leaves out.
@@ -61,6 +71,8 @@ impl PlainReporter {
                 task.id,
                 format_duration(*delay)
             )),
+            // Up to date only thanks to early cutoff is worth a line; the others only with -v.
+            Event::TaskSkipped { deps_reran, .. } if !self.verbose && deps_reran.is_empty() => None,
             Event::TaskSkipped { task, deps_reran } => loud(&|| {
                 format!(
                     "{} {} [{}] up to date{}",
@@ -75,6 +87,7 @@ impl PlainReporter {
                 duration,
                 retries,
                 usage,
+                warnings,
                 ..
             } => {
                 let mut extra = String::new();
@@ -87,7 +100,7 @@ impl PlainReporter {
                 if let Some(c) = usage.cost_usd {
                     extra.push_str(&format!(", ${c:.4}"));
                 }
-                loud(&|| {
+                let ok = loud(&|| {
                     format!(
                         "{} {} [{}] in {}{extra}",
                         p.green("     ok"),
@@ -95,7 +108,20 @@ impl PlainReporter {
                         task.id,
                         format_duration(*duration)
                     )
-                })
+                });
+                // Warnings show as make shows them, under the task's line; with --quiet,
+                // under a line of their own.
+                match (ok, warnings) {
+                    (ok, None) => ok,
+                    (ok, Some(w)) => {
+                        let head = ok.unwrap_or_else(|| {
+                            format!("{} {} [{}]", p.yellow("   warn"), task.agent_id, task.id)
+                        });
+                        let body: Vec<String> =
+                            w.lines().map(|l| format!("         {l}")).collect();
+                        Some(format!("{head}\n{}", body.join("\n")))
+                    }
+                }
             }
             Event::TaskFailed {
                 task,
@@ -138,6 +164,7 @@ impl PlainReporter {
                 task.agent_id,
                 task.id
             )),
+            Event::Aggregated { up_to_date, .. } if *up_to_date && !self.verbose => None,
             Event::Aggregated {
                 path,
                 strategy,

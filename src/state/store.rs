@@ -13,9 +13,9 @@ use super::layout::{agent_id, StateLayout};
 use super::preload::PreloadedSnapshot;
 use super::snapshot::{Snapshot, StatusRecord, TaskRecord};
 use crate::clock::StartWindow;
-use crate::disk::persist_atomic;
 use crate::disk::Digest;
 use crate::disk::FileStamp;
+use crate::disk::{persist_atomic, PathError};
 use crate::plan::Plan;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,6 +70,11 @@ impl JournalEntry {
     }
 }
 
+/// `e`, naming the state file it was about.
+fn state_file(e: io::Error, path: PathBuf) -> io::Error {
+    PathError::wrap("state file", path, e)
+}
+
 /// The loaded state plus an open journal. One per build, owned by the scheduling thread.
 pub struct StateStore {
     pub layout: StateLayout,
@@ -106,8 +111,16 @@ impl StateStore {
         let mut journal_bytes = 0;
         let mut closed = true;
         let mut succeeded = Vec::new();
-        if let Ok(text) = std::fs::read_to_string(layout.journal()) {
-            journal_bytes = text.len() as u64;
+        let journal = match std::fs::read(layout.journal()) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(state_file(e, layout.journal())),
+        };
+        if let Some(bytes) = journal {
+            journal_bytes = bytes.len() as u64;
+            // A torn write can end in half a character: that line fails to parse, as any
+            // torn line does, and the others are read.
+            let text = String::from_utf8_lossy(&bytes);
             for line in text.lines() {
                 // A torn last line (crash mid-write) does not parse and is dropped.
                 let Ok(entry) = serde_json::from_str::<JournalEntry>(line) else {
@@ -205,14 +218,14 @@ impl StateStore {
                     .map_err(|e| corrupt(layout.snapshot(), &e))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(state_file(e, layout.snapshot())),
         }
         match std::fs::read(layout.legacy_snapshot()) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(|s| (s, true))
                 .map_err(|e| corrupt(layout.legacy_snapshot(), &e)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((Snapshot::default(), false)),
-            Err(e) => Err(e),
+            Err(e) => Err(state_file(e, layout.legacy_snapshot())),
         }
     }
 
@@ -269,12 +282,13 @@ impl StateStore {
                 OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(self.layout.journal())?,
+                    .open(self.layout.journal())
+                    .map_err(|e| state_file(e, self.layout.journal()))?,
             );
         }
         let written = self.journal.as_mut().unwrap().write_all(&self.pending);
         self.pending.clear();
-        written
+        written.map_err(|e| state_file(e, self.layout.journal()))
     }
 
     pub fn record_success(&mut self, task: &str, record: TaskRecord) -> io::Result<()> {
@@ -341,7 +355,8 @@ impl StateStore {
         self.flush_journal()?;
         self.dirty = false;
         let bytes = self.snapshot.encode();
-        persist_atomic(&self.layout.snapshot(), &bytes)?;
+        persist_atomic(&self.layout.snapshot(), &bytes)
+            .map_err(|e| state_file(e, self.layout.snapshot()))?;
         // Their content now lives in the binary files.
         for old in self.layout.legacy_files() {
             let _ = std::fs::remove_file(old);
