@@ -7,15 +7,15 @@
 //!   placeholder in it (the same grammar and checks as an inline prompt, pointing into the
 //!   prompt file);
 //! - an input named plainly (not a glob) that is a directory (suggesting `dir/**`), a FIFO,
-//!   socket or device, a symlink loop, or that cannot be read;
+//!   socket or device, a symlink loop, or that cannot be read; an output that is a directory;
 //! - a glob that matches nothing, or a named input that does not exist, when no task declares
 //!   an output it would match either: a warning (a file may come later), an error under
 //!   `settings.strict`. One warning per pattern, naming the tasks that use it.
 //!
 //! Files that appear or change during the build are the hashing's to check. The cost is one
-//! `lstat` per named input and one walk per distinct glob (which stops at its first match),
-//! spread over the cores for a large plan; the no-op fast path (`engine::up_to_date`) does
-//! not load the plan, so it pays none of it.
+//! `stat` per named input and output and one walk per distinct glob (which stops at its
+//! first match), spread over the cores for a large plan; the no-op fast path
+//! (`engine::up_to_date`) does not load the plan, so it pays none of it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
@@ -48,6 +48,7 @@ struct Problem {
 #[derive(Clone, Copy)]
 enum At {
     Input(usize),
+    Output(usize),
     PromptFile,
 }
 
@@ -121,6 +122,7 @@ pub fn check(plan: &Plan, spans: &dyn Fn() -> Option<PlanSpans>) -> Findings {
         let id = &plan.tasks[p.task].id;
         let at = |s: &crate::plan::diagnostic::TaskSpans| match p.at {
             At::Input(i) => s.inputs.get(i).cloned(),
+            At::Output(i) => s.outputs.get(i).cloned(),
             At::PromptFile => s.prompt_file.clone(),
         };
         let mut e = match &spans {
@@ -181,6 +183,26 @@ fn task_problems(
                 help,
                 warning: false,
             }),
+        }
+    }
+    // An output that is a directory now can never be the file the task must leave.
+    for (i, output) in task.outputs.iter().enumerate() {
+        if let Ok(Some(mode)) = stat_mode(plan, root, output) {
+            if mode & libc::S_IFMT == libc::S_IFDIR {
+                out.push(Problem {
+                    task: t,
+                    at: At::Output(i),
+                    code: "orch::dir_output",
+                    message: format!("output `{output}` of task `{}` is a directory", task.id),
+                    label: "a directory",
+                    help: Some(
+                        "an output is a file the task writes: list each file (a task that \
+                         writes a whole tree can name one file in it, e.g. a stamp file)"
+                            .into(),
+                    ),
+                    warning: false,
+                });
+            }
         }
     }
     (out, missing)

@@ -398,3 +398,77 @@ fn one_retry_and_a_verify_that_prints_nothing_read_well() {
         "{err}"
     );
 }
+
+#[test]
+fn more_malformed_values_are_plan_errors_with_their_span() {
+    // (fields, message, where it points)
+    let cases = [
+        ("[settings]\nstate_dir = \"\"\n[tasks.t]\nrun = \"true\"\n", "state_dir `` is the project directory itself", "Orchfile.toml:2:13]"),
+        ("[settings]\nstate_dir = \"./\"\n[tasks.t]\nrun = \"true\"\n", "state_dir `./` is the project directory itself", "Orchfile.toml:2:13]"),
+        ("[tasks.t]\nrun = \"true\"\nenv = { \"A=B\" = \"x\" }\n", "environment variable name `A=B` of task `t` holds `=`", "Orchfile.toml:3:9]"),
+        ("[tasks.t]\nrun = \"true\"\nenv = { \"\" = \"x\" }\n", "environment variable name `` of task `t` is empty", "Orchfile.toml:3:9]"),
+        (
+            "[agents.my]\ncommand = [\"cat\"]\nenv = { \"\" = \"x\" }\nretry_on = [\"\"]\n[tasks.t]\nprompt = \"p\"\nagent = \"my\"\n",
+            "environment variable name `` of agent `my` is empty",
+            "Orchfile.toml:3:9]",
+        ),
+        (
+            "[agents.my]\ncommand = [\"cat\"]\nretry_on = [\"overloaded\", \"\"]\n[tasks.t]\nprompt = \"p\"\nagent = \"my\"\n",
+            "a retry_on pattern of agent `my` is empty",
+            "Orchfile.toml:3:27]",
+        ),
+        ("[tasks.t]\nrun = \"true\"\noutputs = [\"adir/\"]\n", "output `adir/` of task `t` is a directory", "Orchfile.toml:3:12]"),
+        ("[tasks.t]\nrun = \"true\"\n[aggregate]\ntitle = \"\"\n", "the [aggregate] title is empty", "Orchfile.toml:4:9]"),
+        ("[tasks.t]\nrun = \"true\"\n[aggregate]\nstrategy = \"agent\"\nprompt = \" \"\n", "the [aggregate] prompt is empty", "Orchfile.toml:5:10]"),
+        (
+            "[tasks.t]\nrun = \"true\"\n[aggregate]\nstrategy = \"agent\"\nprompt = \"Merge {{ inputs }}.\"\n",
+            "the [aggregate] prompt takes no placeholders, and has `{{ inputs }}`",
+            "Orchfile.toml:5:17]",
+        ),
+        ("[tasks.t]\nprompt = \"Say {{ }}.\"\n", "empty placeholder `{{ }}`", "Orchfile.toml:2:15]"),
+        ("[tasks.t]\nrun = \"true\"\nretries = 1.5\n", "invalid type: decimal number `1.5`, expected a whole", "Orchfile.toml:3:11]"),
+        ("[tasks.t]\nrun = \"true\"\ninputs = \"a.txt\"\n", "expected a list", "Orchfile.toml:3:10]"),
+    ];
+    for (fields, message, at) in cases {
+        let p = Project::new(&orchfile(fields));
+        let err = refused(&p, &["build", "--agent", "sim"]);
+        assert!(err.contains(message), "{fields}: {err}");
+        assert!(err.contains(at), "{fields}: points at it: {err}");
+    }
+    // An output that is a directory on disk, as the build would find it after the run.
+    let p = Project::new(&orchfile(
+        "[tasks.t]\nrun = \"touch adir/x\"\noutputs = [\"adir\"]\n",
+    ));
+    std::fs::create_dir(p.path("adir")).unwrap();
+    let err = refused(&p, &["build"]);
+    assert!(
+        err.contains("output `adir` of task `t` is a directory"),
+        "{err}"
+    );
+    assert!(err.contains("Orchfile.toml:3:12]"), "{err}");
+    // Did-you-mean for a placeholder in another case or naming a dep another way.
+    for (written, meant) in [
+        ("{{ INPUTS }}", "{{ inputs }}"),
+        ("{{ deps.a }}", "{{ deps.a.result }}"),
+        ("{{ a.result }}", "{{ deps.a.result }}"),
+        ("{{ deps.a.output }}", "{{ deps.a.result }}"),
+        ("{{ result }}", "{{ deps.a.result }}"),
+    ] {
+        let p = Project::new(&orchfile(&format!(
+            "[tasks.a]\nrun = \"true\"\n[tasks.b]\nprompt = \"Use {written}.\"\ndeps = [\"a\"]\n"
+        )));
+        let err = refused(&p, &["build", "--agent", "sim"]);
+        assert!(
+            err.contains(&format!("did you mean `{meant}`?")),
+            "{written}: {err}"
+        );
+    }
+    // A literal in the merge prompt is written as the literal.
+    let p = Project::new(
+        "[tasks.t]\nrun = \"echo x\"\n[aggregate]\nstrategy = \"agent\"\nagent = \"sim\"\n\
+         prompt = \"Keep {{ '{{' }} as is.\"\n",
+    );
+    p.orch(&["build"]).success();
+    let merge = p.read(".orchestrator/agent_tasks/aggregate.md");
+    assert!(merge.contains("Keep {{ as is."), "{merge}");
+}

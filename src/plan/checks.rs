@@ -63,11 +63,16 @@ pub fn check_inside_root(path: &str) -> Result<(), &'static str> {
 
 /// The known name nearest to a misspelling, if one is close.
 pub fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    // Case aside first (`INPUTS` is `inputs`), then as written.
+    let lower = name.to_ascii_lowercase();
     known
-        .map(|k| (edit_distance(name, k), k))
-        .filter(|&(d, k)| d <= 2.max(k.len() / 3))
+        .map(|k| {
+            let folded = edit_distance(&lower, &k.to_ascii_lowercase());
+            (folded, edit_distance(name, k), k)
+        })
+        .filter(|&(d, _, k)| d <= 2.max(k.len() / 3))
         .min()
-        .map(|(_, k)| k)
+        .map(|(_, _, k)| k)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

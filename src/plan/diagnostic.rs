@@ -149,6 +149,8 @@ pub struct TaskSpans {
     pub task: Option<Range<usize>>,
     /// One per input, in order (several may share the span of one field).
     pub inputs: Vec<Range<usize>>,
+    /// One per output, likewise.
+    pub outputs: Vec<Range<usize>>,
     pub prompt_file: Option<Range<usize>>,
 }
 

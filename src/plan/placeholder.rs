@@ -105,6 +105,20 @@ pub fn parse(text: &str) -> (Vec<Segment<'_>>, Vec<Problem>) {
             .bytes()
             .next()
             .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'\'');
+        if !opens && first.starts_with("}}") && first.len() < text.len() - body {
+            // `{{ }}`: a placeholder with its name left out (`{{}}` stays text, as in C++).
+            let end = text.len() - first.len() + 2;
+            problems.push(Problem {
+                span: start..end,
+                message: "empty placeholder `{{ }}`".into(),
+                label: "no name".into(),
+                help: Some(format!(
+                    "placeholders are {KNOWN_FORMS}; write a literal `{{{{` as {{{{ '{{{{' }}}}"
+                )),
+            });
+            i = end;
+            continue;
+        }
         if !opens {
             // `{{{`: try again one brace on.
             i = start + 1;
@@ -237,6 +251,7 @@ impl<'a> Name<'a> {
                     .collect();
                 let close = super::checks::closest(key, candidates.iter().map(String::as_str))
                     .map(String::from)
+                    .or_else(|| dep_named_otherwise(key, task, deps, tasks))
                     .or_else(|| {
                         // `dep.a.result` for a task that is not (yet) a dep.
                         let others: Vec<String> = tasks
@@ -263,6 +278,49 @@ impl<'a> Name<'a> {
     }
 }
 
+/// The dep result a key most likely means when it names a task another way than
+/// `deps.<id>.result`: `deps.a`, `deps.a.output`, `dep.a`, `a.result`, `a`; or `deps` and
+/// `result` in a task with one dep. Deps first, then other tasks (never `task` itself), the
+/// longest id that fits (ids may hold dots).
+fn dep_named_otherwise(
+    key: &str,
+    task: &str,
+    deps: &[&str],
+    tasks: &dyn KnownTasks,
+) -> Option<String> {
+    if matches!(key, "deps" | "dep" | "result" | "results") {
+        return match deps {
+            [only] => Some(format!("deps.{only}.result")),
+            _ => None,
+        };
+    }
+    let rests: Vec<&str> = ["deps.", "dep.", "deps_", "dep_"]
+        .iter()
+        .filter_map(|p| key.strip_prefix(p))
+        .chain([key])
+        .collect();
+    let fits = |id: &&str| {
+        rests
+            .iter()
+            .any(|r| r == id || r.strip_prefix(*id).is_some_and(|r| r.starts_with('.')))
+    };
+    let id = deps
+        .iter()
+        .copied()
+        .filter(&fits)
+        .max_by_key(|id| id.len())
+        .map(str::to_string)
+        .or_else(|| {
+            tasks
+                .ids()
+                .filter(|&t| t != task)
+                .filter(&fits)
+                .max_by_key(|id| id.len())
+                .map(str::to_string)
+        })?;
+    Some(format!("deps.{id}.result"))
+}
+
 /// Every problem with the placeholders of a prompt written for `task` (with `deps`) in a
 /// plan whose tasks are `ids`: syntax first, then names, in the order they appear.
 pub fn check(text: &str, task: &str, deps: &[&str], tasks: &dyn KnownTasks) -> Vec<Problem> {
@@ -281,6 +339,48 @@ pub fn check(text: &str, task: &str, deps: &[&str], tasks: &dyn KnownTasks) -> V
     }
     problems.sort_by_key(|p| p.span.start);
     problems
+}
+
+/// Every problem with the placeholders of a text in which no name is available (the
+/// `[aggregate]` prompt, which follows every result): syntax, and any name at all; a literal
+/// is fine.
+pub fn check_without_names(text: &str, whose: &str) -> Vec<Problem> {
+    let (segments, mut problems) = parse(text);
+    for s in segments {
+        if let Segment::Placeholder { key, span } = s {
+            if !matches!(Name::of(key), Some(Name::Literal(_))) {
+                problems.push(Problem {
+                    span,
+                    message: format!("{whose} takes no placeholders, and has `{{{{ {key} }}}}`"),
+                    label: "not filled in here".into(),
+                    help: Some(
+                        "the merge agent is given every task's result before this text; write a \
+                         literal `{{` as {{ '{{' }}"
+                            .into(),
+                    ),
+                });
+            }
+        }
+    }
+    problems.sort_by_key(|p| p.span.start);
+    problems
+}
+
+/// A text in which no name is available (the `[aggregate]` prompt), only literals: `{{ '{{' }}`
+/// written as `{{`. Meant for a text [`check`] passed with no deps and no tasks.
+pub fn render_literals(text: &str) -> String {
+    let (segments, _) = parse(text);
+    let mut out = String::with_capacity(text.len());
+    for s in segments {
+        match s {
+            Segment::Text(t) => out.push_str(t),
+            Segment::Placeholder { key, span } => match Name::of(key) {
+                Some(Name::Literal(l)) => out.push_str(l),
+                _ => out.push_str(&text[span]),
+            },
+        }
+    }
+    out
 }
 
 /// Whether the placeholder at `span` stands alone on its line (only spaces beside it): a list
@@ -377,6 +477,31 @@ mod tests {
         let m = messages("x {{ x\nnext {{ inputs }}", &[], &ids);
         assert_eq!(m.len(), 1, "{m:?}");
         assert!(m[0].contains("placeholder `{{ x` is not closed"), "{m:?}");
+        let m = messages("{{ INPUTS }}", &[], &ids);
+        assert!(m[0].contains("did you mean `{{ inputs }}`"), "{m:?}");
+        for key in [
+            "deps.a",
+            "deps.a.output",
+            "a.result",
+            "dep_a",
+            "deps",
+            "result",
+        ] {
+            let m = messages(&format!("{{{{ {key} }}}}"), &["a"], &ids);
+            assert!(
+                m[0].contains("did you mean `{{ deps.a.result }}`"),
+                "{key}: {m:?}"
+            );
+        }
+        let m = messages("{{ deps.build.output }}", &[], &ids);
+        assert!(
+            m[0].contains("did you mean `{{ deps.build.result }}`"),
+            "{m:?}"
+        );
+        let m = messages("say {{ }} and {{  }}", &[], &ids);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].contains("empty placeholder"), "{m:?}");
+        assert!(messages("int v{{}}; {{ {1} }}", &[], &ids).is_empty());
         let m = messages("{{ a b }}", &[], &ids);
         assert!(m[0].contains("not a placeholder orch knows"), "{m:?}");
         assert!(messages("{{ inputs }} {{ '{{' }} {{ deps.a.result }}", &["a"], &ids).is_empty());

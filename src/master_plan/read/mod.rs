@@ -113,6 +113,10 @@ pub fn spans(path: &Path, text: &str) -> PlanSpans {
                     t.inputs = f.list().iter().map(|_| f.span.clone()).collect()
                 }
                 Some("inputs") => t.inputs = f.codes.iter().map(|(_, r)| r.clone()).collect(),
+                Some("outputs") if f.codes.is_empty() => {
+                    t.outputs = f.list().iter().map(|_| f.span.clone()).collect()
+                }
+                Some("outputs") => t.outputs = f.codes.iter().map(|(_, r)| r.clone()).collect(),
                 Some("prompt_file") => t.prompt_file = Some(f.span.clone()),
                 _ => {}
             }

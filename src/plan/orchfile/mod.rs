@@ -29,7 +29,7 @@ pub fn discover(start: &Path) -> Option<PathBuf> {
 pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
     let src = SourceFile::new(path.display().to_string(), text);
     let raw: RawOrchfile = toml::from_str(text).map_err(|e| {
-        let mut message = e.message().trim().to_string();
+        let mut message = plain_words(e.message().trim());
         let key = e.span().and_then(|r| text.get(r)).unwrap_or("");
         let (code, help) = if message == "duplicate key" {
             message = format!("duplicate key `{key}`");
@@ -78,6 +78,7 @@ pub fn spans(path: &Path, text: &str) -> Option<PlanSpans> {
             let spans = TaskSpans {
                 task: Some(t.span()),
                 inputs: r.inputs.iter().map(|i| i.span()).collect(),
+                outputs: r.outputs.iter().map(|o| o.span()).collect(),
                 prompt_file: r.prompt_file.as_ref().map(|p| p.span()),
             };
             (id.clone(), spans)
@@ -87,6 +88,29 @@ pub fn spans(path: &Path, text: &str) -> Option<PlanSpans> {
         src: SourceFile::new(path.display().to_string(), text),
         tasks,
     })
+}
+
+/// serde's type names in a message said as the Orchfile's words: "expected i64" is "expected
+/// a whole number", a sequence a list, a map or struct a table.
+fn plain_words(message: &str) -> String {
+    let mut out = message.to_string();
+    for (from, to) in [
+        ("expected i64", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a table"),
+        ("floating point", "decimal number"),
+        ("invalid type: sequence", "invalid type: list"),
+        ("invalid type: map", "invalid type: table"),
+    ] {
+        out = out.replace(from, to);
+    }
+    if let Some(at) = out.find("expected struct ") {
+        out.replace_range(at.., "expected a table");
+    }
+    out
 }
 
 /// The did-you-mean for serde's "unknown field `ouputs`, expected one of `title`, ...".

@@ -46,8 +46,8 @@ pub(super) struct RawAgent {
     pub(super) max_parallel: Option<Spanned<i64>>,
     pub(super) timeout: Option<Spanned<toml::Value>>,
     pub(super) retries: Option<Spanned<i64>>,
-    pub(super) retry_on: Option<Vec<String>>,
-    pub(super) env: Option<IndexMap<String, String>>,
+    pub(super) retry_on: Option<Vec<Spanned<String>>>,
+    pub(super) env: Option<IndexMap<Spanned<String>, String>>,
 }
 
 #[derive(Deserialize)]
@@ -72,7 +72,7 @@ pub(super) struct RawTask {
     pub(super) verify: Option<Spanned<String>>,
     pub(super) estimate: Option<Spanned<toml::Value>>,
     #[serde(default)]
-    pub(super) env: IndexMap<String, String>,
+    pub(super) env: IndexMap<Spanned<String>, String>,
 }
 
 #[derive(Deserialize)]
@@ -80,7 +80,7 @@ pub(super) struct RawTask {
 pub(super) struct RawAggregate {
     pub(super) strategy: Option<Spanned<String>>,
     pub(super) agent: Option<Spanned<String>>,
-    pub(super) title: Option<String>,
+    pub(super) title: Option<Spanned<String>>,
     pub(super) on_missing: Option<Spanned<String>>,
-    pub(super) prompt: Option<String>,
+    pub(super) prompt: Option<Spanned<String>>,
 }

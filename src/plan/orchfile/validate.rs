@@ -90,6 +90,33 @@ impl Validator<'_> {
         true
     }
 
+    /// Environment variable names a process can be given: not empty, no `=` (which would
+    /// split the name), no NUL.
+    fn env_names(&mut self, env: &IndexMap<Spanned<String>, String>, whose: &str) {
+        for name in env.keys() {
+            let n = name.get_ref();
+            let why = if n.is_empty() {
+                "is empty"
+            } else if n.contains('=') {
+                "holds `=`"
+            } else if n.contains('\0') {
+                "holds a NUL byte"
+            } else {
+                continue;
+            };
+            self.errors.push(
+                self.src
+                    .error(
+                        "orch::bad_env",
+                        format!("environment variable name `{n}` of {whose} {why}"),
+                        Some(name.span()),
+                        "not a variable name",
+                    )
+                    .with_help("write env = { NAME = \"value\" }, e.g. { RUST_LOG = \"debug\" }"),
+            );
+        }
+    }
+
     fn relative_path(&mut self, p: &Spanned<String>, what: &str, allow_outside: bool) {
         if allow_outside {
             return;
@@ -122,6 +149,22 @@ impl Validator<'_> {
         let raw_settings = raw.settings.unwrap_or_default();
         let allow_outside = raw_settings.allow_outside_root;
         if let Some(dir) = &raw_settings.state_dir {
+            if crate::plan::normalize(dir.get_ref()).is_empty() {
+                // "" or ".": orch's files would be strewn among the project's own.
+                self.errors.push(
+                    self.src
+                        .error(
+                            "orch::bad_value",
+                            format!(
+                                "state_dir `{}` is the project directory itself",
+                                dir.get_ref()
+                            ),
+                            Some(dir.span()),
+                            "not a directory of its own",
+                        )
+                        .with_help("name a directory of its own, e.g. \".orchestrator\""),
+                );
+            }
             self.relative_path(dir, "state_dir", allow_outside);
             settings.state_dir = PathBuf::from(dir.get_ref());
         }
@@ -372,11 +415,31 @@ impl Validator<'_> {
         if let Some(n) = self.count(&r.retries, limits::RETRIES) {
             spec.retries = n as u32;
         }
-        if let Some(p) = &r.retry_on {
-            spec.retry_on = p.clone();
+        if let Some(patterns) = &r.retry_on {
+            for p in patterns {
+                if p.get_ref().is_empty() {
+                    self.errors.push(
+                        self.src
+                            .error(
+                                "orch::empty_value",
+                                format!("a retry_on pattern of agent `{name}` is empty"),
+                                Some(p.span()),
+                                "empty",
+                            )
+                            .with_help(
+                                "an empty pattern is in every message, so every failure would                                  be retried; give the text of a transient error, e.g.                                  \"overloaded\"",
+                            ),
+                    );
+                }
+            }
+            spec.retry_on = patterns.iter().map(|p| p.get_ref().clone()).collect();
         }
         if let Some(env) = &r.env {
-            spec.env = env.clone();
+            self.env_names(env, &format!("agent `{name}`"));
+            spec.env = env
+                .iter()
+                .map(|(k, v)| (k.get_ref().clone(), v.clone()))
+                .collect();
         }
         Some(spec)
     }
@@ -519,7 +582,21 @@ impl Validator<'_> {
                     self.writers.insert(key, (id.to_string(), out.span()));
                 }
             }
-            if out.get_ref().contains(['*', '?', '[', '{']) {
+            if out.get_ref().ends_with('/') || crate::plan::normalize(out.get_ref()).is_empty() {
+                self.errors.push(
+                    self.src
+                        .error(
+                            "orch::dir_output",
+                            format!("output `{}` of task `{id}` is a directory", out.get_ref()),
+                            Some(out.span()),
+                            "a directory",
+                        )
+                        .with_help(
+                            "an output is a file the task writes: list each file (a task that \
+                             writes a whole tree can name one file in it, e.g. a stamp file)",
+                        ),
+                );
+            } else if out.get_ref().contains(['*', '?', '[', '{']) {
                 self.err(
                     "orch::glob_output",
                     format!("output `{}` must be a file path, not a glob", out.get_ref()),
@@ -561,6 +638,7 @@ impl Validator<'_> {
         if let Some(t) = &r.title {
             self.not_blank(t, "the title", id);
         }
+        self.env_names(&r.env, &format!("task `{id}`"));
         let timeout = self.duration(&r.timeout, limits::TIMEOUT);
         let estimate = self.duration(&r.estimate, limits::ESTIMATE);
         let retries = self.count(&r.retries, limits::RETRIES).map(|n| n as u32);
@@ -582,7 +660,11 @@ impl Validator<'_> {
             locks: r.locks.iter().map(|l| l.get_ref().clone()).collect(),
             verify: r.verify.as_ref().map(|v| v.get_ref().clone()),
             estimate,
-            env: r.env.clone(),
+            env: r
+                .env
+                .iter()
+                .map(|(k, v)| (k.get_ref().clone(), v.clone()))
+                .collect(),
         };
         (task, spans)
     }
@@ -602,6 +684,16 @@ impl Validator<'_> {
         }
         let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
         let problems = placeholder::check(text, id, &deps, ids);
+        self.placeholder_problems(prompt, problems);
+    }
+
+    /// Each placeholder problem of `prompt`, at the placeholder as written in the Orchfile.
+    fn placeholder_problems(
+        &mut self,
+        prompt: &Spanned<String>,
+        problems: Vec<placeholder::Problem>,
+    ) {
+        let text = prompt.get_ref();
         let span = prompt.span();
         let written = self.src.text.get(span.clone()).unwrap_or("");
         let found = placeholder::locate_in(written, text, &problems);
@@ -658,12 +750,30 @@ impl Validator<'_> {
                 OnMissing::Rerun
             }
         };
+        for (value, what) in [(&raw.title, "title"), (&raw.prompt, "prompt")] {
+            if let Some(v) = value.as_ref().filter(|v| v.get_ref().trim().is_empty()) {
+                self.err(
+                    "orch::empty_value",
+                    format!("the [aggregate] {what} is empty"),
+                    v.span(),
+                    "empty",
+                );
+            }
+        }
+        if let Some(p) = &raw.prompt {
+            let problems = placeholder::check_without_names(p.get_ref(), "the [aggregate] prompt");
+            self.placeholder_problems(p, problems);
+        }
         Some(AggregateSpec {
             strategy,
             agent: raw.agent.map(|a| a.into_inner()),
-            title: raw.title.unwrap_or_else(|| "Final Output".into()),
+            title: raw
+                .title
+                .map_or_else(|| "Final Output".into(), |t| t.into_inner()),
             on_missing,
-            prompt: raw.prompt,
+            prompt: raw
+                .prompt
+                .map(|p| placeholder::render_literals(&p.into_inner())),
         })
     }
 }
