@@ -446,6 +446,23 @@ fn more_malformed_values_are_plan_errors_with_their_span() {
         "{err}"
     );
     assert!(err.contains("Orchfile.toml:3:12]"), "{err}");
+    // The same in master_plan.md.
+    let p = Project::empty();
+    p.write(
+        ".orchestrator/master_plan.md",
+        "# Master Plan\n\n## Task Status\n\n\
+         | Task ID | Task Description | Agent | Status | Priority | Deps | Start | End | Retries |\n\
+         |---|---|---|---|---|---|---|---|---|\n\
+         | t | T | Agent-01 | 🟡 | P2 | None | - | - | 0 |\n\n\
+         ## Task Details\n\n### t: T\n\n- **Agent**: Agent-01 (shell)\n- **Outputs**: `adir/`\n- **Run**: `true`\n",
+    );
+    let run = p.orch(&["build"]);
+    let err = run.stderr();
+    assert_eq!(run.code(), 2, "{err}");
+    assert!(
+        err.contains("output `adir/` of task `t` is a directory"),
+        "{err}"
+    );
     // Did-you-mean for a placeholder in another case or naming a dep another way.
     for (written, meant) in [
         ("{{ INPUTS }}", "{{ inputs }}"),

@@ -486,7 +486,14 @@ fn check_paths(r: &mut Reader, task: &Task, fields: &[Field]) {
                 "outside the project",
             );
         }
-        if o.contains(['*', '?', '[', '{']) {
+        if o.ends_with('/') || crate::plan::normalize(o).is_empty() {
+            r.err(
+                "orch::dir_output",
+                format!("output `{o}` of task `{}` is a directory", task.id),
+                span_of("outputs"),
+                "a directory",
+            );
+        } else if o.contains(['*', '?', '[', '{']) {
             r.err(
                 "orch::glob_output",
                 format!("output `{o}` must be a file path, not a glob"),
