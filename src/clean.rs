@@ -113,8 +113,24 @@ pub fn clean(plan: &Plan, opts: CleanOptions) -> Result<CleanReport> {
         targets.extend(layout.legacy_files());
     }
     if opts.outputs {
-        for task in &plan.tasks {
-            for o in &task.outputs {
+        // Instances whose item went away left their outputs too.
+        let mut gone = Vec::new();
+        if state_ok && layout.dir.is_dir() && !plan.fanouts.is_empty() {
+            let store = StateStore::open(layout.clone()).map_err(|e| miette!("{e}"))?;
+            let results = plan.relative(&layout.results_dir());
+            for (_, record) in crate::state::items::gone_instances(plan, &store.snapshot) {
+                gone.extend(
+                    record
+                        .outputs
+                        .iter()
+                        .filter(|(p, _)| !p.starts_with(&results))
+                        .map(|(p, _)| p.clone()),
+                );
+            }
+        }
+        let declared = plan.tasks.iter().flat_map(|t| t.outputs.iter());
+        for o in declared.chain(&gone) {
+            {
                 let path = plan.root.join(o);
                 if check_inside_root(o).is_err() || !inside(&root, &path) {
                     report

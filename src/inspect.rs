@@ -250,7 +250,11 @@ impl Explanation {
 
 /// Task indexes for ids, with the nearest known id in the error.
 pub fn resolve_ids(plan: &Plan, ids: &[String]) -> Result<Vec<usize>> {
-    ids.iter().map(|id| engine::task_index(plan, id)).collect()
+    let mut out = Vec::new();
+    for id in ids {
+        out.extend(engine::task_indexes(plan, id)?);
+    }
+    Ok(out)
 }
 
 /// Explains the given tasks (all when empty) with the build's own fingerprints: every reason

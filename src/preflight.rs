@@ -472,8 +472,16 @@ fn prompt_file_placeholders(plan: &Plan, t: usize, rel: &Path, text: String) -> 
         return Vec::new();
     }
     let task = &plan.tasks[t];
-    let deps: Vec<&str> = task.deps.iter().map(String::as_str).collect();
-    let problems = placeholder::check(&text, &task.id, &deps, &plan.index);
+    // An instance's deps by the names its prompt uses: `review`, not `review[src/a.ts]`.
+    let deps: Vec<&str> = task
+        .deps
+        .iter()
+        .map(|d| match plan.task(d).and_then(|t| t.item.as_ref()) {
+            Some(item) => item.template.as_str(),
+            None => d.as_str(),
+        })
+        .collect();
+    let problems = placeholder::check(&text, &task.id, &deps, &plan.index, task.item.is_some());
     if problems.is_empty() {
         return Vec::new();
     }

@@ -411,3 +411,40 @@ inputs = ["in.txt"]
     assert_eq!(w.interrupt().code(), Some(130));
     assert_eq!(w.ran().len(), 3);
 }
+
+#[test]
+fn a_file_added_to_a_fanout_runs_only_its_instance_and_the_reduce() {
+    let plan = r#"
+[tasks.each]
+foreach = "src/*.txt"
+run = "echo {{ item.stem }} >> ran.log; cat {{ item }}"
+inputs = ["{{ item }}"]
+[tasks.all]
+deps = ["each"]
+run = "echo all >> ran.log"
+"#;
+    let mut w = Watch::start(
+        &[
+            ("Orchfile.toml", plan),
+            ("src/a.txt", "a\n"),
+            ("src/b.txt", "b\n"),
+        ],
+        &["-j", "1"],
+    );
+    w.wait_cycles(1);
+    assert_eq!(w.ran(), ["a", "b", "all"]);
+    w.write("src/c.txt", "c\n");
+    w.wait_cycles(2);
+    assert_eq!(w.ran(), ["a", "b", "all", "c", "all"], "{}", w.stderr());
+    assert!(w.stderr().contains("src/c.txt changed"), "{}", w.stderr());
+    std::fs::remove_file(w.path("src/a.txt")).unwrap();
+    w.wait_cycles(3);
+    assert_eq!(
+        w.ran(),
+        ["a", "b", "all", "c", "all", "all"],
+        "{}",
+        w.stderr()
+    );
+    let status = w.interrupt();
+    assert_eq!(status.code(), Some(130), "{}", w.stderr());
+}

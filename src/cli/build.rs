@@ -120,7 +120,7 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     crate::profile::mark("plan loaded");
     check_agent_override(&plan, &opts)?;
     for t in &opts.targets {
-        engine::task_index(&plan, t)?;
+        engine::task_indexes(&plan, t)?;
     }
     if preflight(&plan, &source)? {
         opts.up_to_date_key = None;

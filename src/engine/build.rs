@@ -112,6 +112,7 @@ pub fn run_build(
         stat_cache,
     } = load(plan, opts, preload, &targets, &*backend, events)?;
     crate::profile::mark("graph, state and stat cache loaded");
+    super::gone::remove_results(plan, &store, events);
     let layout = store.layout.clone();
     let mut doc = PlanDoc::load(plan, &layout, &store);
     let forced_by_person = doc.reset_by_person(plan, &store);

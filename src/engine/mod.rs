@@ -7,6 +7,7 @@
 //! - `runner`: the worker side: run a task (shell, sim or agent) with retries, check it;
 //! - `coordinator`: the scheduling thread's side: journal, status rows, log, events;
 //! - `aggregate`: `final_output.md`; `prompt`: the task file an agent gets;
+//! - `gone`: instances whose fan-out item went away;
 //! - `migrate`: records of orch before early cutoff carried over, so an upgrade re-runs
 //!   nothing;
 //! - [`up_to_date`]: the fast path of a build that finds everything up to date;
@@ -21,6 +22,7 @@ mod context;
 mod coordinator;
 pub mod dry_run;
 pub mod explain;
+mod gone;
 mod migrate;
 mod options;
 mod prompt;
@@ -32,7 +34,7 @@ pub mod up_to_date;
 pub use build::{run_build, LEAK_ON_RETURN};
 pub use context::BuildContext;
 pub use explain::FingerprintParts;
-pub use options::{task_index, wanted_tasks, BuildOptions, BuildOutcome};
+pub use options::{task_index, task_indexes, wanted_tasks, BuildOptions, BuildOutcome};
 pub use readonly::{
     open_read_only, read_only_context, read_only_context_from, recorded_agent, ReadOnlyState,
 };

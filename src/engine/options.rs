@@ -103,7 +103,20 @@ pub(super) fn wanted_of(plan: &Plan, graph: &TaskGraph, targets: &[usize]) -> Ve
 
 /// The tasks named on the command line, or an error naming the one that does not exist.
 pub(super) fn target_indexes(plan: &Plan, targets: &[String]) -> Result<Vec<usize>> {
-    targets.iter().map(|t| task_index(plan, t)).collect()
+    let mut out = Vec::new();
+    for t in targets {
+        out.extend(task_indexes(plan, t)?);
+    }
+    Ok(out)
+}
+
+/// The tasks a name on the command line stands for: one task, or every instance of a
+/// fan-out template (`orch build review`); an error as [`task_index`]'s for neither.
+pub fn task_indexes(plan: &Plan, name: &str) -> Result<Vec<usize>> {
+    match plan.named(name) {
+        Some(ts) => Ok(ts),
+        None => task_index(plan, name).map(|t| vec![t]),
+    }
 }
 
 /// The index of the task named `id` on the command line, or an error naming it, with the

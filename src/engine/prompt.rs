@@ -9,6 +9,9 @@ use crate::plan::Task;
 /// What the prompt renderer needs to know about one dep.
 pub(crate) struct DepResult<'a> {
     pub(crate) id: &'a str,
+    /// The fan-out template the dep is an instance of: `{{ deps.<template>.result }}` names
+    /// it with the template's other instances, in item order.
+    pub(crate) template: Option<&'a str>,
     pub(crate) title: &'a str,
     pub(crate) agent_id: &'a str,
     /// Path of the dep's result file, relative to the project root.
@@ -19,6 +22,11 @@ pub(crate) struct DepResult<'a> {
 }
 
 impl DepResult<'_> {
+    /// Whether `{{ deps.<name>.result }}` names this dep.
+    fn named(&self, name: &str) -> bool {
+        self.id == name || self.template == Some(name)
+    }
+
     fn inline_or_path(&self) -> String {
         match &self.text {
             Some(t) => t.trim_end().to_string(),
@@ -64,10 +72,35 @@ pub(crate) fn fill_placeholders(
             Some(Name::Inputs) => out.push_str(&list(inputs)),
             Some(Name::Outputs) => out.push_str(&list(&task.outputs)),
             Some(Name::Literal(text)) => out.push_str(text),
+            Some(Name::Item(field)) if task.item.is_some() => {
+                let item = task.item.as_ref().expect("matched above");
+                out.push_str(field.of_item(&item.value));
+            }
             Some(Name::DepResult(id)) if deps.iter().any(|d| d.id == id) => {
                 let d = deps.iter().find(|d| d.id == id).expect("found above");
                 used.push(id.to_string());
                 out.push_str(&d.inline_or_path());
+            }
+            Some(Name::DepResult(id)) if deps.iter().any(|d| d.template == Some(id)) => {
+                // A fan-out template: its one instance here (map -> map), or every instance
+                // in item order, each under its id (reduce).
+                used.push(id.to_string());
+                let mut of = deps.iter().filter(|d| d.named(id)).peekable();
+                let first = of.next().expect("found above");
+                if of.peek().is_none() {
+                    out.push_str(&first.inline_or_path());
+                } else {
+                    for (i, d) in std::iter::once(first).chain(of).enumerate() {
+                        if i > 0 {
+                            out.push_str("\n\n");
+                        }
+                        let _ = write!(out, "#### {}\n\n{}", d.id, d.inline_or_path());
+                    }
+                }
+            }
+            Some(Name::DepResult(_)) => {
+                // Validation let only deps through: this is a fan-out with no items.
+                out.push_str("(none)");
             }
             _ => out.push_str(&prompt[span]),
         }
@@ -129,7 +162,7 @@ pub(crate) fn render_task_file(
     let _ = writeln!(s, "\n## Instructions\n\n{}", body.trim_end());
     let rest: Vec<&DepResult> = deps
         .iter()
-        .filter(|d| !used.iter().any(|u| u == d.id))
+        .filter(|d| !used.iter().any(|u| d.named(u)))
         .collect();
     if !rest.is_empty() {
         let _ = writeln!(s, "\n## Results from dependencies");
@@ -168,12 +201,15 @@ mod tests {
             verify: None,
             estimate: None,
             env: Default::default(),
+            foreach: None,
+            item: None,
         }
     }
 
     fn dep<'a>(id: &'a str, text: Option<&str>) -> DepResult<'a> {
         DepResult {
             id,
+            template: None,
             title: "t",
             agent_id: "Agent-02",
             path: format!(".orchestrator/results/{id}.md"),

@@ -93,12 +93,31 @@ impl BuildContext<'_> {
     }
 
     fn dep_results(&self, t: usize) -> Vec<DepResult<'_>> {
-        self.graph.deps[t]
+        let limit = self.plan.settings.inline_result_limit as u64;
+        let sizes: Vec<u64> = self.graph.deps[t]
             .iter()
             .map(|&d| {
                 let path = self.layout.result_file(&self.agent_ids[d]);
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let text = if size as usize <= self.plan.settings.inline_result_limit {
+                std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+            })
+            .collect();
+        // The instances of one template are inlined together or not at all: the limit is
+        // on what they add to the prompt.
+        let mut per_template: std::collections::HashMap<&str, u64> = Default::default();
+        for (k, &d) in self.graph.deps[t].iter().enumerate() {
+            if let Some(item) = &self.task(d).item {
+                *per_template.entry(item.template.as_str()).or_default() += sizes[k];
+            }
+        }
+        self.graph.deps[t]
+            .iter()
+            .enumerate()
+            .map(|(k, &d)| {
+                let path = self.layout.result_file(&self.agent_ids[d]);
+                let size = sizes[k];
+                let template = self.task(d).item.as_ref().map(|i| i.template.as_str());
+                let counted = template.map_or(size, |name| per_template[name]);
+                let text = if counted <= limit {
                     // An absent result is a shell task that printed nothing.
                     Some(
                         std::fs::read(&path)
@@ -110,6 +129,7 @@ impl BuildContext<'_> {
                 };
                 DepResult {
                     id: &self.task(d).id,
+                    template,
                     title: &self.task(d).title,
                     agent_id: &self.agent_ids[d],
                     path: self.result_rel(d),

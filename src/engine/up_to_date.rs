@@ -29,7 +29,7 @@ use crate::disk::codec::{DecodeError, Decoder, Encoder};
 use crate::disk::{Digest, FileStamp};
 use crate::fingerprint::{self, OpenDir};
 use crate::master_plan::PlanDoc;
-use crate::plan::Action;
+use crate::plan::{Action, Foreach};
 use crate::reporter::{Emitter, Event, Events, Reporter, Summary, TaskRef};
 use crate::state::lock::{LockWait, RunLock};
 use crate::state::{StateLayout, StateStore};
@@ -218,6 +218,7 @@ fn collect<'a>(
         .with_min_len(256)
         .map(|&t| task_files(ctx, t, now, aggregating))
         .collect::<Option<Vec<_>>>()?;
+    files.extend(fanout_files(ctx, now)?);
     let mut tasks = Vec::with_capacity(skipped.len());
     for (task_files, reported) in per_task {
         files.extend(task_files);
@@ -247,6 +248,53 @@ fn collect<'a>(
         aggregated,
         files,
     })
+}
+
+/// What the item sets of the plan's fan-outs rested on: the directories each glob walks
+/// (whose listing must still give the instances), the file of items a source answered.
+#[allow(clippy::type_complexity)]
+fn fanout_files<'a>(
+    ctx: &'a BuildContext,
+    now: i64,
+) -> Option<Vec<(Cow<'a, str>, Option<FileStamp>)>> {
+    let plan = ctx.plan;
+    let mut files = Vec::new();
+    for f in &plan.fanouts {
+        match f.template.foreach.as_ref()? {
+            Foreach::Glob(pattern) => {
+                let patterns = std::slice::from_ref(pattern);
+                let dirs = fingerprint::glob_dirs(&plan.root, patterns, &ctx.layout.dir).ok()?;
+                if dirs
+                    .iter()
+                    .any(|(_, s)| s.is_some_and(|s| fingerprint::stamp_is_racy(&s, now)))
+                {
+                    return None;
+                }
+                let matched =
+                    fingerprint::expand_inputs(&plan.root, patterns, &ctx.layout.dir).ok()?;
+                let items = f
+                    .instances
+                    .iter()
+                    .map(|&t| ctx.task(t).item.as_ref().map(|i| &i.value));
+                if !matched.iter().map(Some).eq(items) {
+                    return None;
+                }
+                files.extend(dirs.into_iter().map(|(p, s)| (Cow::Owned(p), s)));
+            }
+            Foreach::From(source) => {
+                let path = ctx.layout.answered_items(source);
+                let stamp = FileStamp::of_path(&path);
+                if stamp.is_some_and(|s| fingerprint::stamp_is_racy(&s, now)) {
+                    return None;
+                }
+                files.push((Cow::Owned(plan.relative(&path)), stamp));
+            }
+            // A list is in the Orchfile's text, which keys the record; another fan-out's
+            // items are its own entry here.
+            Foreach::List(_) | Foreach::SameAs(_) => {}
+        }
+    }
+    Some(files)
 }
 
 /// Task `t`'s part of the record: the stamps its verdict rested on, and how it was reported.

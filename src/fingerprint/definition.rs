@@ -144,8 +144,20 @@ pub fn definition_fields(
             agent_digest.part(format!("env:{k}").as_bytes());
         }
     }
+    // An instance's item is part of what it does, wherever its definition uses it (a prompt
+    // fills it in only when the task file is written).
+    let prompt_digest = match &task.item {
+        None => one(&prompt),
+        Some(item) => {
+            let mut h = Pieces::new();
+            h.part(&prompt);
+            h.part(b"item");
+            h.part(item.value.as_bytes());
+            h.finish()
+        }
+    };
     let digests = [
-        one(&prompt),
+        prompt_digest,
         one(run),
         agent_digest.finish(),
         list(&mut task.env.keys()),

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::duration::format_exact;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Foreach, Plan};
 
 /// The runner name a details block gives a shell task.
 pub(super) const SHELL: &str = "shell";
@@ -56,8 +56,13 @@ fn heading_title(s: &str) -> String {
 /// (`Agent-01`).
 pub fn render_details(plan: &Plan, agent_id: &dyn Fn(&str) -> String) -> String {
     let mut s = String::new();
-    for task in &plan.tasks {
-        let _ = writeln!(s, "### {}: {}\n", task.id, heading_title(&task.title));
+    for (t, task) in plan.tasks.iter().enumerate() {
+        // A fan-out's instances share one block, its template's, where the first one is.
+        let fanout = task.item.as_ref().and_then(|i| plan.fanout(&i.template));
+        if fanout.is_some_and(|f| f.instances.first() != Some(&t)) {
+            continue;
+        }
+        let task = fanout.map_or(task, |f| &f.template);
         let runner = match &task.action {
             Action::Shell(_) => SHELL.to_string(),
             _ => task
@@ -65,7 +70,35 @@ pub fn render_details(plan: &Plan, agent_id: &dyn Fn(&str) -> String) -> String 
                 .clone()
                 .unwrap_or_else(|| plan.settings.default_agent.clone()),
         };
-        let _ = writeln!(s, "- **Agent**: {} ({runner})", agent_id(&task.id));
+        match fanout {
+            None => {
+                let _ = writeln!(s, "### {}: {}\n", task.id, heading_title(&task.title));
+                let _ = writeln!(s, "- **Agent**: {} ({runner})", agent_id(&task.id));
+            }
+            Some(f) => {
+                let _ = writeln!(s, "### {}[…]: {}\n", task.id, heading_title(&task.title));
+                let ids = |i: Option<&usize>| i.map(|&i| agent_id(&plan.tasks[i].id));
+                let (first, last) = (ids(f.instances.first()), ids(f.instances.last()));
+                let agents = match (first, last) {
+                    (Some(a), Some(b)) if a != b => format!("{a} … {b}"),
+                    (Some(a), _) => a,
+                    _ => "-".into(),
+                };
+                let _ = writeln!(s, "- **Agent**: {agents} ({runner})");
+                let source = match task.foreach.as_ref() {
+                    Some(Foreach::Glob(g)) => format!("files matching {}", code_span(g)),
+                    Some(Foreach::List(l)) => format!("the list of {}", l.len()),
+                    Some(Foreach::SameAs(o)) => format!("the items of `{o}`"),
+                    Some(Foreach::From(o)) => format!("the answer of `{o}`"),
+                    None => "-".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "- **Foreach**: {source}: {} instance(s)",
+                    f.instances.len()
+                );
+            }
+        }
         let list = |items: &[String]| {
             items
                 .iter()

@@ -237,7 +237,7 @@ impl PlanDoc {
                 agent: agent.clone(),
                 status: row.status,
                 priority: task.priority.to_string(),
-                deps: task.deps.clone(),
+                deps: plan.deps_shown(task),
                 start: row.start.clone(),
                 end: row.end.clone(),
                 retries: row.retries,

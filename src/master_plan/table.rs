@@ -122,7 +122,7 @@ pub fn rows_from_store(plan: &Plan, store: &StateStore) -> Vec<StatusRow> {
                 agent: store.agent_id_of(&task.id),
                 status,
                 priority: task.priority.to_string(),
-                deps: task.deps.clone(),
+                deps: plan.deps_shown(task),
                 start: rec.and_then(|r| r.start.clone()),
                 end: rec.and_then(|r| r.end.clone()),
                 retries: rec.map(|r| r.retries).unwrap_or(0),

@@ -9,6 +9,7 @@
 
 pub mod checks;
 pub mod diagnostic;
+pub mod fanout;
 pub mod limits;
 mod model;
 pub mod orchfile;
@@ -17,6 +18,6 @@ pub mod placeholder;
 pub use crate::agent::spec::{AgentKind, AgentSpec, PromptVia, ResultSpec, SIM_AGENT};
 pub use diagnostic::PlanError;
 pub use model::{
-    normalize, Action, AggregateSpec, AggregateStrategy, KeptDefinition, OnMissing, Plan, Priority,
-    Settings, Task,
+    normalize, Action, AggregateSpec, AggregateStrategy, Fanout, Foreach, Item, KeptDefinition,
+    OnMissing, Plan, Priority, Settings, Task,
 };

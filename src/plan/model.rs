@@ -26,6 +26,8 @@ pub struct Plan {
     pub aggregate: Option<AggregateSpec>,
     /// The person's request this plan answers, shown in master_plan.md.
     pub request: Option<String>,
+    /// The fan-out templates the tasks were expanded from, in file order.
+    pub fanouts: Vec<Fanout>,
     /// Each task's definition digests as the plan cache computed them (see
     /// `fingerprint::task_definition`); empty for a freshly parsed plan.
     #[serde(skip)]
@@ -117,6 +119,39 @@ pub struct Task {
     pub verify: Option<String>,
     pub estimate: Option<Duration>,
     pub env: IndexMap<String, String>,
+    /// A fan-out template's item source (`foreach`, `foreach_from`); a loaded plan holds
+    /// none, since [`crate::plan::fanout::expand`] replaces each template by its instances.
+    pub foreach: Option<Foreach>,
+    /// An instance's item and the template it came from; `None` for a plain task.
+    pub item: Option<Item>,
+}
+
+/// Where a fan-out template's items come from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Foreach {
+    /// `foreach = "src/**/*.ts"`: one item per matching file, sorted.
+    Glob(String),
+    /// `foreach = ["fr", "de"]`: these items, in this order.
+    List(Vec<String>),
+    /// `foreach = "review"`: the items of another fan-out task, in its order.
+    SameAs(String),
+    /// `foreach_from = "T-01"`: the JSON array T-01 answered (dynamic fan-out).
+    From(String),
+}
+
+/// One instance's item: `review[src/a.ts]` has template `review` and value `src/a.ts`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Item {
+    pub template: String,
+    pub value: String,
+}
+
+/// A fan-out template as loaded: its definition (as written, placeholders and all) and its
+/// instances' indexes in item order.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Fanout {
+    pub template: Task,
+    pub instances: Vec<usize>,
 }
 
 impl Task {
@@ -161,6 +196,56 @@ impl Plan {
 
     pub fn task(&self, id: &str) -> Option<&Task> {
         self.index.get(id).map(|&i| &self.tasks[i])
+    }
+
+    /// The fan-out template named `name`, if there is one.
+    pub fn fanout(&self, name: &str) -> Option<&Fanout> {
+        self.fanouts.iter().find(|f| f.template.id == name)
+    }
+
+    /// A task's deps as a person reads them: all the instances of a fan-out (in item
+    /// order, as expansion lists them) by the template's name, `review`.
+    pub fn deps_shown(&self, task: &Task) -> Vec<String> {
+        if self.fanouts.is_empty() {
+            return task.deps.clone();
+        }
+        let mut out = Vec::new();
+        let mut k = 0;
+        while k < task.deps.len() {
+            let d = &task.deps[k];
+            let whole = self
+                .task(d)
+                .and_then(|t| t.item.as_ref())
+                .and_then(|i| self.fanout(&i.template))
+                .filter(|f| {
+                    f.instances.len() > 1
+                        && task.deps.len() - k >= f.instances.len()
+                        && f.instances
+                            .iter()
+                            .zip(&task.deps[k..])
+                            .all(|(&i, d)| self.tasks[i].id == *d)
+                });
+            match whole {
+                Some(f) => {
+                    out.push(f.template.id.clone());
+                    k += f.instances.len();
+                }
+                None => {
+                    out.push(d.clone());
+                    k += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// What a name given on the command line stands for: one task, or every instance of a
+    /// fan-out template (none when it has no items). `None` when it names neither.
+    pub fn named(&self, name: &str) -> Option<Vec<usize>> {
+        if let Some(&t) = self.index.get(name) {
+            return Some(vec![t]);
+        }
+        self.fanout(name).map(|f| f.instances.clone())
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -8,8 +8,9 @@
 //! `{{{`) is plain text. `{{ '{{' }}` writes `{{` itself, for a prompt that must show
 //! template syntax.
 //!
-//! The names a prompt may use are [`Name`]'s variants; a new one (fan-out's `{{ item }}`)
-//! is a variant, a line in [`Name::resolve`] and one in [`KNOWN_FORMS`].
+//! The names a prompt may use are [`Name`]'s variants; a new one is a variant, a line in
+//! [`Name::resolve`] and one in [`KNOWN_FORMS`]. Fan-out's `{{ item }}` forms are known only
+//! in a fan-out task.
 
 use std::ops::Range;
 
@@ -24,6 +25,9 @@ pub enum Name<'a> {
     DepResult(&'a str),
     /// `{{ 'text' }}`: the text itself.
     Literal(&'a str),
+    /// `{{ item }}`, `{{ item.stem }}`, ...: a fan-out instance's item (see
+    /// [`super::fanout`]).
+    Item(ItemField),
 }
 
 /// The placeholder forms, for messages.
@@ -64,6 +68,62 @@ impl KnownTasks for &[&str] {
     }
     fn ids(&self) -> Box<dyn Iterator<Item = &str> + '_> {
         Box::new(self.iter().copied())
+    }
+}
+
+/// The parts of an item a placeholder can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemField {
+    /// `{{ item }}`, `{{ item.path }}`: the item as it is.
+    Path,
+    /// `{{ item.stem }}`: the file name without its last extension (`a` of `src/a.ts`).
+    Stem,
+    /// `{{ item.name }}`: the file name (`a.ts`).
+    Name,
+    /// `{{ item.dir }}`: the directory (`src`; `.` for a name without one).
+    Dir,
+    /// `{{ item.ext }}`: the last extension, without its dot (`ts`; empty without one).
+    Ext,
+}
+
+/// The item placeholders, for messages and did-you-means.
+pub const ITEM_FORMS: [&str; 6] = [
+    "item",
+    "item.path",
+    "item.stem",
+    "item.name",
+    "item.dir",
+    "item.ext",
+];
+
+impl ItemField {
+    /// The field `key` names (`item`, `item.stem`, ...), if it is one.
+    pub fn of(key: &str) -> Option<ItemField> {
+        Some(match key {
+            "item" | "item.path" => ItemField::Path,
+            "item.stem" => ItemField::Stem,
+            "item.name" => ItemField::Name,
+            "item.dir" => ItemField::Dir,
+            "item.ext" => ItemField::Ext,
+            _ => return None,
+        })
+    }
+
+    /// This part of `item`.
+    pub fn of_item(self, item: &str) -> &str {
+        let name = item.rsplit('/').next().unwrap_or(item);
+        let dot = name.rfind('.').filter(|&i| i > 0);
+        match self {
+            ItemField::Path => item,
+            ItemField::Name => name,
+            ItemField::Stem => dot.map_or(name, |i| &name[..i]),
+            ItemField::Ext => dot.map_or("", |i| &name[i + 1..]),
+            ItemField::Dir => match item.rfind('/') {
+                Some(0) => "/",
+                Some(i) => &item[..i],
+                None => ".",
+            },
+        }
     }
 }
 
@@ -183,6 +243,9 @@ impl<'a> Name<'a> {
         if let Some(lit) = key.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')) {
             return Some(Name::Literal(lit));
         }
+        if let Some(field) = ItemField::of(key) {
+            return Some(Name::Item(field));
+        }
         match key {
             "inputs" => Some(Name::Inputs),
             "outputs" => Some(Name::Outputs),
@@ -194,19 +257,28 @@ impl<'a> Name<'a> {
         }
     }
 
-    /// Checks what `key` names against the task it is written in: `task` with `deps`, in a
-    /// plan of `tasks`. The error is (message, label, help).
+    /// Checks what `key` names against the task it is written in: `task` with `deps` (each
+    /// a task id, a fan-out template's among them), in a plan of `tasks`; `fanout` when the
+    /// task has items. The error is (message, label, help).
     pub fn resolve(
         key: &'a str,
         task: &str,
         deps: &[&str],
         tasks: &dyn KnownTasks,
+        fanout: bool,
     ) -> Result<Name<'a>, (String, String, Option<String>)> {
         let well_formed = key.starts_with('\'')
             || key
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         match Name::of(key) {
+            Some(Name::Item(_)) if !fanout => Err((
+                format!("`{{{{ {key} }}}}` is only known in a fan-out task"),
+                "no item here".into(),
+                Some(format!(
+                    "give `{task}` a `foreach` (a glob or a list) for one instance per item"
+                )),
+            )),
             Some(Name::DepResult(id)) if deps.contains(&id) => Ok(Name::DepResult(id)),
             Some(Name::DepResult(id)) if id == task => Err((
                 format!("`{{{{ {key} }}}}` is the result of `{task}` itself"),
@@ -245,8 +317,10 @@ impl<'a> Name<'a> {
                 )),
             )),
             None => {
+                let items: &[&str] = if fanout { &ITEM_FORMS } else { &[] };
                 let candidates: Vec<String> = ["inputs".to_string(), "outputs".to_string()]
                     .into_iter()
+                    .chain(items.iter().map(|i| i.to_string()))
                     .chain(deps.iter().map(|d| format!("deps.{d}.result")))
                     .collect();
                 let close = super::checks::closest(key, candidates.iter().map(String::as_str))
@@ -321,13 +395,20 @@ fn dep_named_otherwise(
     Some(format!("deps.{id}.result"))
 }
 
-/// Every problem with the placeholders of a prompt written for `task` (with `deps`) in a
-/// plan whose tasks are `ids`: syntax first, then names, in the order they appear.
-pub fn check(text: &str, task: &str, deps: &[&str], tasks: &dyn KnownTasks) -> Vec<Problem> {
+/// Every problem with the placeholders of a prompt written for `task` (with `deps`; a
+/// fan-out task when `fanout`) in a plan whose tasks are `ids`: syntax first, then names,
+/// in the order they appear.
+pub fn check(
+    text: &str,
+    task: &str,
+    deps: &[&str],
+    tasks: &dyn KnownTasks,
+    fanout: bool,
+) -> Vec<Problem> {
     let (segments, mut problems) = parse(text);
     for s in segments {
         if let Segment::Placeholder { key, span } = s {
-            if let Err((message, label, help)) = Name::resolve(key, task, deps, tasks) {
+            if let Err((message, label, help)) = Name::resolve(key, task, deps, tasks, fanout) {
                 problems.push(Problem {
                     span,
                     message,
@@ -426,7 +507,7 @@ mod tests {
     }
 
     fn messages(text: &str, deps: &[&str], ids: &[&str]) -> Vec<String> {
-        check(text, "b", deps, &ids)
+        check(text, "b", deps, &ids, false)
             .into_iter()
             .map(|p| format!("{} | {}", p.message, p.help.unwrap_or_default()))
             .collect()
@@ -505,13 +586,25 @@ mod tests {
         let m = messages("{{ a b }}", &[], &ids);
         assert!(m[0].contains("not a placeholder orch knows"), "{m:?}");
         assert!(messages("{{ inputs }} {{ '{{' }} {{ deps.a.result }}", &["a"], &ids).is_empty());
+        let m = messages("{{ item.stem }}", &[], &ids);
+        assert!(m[0].contains("only known in a fan-out task"), "{m:?}");
+        let items = check("{{ item }} {{ item.stm }}", "b", &[], &ids.as_slice(), true);
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert!(
+            items[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("{{ item.stem }}"),
+            "{items:?}"
+        );
     }
 
     #[test]
     fn spans_cover_the_placeholder() {
         let text = "see {{ inptus }} now";
         let none: &[&str] = &[];
-        let p = &check(text, "b", &[], &none)[0];
+        let p = &check(text, "b", &[], &none, false)[0];
         assert_eq!(&text[p.span.clone()], "{{ inptus }}");
         let written = "\"see {{ inptus }} now\"";
         assert_eq!(

@@ -38,6 +38,8 @@ pub fn to_plan(
             verify: t.verify.clone(),
             estimate: t.estimate,
             env: IndexMap::new(),
+            foreach: None,
+            item: None,
         })
         .collect();
     let index = Plan::index_of(&tasks);
@@ -50,6 +52,7 @@ pub fn to_plan(
         index,
         aggregate: None,
         request: Some(request.trim().to_string()),
+        fanouts: Vec::new(),
         definitions: Vec::new(),
     }
 }

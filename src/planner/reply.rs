@@ -263,7 +263,7 @@ pub fn validate(tasks: &[PlannedTask], agents: &IndexMap<String, AgentSpec>) -> 
             Some(p) if p.trim().is_empty() => problems.push(format!("{who} has an empty `prompt`")),
             Some(p) => {
                 let deps: Vec<&str> = t.deps.iter().map(String::as_str).collect();
-                for pr in placeholder::check(p, &t.id, &deps, &index) {
+                for pr in placeholder::check(p, &t.id, &deps, &index, false) {
                     let help = pr.help.map(|h| format!(" ({h})")).unwrap_or_default();
                     problems.push(format!("{who}: {}{help}", pr.message));
                 }

@@ -68,6 +68,12 @@ impl StateLayout {
         self.dir.join("logs")
     }
 
+    /// `fanout/T-01.json`: the items task T-01 answered for the `foreach_from` templates
+    /// naming it, as a JSON array of strings (task ids are plain file names).
+    pub fn answered_items(&self, source: &str) -> PathBuf {
+        self.dir.join("fanout").join(format!("{source}.json"))
+    }
+
     pub fn create_dirs(&self) -> io::Result<()> {
         std::fs::create_dir_all(self.agent_tasks_dir())?;
         std::fs::create_dir_all(self.results_dir())?;

@@ -7,9 +7,11 @@
 //! torn fails the output-hash check, so neither can present half-written work as complete.
 //!
 //! Besides the snapshot and journal: the run [`lock`], the validated-plan cache
-//! ([`plan_cache`]), the state files read ahead while the plan loads ([`preload`]). The file formats are built from
+//! ([`plan_cache`]), the state files read ahead while the plan loads ([`preload`]), the items of fan-out
+//! templates ([`items`]). The file formats are built from
 //! [`crate::disk`].
 
+pub mod items;
 mod layout;
 pub mod lock;
 pub mod plan_cache;

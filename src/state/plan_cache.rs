@@ -14,11 +14,11 @@ use crate::disk::Digest;
 use crate::fingerprint::DEFINITION_FIELDS;
 use crate::plan::orchfile::{parse, read};
 use crate::plan::{
-    Action, AgentKind, AgentSpec, AggregateSpec, AggregateStrategy, KeptDefinition, OnMissing,
-    Plan, Priority, PromptVia, ResultSpec, Settings, Task,
+    Action, AgentKind, AgentSpec, AggregateSpec, AggregateStrategy, Foreach, KeptDefinition,
+    OnMissing, Plan, Priority, PromptVia, ResultSpec, Settings, Task,
 };
 
-const MAGIC: &[u8; 8] = b"ORCHPC03";
+const MAGIC: &[u8; 8] = b"ORCHPC04";
 
 pub struct PlanCache {
     file: PathBuf,
@@ -86,16 +86,21 @@ pub fn load(path: &Path) -> miette::Result<Plan> {
     load_cached(path, text, cache)
 }
 
-/// As [`load`], for the text already read from `path` and its plan cache.
+/// As [`load`], for the text already read from `path` and its plan cache. The cache keeps
+/// the plan as written; its fan-out templates are expanded over today's items every time.
 pub fn load_cached(path: &Path, text: String, cache: Option<PlanCache>) -> miette::Result<Plan> {
-    if let Some(plan) = cache.as_ref().and_then(|c| c.read()) {
-        return Ok(plan);
-    }
-    let plan = parse(path, &text).map_err(|e| miette::Report::new(*e))?;
-    if let Some(c) = cache {
-        c.write(&plan);
-    }
-    Ok(plan)
+    let plan = match cache.as_ref().and_then(|c| c.read()) {
+        Some(plan) => plan,
+        None => {
+            let plan = parse(path, &text).map_err(|e| miette::Report::new(*e))?;
+            if let Some(c) = cache {
+                c.write(&plan);
+            }
+            plan
+        }
+    };
+    super::items::expand(plan, &|| crate::plan::orchfile::spans(path, &text))
+        .map_err(|e| miette::Report::new(*e))
 }
 
 /// `None` when a path is not UTF-8: such a plan is parsed every time.
@@ -175,6 +180,25 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
         e.opt_str(t.verify.as_deref());
         opt_duration(&mut e, t.estimate);
         map(&mut e, &t.env);
+        match &t.foreach {
+            None => e.u32(0),
+            Some(Foreach::Glob(g)) => {
+                e.u32(1);
+                e.str(g);
+            }
+            Some(Foreach::List(l)) => {
+                e.u32(2);
+                strings(&mut e, l);
+            }
+            Some(Foreach::SameAs(s)) => {
+                e.u32(3);
+                e.str(s);
+            }
+            Some(Foreach::From(s)) => {
+                e.u32(4);
+                e.str(s);
+            }
+        }
     }
     e.bool(plan.aggregate.is_some());
     if let Some(a) = &plan.aggregate {
@@ -192,7 +216,12 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
     // Worked out once here, so that an unchanged Orchfile's builds need not hash every
     // task's definition again.
     for t in 0..plan.tasks.len() {
-        let definition = crate::fingerprint::memoizable_definition(plan, t);
+        // A template's instances each have their own, worked out as they are expanded.
+        let definition = plan.tasks[t]
+            .foreach
+            .is_none()
+            .then(|| crate::fingerprint::memoizable_definition(plan, t))
+            .flatten();
         e.bool(definition.is_some());
         if let Some(def) = definition {
             e.digest(&def.digest);
@@ -278,6 +307,15 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
             verify: d.opt_string()?,
             estimate: read_opt_duration(d)?,
             env: read_map(d)?,
+            foreach: match d.u32()? {
+                0 => None,
+                1 => Some(Foreach::Glob(d.string()?)),
+                2 => Some(Foreach::List(read_strings(d)?)),
+                3 => Some(Foreach::SameAs(d.string()?)),
+                4 => Some(Foreach::From(d.string()?)),
+                _ => return Err(bad("foreach")),
+            },
+            item: None,
             id,
             title,
             action,
@@ -328,6 +366,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
         index,
         aggregate,
         request,
+        fanouts: Vec::new(),
         definitions,
     })
 }

@@ -151,7 +151,7 @@ impl Session<'_> {
                 return Ok(self.stopped());
             }
             let pending = std::mem::take(&mut self.pending);
-            let reloaded = pending.orchfile && self.reload();
+            let reloaded = (pending.orchfile || pending.items) && self.reload();
             let Some(loaded) = self.current.clone() else {
                 continue;
             };
@@ -309,7 +309,16 @@ impl Session<'_> {
                 }
                 Class::Ignored => {}
                 Class::Inputs(tasks) if tasks.is_empty() => {}
-                Class::Inputs(tasks) => {
+                class @ (Class::Inputs(_) | Class::Items(_)) => {
+                    let tasks = match class {
+                        Class::Items(tasks) => {
+                            self.pending.items = true;
+                            structure = true;
+                            tasks
+                        }
+                        Class::Inputs(tasks) => tasks,
+                        _ => unreachable!("matched above"),
+                    };
                     // The cycle's own write if its event came soon after the cycle, or if the
                     // file was written during it: a loaded machine can deliver the event
                     // late, and a file system with coarse times (FAT, some network mounts)
@@ -368,6 +377,7 @@ impl Session<'_> {
     /// Whether every pending change could have been made by the last cycle's own tasks.
     fn self_triggered(&self, p: &Pending) -> bool {
         !p.orchfile
+            && !p.items
             && !p.rescan
             && !p.paths.is_empty()
             && p.paths

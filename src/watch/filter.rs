@@ -9,7 +9,7 @@ use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use miette::{miette, Result};
 
 use crate::fingerprint;
-use crate::plan::{Action, Plan, ResultSpec};
+use crate::plan::{Action, Foreach, Plan, ResultSpec};
 
 /// One input of a selected task.
 pub(super) enum Pattern {
@@ -61,6 +61,9 @@ pub(super) enum Class {
     Ignored,
     /// The tasks whose inputs this path names, matches or leads to (empty: irrelevant).
     Inputs(BTreeSet<usize>),
+    /// A file a fan-out's glob matches came or went: the plan is expanded again (and the
+    /// path is an input of these tasks, if any).
+    Items(BTreeSet<usize>),
 }
 
 /// Which paths matter, for one plan.
@@ -69,6 +72,9 @@ pub(super) struct Rules {
     pub(super) state_dir: PathBuf,
     /// (task, pattern) for the selected tasks.
     pub(super) patterns: Vec<(usize, Pattern)>,
+    /// The globs of the plan's fan-outs, and the items they matched when it was loaded.
+    pub(super) item_globs: Vec<Pattern>,
+    pub(super) items: HashSet<String>,
     /// Declared outputs and `file:` results of every task, relative to the root.
     pub(super) generated: HashSet<String>,
     pub(super) gitignore: GitIgnore,
@@ -98,10 +104,25 @@ impl Rules {
                 ));
             }
         }
+        let mut item_globs = Vec::new();
+        let mut items = HashSet::new();
+        for f in &plan.fanouts {
+            if let Some(Foreach::Glob(g)) = &f.template.foreach {
+                item_globs.push(Pattern::new(g)?);
+                items.extend(
+                    f.instances
+                        .iter()
+                        .filter_map(|&t| plan.tasks[t].item.as_ref())
+                        .map(|i| i.value.clone()),
+                );
+            }
+        }
         Ok(Rules {
             root: plan.root.clone(),
             state_dir: plan.state_dir(),
             patterns,
+            item_globs,
+            items,
             generated,
             gitignore: GitIgnore::load(&plan.root),
         })
@@ -176,6 +197,23 @@ impl Rules {
                 tasks.insert(*t);
             }
         }
+        let item_set_changes = self.item_globs.iter().any(|p| match p {
+            Pattern::File(f) => f == &rel,
+            Pattern::Glob {
+                matcher,
+                base,
+                recursive,
+                ..
+            } => {
+                (matcher.is_match(rel.as_ref())
+                    && path.is_file() != self.items.contains(rel.as_ref()))
+                    || leads_to(&rel, base)
+                    || (*recursive && is_under(&rel, base) && !path.is_file())
+            }
+        });
+        if item_set_changes {
+            return Class::Items(tasks);
+        }
         if tasks.is_empty() && only_git_hidden {
             return Class::Ignored;
         }
@@ -186,7 +224,7 @@ impl Rules {
     pub(super) fn watch_dirs(&self, orchfile: &Path) -> BTreeSet<PathBuf> {
         let mut dirs = BTreeSet::new();
         dirs.insert(existing_dir(orchfile.parent().unwrap_or(&self.root)));
-        for (_, p) in &self.patterns {
+        for p in self.patterns.iter().map(|(_, p)| p).chain(&self.item_globs) {
             let anchor_rel = p.anchor();
             let anchor = if anchor_rel.is_empty() {
                 self.root.clone()

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 pub(super) struct Pending {
     pub(super) paths: BTreeMap<String, PendingPath>,
     pub(super) orchfile: bool,
+    /// A fan-out's item set changed: the plan is expanded again.
+    pub(super) items: bool,
     pub(super) rescan: bool,
 }
 

@@ -55,6 +55,7 @@ pub(super) fn build(
         index: HashMap::new(),
         aggregate: None,
         request: doc.request.clone(),
+        fanouts: Vec::new(),
         definitions: Vec::new(),
     };
     let Some(header) = &doc.header else {
@@ -198,6 +199,8 @@ pub(super) fn build(
             verify: None,
             estimate: None,
             env: Default::default(),
+            foreach: None,
+            item: None,
         });
     }
 
@@ -321,7 +324,7 @@ fn check_placeholders(
         return;
     }
     let deps: Vec<&str> = task.deps.iter().map(String::as_str).collect();
-    let problems = placeholder::check(text, &task.id, &deps, ids);
+    let problems = placeholder::check(text, &task.id, &deps, ids, false);
     let written = r.text.get(span.clone()).unwrap_or("");
     let found = placeholder::locate_in(written, text, &problems);
     for (p, at) in problems.into_iter().zip(found) {

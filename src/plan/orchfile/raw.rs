@@ -73,6 +73,10 @@ pub(super) struct RawTask {
     pub(super) estimate: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub(super) env: IndexMap<Spanned<String>, String>,
+    /// A glob, a list of strings, or the name of another fan-out task.
+    pub(super) foreach: Option<Spanned<toml::Value>>,
+    /// A task whose answer (a JSON array) is the item list.
+    pub(super) foreach_from: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -1,7 +1,7 @@
 //! Validation of a parsed Orchfile into a [`Plan`]: every problem is collected (with its
 //! span, a stable code and help), so one run shows them all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,12 +16,19 @@ use crate::plan::checks::{
     check_inside_root, closest, parse_result_spec, valid_task_id, TASK_ID_RULE,
 };
 use crate::plan::diagnostic::{cycle_error, PlanError, SourceFile};
+use crate::plan::fanout::{self, split_dep};
 use crate::plan::limits::{self, Count, Span};
 use crate::plan::placeholder;
 use crate::plan::{
-    Action, AgentSpec, AggregateSpec, AggregateStrategy, OnMissing, Plan, Priority, PromptVia,
-    ResultSpec, Settings, Task,
+    Action, AgentSpec, AggregateSpec, AggregateStrategy, Foreach, OnMissing, Plan, Priority,
+    PromptVia, ResultSpec, Settings, Task,
 };
+
+/// The task ids of the Orchfile, and which of them fan out.
+struct Known<'a> {
+    ids: &'a HashMap<&'a str, usize>,
+    fanouts: &'a HashSet<&'a str>,
+}
 
 pub(super) struct Validator<'a> {
     pub(super) src: &'a SourceFile,
@@ -225,10 +232,20 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, k)| (k.as_str(), i))
             .collect();
+        let fanouts: HashSet<&str> = raw
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.get_ref().foreach.is_some() || t.get_ref().foreach_from.is_some())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let known = Known {
+            ids: &ids,
+            fanouts: &fanouts,
+        };
         let mut tasks = Vec::with_capacity(raw.tasks.len());
         let mut dep_spans: Vec<Vec<Range<usize>>> = Vec::with_capacity(raw.tasks.len());
         for (id, raw_task) in &raw.tasks {
-            let (task, spans) = self.task(id, raw_task, &ids, &agents, allow_outside);
+            let (task, spans) = self.task(id, raw_task, &known, &agents, allow_outside);
             tasks.push(task);
             dep_spans.push(spans);
         }
@@ -238,7 +255,7 @@ impl Validator<'_> {
         if self.errors.is_empty() {
             let deps: Vec<Vec<usize>> = tasks
                 .iter()
-                .map(|t: &Task| t.deps.iter().map(|d| ids[d.as_str()]).collect())
+                .map(|t: &Task| t.deps.iter().map(|d| ids[split_dep(d).0]).collect())
                 .collect();
             let edge = |dep: usize, dependent: usize| {
                 let k = deps[dependent].iter().position(|&d| d == dep)?;
@@ -261,6 +278,7 @@ impl Validator<'_> {
             index,
             aggregate: aggregate.flatten(),
             request: raw.request,
+            fanouts: Vec::new(),
             definitions: Vec::new(),
         })
     }
@@ -448,11 +466,14 @@ impl Validator<'_> {
         &mut self,
         id: &str,
         raw: &Spanned<RawTask>,
-        ids: &HashMap<&str, usize>,
+        known: &Known,
         agents: &IndexMap<String, AgentSpec>,
         allow_outside: bool,
     ) -> (Task, Vec<Range<usize>>) {
+        let ids = known.ids;
         let r = raw.get_ref();
+        let foreach = self.foreach(id, r, known);
+        let is_fanout = foreach.is_some();
         if !valid_task_id(id) {
             self.err(
                 "orch::bad_task_id",
@@ -507,7 +528,9 @@ impl Validator<'_> {
         let mut deps = Vec::new();
         let mut spans = Vec::new();
         for d in &r.deps {
-            let name = d.get_ref();
+            let written = d.get_ref();
+            let (name, which) = split_dep(written);
+            let name = name.to_string();
             if name == id {
                 self.err(
                     "orch::self_dep",
@@ -522,30 +545,62 @@ impl Validator<'_> {
                     Some(d.span()),
                     "no task has this id",
                 );
-                if let Some(close) = closest(name, ids.keys().copied().filter(|&k| k != id)) {
+                if let Some(close) = closest(&name, ids.keys().copied().filter(|&k| k != id)) {
                     err = err.with_help(format!("did you mean `{close}`?"));
                 }
                 self.errors.push(err);
-            } else if deps.contains(name) {
+            } else if which.is_some() && !known.fanouts.contains(name.as_str()) {
+                self.err(
+                    "orch::unknown_dep",
+                    format!(
+                        "task `{id}` names an instance of `{name}`, which is not a fan-out task"
+                    ),
+                    d.span(),
+                    "no instances",
+                );
+            } else if which.is_some_and(fanout::mentions_item) && !is_fanout {
+                self.errors.push(
+                    self.src
+                        .error(
+                            "orch::placeholder",
+                            format!("`{written}` in task `{id}`: an item is only known in a fan-out task"),
+                            Some(d.span()),
+                            "no item here",
+                        )
+                        .with_help(format!("depend on all instances with \"{name}\"")),
+                );
+            } else if deps.contains(written) {
                 self.err(
                     "orch::duplicate_dep",
-                    format!("task `{id}` lists dep `{name}` twice"),
+                    format!("task `{id}` lists dep `{written}` twice"),
                     d.span(),
                     "again here",
                 );
             } else {
-                deps.push(name.clone());
+                deps.push(written.clone());
                 spans.push(d.span());
             }
         }
+        if let Some(Foreach::From(source)) = &foreach {
+            // The instances need their source's answer: it runs first.
+            if !deps.iter().any(|d| split_dep(d).0 == source) {
+                deps.push(source.clone());
+                spans.push(r.foreach_from.as_ref().map_or(raw.span(), |f| f.span()));
+            }
+        }
+        if !is_fanout {
+            self.no_item_outside_fanout(id, r);
+        }
         if let Some(p) = &r.prompt {
-            self.placeholders(p, id, &deps, ids);
+            self.placeholders(p, id, &deps, ids, is_fanout);
         }
         for pattern in &r.inputs {
             if !self.not_blank(pattern, "an input", id) {
                 continue;
             }
-            if let Err(e) = globset::Glob::new(pattern.get_ref()) {
+            // An item fills in a plain path (glob characters escaped): checked with one.
+            let as_glob = fanout::fill(pattern.get_ref(), "item", fanout::Quoting::Glob);
+            if let Err(e) = globset::Glob::new(&as_glob) {
                 self.err(
                     "orch::bad_glob",
                     format!("invalid input glob `{}`: {}", pattern.get_ref(), e.kind()),
@@ -560,6 +615,33 @@ impl Validator<'_> {
                 continue;
             }
             self.relative_path(out, "output", allow_outside);
+            let filled = fanout::fill(out.get_ref(), "item", fanout::Quoting::Plain);
+            if out.get_ref().ends_with('/') || crate::plan::normalize(out.get_ref()).is_empty() {
+                self.errors.push(
+                    self.src
+                        .error(
+                            "orch::dir_output",
+                            format!("output `{}` of task `{id}` is a directory", out.get_ref()),
+                            Some(out.span()),
+                            "a directory",
+                        )
+                        .with_help(
+                            "an output is a file the task writes: list each file (a task that \
+                             writes a whole tree can name one file in it, e.g. a stamp file)",
+                        ),
+                );
+            } else if filled.contains(['*', '?', '[', '{']) {
+                self.err(
+                    "orch::glob_output",
+                    format!("output `{}` must be a file path, not a glob", out.get_ref()),
+                    out.span(),
+                    "a glob",
+                );
+            }
+            if fanout::mentions_item(out.get_ref()) {
+                // Each instance renders its own: checked once the items are known.
+                continue;
+            }
             let key = crate::plan::normalize(out.get_ref());
             match self.writers.get(&key) {
                 Some((other, first)) if other != id => {
@@ -581,28 +663,6 @@ impl Validator<'_> {
                 None => {
                     self.writers.insert(key, (id.to_string(), out.span()));
                 }
-            }
-            if out.get_ref().ends_with('/') || crate::plan::normalize(out.get_ref()).is_empty() {
-                self.errors.push(
-                    self.src
-                        .error(
-                            "orch::dir_output",
-                            format!("output `{}` of task `{id}` is a directory", out.get_ref()),
-                            Some(out.span()),
-                            "a directory",
-                        )
-                        .with_help(
-                            "an output is a file the task writes: list each file (a task that \
-                             writes a whole tree can name one file in it, e.g. a stamp file)",
-                        ),
-                );
-            } else if out.get_ref().contains(['*', '?', '[', '{']) {
-                self.err(
-                    "orch::glob_output",
-                    format!("output `{}` must be a file path, not a glob", out.get_ref()),
-                    out.span(),
-                    "a glob",
-                );
             }
         }
         let priority = match &r.priority {
@@ -665,8 +725,179 @@ impl Validator<'_> {
                 .iter()
                 .map(|(k, v)| (k.get_ref().clone(), v.clone()))
                 .collect(),
+            foreach,
+            item: None,
         };
         (task, spans)
+    }
+
+    /// A task's `foreach` or `foreach_from`, checked.
+    fn foreach(&mut self, id: &str, r: &RawTask, known: &Known) -> Option<Foreach> {
+        match (&r.foreach, &r.foreach_from) {
+            (None, None) => None,
+            (Some(_), Some(from)) => {
+                self.err(
+                    "orch::foreach",
+                    format!("task `{id}` sets both foreach and foreach_from"),
+                    from.span(),
+                    "one of the two",
+                );
+                None
+            }
+            (None, Some(from)) => {
+                let source = from.get_ref();
+                if source == id {
+                    self.err(
+                        "orch::foreach",
+                        format!("task `{id}` takes its items from itself"),
+                        from.span(),
+                        "here",
+                    );
+                } else if !known.ids.contains_key(source.as_str()) {
+                    let mut e = self.src.error(
+                        "orch::foreach",
+                        format!("foreach_from of task `{id}` names unknown task `{source}`"),
+                        Some(from.span()),
+                        "no task has this id",
+                    );
+                    if let Some(c) = closest(source, known.ids.keys().copied()) {
+                        e = e.with_help(format!("did you mean `{c}`?"));
+                    }
+                    self.errors.push(e);
+                } else if known.fanouts.contains(source.as_str()) {
+                    self.err(
+                        "orch::foreach",
+                        format!("foreach_from of task `{id}` names fan-out task `{source}`"),
+                        from.span(),
+                        "has many answers",
+                    );
+                }
+                Some(Foreach::From(source.clone()))
+            }
+            (Some(v), None) => match v.get_ref() {
+                toml::Value::String(s) if known.ids.contains_key(s.as_str()) => {
+                    if s == id {
+                        self.err(
+                            "orch::foreach",
+                            format!("task `{id}` takes its items from itself"),
+                            v.span(),
+                            "here",
+                        );
+                    } else if !known.fanouts.contains(s.as_str()) {
+                        self.errors.push(
+                            self.src
+                                .error(
+                                    "orch::foreach",
+                                    format!("foreach of task `{id}` names `{s}`, which is not a fan-out task"),
+                                    Some(v.span()),
+                                    "has no items",
+                                )
+                                .with_help(format!(
+                                    "for the items `{s}` answers, write foreach_from = \"{s}\""
+                                )),
+                        );
+                    }
+                    Some(Foreach::SameAs(s.clone()))
+                }
+                toml::Value::String(s) => {
+                    if s.trim().is_empty() {
+                        self.err(
+                            "orch::empty_value",
+                            format!("foreach of task `{id}` is empty"),
+                            v.span(),
+                            "empty",
+                        );
+                    } else if let Err(e) = globset::Glob::new(s) {
+                        self.err(
+                            "orch::bad_glob",
+                            format!("invalid foreach glob `{s}`: {}", e.kind()),
+                            v.span(),
+                            "bad glob",
+                        );
+                    } else if let Err(why) = check_inside_root(s) {
+                        self.err(
+                            "orch::path_outside_root",
+                            format!("foreach `{s}` {why}"),
+                            v.span(),
+                            "outside the project",
+                        );
+                    }
+                    Some(Foreach::Glob(s.clone()))
+                }
+                toml::Value::Array(items) => {
+                    let mut list = Vec::with_capacity(items.len());
+                    for item in items {
+                        match item {
+                            toml::Value::String(s) if !s.is_empty() => {
+                                if list.contains(s) {
+                                    self.err(
+                                        "orch::foreach",
+                                        format!("foreach of task `{id}` lists `{s}` twice"),
+                                        v.span(),
+                                        "here",
+                                    );
+                                }
+                                list.push(s.clone());
+                            }
+                            other => {
+                                self.err(
+                                    "orch::foreach",
+                                    format!(
+                                        "foreach of task `{id}` must list non-empty strings, not {other}"
+                                    ),
+                                    v.span(),
+                                    "here",
+                                );
+                            }
+                        }
+                    }
+                    Some(Foreach::List(list))
+                }
+                other => {
+                    self.err(
+                        "orch::foreach",
+                        format!(
+                            "foreach of task `{id}` must be a glob, a list of strings or a fan-out task's name, not {other}"
+                        ),
+                        v.span(),
+                        "here",
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// `{{ item }}` in a field of a task without items.
+    fn no_item_outside_fanout(&mut self, id: &str, r: &RawTask) {
+        let fields = [&r.run, &r.verify, &r.title, &r.prompt_file];
+        let lists = r.inputs.iter().chain(&r.outputs).chain(&r.locks);
+        for v in fields.into_iter().flatten().chain(lists) {
+            if fanout::mentions_item(v.get_ref()) {
+                self.errors.push(
+                    self.src
+                        .error(
+                            "orch::placeholder",
+                            format!("task `{id}` has no items: `{{{{ item }}}}` is only known in a fan-out task"),
+                            Some(v.span()),
+                            "no item here",
+                        )
+                        .with_help(format!(
+                            "give `{id}` a `foreach` (a glob or a list) for one instance per item"
+                        )),
+                );
+            }
+        }
+        for (k, v) in &r.env {
+            if fanout::mentions_item(v) {
+                self.err(
+                    "orch::placeholder",
+                    format!("task `{id}` has no items: `{{{{ item }}}}` in its env is only known in a fan-out task"),
+                    k.span(),
+                    "no item here",
+                );
+            }
+        }
     }
 
     /// Every placeholder of an inline prompt must name something the task has; each problem
@@ -677,13 +908,14 @@ impl Validator<'_> {
         id: &str,
         deps: &[String],
         ids: &HashMap<&str, usize>,
+        fanout: bool,
     ) {
         let text = prompt.get_ref();
         if !text.contains("{{") {
             return;
         }
-        let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
-        let problems = placeholder::check(text, id, &deps, ids);
+        let deps: Vec<&str> = deps.iter().map(|d| split_dep(d).0).collect();
+        let problems = placeholder::check(text, id, &deps, ids, fanout);
         self.placeholder_problems(prompt, problems);
     }
 
