@@ -434,9 +434,10 @@ pub fn render_graph(
     selected: &[bool],
     statuses: Option<&[Status]>,
     format: GraphFormat,
+    expand: bool,
 ) -> String {
+    let nodes = graph_nodes(plan, selected, statuses, expand);
     let mut s = String::new();
-    let nodes: Vec<usize> = (0..plan.tasks.len()).filter(|&t| selected[t]).collect();
     match format {
         GraphFormat::Dot => {
             s.push_str("digraph orch {\n    rankdir=LR;\n");
@@ -444,14 +445,10 @@ pub fn render_graph(
                 "    node [shape=box, style=\"rounded,filled\", fillcolor=\"#ffffff\", \
                  fontname=\"Helvetica\"];\n",
             );
-            for &t in &nodes {
-                let task = &plan.tasks[t];
-                let mut attrs = format!(
-                    "label=\"{}\\n{}\"",
-                    dot_escape(&task.id),
-                    dot_escape(&task.title)
-                );
-                if let Some(st) = statuses.map(|v| v[t]) {
+            for n in &nodes.list {
+                let mut attrs =
+                    format!("label=\"{}\\n{}\"", dot_escape(&n.id), dot_escape(&n.title));
+                if let Some(st) = n.status {
                     let (fill, stroke) = status_colour(st);
                     let _ = write!(
                         attrs,
@@ -459,43 +456,32 @@ pub fn render_graph(
                         st.word()
                     );
                 }
-                let _ = writeln!(s, "    \"{}\" [{attrs}];", dot_escape(&task.id));
+                let _ = writeln!(s, "    \"{}\" [{attrs}];", dot_escape(&n.id));
             }
-            for &t in &nodes {
-                for d in &plan.tasks[t].deps {
-                    if selected[plan.index[d]] {
-                        let _ = writeln!(
-                            s,
-                            "    \"{}\" -> \"{}\";",
-                            dot_escape(d),
-                            dot_escape(&plan.tasks[t].id)
-                        );
-                    }
-                }
+            for &(from, to) in &nodes.edges {
+                let _ = writeln!(
+                    s,
+                    "    \"{}\" -> \"{}\";",
+                    dot_escape(&nodes.list[from].id),
+                    dot_escape(&nodes.list[to].id)
+                );
             }
             s.push_str("}\n");
         }
         GraphFormat::Mermaid => {
             s.push_str("flowchart LR\n");
-            for &t in &nodes {
-                let task = &plan.tasks[t];
-                let label = mermaid_label(&format!("{}: {}", task.id, task.title));
-                let _ = writeln!(s, "    n{t}[\"{label}\"]");
+            for (k, n) in nodes.list.iter().enumerate() {
+                let label = mermaid_label(&format!("{}: {}", n.id, n.title));
+                let _ = writeln!(s, "    n{k}[\"{label}\"]");
             }
-            for &t in &nodes {
-                for d in &plan.tasks[t].deps {
-                    let di = plan.index[d];
-                    if selected[di] {
-                        let _ = writeln!(s, "    n{di} --> n{t}");
-                    }
-                }
+            for &(from, to) in &nodes.edges {
+                let _ = writeln!(s, "    n{from} --> n{to}");
             }
-            if let Some(st) = statuses {
+            if statuses.is_some() {
                 for status in STATUS_ORDER {
-                    let members: Vec<String> = nodes
-                        .iter()
-                        .filter(|&&t| st[t] == status)
-                        .map(|t| format!("n{t}"))
+                    let members: Vec<String> = (0..nodes.list.len())
+                        .filter(|&k| nodes.list[k].status == Some(status))
+                        .map(|k| format!("n{k}"))
                         .collect();
                     if members.is_empty() {
                         continue;
@@ -512,6 +498,94 @@ pub fn render_graph(
         }
     }
     s
+}
+
+/// One node of a drawn graph: a task, or all the selected instances of a fan-out.
+struct GraphNode {
+    id: String,
+    title: String,
+    status: Option<Status>,
+}
+
+struct GraphNodes {
+    list: Vec<GraphNode>,
+    /// (dep, dependent) node indexes, each pair once.
+    edges: Vec<(usize, usize)>,
+}
+
+/// The nodes and edges to draw: unless `expand`, a fan-out's instances are one node,
+/// `review[…] ×500`, whose status is the one that most needs a look (failed, then
+/// running, ...).
+fn graph_nodes(
+    plan: &Plan,
+    selected: &[bool],
+    statuses: Option<&[Status]>,
+    expand: bool,
+) -> GraphNodes {
+    let mut list: Vec<GraphNode> = Vec::new();
+    let mut node_of = vec![usize::MAX; plan.tasks.len()];
+    let mut group_node: std::collections::HashMap<&str, usize> = Default::default();
+    let urgency = |s: Status| match s {
+        Status::Failed => 0,
+        Status::Running => 1,
+        Status::Ready => 2,
+        Status::Waiting => 3,
+        Status::Completed => 4,
+        Status::Skipped => 5,
+    };
+    for t in (0..plan.tasks.len()).filter(|&t| selected[t]) {
+        let task = &plan.tasks[t];
+        let status = statuses.map(|v| v[t]);
+        let group = task
+            .item
+            .as_ref()
+            .filter(|_| !expand)
+            .map(|i| i.template.as_str());
+        match group.and_then(|g| group_node.get(g).copied()) {
+            Some(k) => {
+                node_of[t] = k;
+                let n = &mut list[k];
+                if let (Some(have), Some(new)) = (n.status, status) {
+                    if urgency(new) < urgency(have) {
+                        n.status = Some(new);
+                    }
+                }
+            }
+            None => {
+                node_of[t] = list.len();
+                let (id, title) = match group {
+                    Some(g) => {
+                        group_node.insert(g, list.len());
+                        let title = plan.fanout(g).map_or(g, |f| f.template.title.as_str());
+                        (format!("{g}[…]"), title.to_string())
+                    }
+                    None => (task.id.clone(), task.title.clone()),
+                };
+                list.push(GraphNode { id, title, status });
+            }
+        }
+    }
+    // A group's size, in its id.
+    let mut sizes = vec![0usize; list.len()];
+    for t in (0..plan.tasks.len()).filter(|&t| selected[t]) {
+        sizes[node_of[t]] += 1;
+    }
+    for (k, n) in list.iter_mut().enumerate() {
+        if n.id.ends_with("[…]") && !expand {
+            n.id = format!("{} ×{}", n.id, sizes[k]);
+        }
+    }
+    let mut edges = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for t in (0..plan.tasks.len()).filter(|&t| selected[t]) {
+        for d in &plan.tasks[t].deps {
+            let di = plan.index[d];
+            if selected[di] && seen.insert((node_of[di], node_of[t])) {
+                edges.push((node_of[di], node_of[t]));
+            }
+        }
+    }
+    GraphNodes { list, edges }
 }
 
 /// `orch list`: one line per task.

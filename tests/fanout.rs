@@ -313,3 +313,29 @@ outputs = ["out/{{ item.name }}"]
         out.stderr()
     );
 }
+
+#[test]
+fn dry_run_and_graph_group_instances_unless_expanded() {
+    let p = project();
+    let dry = p.orch(&["build", "-n", "--agent", "sim"]).ok().stdout();
+    assert!(dry.contains("count[…] ×2"), "{dry}");
+    assert!(dry.contains("review[…] ×2"), "{dry}");
+    assert!(!dry.contains("count[src/a.txt]"), "{dry}");
+    let dry = p
+        .orch(&["build", "-n", "--expand", "--agent", "sim"])
+        .ok()
+        .stdout();
+    assert!(
+        dry.contains("count[src/a.txt]") && dry.contains("count[src/b.txt]"),
+        "{dry}"
+    );
+    let graph = p.orch(&["graph", "--no-status"]).ok().stdout();
+    assert!(
+        graph.contains("\"count[…] ×2\" -> \"review[…] ×2\""),
+        "{graph}"
+    );
+    assert!(graph.contains("\"review[…] ×2\" -> \"report\""), "{graph}");
+    assert_eq!(graph.matches(" -> ").count(), 2, "{graph}");
+    let graph = p.orch(&["graph", "--no-status", "--expand"]).ok().stdout();
+    assert_eq!(graph.matches(" -> ").count(), 4, "{graph}");
+}

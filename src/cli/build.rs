@@ -7,7 +7,10 @@ use super::common::{check_agent_override, preflight, reporter_for, Global, PlanS
 use super::signals;
 use crate::engine::{self, up_to_date, BuildOptions};
 use crate::plan::orchfile;
-use crate::reporter::Fanout;
+use std::collections::HashSet;
+
+use crate::plan::{Foreach, Plan};
+use crate::reporter::{Event, Fanout, Reporter, Stamped, Summary};
 use crate::state::plan_cache::{self, PlanCache};
 use crate::state::preload::Preloaded;
 
@@ -67,6 +70,9 @@ pub struct BuildArgs {
     /// virtual time over the estimates), with the projected wall time; runs nothing.
     #[arg(short = 'n', long = "dry-run")]
     pub dry_run: bool,
+    /// With --dry-run: one line per fan-out instance, instead of one per fan-out.
+    #[arg(long = "expand")]
+    pub expand: bool,
     /// Run the selected tasks even if they are up to date.
     #[arg(short = 'B', long = "force")]
     pub force: bool,
@@ -127,12 +133,137 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     }
     crate::profile::mark("plan checked against the files");
     if args.dry_run {
-        print!("{}", engine::dry_run::run(&plan, &opts)?);
+        print!("{}", engine::dry_run::run(&plan, &opts, args.expand)?);
         return Ok(0);
     }
     let cancel = signals::install()?;
     engine::LEAK_ON_RETURN.store(true, std::sync::atomic::Ordering::Relaxed);
-    let outcome = engine::run_build(&plan, &opts, preload, &mut reporter, &cancel)?;
-    std::mem::forget(plan); // the process exits next; see LEAK_ON_RETURN
+    let sources = dynamic_sources(&plan);
+    if sources.is_empty() || !matches!(source, PlanSource::Orchfile(_)) {
+        let outcome = engine::run_build(&plan, &opts, preload, &mut reporter, &cancel)?;
+        std::mem::forget(plan); // the process exits next; see LEAK_ON_RETURN
+        return Ok(outcome.exit_code());
+    }
+    // Dynamic fan-out: first the tasks whose answers are items (and what they need), then,
+    // with the plan expanded over those answers, the whole build. One build to whoever
+    // reads it: the first part's end and the second's start are not reported, nor the
+    // second's skips of what the first ran.
+    let first_opts = BuildOptions {
+        targets: sources,
+        up_to_date_key: None,
+        ..opts.clone()
+    };
+    let mut first = FirstPart::new(&mut reporter);
+    let outcome = engine::run_build(&plan, &first_opts, preload, &mut first, &cancel)?;
+    let settled = std::mem::take(&mut first.settled);
+    if cancel.is_cancelled() || !outcome.summary.success() {
+        let event = Event::BuildFinished {
+            summary: &outcome.summary,
+        };
+        let _ = reporter.report(&Stamped::now(&event));
+        return Ok(outcome.exit_code());
+    }
+    let plan = source.load()?;
+    preflight(&plan, &source)?;
+    let mut second = SecondPart::new(&mut reporter, settled, outcome.summary);
+    let outcome = engine::run_build(&plan, &opts, None, &mut second, &cancel)?;
+    std::mem::forget(plan);
     Ok(outcome.exit_code())
+}
+
+/// The tasks whose answers are the items of a `foreach_from` fan-out.
+fn dynamic_sources(plan: &Plan) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in &plan.fanouts {
+        if let Some(Foreach::From(s)) = &f.template.foreach {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Reports the first part of a dynamic fan-out's build, but not its end; remembers the
+/// tasks it settled.
+struct FirstPart<'r> {
+    inner: &'r mut dyn Reporter,
+    settled: HashSet<String>,
+}
+
+impl<'r> FirstPart<'r> {
+    fn new(inner: &'r mut dyn Reporter) -> Self {
+        FirstPart {
+            inner,
+            settled: HashSet::new(),
+        }
+    }
+}
+
+impl Reporter for FirstPart<'_> {
+    fn report(&mut self, e: &Stamped) -> std::io::Result<()> {
+        match e.event {
+            Event::BuildFinished { .. } => return Ok(()),
+            Event::TaskSkipped { task, .. }
+            | Event::TaskSucceeded { task, .. }
+            | Event::TaskFailed { task, .. } => {
+                self.settled.insert(task.id.to_string());
+            }
+            _ => {}
+        }
+        self.inner.report(e)
+    }
+    fn check(&mut self) -> std::io::Result<()> {
+        self.inner.check()
+    }
+}
+
+/// Reports the second part: not its start, nor a skip of what the first part settled; its
+/// summary counts both parts.
+struct SecondPart<'r> {
+    inner: &'r mut dyn Reporter,
+    settled: HashSet<String>,
+    first: Summary,
+    hidden_skips: usize,
+}
+
+impl<'r> SecondPart<'r> {
+    fn new(inner: &'r mut dyn Reporter, settled: HashSet<String>, first: Summary) -> Self {
+        SecondPart {
+            inner,
+            settled,
+            first,
+            hidden_skips: 0,
+        }
+    }
+}
+
+impl Reporter for SecondPart<'_> {
+    fn report(&mut self, e: &Stamped) -> std::io::Result<()> {
+        match e.event {
+            Event::BuildStarted { .. } => return Ok(()),
+            Event::TaskSkipped { task, .. } if self.settled.contains(task.id) => {
+                self.hidden_skips += 1;
+                return Ok(());
+            }
+            Event::BuildFinished { summary } => {
+                let mut both = Summary::clone(summary);
+                both.ran += self.first.ran;
+                both.skipped = both.skipped - self.hidden_skips + self.first.skipped;
+                both.retries += self.first.retries;
+                both.cost_usd += self.first.cost_usd;
+                both.duration += self.first.duration;
+                let event = Event::BuildFinished { summary: &both };
+                return self.inner.report(&Stamped {
+                    at: e.at,
+                    event: &event,
+                });
+            }
+            _ => {}
+        }
+        self.inner.report(e)
+    }
+    fn check(&mut self) -> std::io::Result<()> {
+        self.inner.check()
+    }
 }

@@ -17,6 +17,9 @@ pub struct GraphArgs {
     /// Leave out the colours of each task's last known status.
     #[arg(long = "no-status")]
     pub no_status: bool,
+    /// One node per fan-out instance, instead of one per fan-out (`review[…] ×500`).
+    #[arg(long = "expand")]
+    pub expand: bool,
     /// Judge what is out of date as a build with `--agent NAME` would [default: the agent
     /// the tasks were last built with].
     #[arg(long = "agent", value_name = "NAME")]
@@ -50,7 +53,13 @@ pub fn run(global: &Global, args: &GraphArgs) -> Result<i32> {
     };
     print!(
         "{}",
-        inspect::render_graph(&plan, &selected, statuses.as_deref(), args.format)
+        inspect::render_graph(
+            &plan,
+            &selected,
+            statuses.as_deref(),
+            args.format,
+            args.expand
+        )
     );
     Ok(0)
 }

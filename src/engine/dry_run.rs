@@ -232,9 +232,10 @@ fn at(d: Duration) -> String {
     }
 }
 
-pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize) -> String {
+pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize, expand: bool) -> String {
     let verdicts = verdicts(ctx, wanted);
     let plan = schedule(ctx, wanted, &verdicts, jobs);
+    let rows = rows(ctx, &plan, &verdicts, expand);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -254,10 +255,9 @@ pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize) -> String {
         (Some(_), Takes::LastRun) => format!("~{}", format_duration(p.takes)),
         (Some(_), Takes::Unknown) => "?".to_string(),
     };
-    let id_w = plan
-        .planned
+    let id_w = rows
         .iter()
-        .map(|p| ctx.task(p.task).id.len())
+        .map(|r| r.id.chars().count())
         .chain([4])
         .max()
         .unwrap_or(4);
@@ -280,18 +280,24 @@ pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize) -> String {
         "  {:>7}  {:>4}  {:id_w$}  {:runner_w$}  {:takes_w$}  why",
         "start", "slot", "task", "runs with", "takes"
     );
-    for p in &plan.planned {
+    for r in &rows {
+        let p = &plan.planned[r.first];
         let why = match &verdicts[p.task] {
             Verdict::UpToDate => "up to date: skipped".to_string(),
             Verdict::Runs(why) => why.clone(),
             Verdict::MayRun(why) => format!("may run: {why}; {MAY_RUN_NOTE}"),
+        };
+        let why = if r.count > 1 && !r.same_why {
+            format!("{why} (first of {})", r.count)
+        } else {
+            why
         };
         let _ = writeln!(
             s,
             "  {:>7}  {:>4}  {:id_w$}  {:runner_w$}  {:takes_w$}  {why}",
             at(p.start),
             p.slot.map_or("skip".to_string(), |n| n.to_string()),
-            ctx.task(p.task).id,
+            r.id,
             runs_with(p),
             takes(p),
         );
@@ -347,15 +353,84 @@ pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize) -> String {
     s
 }
 
-/// Builds a read-only context (no lock, nothing written) and renders the dry run.
+/// A line of the dry run: one task, or (unless expanded) every instance of a fan-out
+/// settled the same way (`review[…] ×500`), at the first one's place.
+struct Row {
+    id: String,
+    /// Index in the schedule of the first task the row stands for.
+    first: usize,
+    count: usize,
+    /// Every task of the row runs for the same reason.
+    same_why: bool,
+}
+
+fn rows(ctx: &BuildContext, plan: &Schedule, verdicts: &[Verdict], expand: bool) -> Vec<Row> {
+    let kind = |v: &Verdict| match v {
+        Verdict::UpToDate => 0,
+        Verdict::Runs(_) => 1,
+        Verdict::MayRun(_) => 2,
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut group: std::collections::HashMap<(&str, u8), usize> = Default::default();
+    for (k, p) in plan.planned.iter().enumerate() {
+        let task = ctx.task(p.task);
+        let template = task
+            .item
+            .as_ref()
+            .filter(|_| !expand)
+            .map(|i| i.template.as_str());
+        let Some(template) = template else {
+            rows.push(Row {
+                id: task.id.clone(),
+                first: k,
+                count: 1,
+                same_why: true,
+            });
+            continue;
+        };
+        let key = (template, kind(&verdicts[p.task]));
+        match group.get(&key) {
+            Some(&r) => {
+                let first = plan.planned[rows[r].first].task;
+                rows[r].count += 1;
+                rows[r].same_why &= verdicts[p.task] == verdicts[first];
+            }
+            None => {
+                group.insert(key, rows.len());
+                rows.push(Row {
+                    id: String::new(),
+                    first: k,
+                    count: 1,
+                    same_why: true,
+                });
+            }
+        }
+    }
+    for r in &mut rows {
+        if r.id.is_empty() {
+            let task = ctx.task(plan.planned[r.first].task);
+            let template = task.item.as_ref().map_or("", |i| i.template.as_str());
+            r.id = if r.count == 1 {
+                task.id.clone()
+            } else {
+                format!("{template}[…] ×{}", r.count)
+            };
+        }
+    }
+    rows
+}
+
+/// Builds a read-only context (no lock, nothing written) and renders the dry run; `expand`
+/// shows each fan-out instance on its own line.
 pub fn run(
     plan: &crate::plan::Plan,
     opts: &super::options::BuildOptions,
+    expand: bool,
 ) -> miette::Result<String> {
     let graph = crate::graph::TaskGraph::from_plan(plan)
         .map_err(|_| miette::miette!("the plan has a dependency cycle"))?;
     let wanted = super::wanted_tasks(plan, &graph, &opts.targets)?;
     let cancel = crate::cancel::Cancel::new();
     let (ctx, _) = super::readonly::read_only_context(plan, &graph, opts, &cancel, &wanted)?;
-    Ok(render(&ctx, &wanted, opts.jobs(plan)))
+    Ok(render(&ctx, &wanted, opts.jobs(plan), expand))
 }

@@ -12,6 +12,7 @@ use crate::clock::{unix_now, Active};
 use crate::disk::{persist_atomic, replace_unsynced, IoResultExt, PathError};
 use crate::executor::{self, Exit, JobRecord, ProcessSpec};
 use crate::fingerprint::{self, FieldName};
+use crate::plan::fanout;
 use crate::plan::{Action, AgentKind, AgentSpec, ResultSpec, Task};
 use crate::scheduler::Runner;
 use crate::state::TaskRecord;
@@ -421,7 +422,31 @@ impl BuildContext<'_> {
                 ));
             }
         }
+        if fanout::is_source(self.plan, &task.id) {
+            self.record_answer(t, &reply)?;
+        }
         Ok((reply, warnings))
+    }
+
+    /// A `foreach_from` source's answer (its declared `.json` output, else its result) as the
+    /// items of the fan-outs naming it, recorded for the next expansion of the plan; an
+    /// answer that is not such a list fails the task.
+    fn record_answer(&self, t: usize, reply: &Reply) -> Result<(), Failure> {
+        let task = self.task(t);
+        let json_output = task.outputs.iter().find(|o| o.ends_with(".json"));
+        let text = match json_output {
+            Some(o) => std::fs::read_to_string(self.plan.resolve(o))
+                .map_err(|e| Failure::new(FailureKind::MissingOutput, format!("{o}: {e}")))?,
+            None => reply.text.clone(),
+        };
+        let items = fanout::parse_answer(&text).map_err(|e| {
+            Failure::new(
+                FailureKind::BadOutput,
+                format!("foreach_from: {e} (an answer is a JSON array of strings or of objects with `item`)"),
+            )
+        })?;
+        crate::state::items::write_answered(&self.layout, &task.id, &items)
+            .map_err(|e| Failure::new(FailureKind::Launch, format!("recording the items: {e}")))
     }
 
     /// The first lines of `text` for a terminal: at most [`SHOWN_LINES`] lines of at most

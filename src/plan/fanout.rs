@@ -124,6 +124,69 @@ pub fn split_dep(dep: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The items in the answer of a `foreach_from` source: a JSON array of strings, or of
+/// objects with an `item` string (the rest of each object is left to the prompt), maybe in
+/// a ```json fence. The error says what is wrong and shows the start of the answer.
+pub fn parse_answer(text: &str) -> Result<Vec<String>, String> {
+    let body = text.trim();
+    let body = body
+        .strip_prefix("```json")
+        .or_else(|| body.strip_prefix("```"))
+        .and_then(|b| b.trim_end().strip_suffix("```"))
+        .unwrap_or(body)
+        .trim();
+    let snippet = || {
+        let cut: String = body.chars().take(80).collect();
+        let more = if body.chars().count() > 80 { "…" } else { "" };
+        format!("it begins: {:?}{more}", cut)
+    };
+    let value: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| format!("the answer is not JSON ({e}); {}", snippet()))?;
+    let serde_json::Value::Array(elements) = value else {
+        return Err(format!("the answer is not a JSON array; {}", snippet()));
+    };
+    let mut items = Vec::with_capacity(elements.len());
+    let mut seen = std::collections::HashSet::with_capacity(elements.len());
+    for (k, e) in elements.iter().enumerate() {
+        let item = match e {
+            serde_json::Value::String(s) => s.as_str(),
+            serde_json::Value::Object(o) => match o.get("item") {
+                Some(serde_json::Value::String(s)) => s.as_str(),
+                _ => {
+                    return Err(format!(
+                        "element {k} of the answer is an object without an `item` string; {}",
+                        snippet()
+                    ))
+                }
+            },
+            other => {
+                return Err(format!(
+                    "element {k} of the answer is {other}, not a string or an object with \
+                     `item`; {}",
+                    snippet()
+                ))
+            }
+        };
+        if item.is_empty() || item.contains(['\n', '\r']) {
+            return Err(format!(
+                "element {k} of the answer is {item:?}: an item is one non-empty line"
+            ));
+        }
+        if !seen.insert(item) {
+            return Err(format!("the answer lists {item:?} twice"));
+        }
+        items.push(item.to_string());
+    }
+    Ok(items)
+}
+
+/// Whether task `id` is the `foreach_from` source of a template of `plan`.
+pub fn is_source(plan: &Plan, id: &str) -> bool {
+    plan.fanouts
+        .iter()
+        .any(|f| matches!(&f.template.foreach, Some(Foreach::From(s)) if s == id))
+}
+
 /// Where the items of templates come from, for what the plan alone does not say.
 pub trait ItemSource {
     /// The files a `foreach` glob matches, relative to the project root, sorted.
@@ -437,6 +500,24 @@ mod tests {
         );
         assert!(mentions_item("x {{item.ext}}"));
         assert!(!mentions_item("x {{ inputs }}"));
+    }
+
+    #[test]
+    fn answers() {
+        assert_eq!(parse_answer(r#"["a", "b c"]"#).unwrap(), ["a", "b c"]);
+        assert_eq!(
+            parse_answer("```json\n[{\"item\": \"x\", \"why\": 1}]\n```").unwrap(),
+            ["x"]
+        );
+        assert!(parse_answer("[]").unwrap().is_empty());
+        let e = parse_answer("Here you go: [1").unwrap_err();
+        assert!(
+            e.contains("not JSON") && e.contains("it begins: \"Here you go"),
+            "{e}"
+        );
+        assert!(parse_answer("{}").unwrap_err().contains("not a JSON array"));
+        assert!(parse_answer("[1]").unwrap_err().contains("element 0"));
+        assert!(parse_answer(r#"["a","a"]"#).unwrap_err().contains("twice"));
     }
 
     #[test]

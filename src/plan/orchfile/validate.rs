@@ -581,13 +581,6 @@ impl Validator<'_> {
                 spans.push(d.span());
             }
         }
-        if let Some(Foreach::From(source)) = &foreach {
-            // The instances need their source's answer: it runs first.
-            if !deps.iter().any(|d| split_dep(d).0 == source) {
-                deps.push(source.clone());
-                spans.push(r.foreach_from.as_ref().map_or(raw.span(), |f| f.span()));
-            }
-        }
         if !is_fanout {
             self.no_item_outside_fanout(id, r);
         }
