@@ -1,11 +1,17 @@
 //! Built-in agent definitions. A `[agents.NAME]` table starts from one of these and overrides
-//! fields; the values follow each CLI's non-interactive mode.
+//! fields. The flags of claude, codex and gemini are those measured against the real CLIs
+//! (tests/support/agents/README.md): each streams its events as JSON lines, has one set of
+//! flags per permission level, and continues a session by id.
 
 use indexmap::IndexMap;
 
-use super::spec::{AgentKind, AgentSpec, PromptVia, ResultSpec, SIM_AGENT};
+use super::spec::{
+    AgentKind, AgentSpec, LevelArgs, PromptVia, ReplyFormat, ResultSpec, ARGS_PLACEHOLDER,
+    PERMISSION_PLACEHOLDER, RESUME_PLACEHOLDER, SESSION_PLACEHOLDER, SIM_AGENT,
+};
 
-/// Output fragments that mean "try again later" for hosted model APIs.
+/// Error messages that mean "try again later" for hosted model APIs; matched against an
+/// agent's own error message only (never its whole output, which may echo the prompt).
 const TRANSIENT_API_ERRORS: &[&str] = &[
     "overloaded_error",
     "Overloaded",
@@ -20,53 +26,131 @@ const TRANSIENT_API_ERRORS: &[&str] = &[
 
 pub const PRESET_NAMES: &[&str] = &["claude", "codex", "gemini", "aider", "ollama", "llm"];
 
-fn spec(
-    name: &str,
-    command: &[&str],
-    prompt_via: PromptVia,
-    result: ResultSpec,
-    retry_on: &[&str],
-) -> AgentSpec {
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn spec(name: &str, command: &[&str], prompt_via: PromptVia, result: ResultSpec) -> AgentSpec {
     AgentSpec {
         name: name.to_string(),
         kind: AgentKind::Command,
-        command: command.iter().map(|s| s.to_string()).collect(),
+        command: strings(command),
         prompt_via,
         result,
+        format: ReplyFormat::Generic,
+        args: Vec::new(),
+        permission_args: LevelArgs::default(),
+        resume_args: Vec::new(),
+        permissions: None,
+        allow_undeclared_writes: None,
         max_parallel: None,
         timeout: None,
         retries: 2,
-        retry_on: retry_on.iter().map(|s| s.to_string()).collect(),
+        retry_on: strings(TRANSIENT_API_ERRORS),
         env: IndexMap::new(),
+    }
+}
+
+/// A CLI with its own reply format, per-level flags and resume.
+fn cli(
+    name: &str,
+    command: &[&str],
+    format: ReplyFormat,
+    levels: [&[&str]; 3],
+    resume: &[&str],
+) -> AgentSpec {
+    AgentSpec {
+        format,
+        permission_args: LevelArgs {
+            read: strings(levels[0]),
+            write: strings(levels[1]),
+            full: strings(levels[2]),
+        },
+        resume_args: strings(resume),
+        ..spec(name, command, PromptVia::Stdin, ResultSpec::Reply)
+    }
+}
+
+impl AgentSpec {
+    /// More messages that mean "try again later", for one CLI's own wording.
+    fn with_retry_on(mut self, more: &[&str]) -> AgentSpec {
+        self.retry_on.extend(strings(more));
+        self
     }
 }
 
 /// The preset called `name`, if there is one.
 pub fn preset(name: &str) -> Option<AgentSpec> {
-    let json = |f: &str| ResultSpec::JsonField(f.to_string());
+    const ARGS: &str = ARGS_PLACEHOLDER;
+    const LEVEL: &str = PERMISSION_PLACEHOLDER;
+    const RESUME: &str = RESUME_PLACEHOLDER;
+    const SESSION: &str = SESSION_PLACEHOLDER;
     Some(match name {
-        // `claude -p` reads the prompt from stdin; JSON output carries `is_error` and cost.
-        "claude" => spec(
+        // `claude -p` reads the prompt from stdin; stream-json ends with the `result` object
+        // (is_error, subtype, permission_denials, api_error_status, cost, usage).
+        "claude" => cli(
             name,
-            &["claude", "-p", "--output-format", "json"],
-            PromptVia::Stdin,
-            json("result"),
-            TRANSIENT_API_ERRORS,
+            &[
+                "claude",
+                "-p",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                ARGS,
+                LEVEL,
+                RESUME,
+            ],
+            ReplyFormat::Claude,
+            [
+                &["--permission-mode", "default"],
+                &["--permission-mode", "acceptEdits"],
+                &["--permission-mode", "bypassPermissions"],
+            ],
+            &["--resume", SESSION],
         ),
-        // `codex exec -` reads the prompt from stdin and prints the final message on stdout.
-        "codex" => spec(
+        // `codex exec -` reads the prompt from stdin. Its sandbox flag belongs to `exec`, so
+        // it comes before the `resume` subcommand.
+        "codex" => cli(
             name,
-            &["codex", "exec", "--skip-git-repo-check", "-"],
-            PromptVia::Stdin,
-            ResultSpec::Stdout,
-            TRANSIENT_API_ERRORS,
-        ),
-        "gemini" => spec(
+            &[
+                "codex",
+                "exec",
+                LEVEL,
+                ARGS,
+                "--skip-git-repo-check",
+                "--json",
+                RESUME,
+                "-",
+            ],
+            ReplyFormat::Codex,
+            [
+                &["-s", "read-only"],
+                &["-s", "workspace-write"],
+                &["-s", "danger-full-access"],
+            ],
+            &["resume", SESSION],
+        )
+        .with_retry_on(&["high demand", "stream disconnected"]),
+        // gemini reads a piped prompt; `--skip-trust` trusts the project for this run only
+        // (otherwise it exits 55 in a folder it was not told to trust).
+        "gemini" => cli(
             name,
-            &["gemini", "--output-format", "json"],
-            PromptVia::Stdin,
-            json("response"),
-            TRANSIENT_API_ERRORS,
+            &[
+                "gemini",
+                "--output-format",
+                "stream-json",
+                "--skip-trust",
+                ARGS,
+                LEVEL,
+                RESUME,
+            ],
+            ReplyFormat::Gemini,
+            [
+                &["--approval-mode", "default"],
+                &["--approval-mode", "auto_edit"],
+                &["--approval-mode", "yolo"],
+            ],
+            &["--resume", SESSION],
         ),
         // aider edits files in place; its message comes from a file to dodge argv limits.
         "aider" => spec(
@@ -81,33 +165,23 @@ pub fn preset(name: &str) -> Option<AgentSpec> {
             ],
             PromptVia::File,
             ResultSpec::Stdout,
-            TRANSIENT_API_ERRORS,
         ),
-        "ollama" => spec(
-            name,
-            &["ollama", "run", "llama3.2"],
-            PromptVia::Stdin,
-            ResultSpec::Stdout,
-            &["server busy", "connection refused"],
-        ),
-        "llm" => spec(
-            name,
-            &["llm"],
-            PromptVia::Stdin,
-            ResultSpec::Stdout,
-            TRANSIENT_API_ERRORS,
-        ),
+        "ollama" => AgentSpec {
+            retry_on: strings(&["server busy", "connection refused"]),
+            ..spec(
+                name,
+                &["ollama", "run", "llama3.2"],
+                PromptVia::Stdin,
+                ResultSpec::Stdout,
+            )
+        },
+        "llm" => spec(name, &["llm"], PromptVia::Stdin, ResultSpec::Stdout),
         SIM_AGENT => AgentSpec {
-            name: SIM_AGENT.to_string(),
             kind: AgentKind::Sim,
             command: Vec::new(),
-            prompt_via: PromptVia::File,
-            result: ResultSpec::Stdout,
-            max_parallel: None,
-            timeout: None,
             retries: 0,
             retry_on: Vec::new(),
-            env: IndexMap::new(),
+            ..spec(SIM_AGENT, &[], PromptVia::File, ResultSpec::Stdout)
         },
         _ => return None,
     })

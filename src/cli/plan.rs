@@ -118,11 +118,10 @@ fn custom_agent(json: &str, result: &str) -> Result<AgentSpec> {
         command,
         prompt_via,
         result: parse_result_spec(result).map_err(|e| miette!("--agent-result: {e}"))?,
-        max_parallel: None,
-        timeout: None,
         retries: 0,
         retry_on: Vec::new(),
         env: IndexMap::new(),
+        ..crate::agent::presets::preset("llm").expect("the llm preset")
     })
 }
 

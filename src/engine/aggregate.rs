@@ -263,7 +263,8 @@ fn merge_with_agent(
     if agent_spec.kind == AgentKind::Sim {
         return Ok(sim::reply("aggregate", &spec.title, "aggregator", &prompt));
     }
-    let (argv, stdin) = agent::invocation(agent_spec, &prompt, &prompt_path);
+    let call = agent::Call::at(crate::plan::Permission::Read);
+    let (argv, stdin) = agent::invocation(agent_spec, &call, &prompt, &prompt_path);
     let attempts = agent_spec.retries + 1;
     let mut last = String::new();
     for attempt in 1..=attempts {
@@ -294,8 +295,8 @@ fn merge_with_agent(
             let _ = store.append(&JournalEntry::Reaped { pgid });
         }
         let out = out.map_err(|e| e.to_string())?;
-        match agent::judge(agent_spec, &out, &ctx.plan.root) {
-            Ok(reply) => return Ok(reply.text),
+        match agent::judge(agent_spec, call.level, &out, &ctx.plan.root).result {
+            Ok(text) => return Ok(text),
             Err(f) if f.kind == FailureKind::Cancelled => return Err("cancelled".into()),
             Err(f) => {
                 last = ctx.redactor.redact(&f.message);

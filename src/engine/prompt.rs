@@ -203,6 +203,8 @@ mod tests {
             env: Default::default(),
             foreach: None,
             item: None,
+            permissions: None,
+            allow_undeclared_writes: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::context::{BuildContext, DoneInfo};
 use super::prompt::{render_task_file, DepResult};
-use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
+use crate::agent::{self, sim, Call, Failure, FailureKind, Reply, Usage};
 use crate::cancel::Cancel;
 use crate::clock::{unix_now, Active};
 use crate::disk::{persist_atomic, replace_unsynced, IoResultExt, PathError};
@@ -341,23 +341,38 @@ impl BuildContext<'_> {
                     // A result file from an earlier call must not pass for this one's.
                     let _ = std::fs::remove_file(self.plan.root.join(rel));
                 }
-                let (argv, stdin) = agent::invocation(a, task_file, &task_path);
-                let spec = self.process_spec(t, argv, stdin, Some(a));
+                let level = self.plan.permission(task, a);
+                let env = self.env(t, Some(a));
+                let knobs = agent::internal_retry_knobs(a, &|k| lookup(&env, k));
+                let call = Call {
+                    level,
+                    resume: None,
+                    extra_args: &knobs.args,
+                };
+                let (argv, stdin) = agent::invocation(a, &call, task_file, &task_path);
+                let mut spec = self.process_spec(t, argv, stdin, Some(a));
+                spec.env.extend(knobs.env);
                 let out = self
                     .run_process(t, &spec, send)
                     .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;
-                let judged = agent::judge(a, &out, &self.plan.root);
-                if let Err(f) = &judged {
-                    self.log_attempt(t, &out);
-                    // The message quotes a cut of the output: cut after masking, or the cut
-                    // can split a secret and show the rest of it.
-                    let masked = agent::judge(a, &self.masked(&out), &self.plan.root);
-                    let message = masked
-                        .err()
-                        .map_or_else(|| f.message.clone(), |m| m.message);
-                    return Err(Failure::new(f.kind.clone(), message));
+                let judged = agent::judge(a, level, &out, &self.plan.root);
+                match judged.result {
+                    Ok(text) => Reply {
+                        text,
+                        usage: judged.usage,
+                    },
+                    Err(f) => {
+                        self.log_attempt(t, &out);
+                        // The message quotes a cut of the output: cut after masking, or the
+                        // cut can split a secret and show the rest of it.
+                        let masked = agent::judge(a, level, &self.masked(&out), &self.plan.root);
+                        let message = masked
+                            .result
+                            .err()
+                            .map_or_else(|| f.message.clone(), |m| m.message);
+                        return Err(Failure::new(f.kind, message));
+                    }
                 }
-                judged?
             }
             (_, None) => {
                 return Err(Failure::new(FailureKind::Launch, "no agent for this task"));
@@ -726,6 +741,16 @@ fn wait_until_writes_show(before: &[Option<OutputStamp>], cancel: &Cancel) {
         let left = (until - fingerprint::now_ns()).max(1_000_000) as u64;
         std::thread::sleep(Duration::from_nanos(left).min(Duration::from_millis(20)));
     }
+}
+
+/// The value `key` has in a child's environment: `env` (what orch sets, last wins) over
+/// orch's own.
+fn lookup(env: &[(String, String)], key: &str) -> Option<String> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var(key).ok())
 }
 
 /// A number in [0, 1) from a seed (splitmix64), for backoff jitter.

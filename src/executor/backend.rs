@@ -36,9 +36,21 @@ pub trait Backend: Send + Sync {
         cancel: &Cancel,
         on_start: &mut dyn FnMut(JobRecord),
     ) -> io::Result<ProcessOutput> {
+        self.run_lines(spec, cancel, on_start, &mut |_| {})
+    }
+
+    /// As [`Backend::run`], handing each line of stdout to `on_line` as it arrives (see
+    /// [`Job::wait_lines`]): how a streaming agent's progress is read while it runs.
+    fn run_lines(
+        &self,
+        spec: &ProcessSpec,
+        cancel: &Cancel,
+        on_start: &mut dyn FnMut(JobRecord),
+        on_line: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<ProcessOutput> {
         let job = self.start(spec)?;
         on_start(job.record());
-        job.wait(cancel)
+        job.wait_lines(cancel, on_line)
     }
 }
 
@@ -51,7 +63,18 @@ pub trait Job {
     /// whole of it) when `cancel` is set or its timeout passes: the signal orch received
     /// (SIGTERM on a timeout), the grace period, SIGKILL. The timeout runs on the active
     /// clock, which stands still while orch is stopped.
-    fn wait(self: Box<Self>, cancel: &Cancel) -> io::Result<ProcessOutput>;
+    fn wait(self: Box<Self>, cancel: &Cancel) -> io::Result<ProcessOutput> {
+        self.wait_lines(cancel, &mut |_| {})
+    }
+
+    /// As [`Job::wait`], and each complete line of stdout (without its newline; the last one
+    /// at EOF even without) goes to `on_line` as soon as it is read, on the waiting thread.
+    /// The capture limit holds: a line past it is not seen, and nothing is kept twice.
+    fn wait_lines(
+        self: Box<Self>,
+        cancel: &Cancel,
+        on_line: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<ProcessOutput>;
 }
 
 /// What survives a crash of a started job: for a local process group, its id and the window

@@ -87,9 +87,20 @@ impl Job for LocalJob<'_> {
         }
     }
 
-    fn wait(mut self: Box<Self>, cancel: &Cancel) -> io::Result<ProcessOutput> {
+    fn wait_lines(
+        mut self: Box<Self>,
+        cancel: &Cancel,
+        on_line: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<ProcessOutput> {
         let mut child = self.child.take().expect("waited once");
-        let supervised = supervise(&mut child, self.pgid, self.spec, cancel, self.started);
+        let supervised = supervise(
+            &mut child,
+            self.pgid,
+            self.spec,
+            cancel,
+            self.started,
+            on_line,
+        );
         if supervised.is_err() {
             // Supervision failed midway: stop the group rather than leave it unwatched. (On
             // success, `supervise` stopped what was left of it when the leader exited.)
@@ -279,6 +290,9 @@ struct Sink {
     fd: Option<std::os::fd::OwnedFd>,
     kept: Vec<u8>,
     truncated: bool,
+    /// Where the next line starts in `kept`, and how far it was searched for a newline.
+    line_start: usize,
+    scanned: usize,
 }
 
 impl Sink {
@@ -287,6 +301,23 @@ impl Sink {
             fd,
             kept: Vec::new(),
             truncated: false,
+            line_start: 0,
+            scanned: 0,
+        }
+    }
+
+    /// Hands each complete line read since the last call to `on_line`; at EOF the rest too.
+    fn lines(&mut self, on_line: &mut dyn FnMut(&[u8])) {
+        while let Some(i) = self.kept[self.scanned..].iter().position(|&b| b == b'\n') {
+            let end = self.scanned + i;
+            on_line(&self.kept[self.line_start..end]);
+            self.line_start = end + 1;
+            self.scanned = end + 1;
+        }
+        self.scanned = self.kept.len();
+        if self.fd.is_none() && self.line_start < self.kept.len() && !self.truncated {
+            on_line(&self.kept[self.line_start..]);
+            self.line_start = self.kept.len();
         }
     }
 
@@ -322,6 +353,7 @@ fn supervise(
     spec: &ProcessSpec,
     cancel: &Cancel,
     started: Active,
+    on_line: &mut dyn FnMut(&[u8]),
 ) -> io::Result<Supervised> {
     use std::os::fd::OwnedFd;
     let mut stdin: Option<OwnedFd> = child.stdin.take().map(OwnedFd::from);
@@ -394,6 +426,7 @@ fn supervise(
         }
         if fds[0].revents != 0 {
             out.drain(spec.max_output);
+            out.lines(on_line);
         }
         if fds[1].revents != 0 {
             err.drain(spec.max_output);
@@ -545,6 +578,39 @@ mod tests {
         assert!(out.exit.success());
         assert_eq!(out.stdout.len(), 1000);
         assert!(out.truncated);
+    }
+
+    #[test]
+    fn stdout_lines_arrive_as_they_are_written_and_within_the_cap() {
+        let mut spec = ProcessSpec::shell(
+            "printf 'one\\ntw'; sleep 0.2; printf 'o\\n\\nlast'; echo err >&2",
+            std::env::temp_dir(),
+        );
+        let mut lines: Vec<(String, Duration)> = Vec::new();
+        let start = Instant::now();
+        let out = Local::new(None)
+            .run_lines(&spec, &Cancel::new(), &mut |_| {}, &mut |l| {
+                lines.push((String::from_utf8_lossy(l).into_owned(), start.elapsed()))
+            })
+            .unwrap();
+        let texts: Vec<&str> = lines.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(texts, ["one", "two", "", "last"]);
+        assert!(
+            lines[0].1 < lines[1].1,
+            "the first line came before the sleep"
+        );
+        assert_eq!(out.stdout, b"one\ntwo\n\nlast", "the capture is unchanged");
+        // Past the cap, lines are not seen, and nothing half-kept is passed on.
+        spec.argv[2] = "printf 'abc\\ndefghij\\nk\\n'".into();
+        spec.max_output = 6;
+        let mut seen = Vec::new();
+        let out = Local::new(None)
+            .run_lines(&spec, &Cancel::new(), &mut |_| {}, &mut |l| {
+                seen.push(String::from_utf8_lossy(l).into_owned())
+            })
+            .unwrap();
+        assert!(out.truncated);
+        assert_eq!(seen, ["abc"]);
     }
 
     #[test]

@@ -137,7 +137,12 @@ pub fn definition_fields(
         agent_digest.part(format!("{:?}", a.kind).as_bytes());
         agent_digest.part(format!("{:?}", a.prompt_via).as_bytes());
         agent_digest.part(format!("{:?}", a.result).as_bytes());
-        for c in &a.command {
+        agent_digest.part(a.format.as_str().as_bytes());
+        // The command as this task runs it: its permission level's flags change what the
+        // agent may do. What orch adds per run (a resumed session, retry knobs read from the
+        // machine's config) is left out.
+        let level = plan.permission(task, a);
+        for c in crate::agent::command_line(a, &crate::agent::Call::at(level)) {
             agent_digest.part(c.as_bytes());
         }
         for k in a.env.keys() {

@@ -8,6 +8,8 @@ use super::ResultSpec;
 pub fn parse_result_spec(s: &str) -> Result<ResultSpec, String> {
     if s == "stdout" {
         Ok(ResultSpec::Stdout)
+    } else if s == "reply" {
+        Ok(ResultSpec::Reply)
     } else if let Some(f) = s.strip_prefix("json:") {
         if f.is_empty() {
             Err("json: needs a field name, e.g. json:result".into())
@@ -22,7 +24,7 @@ pub fn parse_result_spec(s: &str) -> Result<ResultSpec, String> {
         }
     } else {
         Err(format!(
-            "result must be stdout, json:<field> or file:<path>, not `{s}`"
+            "result must be reply, stdout, json:<field> or file:<path>, not `{s}`"
         ))
     }
 }

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use super::diagnostic::{PlanError, PlanSpans, SourceFile};
 use super::placeholder::{self, Name, Segment};
 pub use super::placeholder::{ItemField, ITEM_FORMS};
-use super::{Action, Fanout, Foreach, Item, Plan, Task};
+use super::{Action, AllowWrites, Fanout, Foreach, Item, Plan, Task};
 
 /// How an item is written into a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,6 +391,16 @@ fn instantiate(template: &Task, item: &str, item_sets: &HashMap<String, Vec<Stri
         item: Some(Item {
             template: template.id.clone(),
             value: item.to_string(),
+        }),
+        permissions: template.permissions,
+        // Globs like outputs: `scratch/{{ item }}/**` is the instance's own.
+        allow_undeclared_writes: template.allow_undeclared_writes.as_ref().map(|a| match a {
+            AllowWrites::All => AllowWrites::All,
+            AllowWrites::Globs(g) => AllowWrites::Globs(
+                g.iter()
+                    .map(|s| fill(s, item, Quoting::Glob).into_owned())
+                    .collect(),
+            ),
         }),
     }
 }

@@ -15,7 +15,10 @@ mod model;
 pub mod orchfile;
 pub mod placeholder;
 
-pub use crate::agent::spec::{AgentKind, AgentSpec, PromptVia, ResultSpec, SIM_AGENT};
+pub use crate::agent::spec::{
+    AgentKind, AgentSpec, AllowWrites, LevelArgs, Permission, PromptVia, ReplyFormat, ResultSpec,
+    SIM_AGENT,
+};
 pub use diagnostic::PlanError;
 pub use model::{
     normalize, Action, AggregateSpec, AggregateStrategy, Fanout, Foreach, Item, KeptDefinition,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
-use crate::agent::spec::AgentSpec;
+use crate::agent::spec::{AgentSpec, AllowWrites, Permission, ResultSpec};
 use crate::disk::Digest;
 use crate::graph::TaskGraph;
 
@@ -124,6 +124,9 @@ pub struct Task {
     pub foreach: Option<Foreach>,
     /// An instance's item and the template it came from; `None` for a plain task.
     pub item: Option<Item>,
+    /// What the task's agent may do to the tree; `None`: the agent's level, else the default.
+    pub permissions: Option<Permission>,
+    pub allow_undeclared_writes: Option<AllowWrites>,
 }
 
 /// Where a fan-out template's items come from.
@@ -261,6 +264,31 @@ impl Plan {
             .or(task.agent.as_deref())
             .unwrap_or(&self.settings.default_agent);
         self.agents.get(name)
+    }
+
+    /// The permission level `task` runs `agent` at: the task's, else the agent's, else
+    /// `write` when the task declares outputs (or its agent writes a result file), else
+    /// `read`.
+    pub fn permission(&self, task: &Task, agent: &AgentSpec) -> Permission {
+        task.permissions.or(agent.permissions).unwrap_or(
+            if !task.outputs.is_empty() || matches!(agent.result, ResultSpec::File(_)) {
+                Permission::Write
+            } else {
+                Permission::Read
+            },
+        )
+    }
+
+    /// Which undeclared writes `task` may make: the task's setting, else the agent's;
+    /// `None` means none at all.
+    pub fn allowed_writes<'a>(
+        &'a self,
+        task: &'a Task,
+        agent: &'a AgentSpec,
+    ) -> Option<&'a AllowWrites> {
+        task.allow_undeclared_writes
+            .as_ref()
+            .or(agent.allow_undeclared_writes.as_ref())
     }
 
     /// Resolves a path written in the plan against the project root.

@@ -212,7 +212,8 @@ impl Planner<'_> {
         std::fs::create_dir_all(&logs).map_err(launch)?;
         let prompt_path = tasks_dir.join("planner.md");
         persist_atomic(&prompt_path, prompt.as_bytes()).map_err(launch)?;
-        let (argv, stdin) = agent::invocation(self.agent, prompt, &prompt_path);
+        let call = agent::Call::at(crate::plan::Permission::Read);
+        let (argv, stdin) = agent::invocation(self.agent, &call, prompt, &prompt_path);
         let mut env: Vec<(String, String)> =
             vec![("ORCH_ROOT".into(), self.root.to_string_lossy().into_owned())];
         env.extend(self.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -238,7 +239,7 @@ impl Planner<'_> {
             logs.join(format!("planner-attempt-{attempt}.log")),
             redactor.redact(&log).as_bytes(),
         );
-        agent::judge(self.agent, &out, self.root).map(|r| r.text)
+        agent::judge(self.agent, call.level, &out, self.root).result
     }
 }
 

@@ -40,6 +40,8 @@ pub fn to_plan(
             env: IndexMap::new(),
             foreach: None,
             item: None,
+            permissions: None,
+            allow_undeclared_writes: None,
         })
         .collect();
     let index = Plan::index_of(&tasks);

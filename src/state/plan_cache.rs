@@ -14,11 +14,12 @@ use crate::disk::Digest;
 use crate::fingerprint::DEFINITION_FIELDS;
 use crate::plan::orchfile::{parse, read};
 use crate::plan::{
-    Action, AgentKind, AgentSpec, AggregateSpec, AggregateStrategy, Foreach, KeptDefinition,
-    OnMissing, Plan, Priority, PromptVia, ResultSpec, Settings, Task,
+    Action, AgentKind, AgentSpec, AggregateSpec, AggregateStrategy, AllowWrites, Foreach,
+    KeptDefinition, LevelArgs, OnMissing, Permission, Plan, Priority, PromptVia, ReplyFormat,
+    ResultSpec, Settings, Task,
 };
 
-const MAGIC: &[u8; 8] = b"ORCHPC04";
+const MAGIC: &[u8; 8] = b"ORCHPC05";
 
 pub struct PlanCache {
     file: PathBuf,
@@ -143,7 +144,16 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
                 e.u32(2);
                 e.str(f);
             }
+            ResultSpec::Reply => e.u32(3),
         }
+        e.u32(a.format as u32);
+        strings(&mut e, &a.args);
+        strings(&mut e, &a.permission_args.read);
+        strings(&mut e, &a.permission_args.write);
+        strings(&mut e, &a.permission_args.full);
+        strings(&mut e, &a.resume_args);
+        opt_permission(&mut e, a.permissions);
+        allow_writes(&mut e, a.allow_undeclared_writes.as_ref());
         opt_usize(&mut e, a.max_parallel);
         opt_duration(&mut e, a.timeout);
         e.u32(a.retries);
@@ -199,6 +209,8 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
                 e.str(s);
             }
         }
+        opt_permission(&mut e, t.permissions);
+        allow_writes(&mut e, t.allow_undeclared_writes.as_ref());
     }
     e.bool(plan.aggregate.is_some());
     if let Some(a) = &plan.aggregate {
@@ -270,8 +282,25 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
                 0 => ResultSpec::Stdout,
                 1 => ResultSpec::JsonField(d.string()?),
                 2 => ResultSpec::File(d.string()?),
+                3 => ResultSpec::Reply,
                 _ => return Err(bad("result")),
             },
+            format: match d.u32()? {
+                0 => ReplyFormat::Generic,
+                1 => ReplyFormat::Claude,
+                2 => ReplyFormat::Codex,
+                3 => ReplyFormat::Gemini,
+                _ => return Err(bad("format")),
+            },
+            args: read_strings(d)?,
+            permission_args: LevelArgs {
+                read: read_strings(d)?,
+                write: read_strings(d)?,
+                full: read_strings(d)?,
+            },
+            resume_args: read_strings(d)?,
+            permissions: read_opt_permission(d)?,
+            allow_undeclared_writes: read_allow_writes(d)?,
             max_parallel: read_opt_usize(d)?,
             timeout: read_opt_duration(d)?,
             retries: d.u32()?,
@@ -316,6 +345,8 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
                 _ => return Err(bad("foreach")),
             },
             item: None,
+            permissions: read_opt_permission(d)?,
+            allow_undeclared_writes: read_allow_writes(d)?,
             id,
             title,
             action,
@@ -446,6 +477,42 @@ fn read_map(d: &mut Decoder) -> Result<IndexMap<String, String>, DecodeError> {
         m.insert(d.string()?, d.string()?);
     }
     Ok(m)
+}
+
+/// 0 for none, else the level's position plus one.
+fn opt_permission(e: &mut Encoder, p: Option<Permission>) {
+    e.u32(p.map_or(0, |p| p as u32 + 1));
+}
+
+fn read_opt_permission(d: &mut Decoder) -> Result<Option<Permission>, DecodeError> {
+    Ok(match d.u32()? {
+        0 => None,
+        n => Some(
+            Permission::parse(Permission::NAMES.get(n as usize - 1).copied().unwrap_or(""))
+                .ok_or(DecodeError::Shape("permissions"))?,
+        ),
+    })
+}
+
+/// 0 for none, 1 for all, 2 and the globs for a list.
+fn allow_writes(e: &mut Encoder, a: Option<&AllowWrites>) {
+    match a {
+        None => e.u32(0),
+        Some(AllowWrites::All) => e.u32(1),
+        Some(AllowWrites::Globs(g)) => {
+            e.u32(2);
+            strings(e, g);
+        }
+    }
+}
+
+fn read_allow_writes(d: &mut Decoder) -> Result<Option<AllowWrites>, DecodeError> {
+    Ok(match d.u32()? {
+        0 => None,
+        1 => Some(AllowWrites::All),
+        2 => Some(AllowWrites::Globs(read_strings(d)?)),
+        _ => return Err(DecodeError::Shape("allow_undeclared_writes")),
+    })
 }
 
 #[cfg(test)]

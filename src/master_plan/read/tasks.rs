@@ -201,6 +201,8 @@ pub(super) fn build(
             env: Default::default(),
             foreach: None,
             item: None,
+            permissions: None,
+            allow_undeclared_writes: None,
         });
     }
 

@@ -278,6 +278,82 @@ title = "Report"
     }
 
     #[test]
+    fn permissions_default_by_outputs_and_are_overridden_task_over_agent() {
+        use crate::plan::{AllowWrites, Permission};
+        let text = r#"
+[agents.claude]
+allow_undeclared_writes = ["target/**"]
+[agents.reader]
+preset = "claude"
+permissions = "read"
+[tasks.a]
+prompt = "x"
+[tasks.b]
+prompt = "x"
+outputs = ["b.md"]
+[tasks.c]
+prompt = "x"
+agent = "reader"
+outputs = ["c.md"]
+[tasks.d]
+prompt = "x"
+agent = "reader"
+permissions = "full"
+allow_undeclared_writes = false
+"#;
+        let plan = parse_str(text).unwrap();
+        let level = |id: &str| {
+            let t = plan.task(id).unwrap();
+            plan.permission(t, plan.agent_for(t, None).unwrap())
+        };
+        assert_eq!(level("a"), Permission::Read);
+        assert_eq!(level("b"), Permission::Write);
+        assert_eq!(
+            level("c"),
+            Permission::Read,
+            "the agent's level beats the default"
+        );
+        assert_eq!(level("d"), Permission::Full);
+        let allowed = |id: &str| {
+            let t = plan.task(id).unwrap();
+            plan.allowed_writes(t, plan.agent_for(t, None).unwrap())
+                .cloned()
+        };
+        assert_eq!(
+            allowed("a"),
+            Some(AllowWrites::Globs(vec!["target/**".into()]))
+        );
+        assert_eq!(allowed("d"), Some(AllowWrites::Globs(vec![])));
+        assert_eq!(allowed("c"), None);
+    }
+
+    #[test]
+    fn agent_fields_are_checked() {
+        let e = parse_str("[tasks.a]\nprompt = \"x\"\npermissions = \"root\"\n").unwrap_err();
+        assert!(e.message.contains("read, write or full"), "{}", e.message);
+        let e = parse_str("[tasks.a]\nrun = \"x\"\npermissions = \"read\"\n").unwrap_err();
+        assert_eq!(e.code, "orch::agent_field_on_shell_task");
+        let e =
+            parse_str("[agents.claude]\nresume_args = [\"--resume\"]\n[tasks.a]\nprompt = \"x\"\n")
+                .unwrap_err();
+        assert!(e.message.contains("{session_id}"), "{}", e.message);
+        let e = parse_str("[agents.claude]\nformat = \"yaml\"\n[tasks.a]\nprompt = \"x\"\n")
+            .unwrap_err();
+        assert!(e.message.contains("claude, codex, gemini"), "{}", e.message);
+        let e = parse_str("[tasks.a]\nprompt = \"x\"\nallow_undeclared_writes = [\"src/[\"]\n")
+            .unwrap_err();
+        assert_eq!(e.code, "orch::bad_glob");
+        // A level table keeps the preset's levels it does not name.
+        let plan = parse_str(
+            "[agents.claude]\npermission_args = { full = [\"--permission-mode\", \"acceptEdits\"] }\n",
+        )
+        .unwrap();
+        let a = &plan.agents["claude"];
+        assert_eq!(a.permission_args.full, ["--permission-mode", "acceptEdits"]);
+        assert_eq!(a.permission_args.read, ["--permission-mode", "default"]);
+    }
+
+    #[test]
     fn custom_agent_needs_placeholder_for_arg_mode() {
         let text = "[agents.my]\ncommand = [\"my-cli\"]\nprompt_via = \"arg\"\n[tasks.a]\nprompt = \"x\"\nagent = \"my\"\n";
         let e = parse_str(text).unwrap_err();

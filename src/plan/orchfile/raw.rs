@@ -48,6 +48,22 @@ pub(super) struct RawAgent {
     pub(super) retries: Option<Spanned<i64>>,
     pub(super) retry_on: Option<Vec<Spanned<String>>>,
     pub(super) env: Option<IndexMap<Spanned<String>, String>>,
+    pub(super) format: Option<Spanned<String>>,
+    pub(super) args: Option<Vec<String>>,
+    pub(super) permission_args: Option<Spanned<RawLevelArgs>>,
+    pub(super) resume_args: Option<Spanned<Vec<String>>>,
+    pub(super) permissions: Option<Spanned<String>>,
+    pub(super) allow_undeclared_writes: Option<Spanned<toml::Value>>,
+}
+
+/// `permission_args = { read = [...], write = [...], full = [...] }`; a level left out keeps
+/// the preset's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLevelArgs {
+    pub(super) read: Option<Vec<String>>,
+    pub(super) write: Option<Vec<String>>,
+    pub(super) full: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +93,8 @@ pub(super) struct RawTask {
     pub(super) foreach: Option<Spanned<toml::Value>>,
     /// A task whose answer (a JSON array) is the item list.
     pub(super) foreach_from: Option<Spanned<String>>,
+    pub(super) permissions: Option<Spanned<String>>,
+    pub(super) allow_undeclared_writes: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::raw::{RawAgent, RawAggregate, RawOrchfile, RawTask};
 use crate::agent::presets;
+use crate::agent::spec::SESSION_PLACEHOLDER;
 use crate::duration::{from_seconds, parse_duration};
 use crate::plan::checks::{
     check_inside_root, closest, parse_result_spec, valid_task_id, TASK_ID_RULE,
@@ -20,8 +21,8 @@ use crate::plan::fanout::{self, split_dep};
 use crate::plan::limits::{self, Count, Span};
 use crate::plan::placeholder;
 use crate::plan::{
-    Action, AgentSpec, AggregateSpec, AggregateStrategy, Foreach, OnMissing, Plan, Priority,
-    PromptVia, ResultSpec, Settings, Task,
+    Action, AgentSpec, AggregateSpec, AggregateStrategy, AllowWrites, Foreach, OnMissing,
+    Permission, Plan, Priority, PromptVia, ReplyFormat, ResultSpec, Settings, Task,
 };
 
 /// The task ids of the Orchfile, and which of them fan out.
@@ -78,6 +79,65 @@ impl Validator<'_> {
             Ok(n) => Some(n),
             Err(e) => {
                 self.err("orch::bad_value", e, v.span(), "out of range");
+                None
+            }
+        }
+    }
+
+    fn permission(&mut self, v: &Option<Spanned<String>>) -> Option<Permission> {
+        let v = v.as_ref()?;
+        let level = Permission::parse(v.get_ref());
+        if level.is_none() {
+            self.err(
+                "orch::bad_value",
+                format!(
+                    "permissions must be read, write or full, not `{}`",
+                    v.get_ref()
+                ),
+                v.span(),
+                "here",
+            );
+        }
+        level
+    }
+
+    /// `true` (no check), `false` (checked, whatever the agent says) or a list of globs.
+    fn allow_writes(&mut self, v: &Option<Spanned<toml::Value>>) -> Option<AllowWrites> {
+        let v = v.as_ref()?;
+        match v.get_ref() {
+            toml::Value::Boolean(true) => Some(AllowWrites::All),
+            toml::Value::Boolean(false) => Some(AllowWrites::Globs(Vec::new())),
+            toml::Value::Array(items) => {
+                let mut globs = Vec::new();
+                for item in items {
+                    match item.as_str().map(|g| (g, globset::Glob::new(g))) {
+                        Some((g, Ok(_))) => globs.push(g.to_string()),
+                        Some((g, Err(e))) => self.err(
+                            "orch::bad_glob",
+                            format!(
+                                "invalid glob `{g}` in allow_undeclared_writes: {}",
+                                e.kind()
+                            ),
+                            v.span(),
+                            "here",
+                        ),
+                        None => self.err(
+                            "orch::bad_value",
+                            "allow_undeclared_writes lists glob strings".into(),
+                            v.span(),
+                            "here",
+                        ),
+                    }
+                }
+                Some(AllowWrites::Globs(globs))
+            }
+            _ => {
+                self.err(
+                    "orch::bad_value",
+                    "allow_undeclared_writes is true, false or a list of globs".into(),
+                    v.span(),
+                    "here",
+                );
                 None
             }
         }
@@ -459,6 +519,58 @@ impl Validator<'_> {
                 .map(|(k, v)| (k.get_ref().clone(), v.clone()))
                 .collect();
         }
+        if let Some(f) = &r.format {
+            match ReplyFormat::parse(f.get_ref()) {
+                Some(format) => spec.format = format,
+                None => self.err(
+                    "orch::bad_value",
+                    format!(
+                        "format must be one of {}, not `{}`",
+                        ReplyFormat::NAMES.join(", "),
+                        f.get_ref()
+                    ),
+                    f.span(),
+                    "here",
+                ),
+            }
+        }
+        if let Some(args) = &r.args {
+            spec.args = args.clone();
+        }
+        if let Some(levels) = &r.permission_args {
+            let l = levels.get_ref();
+            for (slot, given) in [
+                (&mut spec.permission_args.read, &l.read),
+                (&mut spec.permission_args.write, &l.write),
+                (&mut spec.permission_args.full, &l.full),
+            ] {
+                if let Some(args) = given {
+                    *slot = args.clone();
+                }
+            }
+        }
+        if let Some(resume) = &r.resume_args {
+            if !resume.get_ref().is_empty()
+                && !resume
+                    .get_ref()
+                    .iter()
+                    .any(|a| a.contains(SESSION_PLACEHOLDER))
+            {
+                self.err(
+                    "orch::missing_placeholder",
+                    format!("resume_args needs a `{SESSION_PLACEHOLDER}` argument"),
+                    resume.span(),
+                    "no session id here",
+                );
+            }
+            spec.resume_args = resume.get_ref().clone();
+        }
+        if let Some(level) = self.permission(&r.permissions) {
+            spec.permissions = Some(level);
+        }
+        if let Some(allow) = self.allow_writes(&r.allow_undeclared_writes) {
+            spec.allow_undeclared_writes = Some(allow);
+        }
         Some(spec)
     }
 
@@ -695,6 +807,34 @@ impl Validator<'_> {
         let timeout = self.duration(&r.timeout, limits::TIMEOUT);
         let estimate = self.duration(&r.estimate, limits::ESTIMATE);
         let retries = self.count(&r.retries, limits::RETRIES).map(|n| n as u32);
+        let permissions = self.permission(&r.permissions);
+        let allow_undeclared_writes = self.allow_writes(&r.allow_undeclared_writes);
+        if r.run.is_some() {
+            // A shell runs with the person's own rights, and make-like commands write caches
+            // and intermediates: neither field could mean anything there.
+            for (name, span) in [
+                ("permissions", r.permissions.as_ref().map(|p| p.span())),
+                (
+                    "allow_undeclared_writes",
+                    r.allow_undeclared_writes.as_ref().map(|p| p.span()),
+                ),
+            ] {
+                if let Some(span) = span {
+                    self.errors.push(
+                        self.src
+                            .error(
+                                "orch::agent_field_on_shell_task",
+                                format!("task `{id}` runs a shell command: {name} applies to agent tasks"),
+                                Some(span),
+                                "remove this",
+                            )
+                            .with_help(
+                                "a shell task runs with your own permissions and its writes are not checked",
+                            ),
+                    );
+                }
+            }
+        }
         let task = Task {
             id: id.to_string(),
             title: r
@@ -720,6 +860,8 @@ impl Validator<'_> {
                 .collect(),
             foreach,
             item: None,
+            permissions,
+            allow_undeclared_writes,
         };
         (task, spans)
     }
