@@ -13,6 +13,7 @@ use crate::graph::TaskGraph;
 use crate::master_plan::{self, StatusRow};
 use crate::plan::{Action, Plan};
 use crate::state::Status;
+use crate::state::{SessionRecord, StateLayout, StateStore};
 
 /// How statuses are listed in summaries and graph classes: done first, failures last.
 const STATUS_ORDER: [Status; 6] = [
@@ -70,6 +71,50 @@ pub fn status_rows(plan: &Plan, agent: Option<&str>) -> Result<Vec<StatusRow>> {
         }
     }
     Ok(rows)
+}
+
+/// Each task's last agent session, as the state records it.
+pub fn agent_sessions(plan: &Plan) -> Result<Vec<Option<SessionRecord>>> {
+    let store = StateStore::open(StateLayout::new(plan.state_dir())).map_err(|e| miette!("{e}"))?;
+    Ok(plan
+        .tasks
+        .iter()
+        .map(|t| store.snapshot.sessions.get(&t.id).cloned())
+        .collect())
+}
+
+/// One line per task that ran in an agent session: its id, so a person can open it in the
+/// CLI (`claude --resume <id>`, `codex resume <id>`, `gemini --resume <id>`).
+pub fn render_sessions(rows: &[StatusRow], sessions: &[Option<SessionRecord>]) -> String {
+    let mut out = String::new();
+    for (row, s) in rows.iter().zip(sessions) {
+        if let Some(s) = s {
+            let _ = writeln!(
+                out,
+                "  {}: {} session {}{}",
+                row.id,
+                s.agent,
+                s.id,
+                if s.resumable {
+                    " (the next build continues it)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("\nAgent sessions:\n{out}")
+    }
+}
+
+fn session_json(s: Option<&SessionRecord>) -> serde_json::Value {
+    match s {
+        Some(s) => json!({"agent": s.agent, "id": s.id, "resumable": s.resumable}),
+        None => serde_json::Value::Null,
+    }
 }
 
 /// Columns a terminal shows one cell of: emoji take two, variation selectors none.
@@ -171,16 +216,18 @@ pub fn render_status(rows: &[StatusRow]) -> String {
     out
 }
 
-/// `orch status --json`: one object per task.
-pub fn status_json(rows: &[StatusRow]) -> serde_json::Value {
+/// `orch status --json`: one object per task, with its last agent session (or null).
+pub fn status_json(rows: &[StatusRow], sessions: &[Option<SessionRecord>]) -> serde_json::Value {
     serde_json::Value::Array(
         rows.iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(t, r)| {
                 json!({
                     "id": r.id, "title": r.title, "agent_id": r.agent,
                     "status": r.status.word(), "symbol": r.status.symbol(),
                     "priority": r.priority, "deps": r.deps, "start": r.start,
                     "end": r.end, "retries": r.retries,
+                    "session": session_json(sessions.get(t).and_then(Option::as_ref)),
                 })
             })
             .collect(),
@@ -202,6 +249,8 @@ pub struct Explanation {
     pub notes: Vec<String>,
     /// Unix seconds of its last recorded success.
     pub last_success: Option<u64>,
+    /// Its last agent session.
+    pub session: Option<SessionRecord>,
 }
 
 impl Explanation {
@@ -229,6 +278,19 @@ impl Explanation {
                 let _ = writeln!(s, "  - {}", dry_run::MAY_RUN_NOTE);
             }
         }
+        if let Some(session) = &self.session {
+            let _ = writeln!(
+                s,
+                "  session: {} ({}{})",
+                session.id,
+                session.agent,
+                if session.resumable {
+                    "; the next build continues it"
+                } else {
+                    ""
+                }
+            );
+        }
         s
     }
 
@@ -244,6 +306,7 @@ impl Explanation {
             "up_to_date": self.reasons.is_empty(), "verdict": verdict,
             "reasons": self.reasons, "notes": self.notes,
             "last_success": self.last_success,
+            "session": session_json(self.session.as_ref()),
         })
     }
 }
@@ -309,6 +372,7 @@ pub fn explain(plan: &Plan, opts: &BuildOptions, ids: &[String]) -> Result<Vec<E
                 may_run: matches!(verdicts[t], dry_run::Verdict::MayRun(_)),
                 notes,
                 last_success: ctx.previous[t].as_ref().map(|r| r.finished_at),
+                session: ctx.sessions[t].clone(),
             }
         })
         .collect())

@@ -226,7 +226,11 @@ fn overload_is_retried_with_backoff_then_succeeds() {
     let p = agent_project("overload:2", "");
     let run = p.orch(&["build"]);
     run.success();
-    assert_eq!(p.lines("calls.log").len(), 3, "two overloads, then success");
+    assert_eq!(
+        p.lines(".orchestrator/calls.log").len(),
+        3,
+        "two overloads, then success"
+    );
     assert!(run.stderr().contains("transient error"), "{}", run.stderr());
     assert!(run.stderr().contains("2 retries"), "{}", run.stderr());
     assert_eq!(
@@ -247,7 +251,11 @@ fn overload_beyond_the_retry_budget_fails() {
     let p = agent_project("overload:5", "");
     let run = p.orch(&["build"]);
     assert_eq!(run.code(), 1);
-    assert_eq!(p.lines("calls.log").len(), 3, "1 try + 2 retries");
+    assert_eq!(
+        p.lines(".orchestrator/calls.log").len(),
+        3,
+        "1 try + 2 retries"
+    );
     assert!(!p.exists(".orchestrator/results/agent-01-result.md"));
 }
 
@@ -308,8 +316,8 @@ fn timeout_kills_the_whole_process_group() {
     let run = p.orch(&["build"]);
     assert_eq!(run.code(), 1);
     assert!(run.stderr().contains("timed out"), "{}", run.stderr());
-    let child = read_pid(&p, "hang-child.pid");
-    let parent = read_pid(&p, "hang-parent.pid");
+    let child = read_pid(&p, ".orchestrator/hang-child.pid");
+    let parent = read_pid(&p, ".orchestrator/hang-parent.pid");
     assert!(
         !alive(child),
         "the agent's child {child} survived the timeout"
@@ -730,7 +738,12 @@ fn missing_results_are_rerun_but_failures_are_not() {
     let p = stopped_early("rerun");
     let run = p.orch(&["build"]);
     assert_eq!(run.code(), 1);
-    assert_eq!(p.lines("calls.log"), ["bad", "other"], "{}", run.stderr());
+    assert_eq!(
+        p.lines(".orchestrator/calls.log"),
+        ["bad", "other"],
+        "{}",
+        run.stderr()
+    );
     assert!(run
         .stderr()
         .contains("results missing for Agent-02; re-running them"));
@@ -743,7 +756,7 @@ fn missing_results_are_rerun_but_failures_are_not() {
 fn on_missing_fail_runs_nothing_more() {
     let p = stopped_early("fail");
     assert_eq!(p.orch(&["build"]).code(), 1);
-    assert_eq!(p.lines("calls.log"), ["bad"]);
+    assert_eq!(p.lines(".orchestrator/calls.log"), ["bad"]);
     assert!(!p.exists(".orchestrator/final_output.md"));
 }
 
@@ -779,10 +792,10 @@ prompt = "Keep it short."
     );
     assert!(fin.find("alpha-result").unwrap() < fin.find("beta-result").unwrap());
     assert!(fin.contains("Keep it short."));
-    assert_eq!(p.lines("calls.log").len(), 1);
+    assert_eq!(p.lines(".orchestrator/calls.log").len(), 1);
     // Unchanged results: the (paid) merge is not repeated.
     p.orch(&["build"]).success();
-    assert_eq!(p.lines("calls.log").len(), 1);
+    assert_eq!(p.lines(".orchestrator/calls.log").len(), 1);
 }
 
 #[test]

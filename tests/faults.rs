@@ -99,8 +99,8 @@ fn hang_past_the_timeout_kills_the_group_and_fails() {
         let (run, events) = build_json(&p, &[]);
         assert_failed(&p, &run, &events, "timed out");
         let (parent, child) = (
-            read_pid(&p, "hang-parent.pid"),
-            read_pid(&p, "hang-child.pid"),
+            read_pid(&p, ".orchestrator/hang-parent.pid"),
+            read_pid(&p, ".orchestrator/hang-child.pid"),
         );
         wait_for("the hung agent to die", Duration::from_secs(5), || {
             !alive(parent) && !alive(child)
@@ -113,7 +113,11 @@ fn a_timeout_counts_as_an_attempt_and_is_retried_at_once() {
     let p = agent_project("hang", "timeout = \"600ms\"\nretries = 1");
     let (run, events) = build_json(&p, &[]);
     assert_failed(&p, &run, &events, "timed out");
-    assert_eq!(p.lines("calls.log").len(), 2, "one try and one retry");
+    assert_eq!(
+        p.lines(".orchestrator/calls.log").len(),
+        2,
+        "one try and one retry"
+    );
     let retried = events_named(&events, "task_retried");
     assert_eq!(retried.len(), 1);
     assert_eq!(
@@ -142,7 +146,7 @@ fn non_transient_failures_are_retried_at_once_while_retries_last() {
     let p = agent_project("crash", "retries = 2");
     let (run, events) = build_json(&p, &[]);
     assert_failed(&p, &run, &events, "exit code 3");
-    assert_eq!(p.lines("calls.log").len(), 3);
+    assert_eq!(p.lines(".orchestrator/calls.log").len(), 3);
     let delays: Vec<&Value> = events_named(&events, "task_retried")
         .iter()
         .map(|e| &e["delay_ms"])
@@ -317,7 +321,7 @@ fn overload_is_retried_with_backoff_then_succeeds_or_fails_after_the_budget() {
         let p = agent_project(mode, "retries = 2");
         let (run, events) = build_json(&p, &[]);
         run.success();
-        assert_eq!(p.lines("calls.log").len(), 3, "{mode}");
+        assert_eq!(p.lines(".orchestrator/calls.log").len(), 3, "{mode}");
         let retried = events_named(&events, "task_retried");
         assert_eq!(retried.len(), 2, "{mode}");
         for r in &retried {
@@ -331,7 +335,11 @@ fn overload_is_retried_with_backoff_then_succeeds_or_fails_after_the_budget() {
     let p = agent_project("overload_json:9", "retries = 2");
     let (run, events) = build_json(&p, &[]);
     assert_failed(&p, &run, &events, "overloaded_error");
-    assert_eq!(p.lines("calls.log").len(), 3, "1 try + 2 retries");
+    assert_eq!(
+        p.lines(".orchestrator/calls.log").len(),
+        3,
+        "1 try + 2 retries"
+    );
 }
 
 #[test]
@@ -367,7 +375,7 @@ retries = 0
 fn background_processes_an_agent_leaves_are_stopped() {
     let p = agent_project("leak", "");
     p.orch(&["build"]).success();
-    let leaked = read_pid(&p, "leak.pid");
+    let leaked = read_pid(&p, ".orchestrator/leak.pid");
     wait_for(
         "the leaked background process to die",
         Duration::from_secs(5),

@@ -89,13 +89,16 @@ fn codex_retry_args(agent: &AgentSpec, var: &dyn Fn(&str) -> Option<String>) -> 
 }
 
 /// Why the agent cannot run at `level` here, known before it starts: claude exits at once
-/// when `bypassPermissions` (its `full`) is asked for by root, unless `IS_SANDBOX` is set.
+/// when `bypassPermissions` (its `full`) is asked for by root, unless `IS_SANDBOX` is
+/// exactly `1` or `CLAUDE_CODE_BUBBLEWRAP` is set (claude 2.1's own test).
 pub fn refused_as_root(
     agent: &AgentSpec,
     level: Permission,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Option<String> {
-    if agent.format != ReplyFormat::Claude || !running_as_root() || var("IS_SANDBOX").is_some() {
+    let sandboxed = var("IS_SANDBOX").as_deref() == Some("1")
+        || var("CLAUDE_CODE_BUBBLEWRAP").is_some_and(|v| !v.is_empty());
+    if agent.format != ReplyFormat::Claude || !running_as_root() || sandboxed {
         return None;
     }
     let argv = command_line(agent, &Call::at(level));
@@ -184,6 +187,11 @@ mod tests {
         assert_eq!(
             refused_as_root(&claude, Permission::Full, &vars(&[("IS_SANDBOX", "1")])),
             None
+        );
+        // claude accepts `1` only.
+        assert_eq!(
+            refused_as_root(&claude, Permission::Full, &vars(&[("IS_SANDBOX", "yes")])).is_some(),
+            running_as_root()
         );
         assert_eq!(
             refused_as_root(&preset("codex").unwrap(), Permission::Full, &vars(&[])),

@@ -251,7 +251,7 @@ impl Reporter for SecondPart<'_> {
                 both.ran += self.first.ran;
                 both.skipped = both.skipped - self.hidden_skips + self.first.skipped;
                 both.retries += self.first.retries;
-                both.cost_usd += self.first.cost_usd;
+                both.usage.add(&self.first.usage);
                 both.duration += self.first.duration;
                 let event = Event::BuildFinished { summary: &both };
                 return self.inner.report(&Stamped {

@@ -26,13 +26,16 @@ pub fn run(global: &Global, args: &StatusArgs) -> Result<i32> {
     };
     check_agent_override(&plan, &opts)?;
     let rows = inspect::status_rows(&plan, args.agent.as_deref())?;
+    let sessions = inspect::agent_sessions(&plan)?;
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&inspect::status_json(&rows)).unwrap_or_default()
+            serde_json::to_string_pretty(&inspect::status_json(&rows, &sessions))
+                .unwrap_or_default()
         );
     } else {
         print!("{}", inspect::render_status(&rows));
+        print!("{}", inspect::render_sessions(&rows, &sessions));
     }
     Ok(0)
 }

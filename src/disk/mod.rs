@@ -9,6 +9,7 @@ mod digest;
 mod path_error;
 mod replace;
 mod stamp;
+pub mod tree;
 
 pub use digest::Digest;
 pub use path_error::{names_a_path, IoResultExt, PathError};

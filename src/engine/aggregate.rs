@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::context::BuildContext;
-use crate::agent::{self, sim, FailureKind};
+use crate::agent::{self, sim, FailureKind, Usage};
 use crate::disk::persist_atomic;
 use crate::executor::ProcessSpec;
 use crate::plan::{AgentKind, AggregateSpec, AggregateStrategy, Plan};
@@ -61,6 +61,7 @@ pub(crate) fn run(
     ctx: &BuildContext,
     store: &mut StateStore,
     events: &mut dyn Events,
+    usage: &mut Usage,
 ) -> Result<String, String> {
     let spec = spec(ctx.plan);
     let mut parts = Vec::new();
@@ -126,9 +127,14 @@ pub(crate) fn run(
     let text = match spec.strategy {
         AggregateStrategy::Concat => concat(&spec, &parts),
         AggregateStrategy::Structured => structured(&spec, &parts),
-        AggregateStrategy::Agent => {
-            merge_with_agent(ctx, store, &spec, merge_agent.as_ref().unwrap(), &parts)?
-        }
+        AggregateStrategy::Agent => merge_with_agent(
+            ctx,
+            store,
+            &spec,
+            merge_agent.as_ref().unwrap(),
+            &parts,
+            usage,
+        )?,
     };
     persist_atomic(&out_path, text.as_bytes()).map_err(|e| format!("writing {rel}: {e}"))?;
     store.snapshot.aggregate_digest = Some(digest);
@@ -235,6 +241,7 @@ fn merge_with_agent(
     spec: &AggregateSpec,
     agent_spec: &crate::plan::AgentSpec,
     parts: &[Part],
+    usage: &mut Usage,
 ) -> Result<String, String> {
     let mut prompt = format!(
         "Please merge the following {} subtask results into one complete report titled \"{}\".\n\n",
@@ -263,19 +270,40 @@ fn merge_with_agent(
     if agent_spec.kind == AgentKind::Sim {
         return Ok(sim::reply("aggregate", &spec.title, "aggregator", &prompt));
     }
-    let call = agent::Call::at(crate::plan::Permission::Read);
+    // As a task's agent would: where the project and its prompt are, then its own env.
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "ORCH_ROOT".into(),
+            ctx.plan.root.to_string_lossy().into_owned(),
+        ),
+        (
+            "ORCH_TASK_FILE".into(),
+            prompt_path.to_string_lossy().into_owned(),
+        ),
+    ];
+    env.extend(agent_spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let knobs = agent::internal_retry_knobs(agent_spec, &|k| {
+        env.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(k).ok())
+    });
+    let call = agent::Call {
+        level: crate::plan::Permission::Read,
+        resume: None,
+        extra_args: &knobs.args,
+    };
     let (argv, stdin) = agent::invocation(agent_spec, &call, &prompt, &prompt_path);
     let attempts = agent_spec.retries + 1;
     let mut last = String::new();
     for attempt in 1..=attempts {
+        let mut env = env.clone();
+        env.extend(knobs.env.iter().cloned());
         let process = ProcessSpec {
             argv: argv.clone(),
             cwd: ctx.plan.root.clone(),
-            env: agent_spec
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            env,
             stdin: stdin.clone(),
             timeout: agent_spec.timeout,
             grace: ctx.plan.settings.kill_grace,
@@ -295,7 +323,10 @@ fn merge_with_agent(
             let _ = store.append(&JournalEntry::Reaped { pgid });
         }
         let out = out.map_err(|e| e.to_string())?;
-        match agent::judge(agent_spec, call.level, &out, &ctx.plan.root).result {
+        let judged = agent::judge(agent_spec, call.level, &out, &ctx.plan.root);
+        // Paid for whether or not it answered.
+        usage.add(&judged.usage);
+        match judged.result {
             Ok(text) => return Ok(text),
             Err(f) if f.kind == FailureKind::Cancelled => return Err("cancelled".into()),
             Err(f) => {

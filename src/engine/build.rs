@@ -112,6 +112,7 @@ pub fn run_build(
         stat_cache,
     } = load(plan, opts, preload, &targets, &*backend, events)?;
     crate::profile::mark("graph, state and stat cache loaded");
+    refused_up_front(plan, opts, &wanted)?;
     super::gone::remove_results(plan, &store, events);
     let layout = store.layout.clone();
     let mut doc = PlanDoc::load(plan, &layout, &store);
@@ -206,6 +207,39 @@ pub fn run_build(
         aggregate_error,
         stopped_by: cancel.reason(),
     })
+}
+
+/// The wanted tasks whose agent is known to refuse to run as asked (claude's `full` as
+/// root): one error naming them all, before anything starts or costs money.
+fn refused_up_front(plan: &Plan, opts: &BuildOptions, wanted: &[bool]) -> Result<()> {
+    let mut refused: Vec<(String, String)> = Vec::new();
+    for (t, task) in plan.tasks.iter().enumerate() {
+        if !wanted[t] {
+            continue;
+        }
+        let Some(agent) = plan.agent_for(task, opts.agent_override.as_deref()) else {
+            continue;
+        };
+        let env: Vec<(&String, &String)> = agent.env.iter().chain(task.env.iter()).collect();
+        let var = |k: &str| {
+            env.iter()
+                .rev()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| std::env::var(k).ok())
+        };
+        if let Some(why) = crate::agent::refused_as_root(agent, plan.permission(task, agent), &var)
+        {
+            refused.push((task.id.clone(), why));
+        }
+    }
+    match refused.first() {
+        None => Ok(()),
+        Some((_, why)) => {
+            let ids: Vec<&str> = refused.iter().map(|(id, _)| id.as_str()).collect();
+            Err(miette!("task {} cannot run: {why}", ids.join(", ")))
+        }
+    }
 }
 
 /// What the first phase loads.
@@ -324,6 +358,12 @@ fn context<'a>(
         cancel,
         redactor: Redactor::for_plan(plan),
         results_rel: plan.relative(&store.layout.results_dir()),
+        sessions: plan
+            .tasks
+            .iter()
+            .map(|t| store.snapshot.sessions.get(&t.id).cloned())
+            .collect(),
+        attempts: Default::default(),
     };
     for (t, _) in wanted.iter().enumerate().filter(|(_, &w)| !w) {
         if let Some(r) = &ctx.previous[t] {
@@ -383,7 +423,7 @@ fn aggregated(
         None
     } else if missing.is_empty() {
         let before = coord.store.snapshot.aggregate_digest;
-        match aggregate::run(ctx, coord.store, coord.events) {
+        match aggregate::run(ctx, coord.store, coord.events, &mut coord.usage) {
             Ok(line) => {
                 if let Some(digest) = coord
                     .store

@@ -14,7 +14,9 @@ use crate::fingerprint::{self, DefinitionFields, OpenDir, StatCache};
 use crate::graph::TaskGraph;
 use crate::plan::{AgentSpec, Plan, Task};
 use crate::redact::Redactor;
-use crate::state::{StateLayout, TaskRecord};
+use crate::state::{SessionRecord, StateLayout, TaskRecord};
+
+use super::attempts::Attempts;
 
 /// What a finished (or up-to-date) task hands its dependents.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +89,10 @@ pub struct BuildContext<'a> {
     /// The results directory as result paths are recorded (relative to the project root),
     /// to tell a task's result from its declared outputs in a record.
     pub(crate) results_rel: String,
+    /// Each task's last agent session, as the previous build left it.
+    pub(crate) sessions: Vec<Option<SessionRecord>>,
+    /// This build's attempts in flight, for telling whose a changed file is.
+    pub(crate) attempts: Attempts,
 }
 
 impl BuildContext<'_> {

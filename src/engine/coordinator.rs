@@ -1,7 +1,7 @@
 //! The scheduling thread's side of a build: every state change a task goes through is
 //! recorded here (journal, status row, execution log) and reported as an event.
 
-use crate::agent::FailureKind;
+use crate::agent::{FailureKind, Usage};
 use crate::cancel::{signal_name, CancelReason};
 use crate::clock::{Active, Stamp};
 use crate::master_plan::{LogEntry, PlanDoc, RowState};
@@ -11,7 +11,7 @@ use crate::scheduler::Coordinator;
 use crate::state::{JournalEntry, StateStore, Status, StatusRecord};
 
 use super::context::BuildContext;
-use super::runner::{TaskDone, TaskMsg};
+use super::exchange::{TaskDone, TaskMsg};
 
 /// Final per-task result of this build, for the summary.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,7 +31,12 @@ pub(super) struct BuildCoordinator<'a, 'c> {
     pub(super) rows: Vec<RowState>,
     pub(super) outcome: Vec<Option<Outcome>>,
     pub(super) retries: u32,
-    pub(super) cost: f64,
+    /// Every agent attempt's usage so far (failed ones, the aggregation's merge too).
+    pub(super) usage: Usage,
+    /// Each task's agent session id, as last reported.
+    pub(super) sessions: Vec<Option<String>>,
+    /// Tool calls written to the execution log, per task: a chatty agent is cut short.
+    logged_activity: Vec<u32>,
     pub(super) batch_no: u32,
     pub(super) io_error: Option<String>,
     /// Something beyond up-to-date checks happened: master_plan.md needs a rewrite.
@@ -66,7 +71,9 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
             rows,
             outcome: vec![None; ctx.plan.tasks.len()],
             retries: 0,
-            cost: 0.0,
+            usage: Usage::default(),
+            sessions: vec![None; ctx.plan.tasks.len()],
+            logged_activity: vec![0; ctx.plan.tasks.len()],
             batch_no: 0,
             io_error: None,
             eventful: false,
@@ -78,7 +85,7 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
     pub(super) fn summary(&self, interrupted: bool, unstarted: usize, started: Active) -> Summary {
         let mut summary = Summary {
             retries: self.retries,
-            cost_usd: self.cost,
+            usage: self.usage.clone(),
             interrupted,
             ..Default::default()
         };
@@ -204,25 +211,63 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 attempt,
                 reason,
                 delay,
+                usage,
             } => {
                 self.retries += 1;
                 self.rows[task].retries = attempt;
                 let agent = self.ctx.agent_ids[task].clone();
                 let id = self.ctx.task(task).id.clone();
-                self.log(
-                    format!("{agent} Retrying"),
-                    vec![format!(
-                        "{id} attempt {attempt} failed: {}; retry in {}",
-                        one_line(&reason),
-                        crate::duration::format_duration(delay)
-                    )],
+                let mut line = format!(
+                    "{id} attempt {attempt} failed: {}; retry in {}",
+                    one_line(&reason),
+                    crate::duration::format_duration(delay)
                 );
+                if let Some(c) = usage.cost_usd {
+                    line.push_str(&format!(" (it cost ${c:.4})"));
+                }
+                self.log(format!("{agent} Retrying"), vec![line]);
                 self.events.emit(Event::TaskRetrying {
                     task: task_ref(self.ctx, task),
                     attempt,
                     reason: &reason,
                     delay,
+                    usage: &usage,
                 });
+                self.doc.touch();
+            }
+            TaskMsg::Activity { task, activity } => {
+                self.events.emit(Event::TaskActivity {
+                    task: task_ref(self.ctx, task),
+                    activity: &activity,
+                });
+                let n = &mut self.logged_activity[task];
+                *n += 1;
+                if *n <= MAX_LOGGED_ACTIVITY {
+                    let agent = self.ctx.agent_ids[task].clone();
+                    let id = &self.ctx.task(task).id;
+                    let mut lines = vec![format!("{id}: {activity}")];
+                    if *n == MAX_LOGGED_ACTIVITY {
+                        lines.push(format!(
+                            "(later tool calls of {id} are left out of this log; `orch build \
+                             --json` streams them all)"
+                        ));
+                    }
+                    self.log(format!("{agent} Activity"), lines);
+                    self.doc.touch();
+                }
+            }
+            TaskMsg::Session { task, session } => {
+                self.sessions[task] = Some(session.id.clone());
+                let id = self.ctx.task(task).id.clone();
+                let r = self.store.record_session(&id, session);
+                self.journal(r);
+            }
+            TaskMsg::Notice { task, message } => {
+                let id = &self.ctx.task(task).id;
+                let message = format!("{id}: {message}");
+                self.events.emit(Event::Notice { message: &message });
+                let agent = self.ctx.agent_ids[task].clone();
+                self.log(format!("{agent} Notice"), vec![one_line(&message)]);
                 self.doc.touch();
             }
         }
@@ -276,7 +321,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                     // step, which a second Ctrl-C (an immediate exit) could cut short.
                     self.idle();
                 }
-                self.cost += usage.cost_usd.unwrap_or(0.0);
+                self.usage.add(&usage);
                 let row = &mut self.rows[t];
                 row.status = Status::Completed;
                 row.end = Some(Stamp::now().time());
@@ -290,9 +335,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                     format!("Why it ran: {why}"),
                     format!("Output saved to {}", self.ctx.result_rel(t)),
                 ];
-                if let Some(c) = usage.cost_usd {
-                    lines.push(format!("Cost: ${c:.4}"));
-                }
+                lines.extend(usage_lines(&usage, self.sessions[t].as_deref()));
                 if let Some(w) = &warnings {
                     lines.push(format!("Warnings: {}", one_line(w)));
                 }
@@ -304,6 +347,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                     usage: &usage,
                     why: &why,
                     warnings: warnings.as_deref(),
+                    session: self.sessions[t].as_deref(),
                 });
                 true
             }
@@ -311,7 +355,9 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 failure,
                 duration,
                 retries,
+                usage,
             } => {
+                self.usage.add(&usage);
                 self.rows[t].retries = retries;
                 if failure.kind == FailureKind::Cancelled {
                     self.rows[t].status = Status::Ready;
@@ -325,6 +371,8 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                         task: task_ref(self.ctx, t),
                         duration,
                         retries,
+                        usage: &usage,
+                        session: self.sessions[t].as_deref(),
                     });
                 } else {
                     let r = self.store.invalidate(id);
@@ -332,19 +380,20 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                     self.rows[t].status = Status::Failed;
                     self.rows[t].end = Some(Stamp::now().time());
                     self.outcome[t] = Some(Outcome::Failed);
-                    self.log(
-                        format!("{agent} Failed"),
-                        vec![format!(
-                            "{id} failed after {}: {}",
-                            crate::duration::format_duration(duration),
-                            one_line(&failure.message)
-                        )],
-                    );
+                    let mut lines = vec![format!(
+                        "{id} failed after {}: {}",
+                        crate::duration::format_duration(duration),
+                        one_line(&failure.message)
+                    )];
+                    lines.extend(usage_lines(&usage, self.sessions[t].as_deref()));
+                    self.log(format!("{agent} Failed"), lines);
                     self.events.emit(Event::TaskFailed {
                         task: task_ref(self.ctx, t),
                         duration,
                         retries,
                         reason: &failure.message,
+                        usage: &usage,
+                        session: self.sessions[t].as_deref(),
                     });
                 }
                 false
@@ -410,6 +459,28 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 .get_or_insert(format!("cannot write master_plan.md: {e}"));
         }
     }
+}
+
+/// Tool calls of one task written to the execution log in one build, at most.
+const MAX_LOGGED_ACTIVITY: u32 = 20;
+
+/// The execution log's lines for what a task's attempts cost, and its agent session.
+fn usage_lines(usage: &Usage, session: Option<&str>) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(c) = usage.cost_usd {
+        lines.push(format!("Cost: ${c:.4}"));
+    }
+    if let (Some(input), Some(output)) = (usage.input_tokens, usage.output_tokens) {
+        lines.push(format!(
+            "Tokens: {input} in ({} cache read, {} cache written), {output} out",
+            usage.cache_read_tokens.unwrap_or(0),
+            usage.cache_write_tokens.unwrap_or(0)
+        ));
+    }
+    if let Some(s) = session {
+        lines.push(format!("Session: {s}"));
+    }
+    lines
 }
 
 pub(super) fn one_line(s: &str) -> String {

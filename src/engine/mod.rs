@@ -4,7 +4,9 @@
 //! - [`build`](run_build): the phases of one build, in order;
 //! - `options`: what a build is asked for ([`BuildOptions`]) and how it ended;
 //! - `context`: what the workers share ([`BuildContext`]) and the up-to-date check;
-//! - `runner`: the worker side: run a task (shell, sim or agent) with retries, check it;
+//! - `runner`: the worker side: run a task with retries, sessions continued; `attempt`: one
+//!   try (shell, sim or agent) and its checks; `agent_run`: one run of an agent CLI, read
+//!   as it streams; `writes`: the undeclared-write check;
 //! - `coordinator`: the scheduling thread's side: journal, status rows, log, events;
 //! - `aggregate`: `final_output.md`; `prompt`: the task file an agent gets;
 //! - `gone`: instances whose fan-out item went away;
@@ -16,11 +18,15 @@
 //!
 //! Only what other modules use is exported here; the rest is `pub(crate)` at most.
 
+mod agent_run;
 mod aggregate;
+mod attempt;
+mod attempts;
 mod build;
 mod context;
 mod coordinator;
 pub mod dry_run;
+mod exchange;
 pub mod explain;
 mod gone;
 mod migrate;
@@ -30,6 +36,7 @@ mod queue;
 mod readonly;
 mod runner;
 pub mod up_to_date;
+mod writes;
 
 pub use build::{run_build, LEAK_ON_RETURN};
 pub use context::BuildContext;

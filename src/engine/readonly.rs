@@ -86,6 +86,12 @@ pub fn read_only_context_from<'a>(
         cancel,
         redactor: Redactor::default(),
         results_rel: plan.relative(&layout.results_dir()),
+        sessions: plan
+            .tasks
+            .iter()
+            .map(|t| store.snapshot.sessions.get(&t.id).cloned())
+            .collect(),
+        attempts: Default::default(),
     };
     for (t, &w) in wanted.iter().enumerate() {
         if !w {

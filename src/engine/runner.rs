@@ -1,68 +1,23 @@
-//! The worker side of a build: decide whether a task is up to date, and if not run it (shell,
-//! sim or agent CLI) with retries, check its outputs and verify command, and record hashes.
+//! The worker side of a build: decide whether a task is up to date, and if not run it (one
+//! [`attempt`](super::attempt) after another while retries last, an agent's session
+//! continued after a transient failure or an interrupted build), and record hashes.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::context::{BuildContext, DoneInfo};
+use super::exchange::{Resume, TaskDone, TaskMsg, Try};
 use super::prompt::{render_task_file, DepResult};
-use crate::agent::{self, sim, Call, Failure, FailureKind, Reply, Usage};
-use crate::cancel::Cancel;
+use crate::agent::{Failure, FailureKind, Usage};
 use crate::clock::{unix_now, Active};
 use crate::disk::{persist_atomic, replace_unsynced, IoResultExt, PathError};
-use crate::executor::{self, Exit, JobRecord, ProcessSpec};
 use crate::fingerprint::{self, FieldName};
-use crate::plan::fanout;
-use crate::plan::{Action, AgentKind, AgentSpec, ResultSpec, Task};
+use crate::plan::{Action, AgentSpec, ResultSpec, Task};
 use crate::scheduler::Runner;
-use crate::state::TaskRecord;
-
-#[derive(Debug)]
-pub enum TaskMsg {
-    AttemptStarted {
-        task: usize,
-        attempt: u32,
-    },
-    /// A job started; the journal keeps its record until it ends.
-    Spawned {
-        task: usize,
-        job: JobRecord,
-    },
-    ProcessEnded {
-        pgid: i32,
-    },
-    Retrying {
-        task: usize,
-        attempt: u32,
-        reason: String,
-        delay: Duration,
-    },
-}
-
-// One per finished task, moved once through a channel: boxing would not pay.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum TaskDone {
-    UpToDate(DoneInfo),
-    Ran {
-        record: TaskRecord,
-        usage: Usage,
-        duration: Duration,
-        retries: u32,
-        why: String,
-        /// What a shell task printed on stderr though it succeeded (compiler warnings),
-        /// cut to a few lines for the terminal; the whole of it is in its log.
-        warnings: Option<String>,
-    },
-    Failed {
-        failure: Failure,
-        duration: Duration,
-        retries: u32,
-    },
-}
+use crate::state::{SessionRecord, TaskRecord};
 
 impl BuildContext<'_> {
-    fn env(&self, t: usize, agent: Option<&AgentSpec>) -> Vec<(String, String)> {
+    pub(super) fn env(&self, t: usize, agent: Option<&AgentSpec>) -> Vec<(String, String)> {
         let task = self.task(t);
         let mut env = vec![
             ("ORCH_TASK_ID".to_string(), task.id.clone()),
@@ -177,7 +132,7 @@ impl BuildContext<'_> {
         retries + 1
     }
 
-    fn timeout(&self, t: usize) -> Option<Duration> {
+    pub(super) fn timeout(&self, t: usize) -> Option<Duration> {
         self.task(t)
             .timeout
             .or_else(|| self.agent(t).and_then(|a| a.timeout))
@@ -206,347 +161,15 @@ impl BuildContext<'_> {
         !self.cancel.is_cancelled()
     }
 
-    fn process_spec(
-        &self,
-        t: usize,
-        argv: Vec<String>,
-        stdin: Option<Vec<u8>>,
-        agent: Option<&AgentSpec>,
-    ) -> ProcessSpec {
-        ProcessSpec {
-            argv,
-            cwd: self.plan.root.clone(),
-            env: self.env(t, agent),
-            stdin,
-            timeout: self.timeout(t),
-            grace: self.plan.settings.kill_grace,
-            max_output: 64 << 20,
-        }
-    }
-
-    fn run_process(
-        &self,
-        t: usize,
-        spec: &ProcessSpec,
-        send: &dyn Fn(TaskMsg),
-    ) -> io::Result<executor::ProcessOutput> {
-        let mut spawned = None;
-        let out = self.backend.run(spec, self.cancel, &mut |job| {
-            spawned = Some(job.pgid);
-            send(TaskMsg::Spawned { task: t, job });
-        });
-        if let Some(pgid) = spawned {
-            send(TaskMsg::ProcessEnded { pgid });
-        }
-        out
-    }
-
-    /// One attempt: run the action, then check outputs and `verify`. With the reply, what a
-    /// shell task printed on stderr, cut for showing (see [`TaskDone::Ran`]).
-    fn attempt(
-        &self,
-        t: usize,
-        task_file: &str,
-        send: &dyn Fn(TaskMsg),
-    ) -> Result<(Reply, Option<String>), Failure> {
-        let task = self.task(t);
-        // What the declared outputs look like before the run, to tell a file this attempt
-        // wrote from one an earlier run left behind.
-        let before: Vec<Option<OutputStamp>> =
-            task.outputs.iter().map(|o| self.output_stamp(o)).collect();
-        wait_until_writes_show(&before, self.cancel);
-        let mut warnings = None;
-        let reply = match (&task.action, self.agent(t)) {
-            (Action::Shell(script), _) => {
-                let spec = self.process_spec(
-                    t,
-                    vec!["sh".into(), "-c".into(), script.clone()],
-                    None,
-                    None,
-                );
-                let out = self
-                    .run_process(t, &spec, send)
-                    .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;
-                // Both streams of an attempt that failed or warned are kept, as make would
-                // have shown them; a quiet success writes no log (thousands of files).
-                if out.exit != Exit::Code(0) || !out.stderr.is_empty() {
-                    self.log_attempt(t, &out);
-                }
-                match out.exit {
-                    Exit::Code(0) => {
-                        if !out.stderr.is_empty() {
-                            let err = self.redactor.redact(&String::from_utf8_lossy(&out.stderr));
-                            warnings = Some(self.shown_lines(t, &err));
-                        }
-                        Reply {
-                            text: String::from_utf8_lossy(&out.stdout).into_owned(),
-                            usage: Usage::default(),
-                        }
-                    }
-                    Exit::TimedOut => {
-                        return Err(Failure::new(
-                            FailureKind::Timeout,
-                            "timed out; process group stopped",
-                        ))
-                    }
-                    Exit::Cancelled => {
-                        return Err(Failure::new(FailureKind::Cancelled, "cancelled"))
-                    }
-                    exit => {
-                        // What it said last: on stderr, or on stdout for a script that
-                        // reports there.
-                        let said = if out.stderr.trim_ascii().is_empty() {
-                            &out.stdout
-                        } else {
-                            &out.stderr
-                        };
-                        let said = self.redactor.redact(&String::from_utf8_lossy(said));
-                        let said = agent::tail(&said, 500);
-                        return Err(Failure::new(
-                            FailureKind::Exit,
-                            if said.is_empty() {
-                                format!("{exit}")
-                            } else {
-                                format!("{exit}: {said}")
-                            },
-                        ));
-                    }
-                }
-            }
-            (_, Some(a)) if a.kind == AgentKind::Sim => {
-                if !sim::wait(task.estimate, self.opts.sim_speed, self.cancel) {
-                    return Err(Failure::new(FailureKind::Cancelled, "cancelled"));
-                }
-                let digest = blake3::hash(task_file.as_bytes()).to_hex();
-                for o in &task.outputs {
-                    let path = self.plan.root.join(o);
-                    if let Some(parent) = path.parent() {
-                        let _ = std::fs::create_dir_all(parent);
-                    }
-                    persist_atomic(
-                        &path,
-                        sim::output_content(&task.id, o, &digest[..12]).as_bytes(),
-                    )
-                    .map_err(|e| Failure::new(FailureKind::Launch, format!("writing {o}: {e}")))?;
-                }
-                Reply {
-                    text: sim::reply(&task.id, &task.title, &self.agent_ids[t], task_file),
-                    usage: Usage::default(),
-                }
-            }
-            (_, Some(a)) => {
-                let task_path = self.layout.task_file(&self.agent_ids[t]);
-                let a = &self.with_result_path(t, a);
-                if let ResultSpec::File(rel) = &a.result {
-                    // A result file from an earlier call must not pass for this one's.
-                    let _ = std::fs::remove_file(self.plan.root.join(rel));
-                }
-                let level = self.plan.permission(task, a);
-                let env = self.env(t, Some(a));
-                let knobs = agent::internal_retry_knobs(a, &|k| lookup(&env, k));
-                let call = Call {
-                    level,
-                    resume: None,
-                    extra_args: &knobs.args,
-                };
-                let (argv, stdin) = agent::invocation(a, &call, task_file, &task_path);
-                let mut spec = self.process_spec(t, argv, stdin, Some(a));
-                spec.env.extend(knobs.env);
-                let out = self
-                    .run_process(t, &spec, send)
-                    .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;
-                let judged = agent::judge(a, level, &out, &self.plan.root);
-                match judged.result {
-                    Ok(text) => Reply {
-                        text,
-                        usage: judged.usage,
-                    },
-                    Err(f) => {
-                        self.log_attempt(t, &out);
-                        // The message quotes a cut of the output: cut after masking, or the
-                        // cut can split a secret and show the rest of it.
-                        let masked = agent::judge(a, level, &self.masked(&out), &self.plan.root);
-                        let message = masked
-                            .result
-                            .err()
-                            .map_or_else(|| f.message.clone(), |m| m.message);
-                        return Err(Failure::new(f.kind, message));
-                    }
-                }
-            }
-            (_, None) => {
-                return Err(Failure::new(FailureKind::Launch, "no agent for this task"));
-            }
-        };
-        let after: Vec<Option<OutputStamp>> =
-            task.outputs.iter().map(|o| self.output_stamp(o)).collect();
-        let missing: Vec<&str> = task
-            .outputs
-            .iter()
-            .zip(&after)
-            .filter(|(_, now)| !now.as_ref().is_some_and(|s| s.is_file))
-            .map(|(o, _)| o.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Err(Failure::new(
-                FailureKind::MissingOutput,
-                format!("declared output missing after run: {}", missing.join(", ")),
-            ));
-        }
-        let stale: Vec<&str> = task
-            .outputs
-            .iter()
-            .zip(before.iter().zip(&after))
-            .filter(|(_, (was, now))| was.is_some() && now == was)
-            .map(|(o, _)| o.as_str())
-            .collect();
-        if !stale.is_empty() {
-            return Err(Failure::new(
-                FailureKind::MissingOutput,
-                format!(
-                    "declared output not written by this run (left from an earlier one): {}",
-                    stale.join(", ")
-                ),
-            ));
-        }
-        if let Some(v) = &task.verify {
-            let spec = self.process_spec(t, vec!["sh".into(), "-c".into(), v.clone()], None, None);
-            let out = self
-                .run_process(t, &spec, send)
-                .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;
-            if out.exit == Exit::Cancelled {
-                return Err(Failure::new(FailureKind::Cancelled, "cancelled"));
-            }
-            if !out.exit.success() {
-                let detail = String::from_utf8_lossy(if out.stderr.is_empty() {
-                    &out.stdout
-                } else {
-                    &out.stderr
-                })
-                .into_owned();
-                let detail = self.redactor.redact(&detail);
-                let detail = agent::tail(&detail, 300);
-                let said = if detail.trim().is_empty() {
-                    " and printed nothing".to_string()
-                } else {
-                    format!(": {detail}")
-                };
-                return Err(Failure::new(
-                    FailureKind::Verify,
-                    format!("verify `{v}` failed ({}){said}", out.exit),
-                ));
-            }
-        }
-        if fanout::is_source(self.plan, &task.id) {
-            self.record_answer(t, &reply)?;
-        }
-        Ok((reply, warnings))
-    }
-
-    /// A `foreach_from` source's answer (its declared `.json` output, else its result) as the
-    /// items of the fan-outs naming it, recorded for the next expansion of the plan; an
-    /// answer that is not such a list fails the task.
-    fn record_answer(&self, t: usize, reply: &Reply) -> Result<(), Failure> {
-        let task = self.task(t);
-        let json_output = task.outputs.iter().find(|o| o.ends_with(".json"));
-        let text = match json_output {
-            Some(o) => std::fs::read_to_string(self.plan.resolve(o))
-                .map_err(|e| Failure::new(FailureKind::MissingOutput, format!("{o}: {e}")))?,
-            None => reply.text.clone(),
-        };
-        let items = fanout::parse_answer(&text).map_err(|e| {
-            Failure::new(
-                FailureKind::BadOutput,
-                format!("foreach_from: {e} (an answer is a JSON array of strings or of objects with `item`)"),
-            )
-        })?;
-        crate::state::items::write_answered(&self.layout, &task.id, &items)
-            .map_err(|e| Failure::new(FailureKind::Launch, format!("recording the items: {e}")))
-    }
-
-    /// The first lines of `text` for a terminal: at most [`SHOWN_LINES`] lines of at most
-    /// [`SHOWN_LINE_CHARS`] characters, then how much more the task's log holds.
-    fn shown_lines(&self, t: usize, text: &str) -> String {
-        let lines: Vec<&str> = text.trim_end().lines().collect();
-        let mut shown: Vec<String> = lines
-            .iter()
-            .take(SHOWN_LINES)
-            .map(|l| match l.char_indices().nth(SHOWN_LINE_CHARS) {
-                Some((cut, _)) => format!("{}…", &l[..cut]),
-                None => l.to_string(),
-            })
-            .collect();
-        if lines.len() > SHOWN_LINES {
-            shown.push(format!(
-                "… {} more line(s) in {}",
-                lines.len() - SHOWN_LINES,
-                self.plan.relative(&self.log_path(t))
-            ));
-        }
-        shown.join("\n")
-    }
-
-    /// `logs/agent-XX.log`: what the task's last failed or warning attempt printed.
-    fn log_path(&self, t: usize) -> std::path::PathBuf {
-        self.layout
-            .logs_dir()
-            .join(format!("{}.log", self.agent_ids[t].to_ascii_lowercase()))
-    }
-
-    /// `out` with secrets masked, for messages that quote part of it.
-    fn masked(&self, out: &executor::ProcessOutput) -> executor::ProcessOutput {
-        let mask = |b: &[u8]| {
-            self.redactor
-                .redact(&String::from_utf8_lossy(b))
-                .into_bytes()
-        };
-        executor::ProcessOutput {
-            exit: out.exit,
-            stdout: mask(&out.stdout),
-            stderr: mask(&out.stderr),
-            truncated: out.truncated,
-            duration: out.duration,
-        }
-    }
-
-    /// Keeps what a failed (or, for a shell task, warning) attempt printed, for a
-    /// post-mortem, with secrets masked.
-    fn log_attempt(&self, t: usize, out: &executor::ProcessOutput) {
-        let path = self.log_path(t);
-        let text = format!(
-            "--- {} ({}) ---\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
-            self.task(t).id,
-            out.exit,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let _ = std::fs::create_dir_all(self.layout.logs_dir());
-        let _ = std::fs::write(path, self.redactor.redact(&text).as_bytes());
-    }
-
-    /// How the declared output `rel` looks now, if it exists: by the open project root, so
-    /// the kernel does not walk the root's own path on every call.
-    fn output_stamp(&self, rel: &str) -> Option<OutputStamp> {
-        let (stamp, is_file) = match &self.root_dir {
-            Some(dir) => dir
-                .stat_kind(rel)
-                .ok()
-                .flatten()
-                .map(|(stamp, kind)| (stamp, kind == fingerprint::FileKind::File))?,
-            None => {
-                let m = std::fs::metadata(self.plan.root.join(rel)).ok()?;
-                (crate::disk::FileStamp::of(&m), m.is_file())
-            }
-        };
-        Some(OutputStamp { stamp, is_file })
-    }
-
     fn run_task(&self, t: usize, send: &dyn Fn(TaskMsg)) -> TaskDone {
         let started = Active::now();
+        // Every attempt's usage, failed ones too: they were paid for.
+        let total = std::cell::RefCell::new(Usage::default());
         let fail = |failure: Failure, retries: u32| TaskDone::Failed {
             failure,
             duration: started.elapsed(),
             retries,
+            usage: total.borrow().clone(),
         };
         if self.cancel.is_cancelled() {
             return fail(Failure::new(FailureKind::Cancelled, "cancelled"), 0);
@@ -594,14 +217,54 @@ impl BuildContext<'_> {
         };
         let attempts = self.attempts_allowed(t);
         let mut retries = 0;
+        // The session the next attempt continues, and why the last one stopped: at first
+        // what an interrupted build left, then what each transient failure leaves.
+        let mut session = self.session_to_resume(t, &parts.value);
+        let mut reason = String::from("the build running it was interrupted");
+        let mut fresh_retry_used = false;
         let (reply, warnings) = loop {
             let attempt = retries + 1;
-            if attempt > 1 {
-                // The first attempt was announced when the task was handed out.
-                send(TaskMsg::AttemptStarted { task: t, attempt });
+            let resume = session.as_ref().map(|record| Resume {
+                record,
+                reason: &reason,
+            });
+            let end = self.attempt(
+                t,
+                &Try {
+                    number: attempt,
+                    task_file: &task_file,
+                    fingerprint: &parts.value,
+                    resume: resume.as_ref(),
+                },
+                send,
+            );
+            let resumed = resume.is_some();
+            total.borrow_mut().add(&end.usage);
+            let mut last = end.session;
+            let (result, warnings) = (end.result, end.warnings);
+            if let Some(r) = &mut last {
+                // Continued after a failure that was no one's fault (or a build stopped
+                // midway); anything else starts afresh.
+                r.resumable = matches!(
+                    &result,
+                    Err(f) if matches!(f.kind, FailureKind::Transient | FailureKind::Cancelled)
+                );
+                send(TaskMsg::Session {
+                    task: t,
+                    session: r.clone(),
+                });
             }
-            match self.attempt(t, &task_file, send) {
-                Ok(done) => break done,
+            match result {
+                Ok(r) => break (r, warnings),
+                Err(f) if f.kind == FailureKind::UnknownSession && resumed && !fresh_retry_used => {
+                    // The CLI no longer has the session: once, the same attempt afresh.
+                    fresh_retry_used = true;
+                    session = None;
+                    send(TaskMsg::Notice {
+                        task: t,
+                        message: format!("{}; starting a new session", f.message),
+                    });
+                }
                 Err(f) => {
                     let f = Failure::new(f.kind, self.redactor.redact(&f.message));
                     if attempt >= attempts || !f.retryable() || self.cancel.is_cancelled() {
@@ -618,11 +281,19 @@ impl BuildContext<'_> {
                         attempt,
                         reason: f.message.clone(),
                         delay,
+                        usage: end.usage,
                     });
                     if !self.sleep_unless_cancelled(delay) {
                         return fail(Failure::new(FailureKind::Cancelled, "cancelled"), retries);
                     }
+                    session = last.filter(|r| r.resumable);
+                    reason = f.message;
                     retries += 1;
+                    // The first attempt was announced when the task was handed out.
+                    send(TaskMsg::AttemptStarted {
+                        task: t,
+                        attempt: retries + 1,
+                    });
                 }
             }
         };
@@ -690,7 +361,7 @@ impl BuildContext<'_> {
         });
         TaskDone::Ran {
             record,
-            usage: reply.usage,
+            usage: total.into_inner(),
             duration: started.elapsed(),
             retries,
             why,
@@ -699,58 +370,23 @@ impl BuildContext<'_> {
     }
 }
 
-/// How much of a successful shell task's stderr a terminal is shown.
-const SHOWN_LINES: usize = 20;
-const SHOWN_LINE_CHARS: usize = 300;
-
-/// Enough of a file's metadata to see whether anything wrote it.
-#[derive(Debug, Clone, PartialEq)]
-struct OutputStamp {
-    stamp: crate::disk::FileStamp,
-    is_file: bool,
-}
-
-/// Waits until the file clock has moved past the last change of every existing output, so
-/// that a write during the attempt cannot leave a stamp equal to the one taken before it.
-///
-/// A write sets a file's ctime to the clock's current tick, and the clock ticks coarsely (a
-/// few ms; a second on filesystems with whole-second times): an output written just before
-/// the attempt and again, by it, in the same tick, with the same size, would look untouched.
-/// So the stamps are compared only once that tick is over; whether an output counts as
-/// written never depends on how long ago it was written (it used to: rebuilt at once, a
-/// file the agent never touched passed; 0.3 s later it failed). ctime, not mtime: only the
-/// kernel sets it. The wait is the stat cache's racy window at most, and only for outputs
-/// changed that recently; bounded, and cut short by an interrupt.
-fn wait_until_writes_show(before: &[Option<OutputStamp>], cancel: &Cancel) {
-    let until = before
-        .iter()
-        .flatten()
-        .map(|o| {
-            o.stamp
-                .ctime_ns
-                .saturating_add(fingerprint::racy_window_ns(&o.stamp))
-        })
-        .max();
-    let Some(until) = until else { return };
-    // A ctime ahead of the wall clock (the clock was set back) is not waited for past this.
-    let deadline = Instant::now() + Duration::from_millis(2500);
-    while fingerprint::now_ns() <= until && Instant::now() < deadline {
-        if cancel.is_cancelled() {
-            return;
-        }
-        let left = (until - fingerprint::now_ns()).max(1_000_000) as u64;
-        std::thread::sleep(Duration::from_nanos(left).min(Duration::from_millis(20)));
+impl BuildContext<'_> {
+    /// The session a task's first attempt continues: the one an interrupted build (or a
+    /// transient failure in the last build) left, if it is the same agent's, the task has
+    /// not changed since, and the agent can resume.
+    fn session_to_resume(
+        &self,
+        t: usize,
+        fingerprint: &crate::disk::Digest,
+    ) -> Option<SessionRecord> {
+        let agent = self.agent(t)?;
+        let record = self.sessions[t].as_ref()?;
+        (record.resumable
+            && agent.can_resume()
+            && record.agent == agent.name
+            && &record.fingerprint == fingerprint)
+            .then(|| record.clone())
     }
-}
-
-/// The value `key` has in a child's environment: `env` (what orch sets, last wins) over
-/// orch's own.
-fn lookup(env: &[(String, String)], key: &str) -> Option<String> {
-    env.iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-        .or_else(|| std::env::var(key).ok())
 }
 
 /// A number in [0, 1) from a seed (splitmix64), for backoff jitter.

@@ -5,7 +5,7 @@
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use crate::agent::Usage;
+use crate::agent::{Activity, Usage};
 
 #[derive(Debug, Clone)]
 pub struct TaskRef<'a> {
@@ -31,6 +31,13 @@ pub enum Event<'a> {
         attempt: u32,
         reason: &'a str,
         delay: Duration,
+        /// What the failed attempt cost.
+        usage: &'a Usage,
+    },
+    /// A running agent called a tool (`Write reports/security.json`, `Bash: npm test`).
+    TaskActivity {
+        task: TaskRef<'a>,
+        activity: &'a Activity,
     },
     TaskSkipped {
         task: TaskRef<'a>,
@@ -42,22 +49,31 @@ pub enum Event<'a> {
         task: TaskRef<'a>,
         duration: Duration,
         retries: u32,
+        /// Every attempt's, failed ones included.
         usage: &'a Usage,
         why: &'a str,
         /// What a shell task printed on stderr though it succeeded, a few lines at most.
         warnings: Option<&'a str>,
+        /// The agent session of its last attempt.
+        session: Option<&'a str>,
     },
     TaskFailed {
         task: TaskRef<'a>,
         duration: Duration,
         retries: u32,
         reason: &'a str,
+        usage: &'a Usage,
+        session: Option<&'a str>,
     },
     /// Stopped before it finished: the build was cancelled while it ran.
     TaskInterrupted {
         task: TaskRef<'a>,
         duration: Duration,
         retries: u32,
+        /// What its attempts cost until then.
+        usage: &'a Usage,
+        /// The agent session it was in: the next build continues it.
+        session: Option<&'a str>,
     },
     /// Not run because a dep failed.
     TaskBlocked {
@@ -99,7 +115,8 @@ pub struct Summary {
     /// Stopped while they ran.
     pub interrupted_tasks: usize,
     pub retries: u32,
-    pub cost_usd: f64,
+    /// Every agent attempt's usage (the aggregation's merge too), failed ones included.
+    pub usage: Usage,
     pub duration: Duration,
     pub interrupted: bool,
 }
@@ -133,8 +150,8 @@ impl Summary {
         if self.retries > 0 {
             parts.push(plural(self.retries as u64, "retry", "retries"));
         }
-        if self.cost_usd > 0.0 {
-            parts.push(format!("${:.4}", self.cost_usd));
+        if let Some(c) = self.usage.cost_usd.filter(|&c| c > 0.0) {
+            parts.push(format!("${c:.4}"));
         }
         format!(
             "{}{} in {}",

@@ -37,6 +37,18 @@ impl JsonReporter<io::Stdout> {
     }
 }
 
+/// Adds a usage's fields to an event: `cost_usd` and the tokens (null where unknown).
+fn with_usage(mut v: serde_json::Value, u: &crate::agent::Usage) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("cost_usd".into(), json!(u.cost_usd));
+        o.insert("input_tokens".into(), json!(u.input_tokens));
+        o.insert("cache_read_tokens".into(), json!(u.cache_read_tokens));
+        o.insert("cache_write_tokens".into(), json!(u.cache_write_tokens));
+        o.insert("output_tokens".into(), json!(u.output_tokens));
+    }
+    v
+}
+
 pub fn to_json(event: &Event) -> serde_json::Value {
     let ms = |d: &std::time::Duration| d.as_millis() as u64;
     match event {
@@ -53,9 +65,18 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             attempt,
             reason,
             delay,
-        } => json!({
-            "event": "task_retried", "task": task.id, "agent_id": task.agent_id,
-            "attempt": attempt, "reason": reason, "delay_ms": ms(delay),
+            usage,
+        } => with_usage(
+            json!({
+                "event": "task_retried", "task": task.id, "agent_id": task.agent_id,
+                "attempt": attempt, "reason": reason, "delay_ms": ms(delay),
+            }),
+            usage,
+        ),
+        Event::TaskActivity { task, activity } => json!({
+            "event": "task_activity", "task": task.id, "agent_id": task.agent_id,
+            "agent": task.runner, "tool": activity.tool, "detail": activity.detail,
+            "text": activity.to_string(),
         }),
         Event::TaskSkipped { task, deps_reran } => json!({
             "event": "task_skipped", "task": task.id, "agent_id": task.agent_id,
@@ -68,30 +89,44 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             usage,
             why,
             warnings,
-        } => json!({
-            "event": "task_finished", "task": task.id, "agent_id": task.agent_id,
-            "agent": task.runner, "duration_ms": ms(duration), "retries": retries,
-            "why": why, "cost_usd": usage.cost_usd, "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens, "warnings": warnings,
-        }),
+            session,
+        } => with_usage(
+            json!({
+                "event": "task_finished", "task": task.id, "agent_id": task.agent_id,
+                "agent": task.runner, "duration_ms": ms(duration), "retries": retries,
+                "why": why, "session_id": session, "warnings": warnings,
+            }),
+            usage,
+        ),
         Event::TaskFailed {
             task,
             duration,
             retries,
             reason,
-        } => json!({
-            "event": "task_failed", "task": task.id, "agent_id": task.agent_id,
-            "agent": task.runner, "duration_ms": ms(duration), "retries": retries,
-            "reason": reason,
-        }),
+            usage,
+            session,
+        } => with_usage(
+            json!({
+                "event": "task_failed", "task": task.id, "agent_id": task.agent_id,
+                "agent": task.runner, "duration_ms": ms(duration), "retries": retries,
+                "reason": reason, "session_id": session,
+            }),
+            usage,
+        ),
         Event::TaskInterrupted {
             task,
             duration,
             retries,
-        } => json!({
-            "event": "task_interrupted", "task": task.id, "agent_id": task.agent_id,
-            "agent": task.runner, "duration_ms": ms(duration), "retries": retries,
-        }),
+            usage,
+            session,
+        } => with_usage(
+            json!({
+                "event": "task_interrupted", "task": task.id, "agent_id": task.agent_id,
+                "agent": task.runner, "duration_ms": ms(duration), "retries": retries,
+                "session_id": session,
+            }),
+            usage,
+        ),
         Event::BuildInterrupted {
             reason,
             signal,
@@ -117,14 +152,21 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             json!({"event": "aggregate_failed", "reason": reason})
         }
         Event::Notice { message } => json!({"event": "notice", "message": message}),
-        Event::BuildFinished { summary } => json!({
-            "event": "build_finished", "success": summary.success(), "ran": summary.ran,
-            "skipped": summary.skipped, "failed": summary.failed, "blocked": summary.blocked,
-            "not_started": summary.not_started, "interrupted_tasks": summary.interrupted_tasks,
-            "retries": summary.retries,
-            "cost_usd": summary.cost_usd, "duration_ms": ms(&summary.duration),
-            "interrupted": summary.interrupted,
-        }),
+        Event::BuildFinished { summary } => {
+            let u = &summary.usage;
+            json!({
+                "event": "build_finished", "success": summary.success(), "ran": summary.ran,
+                "skipped": summary.skipped, "failed": summary.failed,
+                "blocked": summary.blocked, "not_started": summary.not_started,
+                "interrupted_tasks": summary.interrupted_tasks,
+                "retries": summary.retries, "cost_usd": u.cost_usd.unwrap_or(0.0),
+                "input_tokens": u.input_tokens.unwrap_or(0),
+                "cache_read_tokens": u.cache_read_tokens.unwrap_or(0),
+                "cache_write_tokens": u.cache_write_tokens.unwrap_or(0),
+                "output_tokens": u.output_tokens.unwrap_or(0),
+                "duration_ms": ms(&summary.duration), "interrupted": summary.interrupted,
+            })
+        }
     }
 }
 

@@ -64,6 +64,7 @@ impl PlainReporter {
                 attempt,
                 reason,
                 delay,
+                ..
             } => Some(format!(
                 "{} {} [{}] attempt {attempt} failed: {reason}; retrying in {}",
                 p.yellow("  retry"),
@@ -73,6 +74,14 @@ impl PlainReporter {
             )),
             // Up to date only thanks to early cutoff is worth a line; the others only with -v.
             Event::TaskSkipped { deps_reran, .. } if !self.verbose && deps_reran.is_empty() => None,
+            Event::TaskActivity { task, activity } => loud(&|| {
+                format!(
+                    "{} {} [{}] {activity}",
+                    p.dim("     ··"),
+                    task.agent_id,
+                    task.id
+                )
+            }),
             Event::TaskSkipped { task, deps_reran } => loud(&|| {
                 format!(
                     "{} {} [{}] up to date{}",

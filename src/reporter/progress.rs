@@ -50,7 +50,8 @@ fn style(template: &str, start: Active) -> ProgressStyle {
 pub struct ProgressReporter {
     multi: MultiProgress,
     overall: ProgressBar,
-    running: HashMap<String, ProgressBar>,
+    /// Each running task's bar and its line without the latest activity.
+    running: HashMap<String, (ProgressBar, String)>,
     lines: PlainReporter,
 }
 
@@ -82,7 +83,7 @@ impl ProgressReporter {
     }
 
     fn done(&mut self, id: &str) {
-        if let Some(bar) = self.running.remove(id) {
+        if let Some((bar, _)) = self.running.remove(id) {
             bar.finish_and_clear();
             self.multi.remove(&bar);
         }
@@ -105,23 +106,29 @@ impl Reporter for ProgressReporter {
         match event {
             Event::BuildStarted { tasks, .. } => self.overall.set_length(*tasks as u64),
             Event::TaskStarted { task, attempt } => {
-                let bar = self.running.entry(task.id.to_string()).or_insert_with(|| {
+                let (bar, line) = self.running.entry(task.id.to_string()).or_insert_with(|| {
                     let b = self
                         .multi
                         .insert_before(&self.overall, ProgressBar::new_spinner());
                     b.set_style(style("  {spinner} {msg} {active:.dim}", Active::now()));
                     b.enable_steady_tick(Duration::from_millis(120));
-                    b
+                    (b, String::new())
                 });
                 let retry = if *attempt > 1 {
                     format!(" (attempt {attempt})")
                 } else {
                     String::new()
                 };
-                bar.set_message(format!(
+                *line = format!(
                     "{} [{}: {}] {}{retry}",
                     task.agent_id, task.id, task.title, task.runner
-                ));
+                );
+                bar.set_message(line.clone());
+            }
+            Event::TaskActivity { task, activity } => {
+                if let Some((bar, line)) = self.running.get(task.id) {
+                    bar.set_message(format!("{line} · {activity}"));
+                }
             }
             Event::TaskRetrying { .. } => {
                 if let Some(l) = self.lines.line(event) {

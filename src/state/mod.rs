@@ -20,5 +20,5 @@ mod snapshot;
 mod store;
 
 pub use layout::{agent_id, StateLayout};
-pub use snapshot::{Snapshot, Status, StatusRecord, TaskRecord};
+pub use snapshot::{SessionRecord, Snapshot, Status, StatusRecord, TaskRecord};
 pub use store::{JournalEntry, StateStore};

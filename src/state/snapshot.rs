@@ -85,6 +85,25 @@ pub struct TaskRecord {
     pub retries: u32,
 }
 
+/// A task's last agent session: which CLI session its last attempt ran in, and whether the
+/// next attempt may continue it rather than start over (a transient failure or an
+/// interrupted build ended it; a crash mid-run leaves it so too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The agent (by name) whose session it is.
+    pub agent: String,
+    /// The CLI's session id (claude's `session_id`, codex's `thread_id`, gemini's).
+    pub id: String,
+    /// The task's fingerprint when the session started: a changed task starts afresh.
+    pub fingerprint: Digest,
+    pub resumable: bool,
+    /// Tokens the session used so far as its CLI counts them (input, cache read, cache
+    /// write, output): codex reports a resumed session's running total, so a resumed run's
+    /// own use is the difference.
+    #[serde(default)]
+    pub tokens: [u64; 4],
+}
+
 /// The last known status of a task, shown in the status table across runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusRecord {
@@ -110,6 +129,9 @@ pub struct Snapshot {
     /// nobody has edited it, and a build need not read it.
     #[serde(skip)]
     pub plan_doc_stamp: Option<FileStamp>,
+    /// Task id -> its last agent session.
+    #[serde(default)]
+    pub sessions: HashMap<String, SessionRecord>,
 }
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"ORCHST01";
@@ -183,6 +205,18 @@ impl Snapshot {
         }
         e.opt_digest(self.aggregate_digest.as_ref());
         e.opt_stamp(self.plan_doc_stamp.as_ref());
+        // Last, so a snapshot from before sessions were kept still reads (as none).
+        e.usize(self.sessions.len());
+        for (task, r) in &self.sessions {
+            e.str(task);
+            e.str(&r.agent);
+            e.str(&r.id);
+            e.digest(&r.fingerprint);
+            e.bool(r.resumable);
+            for n in r.tokens {
+                e.u64(n);
+            }
+        }
         e.finish()
     }
 
@@ -218,6 +252,24 @@ impl Snapshot {
         }
         let aggregate_digest = d.opt_digest()?;
         let plan_doc_stamp = d.opt_stamp()?;
+        let mut sessions = HashMap::new();
+        if !d.at_end() {
+            let n = d.count()?;
+            for _ in 0..n {
+                let task = d.string()?;
+                let mut r = SessionRecord {
+                    agent: d.string()?,
+                    id: d.string()?,
+                    fingerprint: d.digest()?,
+                    resumable: d.bool()?,
+                    tokens: [0; 4],
+                };
+                for n in &mut r.tokens {
+                    *n = d.u64()?;
+                }
+                sessions.insert(task, r);
+            }
+        }
         if !d.at_end() {
             return Err(DecodeError::Shape("snapshot (trailing bytes)"));
         }
@@ -228,6 +280,7 @@ impl Snapshot {
             statuses,
             aggregate_digest,
             plan_doc_stamp,
+            sessions,
         })
     }
 }
@@ -283,7 +336,18 @@ pub(crate) mod tests {
             ctime_ns: 1 << 60,
             inode: 42,
         });
+        snap.sessions.insert(
+            "a".into(),
+            SessionRecord {
+                agent: "claude".into(),
+                id: "29540fc4-d929-433d-8956-880fe089536a".into(),
+                fingerprint: Digest::of(b"f"),
+                resumable: true,
+                tokens: [36666, 33333, 2222, 44],
+            },
+        );
         let back = Snapshot::decode(&snap.encode()).unwrap();
+        assert_eq!(back.sessions, snap.sessions);
         assert_eq!(back.version, 1);
         assert_eq!(
             back.agent_numbers.keys().collect::<Vec<_>>(),

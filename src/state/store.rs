@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::{agent_id, StateLayout};
 use super::preload::PreloadedSnapshot;
-use super::snapshot::{Snapshot, StatusRecord, TaskRecord};
+use super::snapshot::{SessionRecord, Snapshot, StatusRecord, TaskRecord};
 use crate::clock::StartWindow;
 use crate::disk::Digest;
 use crate::disk::FileStamp;
@@ -45,6 +45,11 @@ pub enum JournalEntry {
     },
     Reaped {
         pgid: i32,
+    },
+    /// A task's agent session started, or its last attempt ended (see [`SessionRecord`]).
+    Session {
+        task: String,
+        session: SessionRecord,
     },
     /// The final output was merged from results with this digest.
     Aggregated {
@@ -160,6 +165,9 @@ impl StateStore {
                     }
                     JournalEntry::Reaped { pgid } => {
                         groups.shift_remove(&pgid);
+                    }
+                    JournalEntry::Session { task, session } => {
+                        snapshot.sessions.insert(task, session);
                     }
                 }
             }
@@ -321,6 +329,18 @@ impl StateStore {
             // A stamp on disk from before cannot match the file written since.
             None => Ok(()),
         }
+    }
+
+    pub fn record_session(&mut self, task: &str, session: SessionRecord) -> io::Result<()> {
+        if self.snapshot.sessions.get(task) == Some(&session) {
+            return Ok(());
+        }
+        self.append(&JournalEntry::Session {
+            task: task.to_string(),
+            session: session.clone(),
+        })?;
+        self.snapshot.sessions.insert(task.to_string(), session);
+        Ok(())
     }
 
     pub fn record_status(&mut self, task: &str, status: StatusRecord) -> io::Result<()> {
