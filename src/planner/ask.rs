@@ -212,11 +212,24 @@ impl Planner<'_> {
         std::fs::create_dir_all(&logs).map_err(launch)?;
         let prompt_path = tasks_dir.join("planner.md");
         persist_atomic(&prompt_path, prompt.as_bytes()).map_err(launch)?;
-        let call = agent::Call::at(crate::plan::Permission::Read);
-        let (argv, stdin) = agent::invocation(self.agent, &call, prompt, &prompt_path);
         let mut env: Vec<(String, String)> =
             vec![("ORCH_ROOT".into(), self.root.to_string_lossy().into_owned())];
         env.extend(self.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // As for a build's agents: the CLI's own retries are turned down (orch asks again).
+        let knobs = agent::internal_retry_knobs(self.agent, &|k| {
+            env.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(k).ok())
+        });
+        let call = agent::Call {
+            level: crate::plan::Permission::Read,
+            resume: None,
+            extra_args: &knobs.args,
+        };
+        let (argv, stdin) = agent::invocation(self.agent, &call, prompt, &prompt_path);
+        env.extend(knobs.env);
         let spec = ProcessSpec {
             argv,
             cwd: self.root.to_path_buf(),

@@ -15,15 +15,20 @@
 #   MOCK: write <path> <content>    the CLI's own file-writing tool call, then a final answer
 #   MOCK: bash <command>            the CLI's own shell tool call, then a final answer
 #   MOCK: turns <N>                 N shell tool calls (`echo turn i`) before answering
-#   MOCK: status <code> [times=N] [retry_after=S] [key=K]
+#   MOCK: status <code> [times=N] [retry_after=S] [after=M] [key=K]
 #                                   answer HTTP <code> (the API's own error body; 429 with its
 #                                   rate-limit headers); with times=N only the first N requests
-#                                   of this scenario, later ones go on normally
+#                                   of this scenario, later ones go on normally; with after=M
+#                                   only once M tool calls of the scenario are answered
 #   MOCK: sleep <seconds> [times=N] [key=K]   wait before answering
 # Actions (write, bash, turns) run in order, one tool call per model request; the final answer
 # names the last tool result so a test sees whether the CLI ran, refused or failed the tool.
 # With no directive the answer echoes the latest prompt's first line and how many prompts the
-# conversation holds (`prompts=2` after a resume). Counters for `times=` are per server, keyed
+# conversation holds (`prompts=2` after a resume). A latest prompt without directives (what a
+# resumed session is told) carries on the scenario of the conversation's first prompt that has
+# one. A prompt with no directive at all that is an orch task file naming its outputs
+# (`- **Expected outputs** (write these files): a, b`) gets those files written, as a model
+# following it would. Counters for `times=` are per server, keyed
 # by the directive line (and key=K).
 #
 # Every reply carries the same usage: 1111 new input tokens, 33333 read from cache, 2222
@@ -106,6 +111,7 @@ class Scenario:
                     int(words[0]),
                     opts.get("times"),
                     opts.get("retry_after", "1"),
+                    int(opts.get("after", "0")),
                 )
             elif verb == "sleep":
                 words = rest.split()
@@ -153,15 +159,37 @@ def counter_key(line):
     return line
 
 
+EXPECTED_OUTPUTS = re.compile(r"^- \*\*Expected outputs\*\* \(write these files\): (.+)$", re.M)
+
+
+def scenario_of(conv):
+    """The scenario a request plays: its latest prompt's, else that of the first prompt of the
+    conversation that has one (a resumed session), else an orch task file's outputs written."""
+    sc = Scenario(conv.prompt)
+    if sc.lines:
+        return sc
+    for p in conv.prompts[:-1]:
+        earlier = Scenario(p)
+        if earlier.lines:
+            return earlier
+    for p in reversed(conv.prompts):
+        m = EXPECTED_OUTPUTS.search(p)
+        if m:
+            for path in (x.strip() for x in m.group(1).split(",")):
+                sc.actions.append(("write", path, "written by the mock model"))
+            break
+    return sc
+
+
 def decide(state, conv):
     """The model's next move: ("status", code, retry_after) | ("sleep", s) | ("tool", action) | ("text", t)."""
-    sc = Scenario(conv.prompt)
+    sc = scenario_of(conv)
     moves = []
+    step = len(conv.results)
     if sc.sleep and state.take(counter_key(sc.sleep[0]), sc.sleep[2]):
         moves.append(("sleep", sc.sleep[1], sc.sleep[0]))
-    if sc.status and state.take(counter_key(sc.status[0]), sc.status[2]):
+    if sc.status and step >= sc.status[4] and state.take(counter_key(sc.status[0]), sc.status[2]):
         return moves + [("status", sc.status[1], sc.status[3], sc.status[0])]
-    step = len(conv.results)
     if step < len(sc.actions):
         return moves + [("tool", sc.actions[step], sc.lines[0] if sc.lines else None)]
     if sc.actions:
