@@ -13,6 +13,10 @@ import uuid
 USAGE_NEW, USAGE_CACHE_READ, USAGE_CACHE_WRITE, USAGE_OUT = 1111, 33333, 2222, 44
 USAGE_INPUT_TOTAL = USAGE_NEW + USAGE_CACHE_READ + USAGE_CACHE_WRITE
 WRAPPER_TAGS = re.compile(r"^\s*<([\w-]+)[^>]*>.*</\1>\s*$", re.S)
+# claude 2.1 marks a turn cut short (SIGINT) with this user-role text when the session resumes.
+INTERRUPT_MARKERS = re.compile(r"^\s*\[Request interrupted by user[^\]]*\]\s*$")
+
+
 class Conversation:
     """The protocol-neutral view of one request: the prompts and the tool results since the latest."""
 
@@ -31,7 +35,7 @@ def user_text(text):
     """The text a person typed, or None for the CLI's own context wrappers."""
     if not text or not text.strip():
         return None
-    if WRAPPER_TAGS.match(text):
+    if WRAPPER_TAGS.match(text) or INTERRUPT_MARKERS.match(text):
         return None
     if text.lstrip().startswith("# AGENTS.md instructions"):
         return None
