@@ -38,6 +38,7 @@ fn spec(
         retries: 2,
         retry_on: retry_on.iter().map(|s| s.to_string()).collect(),
         env: IndexMap::new(),
+        placement: Default::default(),
     }
 }
 
@@ -108,6 +109,7 @@ pub fn preset(name: &str) -> Option<AgentSpec> {
             retries: 0,
             retry_on: Vec::new(),
             env: IndexMap::new(),
+            placement: Default::default(),
         },
         _ => return None,
     })

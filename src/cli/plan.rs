@@ -123,6 +123,7 @@ fn custom_agent(json: &str, result: &str) -> Result<AgentSpec> {
         retries: 0,
         retry_on: Vec::new(),
         env: IndexMap::new(),
+        placement: Default::default(),
     })
 }
 

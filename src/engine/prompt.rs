@@ -203,6 +203,7 @@ mod tests {
             env: Default::default(),
             foreach: None,
             item: None,
+            placement: Default::default(),
         }
     }
 

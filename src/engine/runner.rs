@@ -10,7 +10,7 @@ use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
 use crate::cancel::Cancel;
 use crate::clock::{unix_now, Active};
 use crate::disk::{persist_atomic, replace_unsynced, IoResultExt, PathError};
-use crate::executor::{self, Exit, JobRecord, ProcessSpec};
+use crate::executor::{self, ExecutorKind, Exit, JobEvent, JobRecord, ProcessSpec};
 use crate::fingerprint::{self, FieldName};
 use crate::plan::fanout;
 use crate::plan::{Action, AgentKind, AgentSpec, ResultSpec, Task};
@@ -23,13 +23,19 @@ pub enum TaskMsg {
         task: usize,
         attempt: u32,
     },
-    /// A job started; the journal keeps its record until it ends.
+    /// A job started (or something held for jobs, a Slurm allocation); the journal keeps
+    /// its record until it ends.
     Spawned {
         task: usize,
         job: JobRecord,
     },
     ProcessEnded {
-        pgid: i32,
+        job: JobRecord,
+    },
+    /// Where a task's batch job is: queued or running.
+    JobState {
+        task: usize,
+        state: JobEvent,
     },
     Retrying {
         task: usize,
@@ -206,6 +212,7 @@ impl BuildContext<'_> {
         !self.cancel.is_cancelled()
     }
 
+    /// The task's command as its executor runs it (a Slurm job for a task placed there).
     fn process_spec(
         &self,
         t: usize,
@@ -217,10 +224,16 @@ impl BuildContext<'_> {
             argv,
             cwd: self.plan.root.clone(),
             env: self.env(t, agent),
+            unset: Vec::new(),
             stdin,
             timeout: self.timeout(t),
             grace: self.plan.settings.kill_grace,
             max_output: 64 << 20,
+            slurm: self.plan.slurm_job(
+                self.task(t),
+                self.opts.agent_override.as_deref(),
+                self.opts.executor,
+            ),
         }
     }
 
@@ -230,13 +243,20 @@ impl BuildContext<'_> {
         spec: &ProcessSpec,
         send: &dyn Fn(TaskMsg),
     ) -> io::Result<executor::ProcessOutput> {
-        let mut spawned = None;
-        let out = self.backend.run(spec, self.cancel, &mut |job| {
-            spawned = Some(job.pgid);
-            send(TaskMsg::Spawned { task: t, job });
-        });
-        if let Some(pgid) = spawned {
-            send(TaskMsg::ProcessEnded { pgid });
+        let mut started = Vec::new();
+        let out = self
+            .backend
+            .run(spec, self.cancel, &mut |event| match event {
+                JobEvent::Started(job) => {
+                    started.push(job);
+                    send(TaskMsg::Spawned { task: t, job });
+                }
+                // Ends with the build (or sooner, told by a tick), not with this attempt.
+                JobEvent::Holding(job) => send(TaskMsg::Spawned { task: t, job }),
+                state => send(TaskMsg::JobState { task: t, state }),
+            });
+        for job in started {
+            send(TaskMsg::ProcessEnded { job });
         }
         out
     }
@@ -284,10 +304,12 @@ impl BuildContext<'_> {
                         }
                     }
                     Exit::TimedOut => {
-                        return Err(Failure::new(
-                            FailureKind::Timeout,
-                            "timed out; process group stopped",
-                        ))
+                        let stopped = if spec.slurm.is_some() {
+                            "timed out; Slurm job cancelled"
+                        } else {
+                            "timed out; process group stopped"
+                        };
+                        return Err(Failure::new(FailureKind::Timeout, stopped));
                     }
                     Exit::Cancelled => {
                         return Err(Failure::new(FailureKind::Cancelled, "cancelled"))
@@ -363,39 +385,80 @@ impl BuildContext<'_> {
                 return Err(Failure::new(FailureKind::Launch, "no agent for this task"));
             }
         };
-        let after: Vec<Option<OutputStamp>> =
-            task.outputs.iter().map(|o| self.output_stamp(o)).collect();
-        let missing: Vec<&str> = task
-            .outputs
-            .iter()
-            .zip(&after)
-            .filter(|(_, now)| !now.as_ref().is_some_and(|s| s.is_file))
-            .map(|(o, _)| o.as_str())
-            .collect();
+        // A Slurm job wrote its outputs on another machine: the shared filesystem may show
+        // them (or their new times) a little later here. Waited for, bounded.
+        let on_slurm = !matches!(&self.agent(t), Some(a) if a.kind == AgentKind::Sim)
+            && self.plan.executor_of(
+                task,
+                self.opts.agent_override.as_deref(),
+                self.opts.executor,
+            ) == ExecutorKind::Slurm;
+        let wait = self.plan.settings.slurm.output_wait;
+        let deadline = on_slurm.then(|| std::time::Instant::now() + wait);
+        let (missing, stale) = loop {
+            let after: Vec<Option<OutputStamp>> =
+                task.outputs.iter().map(|o| self.output_stamp(o)).collect();
+            let missing: Vec<&str> = task
+                .outputs
+                .iter()
+                .zip(&after)
+                .filter(|(_, now)| !now.as_ref().is_some_and(|s| s.is_file))
+                .map(|(o, _)| o.as_str())
+                .collect();
+            let stale: Vec<&str> = task
+                .outputs
+                .iter()
+                .zip(before.iter().zip(&after))
+                .filter(|(_, (was, now))| was.is_some() && now == was)
+                .map(|(o, _)| o.as_str())
+                .collect();
+            let settled = missing.is_empty() && stale.is_empty();
+            if settled
+                || deadline.is_none_or(|d| std::time::Instant::now() >= d)
+                || self.cancel.is_cancelled()
+            {
+                break (missing, stale);
+            }
+            for o in missing.iter().chain(&stale) {
+                // Reading a directory makes an NFS client look again, past its caches.
+                if let Some(dir) = self.plan.root.join(o).parent() {
+                    let _ = std::fs::read_dir(dir).map(|d| d.count());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let waited = if on_slurm {
+            format!(
+                " (waited {} for the shared filesystem)",
+                crate::duration::format_duration(wait)
+            )
+        } else {
+            String::new()
+        };
         if !missing.is_empty() {
             return Err(Failure::new(
                 FailureKind::MissingOutput,
-                format!("declared output missing after run: {}", missing.join(", ")),
+                format!(
+                    "declared output missing after run: {}{waited}",
+                    missing.join(", ")
+                ),
             ));
         }
-        let stale: Vec<&str> = task
-            .outputs
-            .iter()
-            .zip(before.iter().zip(&after))
-            .filter(|(_, (was, now))| was.is_some() && now == was)
-            .map(|(o, _)| o.as_str())
-            .collect();
         if !stale.is_empty() {
             return Err(Failure::new(
                 FailureKind::MissingOutput,
                 format!(
-                    "declared output not written by this run (left from an earlier one): {}",
+                    "declared output not written by this run (left from an earlier one): {}{waited}",
                     stale.join(", ")
                 ),
             ));
         }
         if let Some(v) = &task.verify {
-            let spec = self.process_spec(t, vec!["sh".into(), "-c".into(), v.clone()], None, None);
+            let mut spec =
+                self.process_spec(t, vec!["sh".into(), "-c".into(), v.clone()], None, None);
+            // orch's own check of what the task left on the shared filesystem: here, not one
+            // more job in the queue.
+            spec.slurm = None;
             let out = self
                 .run_process(t, &spec, send)
                 .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;

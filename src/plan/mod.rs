@@ -19,5 +19,5 @@ pub use crate::agent::spec::{AgentKind, AgentSpec, PromptVia, ResultSpec, SIM_AG
 pub use diagnostic::PlanError;
 pub use model::{
     normalize, Action, AggregateSpec, AggregateStrategy, Fanout, Foreach, Item, KeptDefinition,
-    OnMissing, Plan, Priority, Settings, Task,
+    OnMissing, Plan, Priority, Settings, SlurmSettings, Task,
 };

@@ -40,6 +40,7 @@ pub fn to_plan(
             env: IndexMap::new(),
             foreach: None,
             item: None,
+            placement: Default::default(),
         })
         .collect();
     let index = Plan::index_of(&tasks);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use indicatif::{HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::event::{Event, Reporter, Stamped};
+use super::event::{Event, JobState, Reporter, Stamped};
 use super::plain::PlainReporter;
 use super::terminal;
 use crate::clock::Active;
@@ -51,6 +51,8 @@ pub struct ProgressReporter {
     multi: MultiProgress,
     overall: ProgressBar,
     running: HashMap<String, ProgressBar>,
+    /// Each running line's text without its batch job's state.
+    labels: HashMap<String, String>,
     lines: PlainReporter,
 }
 
@@ -73,6 +75,7 @@ impl ProgressReporter {
             multi,
             overall,
             running: HashMap::new(),
+            labels: HashMap::new(),
             lines: PlainReporter::new(color, false),
         }
     }
@@ -86,6 +89,7 @@ impl ProgressReporter {
             bar.finish_and_clear();
             self.multi.remove(&bar);
         }
+        self.labels.remove(id);
         self.overall.inc(1);
     }
 }
@@ -118,10 +122,26 @@ impl Reporter for ProgressReporter {
                 } else {
                     String::new()
                 };
-                bar.set_message(format!(
+                let label = format!(
                     "{} [{}: {}] {}{retry}",
                     task.agent_id, task.id, task.title, task.runner
-                ));
+                );
+                bar.set_message(label.clone());
+                self.labels.insert(task.id.to_string(), label);
+            }
+            Event::TaskJob { task, job, state } => {
+                if let (Some(bar), Some(label)) =
+                    (self.running.get(task.id), self.labels.get(task.id))
+                {
+                    let how = match state {
+                        JobState::Queued { reason } if !reason.is_empty() => {
+                            format!("queued as Slurm job {job} ({reason})")
+                        }
+                        JobState::Queued { .. } => format!("queued as Slurm job {job}"),
+                        JobState::Running { .. } => format!("Slurm job {job}"),
+                    };
+                    bar.set_message(format!("{label} · {how}"));
+                }
             }
             Event::TaskRetrying { .. } => {
                 if let Some(l) = self.lines.line(event) {

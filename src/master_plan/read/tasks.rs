@@ -201,6 +201,7 @@ pub(super) fn build(
             env: Default::default(),
             foreach: None,
             item: None,
+            placement: Default::default(),
         });
     }
 

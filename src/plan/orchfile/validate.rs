@@ -38,13 +38,17 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err(&mut self, code: &'static str, msg: String, span: Range<usize>, label: &str) {
+    pub(super) fn err(&mut self, code: &'static str, msg: String, span: Range<usize>, label: &str) {
         self.errors
             .push(self.src.error(code, msg, Some(span), label));
     }
 
     /// A duration field, in its range.
-    fn duration(&mut self, v: &Option<Spanned<toml::Value>>, limit: Span) -> Option<Duration> {
+    pub(super) fn duration(
+        &mut self,
+        v: &Option<Spanned<toml::Value>>,
+        limit: Span,
+    ) -> Option<Duration> {
         let v = v.as_ref()?;
         let field = limit.name;
         let parsed = match v.get_ref() {
@@ -72,7 +76,7 @@ impl Validator<'_> {
     }
 
     /// A whole-number field, in its range.
-    fn count(&mut self, v: &Option<Spanned<i64>>, limit: Count) -> Option<u64> {
+    pub(super) fn count(&mut self, v: &Option<Spanned<i64>>, limit: Count) -> Option<u64> {
         let v = v.as_ref()?;
         match limit.check(*v.get_ref()) {
             Ok(n) => Some(n),
@@ -212,6 +216,10 @@ impl Validator<'_> {
         ) {
             settings.inline_result_limit = l as usize;
         }
+        settings.placement.executor = self.executor(&raw_settings.executor);
+        let (job_options, slurm) = self.slurm_settings(&raw_settings.slurm);
+        settings.placement.slurm = job_options;
+        settings.slurm = slurm;
 
         let mut agents = presets::builtin_agents();
         for (name, raw_agent) in &raw.agents {
@@ -459,6 +467,7 @@ impl Validator<'_> {
                 .map(|(k, v)| (k.get_ref().clone(), v.clone()))
                 .collect();
         }
+        spec.placement = self.placement(&r.executor, &r.slurm);
         Some(spec)
     }
 
@@ -695,6 +704,7 @@ impl Validator<'_> {
         let timeout = self.duration(&r.timeout, limits::TIMEOUT);
         let estimate = self.duration(&r.estimate, limits::ESTIMATE);
         let retries = self.count(&r.retries, limits::RETRIES).map(|n| n as u32);
+        let placement = self.placement(&r.executor, &r.slurm);
         let task = Task {
             id: id.to_string(),
             title: r
@@ -720,6 +730,7 @@ impl Validator<'_> {
                 .collect(),
             foreach,
             item: None,
+            placement,
         };
         (task, spans)
     }
