@@ -96,6 +96,31 @@ impl<'a> BatchJob<'a> {
         Ok(why)
     }
 
+    /// The job script left `code`. One past 128 is a signal's: the command's own doing, or
+    /// Slurm's ending the job (a node failure, preemption, someone's scancel) with the shell
+    /// living just long enough to write the code. The controller's final state tells which.
+    fn exited(&self, code: i32) -> Exit {
+        if code <= 128 {
+            return Exit::Code(code);
+        }
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            match cli::show_job(self.job) {
+                Some((Some(State::Ended(ending)), _)) => {
+                    return match ending {
+                        Ending::Finished => Exit::Code(code),
+                        Ending::Cancelled => Exit::Ended(JobEnd::CancelledElsewhere),
+                        Ending::Lost(end) => Exit::Ended(end),
+                    }
+                }
+                // Forgotten already, or never answering: the code is all there is.
+                None => return Exit::Code(code),
+                Some(_) if Instant::now() >= end => return Exit::Code(code),
+                Some(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
     /// The job ended as the queue says (or left it unseen): its exit code from the exit file,
     /// which a shared filesystem may show a little late, else from the controller.
     fn ended(&self, ending: Option<Ending>) -> Exit {
@@ -108,7 +133,7 @@ impl<'a> BatchJob<'a> {
         let end = Instant::now() + wait;
         loop {
             if let Some(code) = self.files.exit_code() {
-                return Exit::Code(code);
+                return self.exited(code);
             }
             if Instant::now() >= end {
                 break;
@@ -134,7 +159,7 @@ impl<'a> BatchJob<'a> {
         let mut running_since: Option<Instant> = None;
         loop {
             if let Some(code) = self.files.exit_code() {
-                return Ok(Exit::Code(code));
+                return Ok(self.exited(code));
             }
             if cancel.is_cancelled() {
                 return self.stop(Exit::Cancelled);
