@@ -226,6 +226,7 @@ impl<'a> BatchJob<'a> {
     fn finish(&mut self) {
         self.waiting = false;
         self.cluster.monitor.unwatch(self.job);
+        self.cluster.ended(self.job);
         if let Some(g) = self.guard {
             g.release_job(self.job);
         }

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::cli;
@@ -20,6 +21,9 @@ pub(super) struct Cluster {
     pub monitor: Monitor,
     /// Numbers attempts, for their file names.
     seq: AtomicU64,
+    /// Jobs that ended by their exit file, and when: the script has written its code, but
+    /// Slurm may list the job as completing a moment longer. The build's end waits for them.
+    settling: Mutex<Vec<(u64, Instant)>>,
 }
 
 impl Cluster {
@@ -39,6 +43,7 @@ impl Cluster {
             config,
             run_id,
             seq: AtomicU64::new(0),
+            settling: Mutex::new(Vec::new()),
         }
     }
 
@@ -54,6 +59,24 @@ impl Cluster {
         Ok(AttemptFiles::new(&self.config.work_dir, &stem))
     }
 
+    /// `job` was seen to end; Slurm may list it a moment longer.
+    pub fn ended(&self, job: u64) {
+        self.settling.lock().unwrap().push((job, Instant::now()));
+    }
+
+    /// Waits (bounded) until the jobs that ended lately have left the queue, so that orch
+    /// never exits with one of its jobs still listed. Ends long past are not asked about.
+    pub fn settle(&self) {
+        let recent: Vec<u64> = std::mem::take(&mut *self.settling.lock().unwrap())
+            .into_iter()
+            .filter(|(_, at)| at.elapsed() < SETTLED_AFTER)
+            .map(|(job, _)| job)
+            .collect();
+        if !recent.is_empty() {
+            wait_gone(&recent, Duration::from_secs(10));
+        }
+    }
+
     /// Cancels `job` and waits (bounded) until the controller lists it as ended or not at all.
     pub fn cancel_and_wait(&self, job: u64) -> io::Result<()> {
         cli::cancel(&[job])?;
@@ -61,6 +84,9 @@ impl Cluster {
         Ok(())
     }
 }
+
+/// A job that ended this long ago is surely no longer listed as completing.
+const SETTLED_AFTER: Duration = Duration::from_secs(60);
 
 /// Waits (bounded) until none of `jobs` is pending or running.
 pub(super) fn wait_gone(jobs: &[u64], limit: Duration) -> bool {

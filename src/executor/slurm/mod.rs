@@ -17,7 +17,8 @@
 //!   for many short shell tasks.
 //!
 //! Timeouts are orch's own (`scancel`): Slurm's time limits are whole minutes checked every
-//! 30 s. Cancelling waits until the controller no longer lists the job as running. Every job
+//! 30 s. Cancelling waits until the controller no longer lists the job as running, and the
+//! build ends only when its jobs that ended lately have left the queue. Every job
 //! carries `--comment=orch-run=<run id>`, and its id is listed with the crash guard, so a
 //! SIGKILLed orch's jobs are cancelled ([`cancel_run`]); the journal keeps the ids too, for
 //! the next build ([`reap_stale`]). A job is submitted with `--no-requeue`: a node failure or
@@ -85,10 +86,14 @@ impl Slurm {
         self.allocation.release_if_idle(local.guard())
     }
 
-    /// Cancels the allocation (waited for); the records of every allocation this build held.
+    /// Cancels the allocation (waited for) and waits for the jobs that ended lately to
+    /// leave the queue; the records of every allocation this build held.
     pub(super) fn finish(&mut self, local: &Local) -> Vec<JobRecord> {
-        self.allocation
-            .release_all(local.guard(), &self.cluster.monitor)
+        let released = self
+            .allocation
+            .release_all(local.guard(), &self.cluster.monitor);
+        self.cluster.settle();
+        released
     }
 }
 
