@@ -1,7 +1,8 @@
 //! The Slurm executor on a real one-node cluster (tests/support/slurm): tasks run as batch jobs
 //! or steps named `orch-<task-id>`, their exit codes, outputs and results come back through
 //! the shared filesystem, orch's timeout cancels the job, agent tasks run as jobs, local and
-//! Slurm tasks mix in one build under their own limits, and `--json` tells queued from running.
+//! Slurm tasks mix in one build under their own limits, `--json` tells queued from running, and
+//! fan-out instances (ids holding `/` and spaces) run as safely named jobs.
 //! The tests share one cluster (each names its tasks apart); the faults that change the node's
 //! state are in slurm_faults.rs.
 
@@ -330,4 +331,35 @@ fn steps_run_in_one_allocation_that_ends_with_the_build() {
     assert_eq!(c.job_info(alloc).unwrap()["JobName"], "orch-allocation");
     assert!(c.squeue_jobs().iter().all(|j| j.id != alloc));
     assert_eq!(c.job_state(alloc).as_deref(), Some("CANCELLED"));
+}
+
+#[test]
+fn fan_out_instances_run_as_jobs_named_safely() {
+    let c = cluster();
+    let p = Project::new(
+        r#"
+[settings]
+executor = "slurm"
+[settings.slurm]
+poll = "200ms"
+
+[tasks.fo]
+foreach = ["src/a.ts", "b c"]
+run = "printf '%s\n' {{ item }} >> ran.log"
+"#,
+    );
+    let run = orch(&c, &p, &["build", "--json"]).ok();
+    let mut ran: Vec<String> = p.read("ran.log").lines().map(str::to_string).collect();
+    ran.sort();
+    assert_eq!(ran, ["b c", "src/a.ts"]);
+    let mut names: Vec<String> = journaled_jobs(&p)
+        .iter()
+        .filter(|(e, _)| e == "spawned")
+        .map(|&(_, id)| c.job_info(id).unwrap()["JobName"].clone())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["orch-fo[b_c]", "orch-fo[src_a.ts]"]);
+    assert!(events(&run)
+        .iter()
+        .any(|e| e["event"] == "task_job" && e["task"] == "fo[src/a.ts]"));
 }
