@@ -158,6 +158,9 @@ fn a_sigkilled_orchs_jobs_are_cancelled_and_the_next_build_resumes() {
     wait_for("kill-done recorded", Duration::from_secs(60), || {
         p.recorded_successes().contains("kill-done")
     });
+    // Its job may be listed a moment after its exit file is read; the guard would cancel it
+    // at its very end (CANCELLED for a job that finished). What is tested is the slow one.
+    c.wait_none_named("orch-kill-done", Duration::from_secs(30));
     b.signal(libc::SIGKILL);
     let (code, _, _) = b.finish(Duration::from_secs(10));
     assert_eq!(code, 128 + libc::SIGKILL);
