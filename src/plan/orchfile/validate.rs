@@ -263,11 +263,19 @@ impl Validator<'_> {
         if self.errors.is_empty() {
             let deps: Vec<Vec<usize>> = tasks
                 .iter()
-                .map(|t: &Task| t.deps.iter().map(|d| ids[split_dep(d).0]).collect())
+                .map(|t: &Task| {
+                    let mut of: Vec<usize> = t.deps.iter().map(|d| ids[split_dep(d).0]).collect();
+                    // A dynamic fan-out comes after the task whose answer its items are.
+                    if let Some(Foreach::From(source)) = &t.foreach {
+                        of.push(ids[source.as_str()]);
+                    }
+                    of
+                })
                 .collect();
             let edge = |dep: usize, dependent: usize| {
                 let k = deps[dependent].iter().position(|&d| d == dep)?;
-                Some(dep_spans[dependent][k].clone())
+                // The edge to a `foreach_from` source has no span among the deps.
+                dep_spans[dependent].get(k).cloned()
             };
             if let Some(err) = cycle_error(self.src, &tasks, deps.clone(), edge) {
                 self.errors.push(err);
