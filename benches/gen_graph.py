@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Generate one random layered DAG as a Makefile, build.ninja and Orchfile.toml.
+"""Generate one random layered DAG as a Makefile, build.ninja, Orchfile.toml and Snakefile.
 
 Usage:
-    gen_graph.py OUTDIR N [--layers L] [--fanin K] [--seed S]
+    gen_graph.py OUTDIR N [--layers L] [--fanin K] [--seed S] [--sleep SECONDS]
     gen_graph.py --verify DIR     # check every out/t_i.txt is up to date
 
 Task i reads src/in_i.txt plus its deps' outputs and writes out/t_i.txt via
-`cat ... | cksum`, so every tool runs exactly the same shell commands.
-Besides the three build files, OUTDIR gets graph.json (used by --verify) and
-graph.env (ROOT_INPUT / LEAF_INPUT / ROOT_CONE, sourced by compare.sh).
+`cat ... | cksum` (after `sleep SECONDS` with --sleep, for tasks that take time, as
+slurm_compare.sh wants), so every tool runs exactly the same shell commands.
+Besides the build files, OUTDIR gets graph.json (used by --verify) and
+graph.env (ROOT_INPUT / LEAF_INPUT / ROOT_CONE / CRITICAL, sourced by the benches).
 """
 
 import argparse
@@ -42,6 +43,14 @@ def build_graph(n, layers, fanin, seed):
     return layer_of, deps
 
 
+def critical_path(deps):
+    """Tasks on the longest dependency chain (deps have smaller indices)."""
+    depth = []
+    for ds in deps:
+        depth.append(1 + max((depth[d] for d in ds), default=0))
+    return max(depth, default=0)
+
+
 def cone_sizes(deps):
     """Number of tasks rebuilt when each task's input changes (itself included)."""
     n = len(deps)
@@ -68,8 +77,9 @@ def inp(i):
     return f"src/in_{i}.txt"
 
 
-def command(i, ds):
-    return " ".join(["cat", inp(i)] + [out(d) for d in ds]) + f" | cksum > {out(i)}"
+def command(i, ds, sleep=0.0):
+    work = " ".join(["cat", inp(i)] + [out(d) for d in ds]) + f" | cksum > {out(i)}"
+    return f"sleep {sleep:g}; {work}" if sleep > 0 else work
 
 
 def write(path, text):
@@ -77,7 +87,7 @@ def write(path, text):
         f.write(text)
 
 
-def generate(outdir, n, layers, fanin, seed):
+def generate(outdir, n, layers, fanin, seed, sleep=0.0):
     layer_of, deps = build_graph(n, layers, fanin, seed)
     os.makedirs(os.path.join(outdir, "src"), exist_ok=True)
     # out/ is created up front so no tool has to (or gets charged for) mkdir.
@@ -92,14 +102,14 @@ def generate(outdir, n, layers, fanin, seed):
     mk.append("")
     for i, ds in enumerate(deps):
         mk.append(f"{out(i)}: " + " ".join([inp(i)] + [out(d) for d in ds]))
-        mk.append(f"\t{command(i, ds)}")
+        mk.append(f"\t{command(i, ds, sleep)}")
     write(os.path.join(outdir, "Makefile"), "\n".join(mk) + "\n")
 
     # build.ninja: one generic rule, the concrete command is a per-edge variable.
     nj = ["rule r", "  command = $cmd", ""]
     for i, ds in enumerate(deps):
         nj.append(f"build {out(i)}: r " + " ".join([inp(i)] + [out(d) for d in ds]))
-        nj.append(f"  cmd = {command(i, ds)}")
+        nj.append(f"  cmd = {command(i, ds, sleep)}")
     nj.append("")
     nj.append("default " + " ".join(out(i) for i in range(n)))
     write(os.path.join(outdir, "build.ninja"), "\n".join(nj) + "\n")
@@ -107,12 +117,24 @@ def generate(outdir, n, layers, fanin, seed):
     of = ["[settings]", "jobs = 2", ""]
     for i, ds in enumerate(deps):
         of.append(f"[tasks.t{i}]")
-        of.append(f'run = "{command(i, ds)}"')
+        of.append(f'run = "{command(i, ds, sleep)}"')
         of.append(f'inputs = ["{inp(i)}"]')
         of.append(f'outputs = ["{out(i)}"]')
         of.append("deps = [" + ", ".join(f'"t{d}"' for d in ds) + "]")
         of.append("")
     write(os.path.join(outdir, "Orchfile.toml"), "\n".join(of))
+
+    # Snakefile: one rule per task, the same command; `all` wants every output.
+    sm = ["rule all:", "    input:"]
+    sm += [f'        "{out(i)}",' for i in range(n)]
+    sm.append("")
+    for i, ds in enumerate(deps):
+        sm.append(f"rule t{i}:")
+        sm.append("    input: " + ", ".join(f'"{p}"' for p in [inp(i)] + [out(d) for d in ds]))
+        sm.append(f'    output: "{out(i)}"')
+        sm.append(f'    shell: "{command(i, ds, sleep)}"')
+        sm.append("")
+    write(os.path.join(outdir, "Snakefile"), "\n".join(sm))
 
     # Root for the "root changed" scenario: the layer-0 task with the largest
     # downstream cone, so the scenario is a meaningful partial rebuild.
@@ -124,7 +146,8 @@ def generate(outdir, n, layers, fanin, seed):
         os.path.join(outdir, "graph.env"),
         f"ROOT_INPUT={inp(root)}\nROOT_CONE={cones[root]}\n"
         f"LEAF_INPUT={inp(leaf)}\nLEAF_CONE={cones[leaf]}\n"
-        f"N={n}\nLAYERS={layers}\nEDGES={sum(map(len, deps))}\n",
+        f"N={n}\nLAYERS={layers}\nEDGES={sum(map(len, deps))}\n"
+        f"CRITICAL={critical_path(deps)}\n",
     )
     write(os.path.join(outdir, "graph.json"), json.dumps({"deps": deps}))
     print(
@@ -192,12 +215,13 @@ def main():
     p.add_argument("--layers", type=int, help="default: sqrt(N), capped at 50")
     p.add_argument("--fanin", type=int, default=3)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--sleep", type=float, default=0.0, help="seconds each task sleeps first")
     a = p.parse_args()
     if a.n < 1:
         p.error("N must be >= 1")
     layers = a.layers or min(50, max(1, round(math.sqrt(a.n))))
     layers = max(1, min(layers, a.n))
-    generate(a.outdir, a.n, layers, max(0, a.fanin), a.seed)
+    generate(a.outdir, a.n, layers, max(0, a.fanin), a.seed, max(0.0, a.sleep))
 
 
 if __name__ == "__main__":

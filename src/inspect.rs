@@ -16,10 +16,11 @@ use crate::state::Status;
 use crate::state::{SessionRecord, StateLayout, StateStore};
 
 /// How statuses are listed in summaries and graph classes: done first, failures last.
-const STATUS_ORDER: [Status; 6] = [
+const STATUS_ORDER: [Status; 7] = [
     Status::Completed,
     Status::Skipped,
     Status::Running,
+    Status::Queued,
     Status::Ready,
     Status::Waiting,
     Status::Failed,
@@ -475,6 +476,7 @@ fn status_colour(s: Status) -> (&'static str, &'static str) {
     match s {
         Status::Completed | Status::Skipped => ("#c8e6c9", "#2e7d32"),
         Status::Running => ("#bbdefb", "#1565c0"),
+        Status::Queued => ("#e1bee7", "#6a1b9a"),
         Status::Ready => ("#fff9c4", "#f9a825"),
         Status::Waiting => ("#eeeeee", "#757575"),
         Status::Failed => ("#ffcdd2", "#c62828"),
@@ -592,10 +594,11 @@ fn graph_nodes(
     let urgency = |s: Status| match s {
         Status::Failed => 0,
         Status::Running => 1,
-        Status::Ready => 2,
-        Status::Waiting => 3,
-        Status::Completed => 4,
-        Status::Skipped => 5,
+        Status::Queued => 2,
+        Status::Ready => 3,
+        Status::Waiting => 4,
+        Status::Completed => 5,
+        Status::Skipped => 6,
     };
     for t in (0..plan.tasks.len()).filter(|&t| selected[t]) {
         let task = &plan.tasks[t];

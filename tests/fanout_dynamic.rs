@@ -150,3 +150,17 @@ run = "echo start-{{ item }} >> ran.log; sleep 0.2; echo {{ item }} >> done.log"
     p.orch(&["build", "-q"]).success();
     assert_eq!(p.lines("ran.log").len(), ran.len(), "nothing more runs");
 }
+
+#[test]
+fn a_source_that_needs_its_own_fanout_is_a_cycle() {
+    let p = Project::new(
+        "[tasks.plan]\nrun = \"true\"\ndeps = [\"part\"]\n[tasks.part]\nforeach_from = \"plan\"\nrun = \"true\"\n",
+    );
+    let out = p.orch(&["build"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr());
+    assert!(
+        out.stderr().contains("dependency cycle"),
+        "{}",
+        out.stderr()
+    );
+}

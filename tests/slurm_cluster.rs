@@ -203,6 +203,10 @@ fn a_node_set_down_requeues_a_running_job_or_fails_it_with_no_requeue() {
             .iter()
             .all(|&j| cluster.job_state(j).as_deref() == Some("RUNNING"))
     });
+    // RUNNING comes before the script's first line: on a busy machine, a while before.
+    wait_for("both scripts to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 2)
+    });
 
     let node = format!("nodename={}", cluster.node());
     cluster.run("scontrol", &["update", &node, "state=down", "reason=test"]);

@@ -48,6 +48,7 @@ fn spec(name: &str, command: &[&str], prompt_via: PromptVia, result: ResultSpec)
         retries: 2,
         retry_on: strings(TRANSIENT_API_ERRORS),
         env: IndexMap::new(),
+        placement: Default::default(),
     }
 }
 

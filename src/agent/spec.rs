@@ -162,6 +162,9 @@ pub struct AgentSpec {
     pub retries: u32,
     pub retry_on: Vec<String>,
     pub env: IndexMap<String, String>,
+    /// Where this agent's tasks run (`executor`, `slurm`), unless a task says otherwise.
+    #[serde(default)]
+    pub placement: crate::executor::Placement,
 }
 
 impl AgentSpec {

@@ -6,6 +6,7 @@ use miette::Result;
 use super::common::{check_agent_override, preflight, reporter_for, Global, PlanSource};
 use super::signals;
 use crate::engine::{self, up_to_date, BuildOptions};
+use crate::executor::ExecutorKind;
 use crate::plan::orchfile;
 use std::collections::HashSet;
 
@@ -43,6 +44,13 @@ pub struct RunArgs {
     /// Wait for another run in this directory to end instead of refusing.
     #[arg(long = "wait")]
     pub wait: bool,
+    /// Run every task on this executor (local, slurm), whatever the plan says.
+    #[arg(long = "executor", value_name = "NAME", value_parser = parse_executor)]
+    pub executor: Option<ExecutorKind>,
+}
+
+fn parse_executor(s: &str) -> Result<ExecutorKind, String> {
+    ExecutorKind::parse(s).ok_or_else(|| format!("`{s}` is not an executor: local or slurm"))
 }
 
 impl RunArgs {
@@ -52,6 +60,7 @@ impl RunArgs {
             jobs: self.jobs,
             keep_going: if self.keep_going { Some(true) } else { None },
             agent_override: self.agent.clone(),
+            executor: self.executor,
             targets: self.targets.clone(),
             sim_speed: self.sim_speed,
             force: false,

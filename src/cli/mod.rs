@@ -83,9 +83,13 @@ pub fn main() -> i32 {
     if args.nth(1).as_deref() == Some("__guard") {
         let grace = args.next().and_then(|g| g.parse().ok()).unwrap_or(5000);
         let run_id = args.next();
+        let slurm = args.next().as_deref() == Some("slurm");
+        let cancel_jobs =
+            |jobs: &[u64]| crate::executor::slurm::cancel_run(run_id.as_deref(), jobs);
         return crate::executor::guard::run_guard(
             std::time::Duration::from_millis(grace),
             run_id.as_deref(),
+            slurm.then_some(&cancel_jobs as &dyn Fn(&[u64])),
         );
     }
     let cli = Cli::parse();

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use super::context::BuildContext;
 use crate::agent::{self, sim, FailureKind, Usage};
 use crate::disk::persist_atomic;
-use crate::executor::ProcessSpec;
+use crate::executor::{JobEvent, ProcessSpec};
 use crate::plan::{AgentKind, AggregateSpec, AggregateStrategy, Plan};
 use crate::reporter::{Event, Events};
 use crate::state::{JournalEntry, StateStore};
@@ -304,23 +304,27 @@ fn merge_with_agent(
             argv: argv.clone(),
             cwd: ctx.plan.root.clone(),
             env,
+            unset: Vec::new(),
             stdin: stdin.clone(),
             timeout: agent_spec.timeout,
             grace: ctx.plan.settings.kill_grace,
             max_output: 64 << 20,
+            // The merge runs where orch runs: it reads every result, and is one job.
+            slurm: None,
         };
         // The same crash bookkeeping as a task's process: the journal keeps the job's
         // record while it runs.
-        let mut spawned = None;
-        let out = ctx.backend.run(&process, ctx.cancel, &mut |job| {
-            spawned = Some(job.pgid);
-            let entry = JournalEntry::spawned("aggregate".into(), job.pgid, job.window);
-            let _ = store.append(&entry);
-            // On disk before the wait: the merge agent may run for minutes.
-            let _ = store.flush_journal();
+        let mut started = Vec::new();
+        let out = ctx.backend.run(&process, ctx.cancel, &mut |event| {
+            if let JobEvent::Started(job) = event {
+                started.push(job);
+                let _ = store.append(&JournalEntry::spawned("aggregate".into(), &job));
+                // On disk before the wait: the merge agent may run for minutes.
+                let _ = store.flush_journal();
+            }
         });
-        if let Some(pgid) = spawned {
-            let _ = store.append(&JournalEntry::Reaped { pgid });
+        for job in &started {
+            let _ = store.append(&JournalEntry::reaped(job));
         }
         let out = out.map_err(|e| e.to_string())?;
         let judged = agent::judge(agent_spec, call.level, &out, &ctx.plan.root);

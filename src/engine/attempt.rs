@@ -10,7 +10,7 @@ use super::exchange::{AttemptEnd, TaskMsg, Try};
 use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
 use crate::cancel::Cancel;
 use crate::disk::persist_atomic;
-use crate::executor::{self, Exit, ProcessSpec};
+use crate::executor::{self, ExecutorKind, Exit, JobEvent, ProcessSpec};
 use crate::fingerprint;
 use crate::plan::{fanout, Action, AgentKind, AgentSpec, ResultSpec};
 
@@ -26,10 +26,16 @@ impl BuildContext<'_> {
             argv,
             cwd: self.plan.root.clone(),
             env: self.env(t, agent),
+            unset: Vec::new(),
             stdin,
             timeout: self.timeout(t),
             grace: self.plan.settings.kill_grace,
             max_output: 64 << 20,
+            slurm: self.plan.slurm_job(
+                self.task(t),
+                self.opts.agent_override.as_deref(),
+                self.opts.executor,
+            ),
         }
     }
 
@@ -42,18 +48,23 @@ impl BuildContext<'_> {
         send: &dyn Fn(TaskMsg),
         on_line: &mut dyn FnMut(&[u8]),
     ) -> std::io::Result<executor::ProcessOutput> {
-        let mut spawned = None;
+        let mut started = Vec::new();
         let out = self.backend.run_lines(
             spec,
             self.cancel,
-            &mut |job| {
-                spawned = Some(job.pgid);
-                send(TaskMsg::Spawned { task: t, job });
+            &mut |event| match event {
+                JobEvent::Started(job) => {
+                    started.push(job);
+                    send(TaskMsg::Spawned { task: t, job });
+                }
+                // Ends with the build (or sooner, told by a tick), not with this attempt.
+                JobEvent::Holding(job) => send(TaskMsg::Spawned { task: t, job }),
+                state => send(TaskMsg::JobState { task: t, state }),
             },
             on_line,
         );
-        if let Some(pgid) = spawned {
-            send(TaskMsg::ProcessEnded { pgid });
+        for job in started {
+            send(TaskMsg::ProcessEnded { job });
         }
         out
     }
@@ -178,7 +189,11 @@ impl BuildContext<'_> {
             }
             Exit::TimedOut => Err(Failure::new(
                 FailureKind::Timeout,
-                "timed out; process group stopped",
+                if spec.slurm.is_some() {
+                    "timed out; Slurm job cancelled"
+                } else {
+                    "timed out; process group stopped"
+                },
             )),
             Exit::Cancelled => Err(Failure::new(FailureKind::Cancelled, "cancelled")),
             exit => {
@@ -250,33 +265,68 @@ impl BuildContext<'_> {
     /// Every declared output exists, as a file, written by this attempt.
     fn check_outputs(&self, t: usize, before: &[Option<OutputStamp>]) -> Result<(), Failure> {
         let task = self.task(t);
-        let after: Vec<Option<OutputStamp>> =
-            task.outputs.iter().map(|o| self.output_stamp(o)).collect();
-        let missing: Vec<&str> = task
-            .outputs
-            .iter()
-            .zip(&after)
-            .filter(|(_, now)| !now.as_ref().is_some_and(|s| s.is_file))
-            .map(|(o, _)| o.as_str())
-            .collect();
+        // A Slurm job wrote its outputs on another machine: the shared filesystem may show
+        // them (or their new times) a little later here. Waited for, bounded.
+        let on_slurm = !matches!(&self.agent(t), Some(a) if a.kind == AgentKind::Sim)
+            && self.plan.executor_of(
+                task,
+                self.opts.agent_override.as_deref(),
+                self.opts.executor,
+            ) == ExecutorKind::Slurm;
+        let wait = self.plan.settings.slurm.output_wait;
+        let deadline = on_slurm.then(|| Instant::now() + wait);
+        let (missing, stale) = loop {
+            let after: Vec<Option<OutputStamp>> =
+                task.outputs.iter().map(|o| self.output_stamp(o)).collect();
+            let missing: Vec<&str> = task
+                .outputs
+                .iter()
+                .zip(&after)
+                .filter(|(_, now)| !now.as_ref().is_some_and(|s| s.is_file))
+                .map(|(o, _)| o.as_str())
+                .collect();
+            let stale: Vec<&str> = task
+                .outputs
+                .iter()
+                .zip(before.iter().zip(&after))
+                .filter(|(_, (was, now))| was.is_some() && now == was)
+                .map(|(o, _)| o.as_str())
+                .collect();
+            let settled = missing.is_empty() && stale.is_empty();
+            if settled || deadline.is_none_or(|d| Instant::now() >= d) || self.cancel.is_cancelled()
+            {
+                break (missing, stale);
+            }
+            for o in missing.iter().chain(&stale) {
+                // Reading a directory makes an NFS client look again, past its caches.
+                if let Some(dir) = self.plan.root.join(o).parent() {
+                    let _ = std::fs::read_dir(dir).map(|d| d.count());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let waited = if on_slurm {
+            format!(
+                " (waited {} for the shared filesystem)",
+                crate::duration::format_duration(wait)
+            )
+        } else {
+            String::new()
+        };
         if !missing.is_empty() {
             return Err(Failure::new(
                 FailureKind::MissingOutput,
-                format!("declared output missing after run: {}", missing.join(", ")),
+                format!(
+                    "declared output missing after run: {}{waited}",
+                    missing.join(", ")
+                ),
             ));
         }
-        let stale: Vec<&str> = task
-            .outputs
-            .iter()
-            .zip(before.iter().zip(&after))
-            .filter(|(_, (was, now))| was.is_some() && now == was)
-            .map(|(o, _)| o.as_str())
-            .collect();
         if !stale.is_empty() {
             return Err(Failure::new(
                 FailureKind::MissingOutput,
                 format!(
-                    "declared output not written by this run (left from an earlier one): {}",
+                    "declared output not written by this run (left from an earlier one): {}{waited}",
                     stale.join(", ")
                 ),
             ));
@@ -289,7 +339,11 @@ impl BuildContext<'_> {
         let Some(v) = &self.task(t).verify else {
             return Ok(());
         };
-        let spec = self.process_spec(t, vec!["sh".into(), "-c".into(), v.clone()], None, None);
+        let mut spec =
+            self.process_spec(t, vec!["sh".into(), "-c".into(), v.clone()], None, None);
+        // orch's own check of what the task left on the shared filesystem: here, not one
+        // more job in the queue.
+        spec.slurm = None;
         let out = self
             .run_process(t, &spec, send, &mut |_| {})
             .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;

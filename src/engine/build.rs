@@ -13,7 +13,7 @@ use crate::cancel::Cancel;
 use crate::clock::Active;
 use crate::disk::FileStamp;
 use crate::executor::guard::Guard;
-use crate::executor::{Backend, JobRecord, Local};
+use crate::executor::{AllocationSpec, Backend, ExecutorKind, Executors, SlurmConfig};
 use crate::fingerprint::StatCache;
 use crate::graph::TaskGraph;
 use crate::master_plan::PlanDoc;
@@ -55,16 +55,14 @@ pub(crate) fn open_state(
     .map_err(|e| miette!("{e}"))?;
     let mut store = StateStore::open_preloaded(layout, preloaded).map_err(|e| miette!("{e}"))?;
     let recovered = store.interrupted;
-    if !store.stale_groups.is_empty() {
-        let left: Vec<JobRecord> = store
-            .stale_groups
-            .iter()
-            .map(|&(_, pgid, window)| JobRecord { pgid, window })
-            .collect();
+    if !store.stale_jobs.is_empty() {
+        let left: Vec<_> = store.stale_jobs.iter().map(|(_, job)| *job).collect();
         let n = backend.reap_stale(&left);
         if n > 0 {
             events.emit(Event::Notice {
-                message: &format!("stopped {n} process(es) left running by an interrupted run"),
+                message: &format!(
+                    "stopped {n} process(es) or Slurm job(s) left running by an interrupted run"
+                ),
             });
         }
     }
@@ -98,12 +96,26 @@ pub fn run_build(
     let events: &mut dyn Events = &mut emitter;
     // A mistyped target is reported before the state is touched.
     let targets = target_indexes(plan, &opts.targets)?;
-    // The crash guard (this binary in another role) starts with the first child.
-    let guard = opts
-        .guard_program
-        .clone()
-        .map(|prog| Guard::new(prog, plan.settings.kill_grace));
-    let backend: Box<dyn Backend> = Box::new(Local::new(guard));
+    let on_slurm: Vec<bool> = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            plan.executor_of(t, opts.agent_override.as_deref(), opts.executor)
+                == ExecutorKind::Slurm
+        })
+        .collect();
+    let uses_slurm = on_slurm.contains(&true);
+    // The crash guard (this binary in another role) starts with the first child or job.
+    let guard = opts.guard_program.clone().map(|prog| {
+        let g = Guard::new(prog, plan.settings.kill_grace);
+        if uses_slurm {
+            g.with_slurm()
+        } else {
+            g
+        }
+    });
+    let slurm = uses_slurm.then(|| slurm_config(plan));
+    let backend: Box<dyn Backend> = Box::new(Executors::new(guard, slurm));
     let Loaded {
         graph,
         wanted,
@@ -140,17 +152,30 @@ pub fn run_build(
         backend,
         cancel,
     );
-    let jobs = opts.jobs(plan);
+    let local_jobs = opts.jobs(plan);
+    // Slurm jobs wait on the cluster, not on this machine's cores: their own limit, and a
+    // worker each, beside the local ones.
+    let jobs = if uses_slurm {
+        local_jobs + plan.settings.slurm.max_jobs
+    } else {
+        local_jobs
+    };
     let keep_going = opts.keep_going.unwrap_or(plan.settings.keep_going);
     let wanted_count = wanted.iter().filter(|&&w| w).count();
     events.emit(Event::BuildStarted {
         tasks: wanted_count,
-        jobs,
+        jobs: local_jobs,
     });
     let rows = initial_rows(plan, &ctx, &store, &wanted);
-    doc.log_initialization(plan, wanted_count, jobs, opts.agent_override.as_deref());
+    doc.log_initialization(
+        plan,
+        wanted_count,
+        local_jobs,
+        opts.agent_override.as_deref(),
+    );
     let mut coord = BuildCoordinator::new(&ctx, &mut store, events, doc, rows);
-    let queue = Queue::new(&ctx);
+    let pools = uses_slurm.then_some((on_slurm.as_slice(), local_jobs));
+    let queue = Queue::new(&ctx, pools);
     let mut sched = queue.scheduler(&wanted, keep_going);
     crate::profile::mark("status rows, scheduler");
     ctx.precheck(&wanted);
@@ -173,8 +198,14 @@ pub fn run_build(
     } else {
         drop(coord);
     }
+    // What the backend held to the end (a Slurm allocation) is released, and journaled so,
+    // before the journal closes.
+    for job in ctx.backend.finish() {
+        store
+            .append(&JournalEntry::reaped(&job))
+            .into_diagnostic()?;
+    }
     store.close().into_diagnostic()?;
-    ctx.backend.finish();
     let _ = ctx.stat_cache.save(&layout.stat_cache());
     crate::profile::mark("state saved");
     if let Some(key) = &opts.up_to_date_key {
@@ -239,6 +270,23 @@ fn refused_up_front(plan: &Plan, opts: &BuildOptions, wanted: &[bool]) -> Result
             let ids: Vec<&str> = refused.iter().map(|(id, _)| id.as_str()).collect();
             Err(miette!("task {} cannot run: {why}", ids.join(", ")))
         }
+    }
+}
+
+/// How the build's Slurm backend works, from `[settings.slurm]`.
+fn slurm_config(plan: &Plan) -> SlurmConfig {
+    let s = &plan.settings.slurm;
+    SlurmConfig {
+        // The state directory is in the project, which the nodes must share anyway.
+        work_dir: plan.state_dir().join("slurm"),
+        poll: s.poll,
+        file_wait: s.output_wait,
+        allocation: AllocationSpec {
+            partition: plan.settings.placement.slurm.partition.clone(),
+            time_minutes: None,
+            args: s.allocation.clone(),
+            idle: s.allocation_idle,
+        },
     }
 }
 

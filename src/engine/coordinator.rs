@@ -4,9 +4,10 @@
 use crate::agent::{FailureKind, Usage};
 use crate::cancel::{signal_name, CancelReason};
 use crate::clock::{Active, Stamp};
+use crate::executor::JobEvent;
 use crate::master_plan::{LogEntry, PlanDoc, RowState};
 use crate::plan::Plan;
-use crate::reporter::{Event, Events, Summary, TaskRef};
+use crate::reporter::{Event, Events, JobState, Summary, TaskRef};
 use crate::scheduler::Coordinator;
 use crate::state::{JournalEntry, StateStore, Status, StatusRecord};
 
@@ -135,6 +136,22 @@ impl BuildCoordinator<'_, '_> {
         });
     }
 
+    /// A task's batch job changed state: its row shows it, and the reporters hear it.
+    fn job_state(&mut self, task: usize, event: JobEvent) {
+        let (status, job, state) = match &event {
+            JobEvent::Queued { job, reason } => (Status::Queued, job, JobState::Queued { reason }),
+            JobEvent::Running { job, node } => (Status::Running, job, JobState::Running { node }),
+            JobEvent::Started(_) | JobEvent::Holding(_) => return,
+        };
+        self.rows[task].status = status;
+        self.events.emit(Event::TaskJob {
+            task: task_ref(self.ctx, task),
+            job,
+            state,
+        });
+        self.doc.touch();
+    }
+
     pub(super) fn save_status(&mut self, t: usize) {
         let row = &self.rows[t];
         let id = &self.ctx.task(t).id;
@@ -197,15 +214,14 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
             }
             TaskMsg::Spawned { task, job } => {
                 let id = self.ctx.task(task).id.clone();
-                let r = self
-                    .store
-                    .append(&JournalEntry::spawned(id, job.pgid, job.window));
+                let r = self.store.append(&JournalEntry::spawned(id, &job));
                 self.journal(r);
             }
-            TaskMsg::ProcessEnded { pgid } => {
-                let r = self.store.append(&JournalEntry::Reaped { pgid });
+            TaskMsg::ProcessEnded { job } => {
+                let r = self.store.append(&JournalEntry::reaped(&job));
                 self.journal(r);
             }
+            TaskMsg::JobState { task, state } => self.job_state(task, state),
             TaskMsg::Retrying {
                 task,
                 attempt,
@@ -450,6 +466,11 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
     }
 
     fn tick(&mut self) {
+        // An allocation nobody used for a while is released; the journal hears of it.
+        for job in self.ctx.backend.tick() {
+            let r = self.store.append(&JournalEntry::reaped(&job));
+            self.journal(r);
+        }
         self.events.check_output();
         if let Err(e) = self
             .doc

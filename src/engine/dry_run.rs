@@ -159,7 +159,7 @@ pub fn schedule(
             (None, None) => (Duration::ZERO, Takes::Unknown),
         })
         .unzip();
-    let mut sched = Queue::new(ctx).scheduler(wanted, true);
+    let mut sched = Queue::new(ctx, None).scheduler(wanted, true);
     let jobs = jobs.max(1);
     let mut free: BTreeSet<usize> = (1..=jobs).collect();
     let mut running: Vec<(Duration, usize, usize)> = Vec::with_capacity(jobs);

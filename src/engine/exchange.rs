@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::context::DoneInfo;
 use crate::agent::{Activity, Failure, Reply, Usage};
 use crate::disk::Digest;
-use crate::executor::JobRecord;
+use crate::executor::{JobEvent, JobRecord};
 use crate::state::{SessionRecord, TaskRecord};
 
 #[derive(Debug)]
@@ -16,13 +16,19 @@ pub enum TaskMsg {
         task: usize,
         attempt: u32,
     },
-    /// A job started; the journal keeps its record until it ends.
+    /// A job started (or something held for jobs, a Slurm allocation); the journal keeps
+    /// its record until it ends.
     Spawned {
         task: usize,
         job: JobRecord,
     },
     ProcessEnded {
-        pgid: i32,
+        job: JobRecord,
+    },
+    /// Where a task's batch job is: queued or running.
+    JobState {
+        task: usize,
+        state: JobEvent,
     },
     Retrying {
         task: usize,

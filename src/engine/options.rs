@@ -15,6 +15,8 @@ pub struct BuildOptions {
     pub keep_going: Option<bool>,
     /// `--agent NAME`: every agent task uses this agent.
     pub agent_override: Option<String>,
+    /// `--executor`: every task runs there, whatever the plan says.
+    pub executor: Option<crate::executor::ExecutorKind>,
     /// Build only these tasks and what they need; empty means all.
     pub targets: Vec<String>,
     /// `sim` agent time scale: an estimate is divided by this.
@@ -35,6 +37,7 @@ impl Default for BuildOptions {
             jobs: None,
             keep_going: None,
             agent_override: None,
+            executor: None,
             targets: Vec::new(),
             sim_speed: crate::agent::sim::DEFAULT_SPEED,
             force: false,

@@ -205,6 +205,7 @@ mod tests {
             item: None,
             permissions: None,
             allow_undeclared_writes: None,
+            placement: Default::default(),
         }
     }
 

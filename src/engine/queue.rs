@@ -1,5 +1,6 @@
 //! What the scheduler is told of a plan's tasks: priorities, the critical path, agent
-//! classes with their `max_parallel`, locks. Shared by a build (its first run and the re-run
+//! classes with their `max_parallel`, executor pools (local tasks under `-j`, Slurm jobs
+//! under `max_jobs`), locks. Shared by a build (its first run and the re-run
 //! of missing results) and the dry run, which drives the same scheduler in virtual time, so
 //! both see the same order.
 
@@ -13,19 +14,33 @@ pub(super) struct Queue<'g> {
     graph: &'g TaskGraph,
     priorities: Vec<u8>,
     classes: Vec<Option<usize>>,
+    /// Each task's executor class, when the build uses more than one executor.
+    pools: Option<Vec<usize>>,
     class_limit: Vec<Option<usize>>,
     lock_ids: Vec<Vec<usize>>,
     lock_count: usize,
 }
 
 impl<'g> Queue<'g> {
-    pub(super) fn new(ctx: &BuildContext<'g>) -> Queue<'g> {
-        let (classes, class_limit) = agent_classes(ctx);
+    /// With `pools` (which tasks run on Slurm, and `-j`), local tasks and Slurm jobs are
+    /// limited apart: `-j` and `max_jobs`.
+    pub(super) fn new(ctx: &BuildContext<'g>, pools: Option<(&[bool], usize)>) -> Queue<'g> {
+        let (classes, mut class_limit) = agent_classes(ctx);
         let (lock_ids, lock_count) = lock_indexes(ctx.plan);
+        let pools = pools.map(|(on_slurm, local_jobs)| {
+            let local = class_limit.len();
+            class_limit.push(Some(local_jobs));
+            class_limit.push(Some(ctx.plan.settings.slurm.max_jobs));
+            on_slurm
+                .iter()
+                .map(|&slurm| if slurm { local + 1 } else { local })
+                .collect()
+        });
         Queue {
             graph: ctx.graph,
             priorities: ctx.plan.tasks.iter().map(|t| t.priority.0).collect(),
             classes,
+            pools,
             class_limit,
             lock_ids,
             lock_count,
@@ -38,6 +53,7 @@ impl<'g> Queue<'g> {
                 priority: self.priorities[t],
                 critical: self.graph.critical[t],
                 agent_class: self.classes[t],
+                pool: self.pools.as_ref().map(|p| p[t]),
                 locks: self.lock_ids[t].clone(),
             })
             .collect();

@@ -1,88 +1,124 @@
 //! The seam between a build and where its processes run. A [`Backend`] starts a job from a
-//! [`ProcessSpec`]; the [`Job`] is then waited for (and stopped on cancel or timeout); and
-//! its [`JobRecord`] is what survives a crash: the journal keeps it from the moment the job
-//! exists, so that the next run can stop whatever this one left running
-//! ([`Backend::reap_stale`]).
+//! [`ProcessSpec`]; the [`Job`] is then waited for (and stopped on cancel or timeout), telling
+//! its caller what happens to it as [`JobEvent`]s; and its [`JobRecord`] is what survives a
+//! crash: the journal keeps it from the moment the job exists, so that the next run can stop
+//! whatever this one left running ([`Backend::reap_stale`]).
 //!
-//! Today's one backend is [`Local`](super::Local): child processes in their own process
-//! groups, with the crash guard. Another (a batch system such as Slurm) is another
-//! implementation of this trait, in a file of its own.
+//! Two backends implement it: [`Local`](super::Local), child processes in their own process
+//! groups with the crash guard, and [`Slurm`](super::slurm::Slurm), jobs of a Slurm cluster;
+//! [`Executors`](super::Executors) routes each spec to one of them.
 
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::slurm::spec::SlurmJobSpec;
 use crate::cancel::Cancel;
 use crate::clock::StartWindow;
 
 /// Where the processes of a build run.
 pub trait Backend: Send + Sync {
-    /// Starts a job running `spec`; it is running (and known to the crash guard, if any)
-    /// when this returns.
+    /// Starts a job running `spec`. A local job is running (and known to the crash guard, if
+    /// any) when this returns; a batch system's may still wait in its queue.
     fn start<'a>(&'a self, spec: &'a ProcessSpec) -> io::Result<Box<dyn Job + 'a>>;
 
     /// Stops what a run that died left running, from the records its journal kept. Returns
-    /// how many processes were stopped.
+    /// how many processes (or batch jobs) were stopped.
     fn reap_stale(&self, left: &[JobRecord]) -> usize;
 
-    /// The build is over: whatever this backend started to watch over its jobs ends too.
-    fn finish(&mut self) {}
+    /// Called now and then (every 100 ms at most) while jobs run: the backend may release
+    /// what it holds and no job uses. Returns the records of what it released.
+    fn tick(&self) -> Vec<JobRecord> {
+        Vec::new()
+    }
 
-    /// Starts `spec` and waits for it. `on_start` gets the job's record before the wait, so
-    /// the caller can journal it while the job runs.
+    /// The build is over: whatever this backend started to watch over its jobs, or held for
+    /// them ([`JobEvent::Holding`]), ends too. Returns the records of what it released.
+    fn finish(&mut self) -> Vec<JobRecord> {
+        Vec::new()
+    }
+
+    /// Starts `spec` and waits for it; `on_event` hears what happens to the job meanwhile
+    /// (first of all its record, so the caller can journal it while the job runs).
     fn run(
         &self,
         spec: &ProcessSpec,
         cancel: &Cancel,
-        on_start: &mut dyn FnMut(JobRecord),
+        on_event: &mut dyn FnMut(JobEvent),
     ) -> io::Result<ProcessOutput> {
-        self.run_lines(spec, cancel, on_start, &mut |_| {})
+        self.start(spec)?.wait(cancel, on_event)
     }
 
-    /// As [`Backend::run`], handing each line of stdout to `on_line` as it arrives (see
+    /// As [`Backend::run`], handing each line of stdout to `on_line` (see
     /// [`Job::wait_lines`]): how a streaming agent's progress is read while it runs.
     fn run_lines(
         &self,
         spec: &ProcessSpec,
         cancel: &Cancel,
-        on_start: &mut dyn FnMut(JobRecord),
+        on_event: &mut dyn FnMut(JobEvent),
         on_line: &mut dyn FnMut(&[u8]),
     ) -> io::Result<ProcessOutput> {
-        let job = self.start(spec)?;
-        on_start(job.record());
-        job.wait_lines(cancel, on_line)
+        self.start(spec)?.wait_lines(cancel, on_event, on_line)
     }
 }
 
 /// One started job.
 pub trait Job {
-    /// What the journal keeps of it, so a later run can stop it if this one dies.
-    fn record(&self) -> JobRecord;
-
     /// Waits for the job to end, feeding its stdin and collecting its output; stops it (the
     /// whole of it) when `cancel` is set or its timeout passes: the signal orch received
     /// (SIGTERM on a timeout), the grace period, SIGKILL. The timeout runs on the active
-    /// clock, which stands still while orch is stopped.
-    fn wait(self: Box<Self>, cancel: &Cancel) -> io::Result<ProcessOutput> {
-        self.wait_lines(cancel, &mut |_| {})
-    }
+    /// clock, which stands still while orch is stopped. Its record reaches `on_event`
+    /// ([`JobEvent::Started`]) before anything else.
+    fn wait(
+        self: Box<Self>,
+        cancel: &Cancel,
+        on_event: &mut dyn FnMut(JobEvent),
+    ) -> io::Result<ProcessOutput>;
 
     /// As [`Job::wait`], and each complete line of stdout (without its newline; the last one
-    /// at EOF even without) goes to `on_line` as soon as it is read, on the waiting thread.
-    /// The capture limit holds: a line past it is not seen, and nothing is kept twice.
+    /// at EOF even without) goes to `on_line`. A local job hands each line over as soon as
+    /// it is read, on the waiting thread (the capture limit holds: a line past it is not
+    /// seen). A job whose output is only read at its end (a Slurm job's file) hands them
+    /// all over then: the activity arrives late, the reply is the same.
     fn wait_lines(
         self: Box<Self>,
         cancel: &Cancel,
+        on_event: &mut dyn FnMut(JobEvent),
         on_line: &mut dyn FnMut(&[u8]),
-    ) -> io::Result<ProcessOutput>;
+    ) -> io::Result<ProcessOutput> {
+        let out = self.wait(cancel, on_event)?;
+        for line in out.stdout.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.is_empty() {
+                on_line(line);
+            }
+        }
+        Ok(out)
+    }
 }
 
-/// What survives a crash of a started job: for a local process group, its id and the window
-/// its leader started in (which tells it from a later group that reuses the id).
+/// What a job's caller hears while it waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEvent {
+    /// A job of this attempt exists: keep its record until the attempt ends.
+    Started(JobRecord),
+    /// The backend holds something for the jobs that follow too (the allocation Slurm steps
+    /// run in): keep its record until [`Backend::finish`] hands it back.
+    Holding(JobRecord),
+    /// The batch system queued the job and it waits (`reason`: Slurm's, e.g. `Resources`).
+    Queued { job: String, reason: String },
+    /// The job runs (`node`: where, when known).
+    Running { job: String, node: String },
+}
+
+/// What survives a crash of a started job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobRecord {
-    pub pgid: i32,
-    pub window: StartWindow,
+pub enum JobRecord {
+    /// A local process group: its id and the window its leader started in (which tells it
+    /// from a later group that reuses the id).
+    Local { pgid: i32, window: StartWindow },
+    /// A Slurm job: one attempt's batch job, or the allocation steps run in.
+    Slurm { job: u64 },
 }
 
 /// Environment variables never passed to children. `CLAUDECODE` makes a nested `claude`
@@ -94,11 +130,15 @@ pub struct ProcessSpec {
     pub argv: Vec<String>,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
+    /// Inherited variables the child must not see (on top of [`STRIPPED_ENV`]).
+    pub unset: Vec<String>,
     pub stdin: Option<Vec<u8>>,
     pub timeout: Option<Duration>,
     pub grace: Duration,
     /// Bytes of stdout (and separately stderr) kept; the rest is read and dropped.
     pub max_output: usize,
+    /// Run as a Slurm job (or step) with these options instead of as a local child.
+    pub slurm: Option<SlurmJobSpec>,
 }
 
 impl ProcessSpec {
@@ -107,10 +147,12 @@ impl ProcessSpec {
             argv: vec!["sh".into(), "-c".into(), script.into()],
             cwd,
             env: Vec::new(),
+            unset: Vec::new(),
             stdin: None,
             timeout: None,
             grace: Duration::from_secs(5),
             max_output: 64 << 20,
+            slurm: None,
         }
     }
 }
@@ -121,6 +163,42 @@ pub enum Exit {
     Signal(i32),
     TimedOut,
     Cancelled,
+    /// A batch system ended the job before its command could say how it went.
+    Ended(JobEnd),
+}
+
+/// How a batch system ended a job that has no exit code of its own to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Its node failed (`NODE_FAIL`), or its allocation went with it.
+    NodeFail,
+    /// Preempted by other work (`PREEMPTED`).
+    Preempted,
+    /// Its node could not boot (`BOOT_FAIL`).
+    BootFail,
+    /// Over its memory limit (`OUT_OF_MEMORY`).
+    OutOfMemory,
+    /// The batch system's own time limit (`TIMEOUT`, `DEADLINE`).
+    TimeLimit,
+    /// Cancelled by someone other than orch (`scancel`, an administrator).
+    CancelledElsewhere,
+    /// Gone from the queue with no trace of how it ended.
+    Vanished,
+}
+
+impl JobEnd {
+    /// Slurm's name of the state, as `squeue`/`scontrol` print it, or a description.
+    pub fn describe(self) -> &'static str {
+        match self {
+            JobEnd::NodeFail => "NODE_FAIL: its node failed",
+            JobEnd::Preempted => "PREEMPTED by other work",
+            JobEnd::BootFail => "BOOT_FAIL: its node did not boot",
+            JobEnd::OutOfMemory => "OUT_OF_MEMORY",
+            JobEnd::TimeLimit => "TIMEOUT: Slurm's time limit",
+            JobEnd::CancelledElsewhere => "CANCELLED, not by orch",
+            JobEnd::Vanished => "gone from the queue without an exit code",
+        }
+    }
 }
 
 impl Exit {
@@ -136,6 +214,7 @@ impl std::fmt::Display for Exit {
             Exit::Signal(s) => write!(f, "killed by signal {s}"),
             Exit::TimedOut => write!(f, "timed out"),
             Exit::Cancelled => write!(f, "cancelled"),
+            Exit::Ended(end) => write!(f, "Slurm ended the job ({})", end.describe()),
         }
     }
 }

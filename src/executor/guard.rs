@@ -12,6 +12,10 @@
 //! A group is listed just after it starts; orch killed in between would leave it unlisted.
 //! So every child also carries `ORCH_RUN_ID` in its environment, and the guard also stops the
 //! groups of processes it finds in /proc with this run's id.
+//!
+//! Slurm jobs are listed in the same register (as negative numbers); the guard hands them to
+//! the canceller it is given (`scancel`, and a look in `squeue` for a job submitted but not
+//! yet listed, by this run's id in its comment: see `slurm::cancel_run`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -32,6 +36,8 @@ pub struct Guard {
     program: PathBuf,
     grace: Duration,
     run_id: String,
+    /// The build submits Slurm jobs: a dying orch's are cancelled too.
+    slurm: bool,
     running: OnceLock<Option<Running>>,
 }
 
@@ -41,19 +47,19 @@ struct Running {
     register: Mutex<Register>,
 }
 
-/// The shared list of running groups: [`REGISTER_MAGIC`], then 4-byte little-endian pgids,
-/// 0 for a free slot.
+/// The shared list of what runs: [`REGISTER_MAGIC`], then 8-byte little-endian entries, a
+/// process group's id or minus a Slurm job's, 0 for a free slot.
 struct Register {
     file: File,
-    /// Slots by pgid: a pid reused before the old group's release holds two.
-    slots_of: HashMap<i32, Vec<u64>>,
+    /// Slots by entry: a pid reused before the old group's release holds two.
+    slots_of: HashMap<i64, Vec<u64>>,
     free: Vec<u64>,
     next: u64,
 }
 
 /// What a register starts with, so the guard never takes other bytes on its stdout (a guard
 /// started by hand) for pgids.
-const REGISTER_MAGIC: &[u8; 8] = b"orchreg1";
+const REGISTER_MAGIC: &[u8; 8] = b"orchreg2";
 
 impl Register {
     fn new() -> io::Result<Register> {
@@ -73,44 +79,51 @@ impl Register {
     }
 
     fn offset(slot: u64) -> u64 {
-        REGISTER_MAGIC.len() as u64 + slot * 4
+        REGISTER_MAGIC.len() as u64 + slot * 8
     }
 
-    fn list(&mut self, pgid: i32) -> io::Result<()> {
+    fn list(&mut self, entry: i64) -> io::Result<()> {
         let slot = self.free.pop().unwrap_or_else(|| {
             self.next += 1;
             self.next - 1
         });
-        self.slots_of.entry(pgid).or_default().push(slot);
+        self.slots_of.entry(entry).or_default().push(slot);
         self.file
-            .write_all_at(&pgid.to_le_bytes(), Self::offset(slot))
+            .write_all_at(&entry.to_le_bytes(), Self::offset(slot))
     }
 
-    /// Unlists the group listed first under `pgid` (groups end in the order they start).
-    fn unlist(&mut self, pgid: i32) -> io::Result<()> {
-        let Some(slots) = self.slots_of.get_mut(&pgid) else {
+    /// Unlists what was listed first as `entry` (groups end in the order they start).
+    fn unlist(&mut self, entry: i64) -> io::Result<()> {
+        let Some(slots) = self.slots_of.get_mut(&entry) else {
             return Ok(());
         };
         let slot = slots.remove(0);
         if slots.is_empty() {
-            self.slots_of.remove(&pgid);
+            self.slots_of.remove(&entry);
         }
         self.free.push(slot);
         self.file
-            .write_all_at(&0i32.to_le_bytes(), Self::offset(slot))
+            .write_all_at(&0i64.to_le_bytes(), Self::offset(slot))
     }
 }
 
-/// In the guard: the groups listed in the register, its stdout. Anything else on stdout (the
-/// guard started by hand) lists nothing.
-fn read_register() -> Vec<i32> {
+/// What the register lists: process groups and Slurm jobs.
+#[derive(Debug, Default, PartialEq)]
+struct Listed {
+    groups: Vec<i32>,
+    jobs: Vec<u64>,
+}
+
+/// In the guard: what the register, its stdout, lists. Anything else on stdout (the guard
+/// started by hand) lists nothing.
+fn read_register() -> Listed {
     // SAFETY: fd 1 is borrowed, never closed here.
     let stdout = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
     registered_groups(&stdout)
 }
 
-/// The groups listed in `register`, read from its start whatever its file offset.
-fn registered_groups(register: &File) -> Vec<i32> {
+/// What `register` lists, read from its start whatever its file offset.
+fn registered_groups(register: &File) -> Listed {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -125,16 +138,21 @@ fn registered_groups(register: &File) -> Vec<i32> {
     listed_groups(&bytes)
 }
 
-/// The groups listed in the bytes of a register; none if they are not one.
-fn listed_groups(bytes: &[u8]) -> Vec<i32> {
+/// What the bytes of a register list; nothing if they are not one.
+fn listed_groups(bytes: &[u8]) -> Listed {
+    let mut listed = Listed::default();
     let Some(slots) = bytes.strip_prefix(REGISTER_MAGIC) else {
-        return Vec::new();
+        return listed;
     };
-    slots
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .filter(|&g| g > 1)
-        .collect()
+    for b in slots.chunks_exact(8) {
+        let entry = i64::from_le_bytes(b.try_into().expect("8 bytes"));
+        if entry > 1 && entry <= i64::from(i32::MAX) {
+            listed.groups.push(entry as i32);
+        } else if entry < 0 {
+            listed.jobs.push(entry.unsigned_abs());
+        }
+    }
+    listed
 }
 
 impl Running {
@@ -155,8 +173,15 @@ impl Guard {
             program,
             grace,
             run_id: format!("{}-{nanos}", std::process::id()),
+            slurm: false,
             running: OnceLock::new(),
         }
+    }
+
+    /// A guard that also cancels this run's Slurm jobs when orch dies.
+    pub fn with_slurm(mut self) -> Guard {
+        self.slurm = true;
+        self
     }
 
     /// The value of `ORCH_RUN_ID` in every child's environment.
@@ -168,10 +193,15 @@ impl Guard {
     /// not reach it.
     fn start(&self) -> io::Result<Running> {
         let register = Register::new()?;
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .arg("__guard")
             .arg(self.grace.as_millis().to_string())
-            .arg(&self.run_id)
+            .arg(&self.run_id);
+        if self.slurm {
+            command.arg("slurm");
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::from(register.file.try_clone()?))
             .stderr(Stdio::inherit())
@@ -207,15 +237,32 @@ impl Guard {
 
     /// Registers a process group to stop if orch dies.
     pub fn watch(&self, pgid: i32) {
-        if let Some(r) = self.running() {
-            // A failed write costs only the crash cleanup of this group; the build goes on.
-            let _ = r.register.lock().unwrap().list(pgid);
-        }
+        self.list(i64::from(pgid));
     }
 
     pub fn release(&self, pgid: i32) {
+        self.unlist(i64::from(pgid));
+    }
+
+    /// Registers a Slurm job to cancel if orch dies.
+    pub fn watch_job(&self, job: u64) {
+        self.list(-(job.min(i64::MAX as u64) as i64));
+    }
+
+    pub fn release_job(&self, job: u64) {
+        self.unlist(-(job.min(i64::MAX as u64) as i64));
+    }
+
+    fn list(&self, entry: i64) {
+        if let Some(r) = self.running() {
+            // A failed write costs only the crash cleanup of this entry; the build goes on.
+            let _ = r.register.lock().unwrap().list(entry);
+        }
+    }
+
+    fn unlist(&self, entry: i64) {
         if let Some(Some(r)) = self.running.get() {
-            let _ = r.register.lock().unwrap().unlist(pgid);
+            let _ = r.register.lock().unwrap().unlist(entry);
         }
     }
 
@@ -229,8 +276,12 @@ impl Guard {
     }
 }
 
+/// What cancels a dead orch's batch jobs, given the ids it had listed.
+pub type CancelJobs<'a> = &'a dyn Fn(&[u64]);
+
 /// The guard process itself: waits on stdin for goodbye or EOF; the register is its stdout.
-pub fn run_guard(grace: Duration, run_id: Option<&str>) -> i32 {
+/// With `cancel_jobs`, the run's Slurm jobs (those listed) are handed to it too.
+pub fn run_guard(grace: Duration, run_id: Option<&str>, cancel_jobs: Option<CancelJobs>) -> i32 {
     // SAFETY: setting signal dispositions to ignore, before any threads exist.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
@@ -243,7 +294,14 @@ pub fn run_guard(grace: Duration, run_id: Option<&str>) -> i32 {
         return 0;
     }
     // orch is gone without saying goodbye: what it listed is what it left running.
-    let mut live = read_register();
+    let Listed {
+        groups: mut live,
+        jobs,
+    } = read_register();
+    if let Some(cancel) = cancel_jobs {
+        // First, so the batch system starts stopping them while the groups get their grace.
+        cancel(&jobs);
+    }
     if let Some(id) = run_id {
         for g in groups_tagged(id) {
             if !live.contains(&g) {
@@ -306,9 +364,9 @@ fn groups_tagged(run_id: &str) -> Vec<i32> {
 mod tests {
     use super::*;
 
-    /// What the guard would read.
+    /// The groups the guard would read.
     fn listed(r: &Register) -> Vec<i32> {
-        registered_groups(&r.file)
+        registered_groups(&r.file).groups
     }
 
     #[test]
@@ -328,7 +386,7 @@ mod tests {
         assert!(listed(&r).is_empty());
         assert_eq!(
             r.file.metadata().unwrap().len(),
-            REGISTER_MAGIC.len() as u64 + 12,
+            REGISTER_MAGIC.len() as u64 + 24,
             "three slots, no more"
         );
     }
@@ -346,9 +404,24 @@ mod tests {
 
     #[test]
     fn bytes_without_the_magic_list_nothing() {
-        assert!(listed_groups(b"\x05\x00\x00\x00\x06\x00\x00\x00").is_empty());
+        assert_eq!(
+            listed_groups(b"\x05\x00\x00\x00\x00\x00\x00\x00"),
+            Listed::default()
+        );
         let mut bytes = REGISTER_MAGIC.to_vec();
-        bytes.extend_from_slice(&77i32.to_le_bytes());
-        assert_eq!(listed_groups(&bytes), [77]);
+        bytes.extend_from_slice(&77i64.to_le_bytes());
+        assert_eq!(listed_groups(&bytes).groups, [77]);
+    }
+
+    #[test]
+    fn slurm_jobs_share_the_register_with_groups() {
+        let mut r = Register::new().unwrap();
+        r.list(300).unwrap();
+        r.list(-4_000_000_000).unwrap();
+        r.list(-17).unwrap();
+        r.unlist(-17).unwrap();
+        let listed = registered_groups(&r.file);
+        assert_eq!(listed.groups, [300]);
+        assert_eq!(listed.jobs, [4_000_000_000], "job ids past i32 fit");
     }
 }

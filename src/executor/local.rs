@@ -6,6 +6,7 @@
 //! with it too and every child carries `ORCH_RUN_ID`, so not even `kill -9` of orch leaves
 //! one running.
 
+use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -15,7 +16,9 @@ use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::backend::{Backend, Exit, Job, JobRecord, ProcessOutput, ProcessSpec, STRIPPED_ENV};
+use super::backend::{
+    Backend, Exit, Job, JobEvent, JobRecord, ProcessOutput, ProcessSpec, STRIPPED_ENV,
+};
 use super::guard::Guard;
 use super::procgroup;
 use crate::cancel::Cancel;
@@ -32,39 +35,63 @@ impl Local {
     }
 }
 
-impl Backend for Local {
-    fn start<'a>(&'a self, spec: &'a ProcessSpec) -> io::Result<Box<dyn Job + 'a>> {
+impl Local {
+    /// Starts a child for a spec made on the spot (a Slurm step's `srun`), which the job
+    /// then owns.
+    pub(super) fn start_owned(&self, spec: ProcessSpec) -> io::Result<Box<dyn Job + '_>> {
+        Ok(Box::new(self.spawn_job(Cow::Owned(spec))?))
+    }
+
+    fn spawn_job<'a>(&'a self, spec: Cow<'a, ProcessSpec>) -> io::Result<LocalJob<'a>> {
         // The guard runs before a child exists, so that a child orch dies too soon to list
         // is still found (by its `ORCH_RUN_ID`).
         if let Some(g) = &self.guard {
             g.start_if_needed();
         }
         let started = Active::now();
-        let (child, window) = spawn(spec, self.guard.as_ref().map(Guard::run_id))?;
+        let (child, window) = spawn(&spec, self.guard.as_ref().map(Guard::run_id))?;
         let pgid = child.id() as i32;
         procgroup::enlist(pgid);
         if let Some(g) = &self.guard {
             g.watch(pgid);
         }
-        Ok(Box::new(LocalJob {
+        Ok(LocalJob {
             child: Some(child),
             pgid,
             window,
             spec,
             started,
             guard: self.guard.as_ref(),
-        }))
+        })
+    }
+
+    /// The crash guard, if this build has one.
+    pub(super) fn guard(&self) -> Option<&Guard> {
+        self.guard.as_ref()
+    }
+}
+
+impl Backend for Local {
+    fn start<'a>(&'a self, spec: &'a ProcessSpec) -> io::Result<Box<dyn Job + 'a>> {
+        Ok(Box::new(self.spawn_job(Cow::Borrowed(spec))?))
     }
 
     fn reap_stale(&self, left: &[JobRecord]) -> usize {
-        let groups: Vec<(i32, StartWindow)> = left.iter().map(|j| (j.pgid, j.window)).collect();
+        let groups: Vec<(i32, StartWindow)> = left
+            .iter()
+            .filter_map(|j| match *j {
+                JobRecord::Local { pgid, window } => Some((pgid, window)),
+                JobRecord::Slurm { .. } => None,
+            })
+            .collect();
         procgroup::reap_stale(&groups)
     }
 
-    fn finish(&mut self) {
+    fn finish(&mut self) -> Vec<JobRecord> {
         if let Some(g) = self.guard.take() {
             g.finish();
         }
+        Vec::new()
     }
 }
 
@@ -74,29 +101,35 @@ struct LocalJob<'a> {
     child: Option<Child>,
     pgid: i32,
     window: StartWindow,
-    spec: &'a ProcessSpec,
+    spec: Cow<'a, ProcessSpec>,
     started: Active,
     guard: Option<&'a Guard>,
 }
 
 impl Job for LocalJob<'_> {
-    fn record(&self) -> JobRecord {
-        JobRecord {
-            pgid: self.pgid,
-            window: self.window,
-        }
+    fn wait(
+        self: Box<Self>,
+        cancel: &Cancel,
+        on_event: &mut dyn FnMut(JobEvent),
+    ) -> io::Result<ProcessOutput> {
+        self.wait_lines(cancel, on_event, &mut |_| {})
     }
 
     fn wait_lines(
         mut self: Box<Self>,
         cancel: &Cancel,
+        on_event: &mut dyn FnMut(JobEvent),
         on_line: &mut dyn FnMut(&[u8]),
     ) -> io::Result<ProcessOutput> {
+        on_event(JobEvent::Started(JobRecord::Local {
+            pgid: self.pgid,
+            window: self.window,
+        }));
         let mut child = self.child.take().expect("waited once");
         let supervised = supervise(
             &mut child,
             self.pgid,
-            self.spec,
+            &self.spec,
             cancel,
             self.started,
             on_line,
@@ -200,7 +233,11 @@ fn command(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    for k in STRIPPED_ENV {
+    for k in STRIPPED_ENV
+        .iter()
+        .copied()
+        .chain(spec.unset.iter().map(String::as_str))
+    {
         cmd.env_remove(k);
     }
     for (k, v) in &spec.env {

@@ -387,6 +387,7 @@ fn instantiate(template: &Task, item: &str, item_sets: &HashMap<String, Vec<Stri
             .iter()
             .map(|(k, v)| (k.clone(), plain(v)))
             .collect(),
+        placement: template.placement.clone(),
         foreach: None,
         item: Some(Item {
             template: template.id.clone(),

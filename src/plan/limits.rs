@@ -47,6 +47,21 @@ pub const INLINE_RESULT_LIMIT: Count = Count {
     max: 64 << 20,
 };
 
+/// `settings.slurm.max_jobs`: Slurm jobs of one build at once, each waited for by a worker
+/// thread of orch's, so not unbounded.
+pub const SLURM_MAX_JOBS: Count = Count {
+    name: "max_jobs",
+    min: 1,
+    max: 4096,
+};
+
+/// A Slurm job's `cpus` (`--cpus-per-task`).
+pub const SLURM_CPUS: Count = Count {
+    name: "cpus",
+    min: 1,
+    max: 65_536,
+};
+
 /// `orch plan --attempts`.
 pub const PLAN_ATTEMPTS: Count = Count {
     name: "attempts",
@@ -133,6 +148,34 @@ pub const RETRY_BACKOFF: Span = Span {
 /// `settings.retry_backoff_max`: the longest wait between two attempts.
 pub const RETRY_BACKOFF_MAX: Span = Span {
     name: "retry_backoff_max",
+    positive: false,
+    max: Duration::from_secs(86_400),
+};
+
+/// A Slurm job's `time` (`--time`, whole minutes): zero would end every job at once.
+pub const SLURM_TIME: Span = Span {
+    name: "slurm time",
+    positive: true,
+    max: MAX_DURATION,
+};
+
+/// `settings.slurm.poll`: each poll is one query to slurmctld (at least 100 ms, checked apart).
+pub const SLURM_POLL: Span = Span {
+    name: "poll",
+    positive: true,
+    max: Duration::from_secs(3600),
+};
+
+/// `settings.slurm.output_wait`: how long a job's outputs may take to show.
+pub const SLURM_OUTPUT_WAIT: Span = Span {
+    name: "output_wait",
+    positive: false,
+    max: Duration::from_secs(3600),
+};
+
+/// `settings.slurm.allocation_idle`: an idle allocation is released after this long.
+pub const SLURM_ALLOCATION_IDLE: Span = Span {
+    name: "allocation_idle",
     positive: false,
     max: Duration::from_secs(86_400),
 };

@@ -22,5 +22,5 @@ pub use crate::agent::spec::{
 pub use diagnostic::PlanError;
 pub use model::{
     normalize, Action, AggregateSpec, AggregateStrategy, Fanout, Foreach, Item, KeptDefinition,
-    OnMissing, Plan, Priority, Settings, Task,
+    OnMissing, Plan, Priority, Settings, SlurmSettings, Task,
 };

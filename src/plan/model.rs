@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 
 use crate::agent::spec::{AgentSpec, AllowWrites, Permission, ResultSpec};
 use crate::disk::Digest;
+use crate::executor::Placement;
 use crate::graph::TaskGraph;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -50,6 +51,39 @@ pub struct Settings {
     pub inline_result_limit: usize,
     /// The plan's warnings (a glob that matches nothing) are errors.
     pub strict: bool,
+    /// Where tasks run unless their agent or they say otherwise (`executor`, and the Slurm
+    /// options of `[settings.slurm]`).
+    pub placement: Placement,
+    /// How orch drives Slurm, for the whole build (`[settings.slurm]`).
+    pub slurm: SlurmSettings,
+}
+
+/// The build-wide part of `[settings.slurm]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlurmSettings {
+    /// Slurm jobs (or steps) of this build at once; `-j` limits the local ones apart.
+    pub max_jobs: usize,
+    /// How often `squeue` is asked about the jobs in flight.
+    pub poll: Duration,
+    /// How long a declared output (or an exit file) may take to show on the shared
+    /// filesystem after its job ended.
+    pub output_wait: Duration,
+    /// `sbatch` options of the allocation steps run in (its partition is `partition`).
+    pub allocation: Vec<String>,
+    /// An allocation with no step for this long is released.
+    pub allocation_idle: Duration,
+}
+
+impl Default for SlurmSettings {
+    fn default() -> Self {
+        SlurmSettings {
+            max_jobs: 100,
+            poll: Duration::from_secs(1),
+            output_wait: Duration::from_secs(10),
+            allocation: vec!["--nodes=1".into()],
+            allocation_idle: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -64,6 +98,8 @@ impl Default for Settings {
             retry_backoff_max: Duration::from_secs(120),
             inline_result_limit: 64 * 1024,
             strict: false,
+            placement: Placement::default(),
+            slurm: SlurmSettings::default(),
         }
     }
 }
@@ -127,6 +163,8 @@ pub struct Task {
     /// What the task's agent may do to the tree; `None`: the agent's level, else the default.
     pub permissions: Option<Permission>,
     pub allow_undeclared_writes: Option<AllowWrites>,
+    /// Where the task runs (`executor`, `[tasks.X.slurm]`), over its agent's and settings'.
+    pub placement: Placement,
 }
 
 /// Where a fan-out template's items come from.
@@ -289,6 +327,44 @@ impl Plan {
         task.allow_undeclared_writes
             .as_ref()
             .or(agent.allow_undeclared_writes.as_ref())
+    }
+
+    /// The executor `task` runs on: the command line's `--executor` (`chosen`), else the
+    /// task's, its agent's, the settings'; a sim task runs in orch itself (local).
+    pub fn executor_of(
+        &self,
+        task: &Task,
+        override_agent: Option<&str>,
+        chosen: Option<crate::executor::ExecutorKind>,
+    ) -> crate::executor::ExecutorKind {
+        use crate::executor::ExecutorKind;
+        let agent = self.agent_for(task, override_agent);
+        if agent.is_some_and(|a| a.kind == crate::agent::spec::AgentKind::Sim) {
+            return ExecutorKind::Local;
+        }
+        chosen
+            .or(task.placement.executor)
+            .or_else(|| agent.and_then(|a| a.placement.executor))
+            .or(self.settings.placement.executor)
+            .unwrap_or(ExecutorKind::Local)
+    }
+
+    /// Where `task` runs (see [`Self::executor_of`]): `None` for a local child, else the
+    /// options of its Slurm job, the task's over its agent's over the settings'.
+    pub fn slurm_job(
+        &self,
+        task: &Task,
+        override_agent: Option<&str>,
+        chosen: Option<crate::executor::ExecutorKind>,
+    ) -> Option<crate::executor::SlurmJobSpec> {
+        let kind = self.executor_of(task, override_agent, chosen);
+        let agent = self.agent_for(task, override_agent);
+        let mut levels = vec![&self.settings.placement];
+        if let Some(a) = agent {
+            levels.push(&a.placement);
+        }
+        levels.push(&task.placement);
+        Placement::resolve(&levels, Some(kind), &task.id)
     }
 
     /// Resolves a path written in the plan against the project root.

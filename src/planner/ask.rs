@@ -234,10 +234,12 @@ impl Planner<'_> {
             argv,
             cwd: self.root.to_path_buf(),
             env,
+            unset: Vec::new(),
             stdin,
             timeout: Some(self.agent.timeout.unwrap_or(self.timeout)),
             grace: Duration::from_secs(5),
             max_output: 16 << 20,
+            slurm: None,
         };
         let out = Local::new(None)
             .run(&spec, self.cancel, &mut |_| {})

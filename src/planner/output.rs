@@ -42,6 +42,7 @@ pub fn to_plan(
             item: None,
             permissions: None,
             allow_undeclared_writes: None,
+            placement: Default::default(),
         })
         .collect();
     let index = Plan::index_of(&tasks);

@@ -75,6 +75,12 @@ pub enum Event<'a> {
         /// The agent session it was in: the next build continues it.
         session: Option<&'a str>,
     },
+    /// Where a task's batch job (a Slurm job or step) is: its id and state.
+    TaskJob {
+        task: TaskRef<'a>,
+        job: &'a str,
+        state: JobState<'a>,
+    },
     /// Not run because a dep failed.
     TaskBlocked {
         task: TaskRef<'a>,
@@ -103,6 +109,24 @@ pub enum Event<'a> {
     BuildFinished {
         summary: &'a Summary,
     },
+}
+
+/// What a batch job is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState<'a> {
+    /// Waiting in the queue, for Slurm's reason (`Resources`, `Priority`...; may be empty).
+    Queued { reason: &'a str },
+    /// Running, on this node (may be empty).
+    Running { node: &'a str },
+}
+
+impl JobState<'_> {
+    pub fn word(&self) -> &'static str {
+        match self {
+            JobState::Queued { .. } => "queued",
+            JobState::Running { .. } => "running",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

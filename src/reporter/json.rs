@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use serde_json::json;
 
 use super::emit::reader_gone;
-use super::event::{Event, Reporter, Stamped};
+use super::event::{Event, JobState, Reporter, Stamped};
 
 /// The version of the event stream, in `build_started`; see the module doc for the rule.
 pub const FORMAT_VERSION: u32 = 1;
@@ -137,6 +137,17 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             "stopping": stopping.iter().map(|t| t.id).collect::<Vec<_>>(),
             "grace_ms": ms(grace),
         }),
+        Event::TaskJob { task, job, state } => {
+            let mut v = json!({
+                "event": "task_job", "task": task.id, "agent_id": task.agent_id,
+                "job": job, "state": state.word(),
+            });
+            match state {
+                JobState::Queued { reason } => v["reason"] = json!(reason),
+                JobState::Running { node } => v["node"] = json!(node),
+            }
+            v
+        }
         Event::TaskBlocked { task, failed_dep } => json!({
             "event": "task_blocked", "task": task.id, "agent_id": task.agent_id,
             "failed_dep": failed_dep,

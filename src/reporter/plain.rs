@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::emit::reader_gone;
-use super::event::{Event, Reporter, Stamped};
+use super::event::{Event, JobState, Reporter, Stamped};
 use super::paint::Paint;
 use crate::duration::format_duration;
 
@@ -167,6 +167,20 @@ impl PlainReporter {
                     format_duration(*grace)
                 ))
             }
+            Event::TaskJob { task, job, state } => loud(&|| {
+                let detail = match state {
+                    JobState::Queued { reason } if !reason.is_empty() => format!(" ({reason})"),
+                    JobState::Running { node } if !node.is_empty() => format!(" on {node}"),
+                    _ => String::new(),
+                };
+                format!(
+                    "{} {} [{}] Slurm job {job} {}{detail}",
+                    p.dim("    job"),
+                    task.agent_id,
+                    task.id,
+                    state.word()
+                )
+            }),
             Event::TaskBlocked { task, failed_dep } => Some(format!(
                 "{} {} [{}]: dep {failed_dep} failed",
                 p.yellow("blocked"),

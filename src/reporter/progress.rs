@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use indicatif::{HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::event::{Event, Reporter, Stamped};
+use super::event::{Event, JobState, Reporter, Stamped};
 use super::plain::PlainReporter;
 use super::terminal;
 use crate::clock::Active;
@@ -128,6 +128,18 @@ impl Reporter for ProgressReporter {
             Event::TaskActivity { task, activity } => {
                 if let Some((bar, line)) = self.running.get(task.id) {
                     bar.set_message(format!("{line} · {activity}"));
+                }
+            }
+            Event::TaskJob { task, job, state } => {
+                if let Some((bar, label)) = self.running.get(task.id) {
+                    let how = match state {
+                        JobState::Queued { reason } if !reason.is_empty() => {
+                            format!("queued as Slurm job {job} ({reason})")
+                        }
+                        JobState::Queued { .. } => format!("queued as Slurm job {job}"),
+                        JobState::Running { .. } => format!("Slurm job {job}"),
+                    };
+                    bar.set_message(format!("{label} · {how}"));
                 }
             }
             Event::TaskRetrying { .. } => {

@@ -1,6 +1,6 @@
 //! The scheduler's bookkeeping: which tasks are wanted, which are ready, which may start now
-//! given per-agent limits and locks, and what a failure blocks. Pure state: no threads, no
-//! processes.
+//! given per-agent limits, per-executor limits (local children apart from Slurm jobs) and
+//! locks, and what a failure blocks. Pure state: no threads, no processes.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
@@ -14,8 +14,11 @@ pub struct SchedTask {
     pub priority: u8,
     /// Remaining critical-path length; longer starts first among equal priorities.
     pub critical: f64,
-    /// Index into the per-agent limits, for agent tasks.
+    /// Index into the class limits, for agent tasks.
     pub agent_class: Option<usize>,
+    /// Index into the class limits too: the executor's (`-j` for local children, `max_jobs`
+    /// for Slurm), when the build has more than one.
+    pub pool: Option<usize>,
     /// Indexes of the locks the task holds while running.
     pub locks: Vec<usize>,
 }
@@ -149,13 +152,19 @@ impl Scheduler {
     /// Sets a ready task aside on what holds it back, or hands it back (`Err`) if it may start.
     fn park(&mut self, key: ReadyKey) -> Result<(), ReadyKey> {
         let task = &self.tasks[key.index];
-        if let Some(c) = task.agent_class.filter(|&c| self.class_full(c)) {
+        let classes = [task.agent_class, task.pool];
+        if let Some(c) = classes.into_iter().flatten().find(|&c| self.class_full(c)) {
+            // It may have been woken by its other class, which has room: that class's next
+            // parked task may go in its place.
+            for other in classes.into_iter().flatten().filter(|&o| o != c) {
+                self.wake_class(other);
+            }
             self.parked_on_class[c].push(key);
             return Ok(());
         }
         if let Some(&l) = task.locks.iter().find(|&&l| self.lock_held[l]) {
-            // Its agent has room, so the agent's next parked task may go in its place.
-            if let Some(c) = task.agent_class {
+            // Its classes have room, so their next parked tasks may go in its place.
+            for c in classes.into_iter().flatten() {
                 self.wake_class(c);
             }
             self.parked_on_lock[l].push(key);
@@ -197,7 +206,10 @@ impl Scheduler {
         };
         self.state[t] = NodeState::Running;
         self.running += 1;
-        if let Some(c) = self.tasks[t].agent_class {
+        for c in [self.tasks[t].agent_class, self.tasks[t].pool]
+            .into_iter()
+            .flatten()
+        {
             self.class_running[c] += 1;
         }
         for &l in &self.tasks[t].locks {
@@ -209,7 +221,10 @@ impl Scheduler {
     /// Frees what a running task held: an agent slot and its locks.
     fn release(&mut self, t: usize) {
         self.running -= 1;
-        if let Some(c) = self.tasks[t].agent_class {
+        for c in [self.tasks[t].agent_class, self.tasks[t].pool]
+            .into_iter()
+            .flatten()
+        {
             self.class_running[c] -= 1;
             self.wake_class(c);
         }
@@ -356,6 +371,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn executor_pools_limit_apart_from_agent_classes() {
+        // 0-3 local (pool 1, limit 1), 4-7 on Slurm (pool 2, limit 3); 4 and 5 also of an
+        // agent with room for one (class 0).
+        let g = graph(vec![vec![]; 8]);
+        let mut tasks = plain(&g);
+        for (t, task) in tasks.iter_mut().enumerate() {
+            task.pool = Some(if t < 4 { 1 } else { 2 });
+        }
+        tasks[4].agent_class = Some(0);
+        tasks[5].agent_class = Some(0);
+        let limits = vec![Some(1), Some(1), Some(3)];
+        let mut s = Scheduler::new(&g, tasks, &[true; 8], limits, 0, false);
+        let mut started = HashSet::new();
+        while let Some(t) = s.next_task() {
+            started.insert(t);
+        }
+        assert_eq!(started.len(), 4, "1 local + 3 on Slurm: {started:?}");
+        assert_eq!(started.iter().filter(|&&t| t < 4).count(), 1);
+        assert!(
+            !(started.contains(&4) && started.contains(&5)),
+            "the agent's limit holds inside the pool"
+        );
+    }
+
+    #[test]
     fn failure_blocks_dependents_and_stops_without_keep_going() {
         let g = graph(vec![vec![], vec![0], vec![1], vec![]]);
         let mut s = Scheduler::new(&g, plain(&g), &[true; 4], vec![], 0, false);
@@ -399,12 +439,14 @@ pub(crate) mod tests {
                 })
                 .collect();
             let g = graph(deps);
-            let limits = vec![Some(1), Some(2), None];
+            // Three agent classes, then two executor pools.
+            let limits = vec![Some(1), Some(2), None, Some(2), Some(3)];
             let tasks: Vec<SchedTask> = (0..n)
                 .map(|t| SchedTask {
                     priority: rand(4) as u8,
                     critical: g.critical[t],
                     agent_class: [None, Some(0), Some(1), Some(2)][rand(4)],
+                    pool: [None, Some(3), Some(4)][rand(3)],
                     locks: (0..rand(3)).map(|_| rand(3)).collect(),
                 })
                 .collect();
@@ -420,7 +462,7 @@ pub(crate) mod tests {
                 for (c, limit) in limits.iter().enumerate() {
                     let busy = running
                         .iter()
-                        .filter(|&&t| tasks[t].agent_class == Some(c))
+                        .filter(|&&t| tasks[t].agent_class == Some(c) || tasks[t].pool == Some(c))
                         .count();
                     assert!(
                         limit.is_none_or(|l| busy <= l),

@@ -120,6 +120,8 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
     duration(&mut e, s.retry_backoff_max);
     e.usize(s.inline_result_limit);
     e.bool(s.strict);
+    placement(&mut e, &s.placement);
+    e.str(&serde_json::to_string(&s.slurm).ok()?);
     e.usize(plan.agents.len());
     for (name, a) in &plan.agents {
         e.str(name);
@@ -159,6 +161,7 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
         e.u32(a.retries);
         strings(&mut e, &a.retry_on);
         map(&mut e, &a.env);
+        placement(&mut e, &a.placement);
     }
     e.usize(plan.tasks.len());
     for t in &plan.tasks {
@@ -211,6 +214,7 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
         }
         opt_permission(&mut e, t.permissions);
         allow_writes(&mut e, t.allow_undeclared_writes.as_ref());
+        placement(&mut e, &t.placement);
     }
     e.bool(plan.aggregate.is_some());
     if let Some(a) = &plan.aggregate {
@@ -259,6 +263,8 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
         retry_backoff_max: read_duration(d)?,
         inline_result_limit: d.u64()? as usize,
         strict: d.bool()?,
+        placement: read_placement(d)?,
+        slurm: serde_json::from_str(d.str()?).map_err(|_| bad("slurm settings"))?,
     };
     let n = d.count()?;
     let mut agents = IndexMap::with_capacity(n);
@@ -306,6 +312,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
             retries: d.u32()?,
             retry_on: read_strings(d)?,
             env: read_map(d)?,
+            placement: read_placement(d)?,
         };
         agents.insert(key, spec);
     }
@@ -347,6 +354,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
             item: None,
             permissions: read_opt_permission(d)?,
             allow_undeclared_writes: read_allow_writes(d)?,
+            placement: read_placement(d)?,
             id,
             title,
             action,
@@ -429,6 +437,21 @@ fn read_opt_duration(d: &mut Decoder) -> Result<Option<Duration>, DecodeError> {
     } else {
         None
     })
+}
+
+/// Where tasks run: most say nothing (one byte); the rest as JSON, which they rarely are.
+fn placement(e: &mut Encoder, p: &crate::executor::Placement) {
+    let json = (*p != Default::default())
+        .then(|| serde_json::to_string(p).ok())
+        .flatten();
+    e.opt_str(json.as_deref());
+}
+
+fn read_placement(d: &mut Decoder) -> Result<crate::executor::Placement, DecodeError> {
+    match d.opt_string()? {
+        None => Ok(Default::default()),
+        Some(json) => serde_json::from_str(&json).map_err(|_| DecodeError::Shape("placement")),
+    }
 }
 
 fn opt_usize(e: &mut Encoder, v: Option<usize>) {

@@ -21,6 +21,8 @@ pub enum Status {
     Waiting,
     Failed,
     Skipped,
+    /// Handed to a batch system (Slurm), waiting in its queue.
+    Queued,
 }
 
 impl Status {
@@ -32,6 +34,7 @@ impl Status {
             Status::Waiting => "⏸️",
             Status::Failed => "❌",
             Status::Skipped => "⏭️",
+            Status::Queued => "⏳",
         }
     }
 
@@ -43,6 +46,7 @@ impl Status {
             Status::Waiting => "waiting",
             Status::Failed => "failed",
             Status::Skipped => "skipped",
+            Status::Queued => "queued",
         }
     }
 
@@ -59,6 +63,7 @@ impl Status {
             _ if c.starts_with('⏸') || lower == "waiting" => Status::Waiting,
             _ if c.starts_with('❌') || lower == "failed" => Status::Failed,
             _ if c.starts_with('⏭') || lower == "skipped" => Status::Skipped,
+            _ if c.starts_with('⏳') || lower == "queued" => Status::Queued,
             _ => return None,
         })
     }
@@ -136,9 +141,10 @@ pub struct Snapshot {
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"ORCHST01";
 
-const STATUSES: [Status; 6] = {
+/// Statuses by their number in the snapshot: new ones go at the end.
+const STATUSES: [Status; 7] = {
     use Status::*;
-    [Completed, Running, Ready, Waiting, Failed, Skipped]
+    [Completed, Running, Ready, Waiting, Failed, Skipped, Queued]
 };
 
 impl TaskRecord {
@@ -366,6 +372,7 @@ pub(crate) mod tests {
         assert_eq!(Status::parse(" 🟡 "), Some(Status::Ready));
         assert_eq!(Status::parse("⏸️"), Some(Status::Waiting));
         assert_eq!(Status::parse("✅"), Some(Status::Completed));
+        assert_eq!(Status::parse("⏳ queued"), Some(Status::Queued));
         assert_eq!(Status::parse("??"), None);
     }
 }

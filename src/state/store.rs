@@ -16,6 +16,7 @@ use crate::clock::StartWindow;
 use crate::disk::Digest;
 use crate::disk::FileStamp;
 use crate::disk::{persist_atomic, PathError};
+use crate::executor::JobRecord;
 use crate::plan::Plan;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,18 +34,27 @@ pub enum JournalEntry {
         task: String,
         status: StatusRecord,
     },
-    /// A child process group was started; if orch dies, the next run stops it.
+    /// A job was started (a local process group, or a Slurm job); if orch dies, the next
+    /// run stops it. A line names one of `pgid` (with its start window) or `slurm_job`.
     Spawned {
         task: String,
-        pgid: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pgid: Option<i32>,
         /// The leader's start time, in clock ticks since boot: no earlier than this...
-        start_ticks: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_ticks: Option<u64>,
         /// ...and no later than this (absent in older journals: exactly `start_ticks`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         start_ticks_latest: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slurm_job: Option<u64>,
     },
+    /// The job a `spawned` line named has ended.
     Reaped {
-        pgid: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pgid: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slurm_job: Option<u64>,
     },
     /// A task's agent session started, or its last attempt ended (see [`SessionRecord`]).
     Session {
@@ -65,12 +75,52 @@ pub enum JournalEntry {
 }
 
 impl JournalEntry {
-    pub fn spawned(task: String, pgid: i32, window: StartWindow) -> JournalEntry {
-        JournalEntry::Spawned {
-            task,
-            pgid,
-            start_ticks: window.earliest,
-            start_ticks_latest: Some(window.latest),
+    pub fn spawned(task: String, job: &JobRecord) -> JournalEntry {
+        match *job {
+            JobRecord::Local { pgid, window } => JournalEntry::Spawned {
+                task,
+                pgid: Some(pgid),
+                start_ticks: Some(window.earliest),
+                start_ticks_latest: Some(window.latest),
+                slurm_job: None,
+            },
+            JobRecord::Slurm { job } => JournalEntry::Spawned {
+                task,
+                pgid: None,
+                start_ticks: None,
+                start_ticks_latest: None,
+                slurm_job: Some(job),
+            },
+        }
+    }
+
+    pub fn reaped(job: &JobRecord) -> JournalEntry {
+        match *job {
+            JobRecord::Local { pgid, .. } => JournalEntry::Reaped {
+                pgid: Some(pgid),
+                slurm_job: None,
+            },
+            JobRecord::Slurm { job } => JournalEntry::Reaped {
+                pgid: None,
+                slurm_job: Some(job),
+            },
+        }
+    }
+}
+
+/// What names a job in the journal, so its `reaped` line finds its `spawned` one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum JobKey {
+    Group(i32),
+    Slurm(u64),
+}
+
+impl JobKey {
+    fn of(pgid: Option<i32>, slurm_job: Option<u64>) -> Option<JobKey> {
+        match (pgid, slurm_job) {
+            (Some(g), _) => Some(JobKey::Group(g)),
+            (None, Some(j)) => Some(JobKey::Slurm(j)),
+            (None, None) => None,
         }
     }
 }
@@ -84,8 +134,9 @@ fn state_file(e: io::Error, path: PathBuf) -> io::Error {
 pub struct StateStore {
     pub layout: StateLayout,
     pub snapshot: Snapshot,
-    /// Process groups a previous run started and never saw end.
-    pub stale_groups: Vec<(String, i32, StartWindow)>,
+    /// Jobs (process groups, Slurm jobs) a previous run started and never saw end, with
+    /// their tasks.
+    pub stale_jobs: Vec<(String, JobRecord)>,
     journal: Option<File>,
     /// Journal lines not yet written: a build writes what one scheduling step produced in
     /// one call (see [`StateStore::flush_journal`]) instead of a call per line.
@@ -112,7 +163,7 @@ impl StateStore {
         preloaded: Option<PreloadedSnapshot>,
     ) -> io::Result<StateStore> {
         let (mut snapshot, legacy) = Self::read_snapshot(&layout, preloaded)?;
-        let mut groups: IndexMap<i32, (String, StartWindow)> = IndexMap::new();
+        let mut jobs: IndexMap<JobKey, (String, JobRecord)> = IndexMap::new();
         let mut journal_bytes = 0;
         let mut closed = true;
         let mut succeeded = Vec::new();
@@ -156,15 +207,28 @@ impl StateStore {
                         pgid,
                         start_ticks,
                         start_ticks_latest,
+                        slurm_job,
                     } => {
-                        let window = StartWindow {
-                            earliest: start_ticks,
-                            latest: start_ticks_latest.unwrap_or(start_ticks),
+                        let record = match (pgid, slurm_job) {
+                            (Some(pgid), _) => {
+                                let earliest = start_ticks.unwrap_or(0);
+                                let window = StartWindow {
+                                    earliest,
+                                    latest: start_ticks_latest.unwrap_or(earliest),
+                                };
+                                JobRecord::Local { pgid, window }
+                            }
+                            (None, Some(job)) => JobRecord::Slurm { job },
+                            (None, None) => continue,
                         };
-                        groups.insert(pgid, (task, window));
+                        if let Some(key) = JobKey::of(pgid, slurm_job) {
+                            jobs.insert(key, (task, record));
+                        }
                     }
-                    JournalEntry::Reaped { pgid } => {
-                        groups.shift_remove(&pgid);
+                    JournalEntry::Reaped { pgid, slurm_job } => {
+                        if let Some(key) = JobKey::of(pgid, slurm_job) {
+                            jobs.shift_remove(&key);
+                        }
                     }
                     JournalEntry::Session { task, session } => {
                         snapshot.sessions.insert(task, session);
@@ -172,10 +236,7 @@ impl StateStore {
                 }
             }
         }
-        let stale_groups = groups
-            .into_iter()
-            .map(|(pgid, (task, window))| (task, pgid, window))
-            .collect();
+        let stale_jobs = jobs.into_values().collect();
         let interrupted = journal_bytes > 0 && !closed;
         if interrupted {
             // The status table a crashed run left can predate these successes (it is
@@ -189,7 +250,7 @@ impl StateStore {
         Ok(StateStore {
             layout,
             snapshot,
-            stale_groups,
+            stale_jobs,
             journal: None,
             pending: Vec::new(),
             dirty: false,
@@ -404,6 +465,13 @@ mod tests {
     use super::*;
     use crate::state::snapshot::tests::record;
 
+    fn group(pgid: i32) -> JobRecord {
+        JobRecord::Local {
+            pgid,
+            window: StartWindow::exact(1),
+        }
+    }
+
     /// Writes `bytes` at the end of the journal, as another writer or a crash would leave them.
     fn append_to_journal(layout: &StateLayout, bytes: &[u8]) {
         let mut f = OpenOptions::new()
@@ -439,7 +507,7 @@ mod tests {
         let on_disk = || std::fs::read_to_string(layout.journal()).unwrap_or_default();
         let mut s = StateStore::open(layout.clone()).unwrap();
         s.record_success("a", record("1")).unwrap();
-        s.append(&JournalEntry::Reaped { pgid: 7 }).unwrap();
+        s.append(&JournalEntry::reaped(&group(7))).unwrap();
         assert_eq!(on_disk(), "", "buffered until the scheduler waits");
         s.flush_journal().unwrap();
         assert_eq!(on_disk().lines().count(), 2);
@@ -449,11 +517,11 @@ mod tests {
         // A long step does not hold everything in memory.
         let mut n = 2;
         while on_disk().lines().count() == 2 {
-            s.append(&JournalEntry::Reaped { pgid: n }).unwrap();
+            s.append(&JournalEntry::reaped(&group(n))).unwrap();
             n += 1;
         }
         assert!(on_disk().len() >= 64 << 10);
-        s.append(&JournalEntry::Reaped { pgid: -1 }).unwrap();
+        s.append(&JournalEntry::reaped(&group(-1))).unwrap();
         drop(s);
         assert!(on_disk().ends_with("{\"event\":\"reaped\",\"pgid\":-1}\n"));
         let s = StateStore::open(layout.clone()).unwrap();
@@ -469,11 +537,12 @@ mod tests {
             earliest: 500,
             latest: 501,
         };
-        s.append(&JournalEntry::spawned("a".into(), 41, window))
+        let local = |pgid| JobRecord::Local { pgid, window };
+        s.append(&JournalEntry::spawned("a".into(), &local(41)))
             .unwrap();
-        s.append(&JournalEntry::spawned("b".into(), 42, window))
+        s.append(&JournalEntry::spawned("b".into(), &local(42)))
             .unwrap();
-        s.append(&JournalEntry::Reaped { pgid: 41 }).unwrap();
+        s.append(&JournalEntry::reaped(&local(41))).unwrap();
         drop(s);
         // A line from before the window was recorded: one exact start time.
         append_to_journal(
@@ -482,11 +551,44 @@ mod tests {
         );
         let s = StateStore::open(layout).unwrap();
         assert_eq!(
-            s.stale_groups,
+            s.stale_jobs,
             vec![
-                ("b".to_string(), 42, window),
-                ("c".to_string(), 43, StartWindow::exact(7))
+                ("b".to_string(), local(42)),
+                (
+                    "c".to_string(),
+                    JobRecord::Local {
+                        pgid: 43,
+                        window: StartWindow::exact(7)
+                    }
+                )
             ]
+        );
+    }
+
+    #[test]
+    fn slurm_jobs_are_journaled_apart_from_process_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = StateLayout::new(dir.path());
+        let mut s = StateStore::open(layout.clone()).unwrap();
+        let job = |job| JobRecord::Slurm { job };
+        s.append(&JournalEntry::spawned("a".into(), &job(41)))
+            .unwrap();
+        s.append(&JournalEntry::spawned("b".into(), &group(41)))
+            .unwrap();
+        s.append(&JournalEntry::spawned("c".into(), &job(7)))
+            .unwrap();
+        s.append(&JournalEntry::reaped(&job(41))).unwrap();
+        drop(s);
+        let text = std::fs::read_to_string(layout.journal()).unwrap();
+        assert!(
+            text.contains(r#"{"event":"spawned","task":"a","slurm_job":41}"#),
+            "{text}"
+        );
+        let s = StateStore::open(layout).unwrap();
+        assert_eq!(
+            s.stale_jobs,
+            vec![("b".to_string(), group(41)), ("c".to_string(), job(7))],
+            "job 41's end leaves group 41 alone"
         );
     }
 

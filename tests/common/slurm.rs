@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Job states after which a job never runs again (squeue/scontrol spelling).
@@ -92,10 +92,82 @@ fn cluster_dir() -> PathBuf {
         .keep()
 }
 
+/// A job as the controller's job-completion log records its end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndedJob {
+    pub id: u64,
+    pub name: String,
+    pub state: String,
+}
+
 impl SlurmCluster {
     /// A cluster without accounting, as most tests want (and as many users' clusters are).
     pub fn start() -> SlurmCluster {
         SlurmCluster::start_with(ClusterOptions::default())
+    }
+
+    /// One cluster for the tests of this process that leave the node as they found it
+    /// (they tell their jobs apart by name): started by the first that asks, stopped when the
+    /// last one holding it ends (a later test starts another).
+    pub fn shared() -> Arc<SlurmCluster> {
+        static SHARED: Mutex<Weak<SlurmCluster>> = Mutex::new(Weak::new());
+        let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = slot.upgrade() {
+            return c;
+        }
+        let c = Arc::new(SlurmCluster::start());
+        *slot = Arc::downgrade(&c);
+        c
+    }
+
+    /// Jobs still pending, running or completing whose name starts with `prefix`.
+    pub fn queued_named(&self, prefix: &str) -> Vec<QueuedJob> {
+        self.squeue_jobs()
+            .into_iter()
+            .filter(|j| j.name.starts_with(prefix))
+            .collect()
+    }
+
+    /// Waits (bounded) until no job whose name starts with `prefix` is listed; panics with
+    /// what is left otherwise.
+    #[track_caller]
+    pub fn wait_none_named(&self, prefix: &str, limit: Duration) {
+        let end = Instant::now() + limit;
+        loop {
+            let left = self.queued_named(prefix);
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "jobs {prefix}* still queued after {limit:?}: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every job that ended, from the job-completion log (`JobCompType=jobcomp/filetxt`).
+    pub fn ended_jobs(&self) -> Vec<EndedJob> {
+        let text = std::fs::read_to_string(self.dir.join("log/jobcomp.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let f = parse_scontrol_record(line);
+                Some(EndedJob {
+                    id: f.get("JobId")?.parse().ok()?,
+                    name: f.get("Name")?.clone(),
+                    state: f.get("JobState")?.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The end states of the jobs named `name`, in the order they ended.
+    pub fn ended_states(&self, name: &str) -> Vec<String> {
+        self.ended_jobs()
+            .into_iter()
+            .filter(|j| j.name == name)
+            .map(|j| j.state)
+            .collect()
     }
 
     pub fn start_with(options: ClusterOptions) -> SlurmCluster {

@@ -203,6 +203,7 @@ pub(super) fn build(
             item: None,
             permissions: None,
             allow_undeclared_writes: None,
+            placement: Default::default(),
         });
     }
 

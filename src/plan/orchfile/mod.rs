@@ -2,6 +2,7 @@
 //! into a [`Plan`] (`validate`). Parsing reads no files, which is what lets the plan cache key
 //! on the text.
 
+mod placement;
 mod raw;
 mod validate;
 
@@ -373,6 +374,12 @@ mod example_tests {
         assert_eq!(plan.tasks.len(), 2);
         assert_eq!(plan.agents["mytool"].prompt_via, PromptVia::File);
         assert_eq!(plan.agents["local"].command[2], "qwen2.5-coder");
+        assert_eq!(plan.settings.slurm.max_jobs, 100);
+        assert_eq!(plan.tasks[0].placement.slurm.mem.as_deref(), Some("8G"));
+        assert!(
+            plan.slurm_job(&plan.tasks[0], None, None).is_none(),
+            "local unless asked"
+        );
     }
 
     #[test]

@@ -34,6 +34,52 @@ pub(super) struct RawSettings {
     /// Turns the plan's warnings (a glob that matches nothing) into errors.
     #[serde(default)]
     pub(super) strict: bool,
+    pub(super) executor: Option<Spanned<String>>,
+    pub(super) slurm: Option<Spanned<RawSlurmSettings>>,
+}
+
+/// A `slurm` table of an agent or a task: the options of its jobs.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSlurm {
+    pub(super) partition: Option<Spanned<String>>,
+    pub(super) time: Option<Spanned<toml::Value>>,
+    pub(super) cpus: Option<Spanned<i64>>,
+    pub(super) mem: Option<Spanned<toml::Value>>,
+    pub(super) args: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) launch: Option<Spanned<String>>,
+}
+
+/// `[settings.slurm]`: the options every job starts from, and how orch drives Slurm.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSlurmSettings {
+    // The fields of [`RawSlurm`], written out: serde's `flatten` loses the spans.
+    pub(super) partition: Option<Spanned<String>>,
+    pub(super) time: Option<Spanned<toml::Value>>,
+    pub(super) cpus: Option<Spanned<i64>>,
+    pub(super) mem: Option<Spanned<toml::Value>>,
+    pub(super) args: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) launch: Option<Spanned<String>>,
+    pub(super) max_jobs: Option<Spanned<i64>>,
+    pub(super) poll: Option<Spanned<toml::Value>>,
+    pub(super) output_wait: Option<Spanned<toml::Value>>,
+    pub(super) allocation: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) allocation_idle: Option<Spanned<toml::Value>>,
+}
+
+impl RawSlurmSettings {
+    /// The job options part of the table.
+    pub(super) fn job(&self) -> RawSlurm {
+        RawSlurm {
+            partition: self.partition.clone(),
+            time: self.time.clone(),
+            cpus: self.cpus.clone(),
+            mem: self.mem.clone(),
+            args: self.args.clone(),
+            launch: self.launch.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -48,6 +94,8 @@ pub(super) struct RawAgent {
     pub(super) retries: Option<Spanned<i64>>,
     pub(super) retry_on: Option<Vec<Spanned<String>>>,
     pub(super) env: Option<IndexMap<Spanned<String>, String>>,
+    pub(super) executor: Option<Spanned<String>>,
+    pub(super) slurm: Option<Spanned<RawSlurm>>,
     pub(super) format: Option<Spanned<String>>,
     pub(super) args: Option<Vec<String>>,
     pub(super) permission_args: Option<Spanned<RawLevelArgs>>,
@@ -95,6 +143,8 @@ pub(super) struct RawTask {
     pub(super) foreach_from: Option<Spanned<String>>,
     pub(super) permissions: Option<Spanned<String>>,
     pub(super) allow_undeclared_writes: Option<Spanned<toml::Value>>,
+    pub(super) executor: Option<Spanned<String>>,
+    pub(super) slurm: Option<Spanned<RawSlurm>>,
 }
 
 #[derive(Deserialize)]

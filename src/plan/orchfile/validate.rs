@@ -39,13 +39,17 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err(&mut self, code: &'static str, msg: String, span: Range<usize>, label: &str) {
+    pub(super) fn err(&mut self, code: &'static str, msg: String, span: Range<usize>, label: &str) {
         self.errors
             .push(self.src.error(code, msg, Some(span), label));
     }
 
     /// A duration field, in its range.
-    fn duration(&mut self, v: &Option<Spanned<toml::Value>>, limit: Span) -> Option<Duration> {
+    pub(super) fn duration(
+        &mut self,
+        v: &Option<Spanned<toml::Value>>,
+        limit: Span,
+    ) -> Option<Duration> {
         let v = v.as_ref()?;
         let field = limit.name;
         let parsed = match v.get_ref() {
@@ -73,7 +77,7 @@ impl Validator<'_> {
     }
 
     /// A whole-number field, in its range.
-    fn count(&mut self, v: &Option<Spanned<i64>>, limit: Count) -> Option<u64> {
+    pub(super) fn count(&mut self, v: &Option<Spanned<i64>>, limit: Count) -> Option<u64> {
         let v = v.as_ref()?;
         match limit.check(*v.get_ref()) {
             Ok(n) => Some(n),
@@ -272,6 +276,10 @@ impl Validator<'_> {
         ) {
             settings.inline_result_limit = l as usize;
         }
+        settings.placement.executor = self.executor(&raw_settings.executor);
+        let (job_options, slurm) = self.slurm_settings(&raw_settings.slurm);
+        settings.placement.slurm = job_options;
+        settings.slurm = slurm;
 
         let mut agents = presets::builtin_agents();
         for (name, raw_agent) in &raw.agents {
@@ -315,11 +323,19 @@ impl Validator<'_> {
         if self.errors.is_empty() {
             let deps: Vec<Vec<usize>> = tasks
                 .iter()
-                .map(|t: &Task| t.deps.iter().map(|d| ids[split_dep(d).0]).collect())
+                .map(|t: &Task| {
+                    let mut of: Vec<usize> = t.deps.iter().map(|d| ids[split_dep(d).0]).collect();
+                    // A dynamic fan-out comes after the task whose answer its items are.
+                    if let Some(Foreach::From(source)) = &t.foreach {
+                        of.push(ids[source.as_str()]);
+                    }
+                    of
+                })
                 .collect();
             let edge = |dep: usize, dependent: usize| {
                 let k = deps[dependent].iter().position(|&d| d == dep)?;
-                Some(dep_spans[dependent][k].clone())
+                // The edge to a `foreach_from` source has no span among the deps.
+                dep_spans[dependent].get(k).cloned()
             };
             if let Some(err) = cycle_error(self.src, &tasks, deps.clone(), edge) {
                 self.errors.push(err);
@@ -571,6 +587,7 @@ impl Validator<'_> {
         if let Some(allow) = self.allow_writes(&r.allow_undeclared_writes) {
             spec.allow_undeclared_writes = Some(allow);
         }
+        spec.placement = self.placement(&r.executor, &r.slurm);
         Some(spec)
     }
 
@@ -835,6 +852,7 @@ impl Validator<'_> {
                 }
             }
         }
+        let placement = self.placement(&r.executor, &r.slurm);
         let task = Task {
             id: id.to_string(),
             title: r
@@ -862,6 +880,7 @@ impl Validator<'_> {
             item: None,
             permissions,
             allow_undeclared_writes,
+            placement,
         };
         (task, spans)
     }
