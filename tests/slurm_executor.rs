@@ -215,7 +215,7 @@ outputs = ["reports/ag.md"]
     // The prompt reached it on stdin (from a file the job read), its JSON reply came back.
     let result = p.read(".orchestrator/results/agent-01-result.md");
     assert!(result.contains("ag-a"), "{result}");
-    assert_eq!(p.lines("calls.log"), ["ag-a"]);
+    assert_eq!(p.lines(".orchestrator/calls.log"), ["ag-a"]);
     assert_eq!(p.read("reports/ag.md"), "written by fake agent for ag-a\n");
     let finished = events(&run)
         .into_iter()

@@ -339,8 +339,7 @@ impl BuildContext<'_> {
         let Some(v) = &self.task(t).verify else {
             return Ok(());
         };
-        let mut spec =
-            self.process_spec(t, vec!["sh".into(), "-c".into(), v.clone()], None, None);
+        let mut spec = self.process_spec(t, vec!["sh".into(), "-c".into(), v.clone()], None, None);
         // orch's own check of what the task left on the shared filesystem: here, not one
         // more job in the queue.
         spec.slurm = None;
