@@ -11,6 +11,7 @@ pub mod init;
 pub mod list;
 pub mod man;
 pub mod plan;
+pub mod schema;
 mod signals;
 pub mod status;
 pub mod watch;
@@ -69,6 +70,8 @@ pub enum Command {
     Clean(clean::CleanArgs),
     /// Write a commented starter Orchfile.toml.
     Init(init::InitArgs),
+    /// Print the JSON Schema of Orchfile.toml (for editors), or write it with -o.
+    Schema(schema::SchemaArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or write all pages with --dir.
@@ -132,6 +135,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::List(args) => list::run(&global, &args),
         Command::Clean(args) => clean::run(&global, &args),
         Command::Init(args) => init::run(&global, &args),
+        Command::Schema(args) => schema::run(&global, &args),
         Command::Completions(args) => completions::run(&global, &args, Cli::command()),
         Command::Man(args) => man::run(&global, &args, Cli::command()),
     }
