@@ -72,7 +72,7 @@ pub enum Command {
     Init(init::InitArgs),
     /// Print the JSON Schema of Orchfile.toml (for editors), or write it with -o.
     Schema(schema::SchemaArgs),
-    /// Print a shell completion script.
+    /// Print the shell completion script (task ids included): `source <(orch completions bash)`.
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or write all pages with --dir.
     Man(man::ManArgs),
@@ -95,6 +95,8 @@ pub fn main() -> i32 {
             slurm.then_some(&cancel_jobs as &dyn Fn(&[u64])),
         );
     }
+    // A TAB in a shell that sourced `orch completions SHELL` runs orch with COMPLETE set.
+    completions::complete_if_asked(Cli::command);
     let cli = Cli::parse();
     // Commands that only print end as any Unix filter does when their reader goes away
     // (`orch list | head`): by SIGPIPE, exit 141. Those that run processes keep it ignored
