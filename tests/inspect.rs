@@ -295,7 +295,11 @@ fn init_writes_a_starter_that_builds() {
 fn completions_and_man_page() {
     let p = Project::empty();
     let bash = p.orch(&["completions", "bash"]).ok().stdout();
-    assert!(bash.contains("orch") && bash.contains("explain"), "{bash}");
+    // The script calls orch back at each TAB (what it offers: tests/completions.rs).
+    assert!(
+        bash.contains("-F _clap_complete_orch orch") && bash.contains(r#"COMPLETE="bash""#),
+        "{bash}"
+    );
     let zsh = p.orch(&["completions", "zsh"]).ok().stdout();
     assert!(zsh.contains("#compdef orch"));
     let man = p.orch(&["man"]).ok().stdout();

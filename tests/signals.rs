@@ -116,6 +116,10 @@ fn a_stop_does_not_count_against_a_timeout() {
     );
     let mut cmd = p.command(&["build"]);
     cmd.stderr(std::process::Stdio::piped());
+    // orch in a group of its own, whose parent (this test) is in another: a group whose
+    // parents are all gone or in it is orphaned, and the kernel ignores a SIGTSTP to it
+    // (POSIX), as it would to the tests' own group when whatever started them has exited.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().unwrap();
     wait_for("the task to start", Duration::from_secs(20), || {
         pids(&p).len() == 1

@@ -1,9 +1,11 @@
 //! `orch build`.
 
 use clap::Args;
+use clap_complete::ArgValueCandidates;
 use miette::Result;
 
 use super::common::{check_agent_override, preflight, reporter_for, Global, PlanSource};
+use super::completions;
 use super::signals;
 use crate::engine::{self, up_to_date, BuildOptions};
 use crate::executor::ExecutorKind;
@@ -19,6 +21,7 @@ use crate::state::preload::Preloaded;
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Tasks to build (with what they depend on); all when empty.
+    #[arg(add = ArgValueCandidates::new(completions::task_ids))]
     pub targets: Vec<String>,
     /// Tasks running at once, 1 to 1024 [default: settings.jobs, else the CPU count].
     #[arg(short = 'j', long = "jobs", value_parser = crate::plan::limits::jobs_arg)]
@@ -27,7 +30,7 @@ pub struct RunArgs {
     #[arg(short = 'k', long = "keep-going")]
     pub keep_going: bool,
     /// Run every agent task with this agent (e.g. `--agent sim` for an offline run).
-    #[arg(long = "agent", value_name = "NAME")]
+    #[arg(long = "agent", value_name = "NAME", add = ArgValueCandidates::new(completions::agent_names))]
     pub agent: Option<String>,
     /// Time scale of the sim agent: an estimate of 2m takes 2m / SPEED.
     #[arg(long = "sim-speed", default_value_t = crate::agent::sim::DEFAULT_SPEED, value_parser = crate::agent::sim::parse_speed)]

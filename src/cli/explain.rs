@@ -1,18 +1,21 @@
 //! `orch explain`.
 
 use clap::Args;
+use clap_complete::ArgValueCandidates;
 use miette::Result;
 
 use super::common::{check_agent_override, preflight, Global};
+use super::completions;
 use crate::engine::BuildOptions;
 use crate::inspect;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct ExplainArgs {
     /// Tasks to explain; all when empty.
+    #[arg(add = ArgValueCandidates::new(completions::task_ids))]
     pub tasks: Vec<String>,
     /// Explain as for `orch build --agent NAME` (the agent is part of a task's definition).
-    #[arg(long = "agent", value_name = "NAME")]
+    #[arg(long = "agent", value_name = "NAME", add = ArgValueCandidates::new(completions::agent_names))]
     pub agent: Option<String>,
     /// A JSON array, one object per task, with its reasons.
     #[arg(long = "json")]

@@ -1,15 +1,18 @@
 //! `orch graph`.
 
 use clap::Args;
+use clap_complete::ArgValueCandidates;
 use miette::{miette, Result};
 
 use super::common::{check_agent_override, Global};
+use super::completions;
 use crate::graph::TaskGraph;
 use crate::inspect::{self, GraphFormat};
 
 #[derive(Args, Debug, Clone)]
 pub struct GraphArgs {
     /// Draw only these tasks and what they depend on; all when empty.
+    #[arg(add = ArgValueCandidates::new(completions::task_ids))]
     pub targets: Vec<String>,
     /// `dot` for Graphviz (`orch graph | dot -Tsvg > plan.svg`), `mermaid` for markdown.
     #[arg(long = "format", value_enum, default_value_t = GraphFormat::Dot)]
@@ -22,7 +25,7 @@ pub struct GraphArgs {
     pub expand: bool,
     /// Judge what is out of date as a build with `--agent NAME` would [default: the agent
     /// the tasks were last built with].
-    #[arg(long = "agent", value_name = "NAME")]
+    #[arg(long = "agent", value_name = "NAME", add = ArgValueCandidates::new(completions::agent_names))]
     pub agent: Option<String>,
 }
 

@@ -1,4 +1,11 @@
-//! `orch init`.
+//! `orch init`: a commented starter Orchfile.toml, and beside it the JSON Schema that its
+//! first line (`#:schema ./orchfile.schema.json`, taplo's directive, which Even Better TOML
+//! and other taplo-based editors read) points at.
+//!
+//! A local file rather than a URL: it is written by the very binary that will read the
+//! Orchfile, so it describes exactly the fields this orch accepts, needs no network and no
+//! host to keep a versioned copy online; `orch schema -o orchfile.schema.json` refreshes it
+//! after an upgrade. Commit it, and every editor of the project gets it.
 
 use std::path::PathBuf;
 
@@ -6,11 +13,15 @@ use clap::Args;
 use miette::{miette, Result};
 
 use super::common::Global;
+use super::schema::schema_text;
 use crate::plan::orchfile::ORCHFILE_NAME;
+
+/// The schema file `orch init` writes beside the Orchfile.
+pub const SCHEMA_FILE: &str = "orchfile.schema.json";
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct InitArgs {
-    /// Overwrite an existing Orchfile.toml.
+    /// Overwrite an existing Orchfile.toml (its schema file is always rewritten).
     #[arg(long = "force")]
     pub force: bool,
 }
@@ -88,7 +99,15 @@ pub fn run(global: &Global, args: &InitArgs) -> Result<i32> {
             path.display()
         ));
     }
-    std::fs::write(&path, STARTER).map_err(|e| miette!("cannot write {}: {e}", path.display()))?;
-    println!("wrote {}; try: orch build --agent sim", path.display());
+    let text = format!("#:schema ./{SCHEMA_FILE}\n{STARTER}");
+    std::fs::write(&path, text).map_err(|e| miette!("cannot write {}: {e}", path.display()))?;
+    let schema = path.with_file_name(SCHEMA_FILE);
+    std::fs::write(&schema, schema_text())
+        .map_err(|e| miette!("cannot write {}: {e}", schema.display()))?;
+    println!(
+        "wrote {} (and {}, its schema for editors); try: orch build --agent sim",
+        path.display(),
+        schema.display()
+    );
     Ok(0)
 }

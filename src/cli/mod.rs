@@ -11,6 +11,7 @@ pub mod init;
 pub mod list;
 pub mod man;
 pub mod plan;
+pub mod schema;
 mod signals;
 pub mod status;
 pub mod watch;
@@ -69,7 +70,9 @@ pub enum Command {
     Clean(clean::CleanArgs),
     /// Write a commented starter Orchfile.toml.
     Init(init::InitArgs),
-    /// Print a shell completion script.
+    /// Print the JSON Schema of Orchfile.toml (for editors), or write it with -o.
+    Schema(schema::SchemaArgs),
+    /// Print the shell completion script (task ids included): `source <(orch completions bash)`.
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or write all pages with --dir.
     Man(man::ManArgs),
@@ -92,6 +95,8 @@ pub fn main() -> i32 {
             slurm.then_some(&cancel_jobs as &dyn Fn(&[u64])),
         );
     }
+    // A TAB in a shell that sourced `orch completions SHELL` runs orch with COMPLETE set.
+    completions::complete_if_asked(Cli::command);
     let cli = Cli::parse();
     // Commands that only print end as any Unix filter does when their reader goes away
     // (`orch list | head`): by SIGPIPE, exit 141. Those that run processes keep it ignored
@@ -132,6 +137,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::List(args) => list::run(&global, &args),
         Command::Clean(args) => clean::run(&global, &args),
         Command::Init(args) => init::run(&global, &args),
+        Command::Schema(args) => schema::run(&global, &args),
         Command::Completions(args) => completions::run(&global, &args, Cli::command()),
         Command::Man(args) => man::run(&global, &args, Cli::command()),
     }

@@ -1,9 +1,11 @@
 //! `orch status`.
 
 use clap::Args;
+use clap_complete::ArgValueCandidates;
 use miette::Result;
 
 use super::common::{check_agent_override, Global};
+use super::completions;
 use crate::inspect;
 
 #[derive(Args, Debug, Clone, Default)]
@@ -13,7 +15,7 @@ pub struct StatusArgs {
     pub json: bool,
     /// Judge what is out of date as a build with `--agent NAME` would [default: the agent
     /// the tasks were last built with].
-    #[arg(long = "agent", value_name = "NAME")]
+    #[arg(long = "agent", value_name = "NAME", add = ArgValueCandidates::new(completions::agent_names))]
     pub agent: Option<String>,
 }
 

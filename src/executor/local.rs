@@ -49,9 +49,11 @@ impl Local {
             g.start_if_needed();
         }
         let started = Active::now();
-        let (child, window) = spawn(&spec, self.guard.as_ref().map(Guard::run_id))?;
+        let (child, window) = procgroup::start_listed(
+            || spawn(&spec, self.guard.as_ref().map(Guard::run_id)),
+            |(child, _)| child.id() as i32,
+        )?;
         let pgid = child.id() as i32;
-        procgroup::enlist(pgid);
         if let Some(g) = &self.guard {
             g.watch(pgid);
         }

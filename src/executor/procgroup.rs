@@ -1,7 +1,7 @@
 //! Process-group helpers: signalling a whole group, stopping groups a crashed run left, and
 //! the groups running now, which Ctrl-Z stops and `fg` continues ([`pause_running`]).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use crate::clock::StartWindow;
 
@@ -21,8 +21,24 @@ fn running() -> std::sync::MutexGuard<'static, Running> {
     RUNNING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Held (shared) from a child's spawn until its group is listed, and (alone) by
+/// [`pause_running`]: a Ctrl-Z that came while a child was starting waits for it to be listed,
+/// so a child whose group is not listed yet cannot run on while orch is stopped.
+static STARTING: RwLock<()> = RwLock::new(());
+
+/// Spawns a child with `spawn` and lists its group (`pgid_of`) before a Ctrl-Z can stop orch.
+pub(super) fn start_listed<T>(
+    spawn: impl FnOnce() -> std::io::Result<T>,
+    pgid_of: impl FnOnce(&T) -> i32,
+) -> std::io::Result<T> {
+    let _starting = STARTING.read().unwrap_or_else(|e| e.into_inner());
+    let started = spawn()?;
+    enlist(pgid_of(&started));
+    Ok(started)
+}
+
 /// Lists a group that just started; stops it at once if orch is being stopped.
-pub(super) fn enlist(pgid: i32) {
+fn enlist(pgid: i32) {
     let mut r = running();
     r.groups.push(pgid);
     if r.paused {
@@ -41,6 +57,7 @@ pub(super) fn unlist(pgid: i32) {
 /// Stops every running group (SIGSTOP: agents have no terminal to restore, and it cannot be
 /// caught, so nothing keeps spending while orch is stopped). Returns how many.
 pub fn pause_running() -> usize {
+    let _no_start = STARTING.write().unwrap_or_else(|e| e.into_inner());
     let mut r = running();
     r.paused = true;
     for &g in &r.groups {

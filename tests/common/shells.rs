@@ -1,6 +1,7 @@
 //! Real shells and a real terminal for the tests: tmux, bash, zsh and fish, installed by
 //! `tests/support/shells/setup.sh` on first use in a test process, and [`Tmux`], a terminal
-//! session of its own (a private server socket) that is killed on drop, panics included.
+//! session of its own (a private server socket) running one of them, killed on drop, panics
+//! included.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,8 @@ pub fn tool(tool: &str) -> PathBuf {
         .clone()
 }
 
-/// A tmux server of its own with one window running `bash --norc` in `dir`.
+/// A tmux server of its own with one window running a shell (`bash --norc` by default) in
+/// `dir`.
 pub struct Tmux {
     socket: PathBuf,
     _dir: tempfile::TempDir,
@@ -46,13 +48,22 @@ pub struct Tmux {
 impl Tmux {
     /// Starts the session, 120x30, with `env` set in it.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Tmux {
+        Tmux::start_shell(
+            dir,
+            &format!("{} --norc --noprofile", tool("bash").display()),
+            env,
+        )
+    }
+
+    /// As [`Tmux::start`], running `shell` (a command line) instead of bash.
+    pub fn start_shell(dir: &Path, shell: &str, env: &[(&str, &str)]) -> Tmux {
         let own = tempfile::tempdir().unwrap();
         let socket = own.path().join("tmux.sock");
         let t = Tmux { socket, _dir: own };
         let mut cmd = t.command();
         cmd.args(["new-session", "-d", "-x", "120", "-y", "30", "-c"])
             .arg(dir)
-            .arg(format!("{} --norc --noprofile", tool("bash").display()));
+            .arg(shell);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -2,8 +2,10 @@
 //! into a [`Plan`] (`validate`). Parsing reads no files, which is what lets the plan cache key
 //! on the text.
 
+mod field_schema;
 mod placement;
 mod raw;
+pub mod schema;
 mod validate;
 
 use std::collections::HashMap;
