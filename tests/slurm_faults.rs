@@ -268,6 +268,16 @@ fn a_job_whose_node_goes_down_is_retried() {
     ));
     let b = Background::start(&c, &p, &["build"]);
     wait_running(&c, &["orch-down-a"]);
+    // Slurm says RUNNING before the script's first line has run: down the node only once the
+    // first attempt has left its mark, or the retry would be the one that sleeps.
+    let marked = std::time::Instant::now();
+    while !p.exists("tried") {
+        assert!(
+            marked.elapsed() < Duration::from_secs(30),
+            "the first attempt never started its script"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let node = c.node().to_string();
     c.run(
         "scontrol",
