@@ -62,6 +62,14 @@ impl Stamp {
     }
 }
 
+/// `15:00`, a moment in local time as a wait for it is shown (`waiting for quota until
+/// 15:00`).
+pub fn local_hh_mm(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let s = Stamp::from_unix(secs);
+    format!("{:02}:{:02}", s.hour, s.minute)
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -24,7 +24,7 @@ pub use call::{command_line, invocation, Call};
 pub use judge::{judge, Judged};
 pub use outcome::{tail, transient_match, Failure, FailureKind, Reply, Usage};
 pub use reply::{Activity, Denial};
-pub use tuning::{internal_retry_knobs, refused_as_root, Knobs};
+pub use tuning::{budget_args, internal_retry_knobs, refused_as_root, Knobs};
 
 #[cfg(test)]
 mod tests;

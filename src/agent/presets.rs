@@ -49,6 +49,8 @@ fn spec(name: &str, command: &[&str], prompt_via: PromptVia, result: ResultSpec)
         retry_on: strings(TRANSIENT_API_ERRORS),
         env: IndexMap::new(),
         placement: Default::default(),
+        max_cost_usd: None,
+        provider: None,
     }
 }
 
@@ -86,7 +88,7 @@ pub fn preset(name: &str) -> Option<AgentSpec> {
     const LEVEL: &str = PERMISSION_PLACEHOLDER;
     const RESUME: &str = RESUME_PLACEHOLDER;
     const SESSION: &str = SESSION_PLACEHOLDER;
-    Some(match name {
+    let mut agent = match name {
         // `claude -p` reads the prompt from stdin; stream-json ends with the `result` object
         // (is_error, subtype, permission_denials, api_error_status, cost, usage).
         "claude" => cli(
@@ -185,7 +187,15 @@ pub fn preset(name: &str) -> Option<AgentSpec> {
             ..spec(SIM_AGENT, &[], PromptVia::File, ResultSpec::Stdout)
         },
         _ => return None,
-    })
+    };
+    // The API each CLI calls by default, whose limits its agents share.
+    agent.provider = match name {
+        "claude" => Some("anthropic".into()),
+        "codex" => Some("openai".into()),
+        "gemini" => Some("google".into()),
+        _ => None,
+    };
+    Some(agent)
 }
 
 /// Every built-in agent, presets first, then `sim`.

@@ -165,9 +165,28 @@ pub struct AgentSpec {
     /// Where this agent's tasks run (`executor`, `slurm`), unless a task says otherwise.
     #[serde(default)]
     pub placement: crate::executor::Placement,
+    /// What one attempt may cost (USD): passed to a CLI that can stop itself there
+    /// (claude's `--max-budget-usd`), and a cap on the attempt's projected cost.
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    /// The API whose rate limits and usage limits this agent shares with others; `None`
+    /// takes [`AgentSpec::provider`]'s default.
+    #[serde(default)]
+    pub provider: Option<String>,
 }
 
 impl AgentSpec {
+    /// The provider whose limits this agent's calls count against: the one set, else the
+    /// agent's own name (a preset sets its API's); `None` for the sim agent, which calls
+    /// nothing.
+    pub fn provider(&self) -> Option<&str> {
+        match (&self.provider, &self.kind) {
+            (Some(p), _) => Some(p),
+            (None, AgentKind::Sim) => None,
+            (None, AgentKind::Command) => Some(&self.name),
+        }
+    }
+
     /// Whether a session of this agent can be continued.
     pub fn can_resume(&self) -> bool {
         !self.resume_args.is_empty() && self.format != ReplyFormat::Generic

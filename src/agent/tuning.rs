@@ -39,6 +39,15 @@ pub fn internal_retry_knobs(agent: &AgentSpec, var: &dyn Fn(&str) -> Option<Stri
     knobs
 }
 
+/// The arguments that stop one run at `max_cost_usd`, for a CLI that can: claude's
+/// `--max-budget-usd`. Others get none (orch's budget still holds between tasks).
+pub fn budget_args(agent: &AgentSpec, max_cost_usd: Option<f64>) -> Vec<String> {
+    match (agent.format, max_cost_usd) {
+        (ReplyFormat::Claude, Some(usd)) => vec!["--max-budget-usd".into(), format!("{usd}")],
+        _ => Vec::new(),
+    }
+}
+
 fn codex_retry_args(agent: &AgentSpec, var: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
     let home = var("CODEX_HOME")
         .map(PathBuf::from)
@@ -144,6 +153,15 @@ mod tests {
         assert_eq!(k.env, [("CLAUDE_CODE_MAX_RETRIES".into(), "0".into())]);
         let k = internal_retry_knobs(&claude, &vars(&[("CLAUDE_CODE_MAX_RETRIES", "5")]));
         assert!(k.env.is_empty());
+    }
+
+    #[test]
+    fn only_claude_is_told_an_attempts_budget() {
+        let claude = crate::agent::presets::preset("claude").unwrap();
+        let codex = crate::agent::presets::preset("codex").unwrap();
+        assert_eq!(budget_args(&claude, Some(0.5)), ["--max-budget-usd", "0.5"]);
+        assert!(budget_args(&claude, None).is_empty());
+        assert!(budget_args(&codex, Some(0.5)).is_empty());
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct RunArgs {
     /// Run every task on this executor (local, slurm), whatever the plan says.
     #[arg(long = "executor", value_name = "NAME", value_parser = parse_executor)]
     pub executor: Option<ExecutorKind>,
+    /// What this build may cost in US dollars, over settings.max_cost_usd: no agent task
+    /// starts whose projected cost would pass it; running tasks finish (exit status 3).
+    #[arg(long = "max-cost", value_name = "USD", value_parser = crate::plan::limits::cost_arg)]
+    pub max_cost: Option<f64>,
 }
 
 fn parse_executor(s: &str) -> Result<ExecutorKind, String> {
@@ -70,6 +74,8 @@ impl RunArgs {
             wait_for_lock: self.wait,
             guard_program: std::env::current_exe().ok(),
             up_to_date_key: None,
+            max_cost: self.max_cost,
+            spent_before: 0.0,
         }
     }
 }
@@ -177,6 +183,10 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     }
     let plan = source.load()?;
     preflight(&plan, &source)?;
+    let opts = BuildOptions {
+        spent_before: outcome.summary.usage.cost_usd.unwrap_or(0.0),
+        ..opts
+    };
     let mut second = SecondPart::new(&mut reporter, settled, outcome.summary);
     let outcome = engine::run_build(&plan, &opts, None, &mut second, &cancel)?;
     std::mem::forget(plan);

@@ -83,7 +83,11 @@ impl BuildContext<'_> {
         let task = self.task(t);
         let level = self.plan.permission(task, agent);
         let env = self.env(t, Some(agent));
-        let knobs = agent::internal_retry_knobs(agent, &|k| lookup(&env, k));
+        let mut knobs = agent::internal_retry_knobs(agent, &|k| lookup(&env, k));
+        knobs.args.extend(agent::budget_args(
+            agent,
+            super::budget::attempt_cap(task, agent),
+        ));
         let call = Call {
             level,
             resume: resume.map(|r| r.record.id.as_str()),

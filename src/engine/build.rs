@@ -184,7 +184,9 @@ pub fn run_build(
     crate::profile::mark("scheduled and ran");
     let mut unstarted = sched.not_started();
     let aggregating = opts.targets.is_empty() && aggregate::enabled(plan);
-    let aggregate_error = if aggregating && !cancel.is_cancelled() {
+    // A build the budget stopped merges nothing: the results are not all there, and a
+    // merge by an agent would cost more.
+    let aggregate_error = if aggregating && !cancel.is_cancelled() && coord.money.stop.is_none() {
         aggregated(&ctx, &mut coord, &queue, jobs, &mut unstarted)
     } else {
         None

@@ -44,6 +44,8 @@ pub(super) struct BuildCoordinator<'a, 'c> {
     pub(super) eventful: bool,
     /// Tasks found up to date, in the order reported.
     pub(super) skipped: Vec<usize>,
+    /// The budget, the cost history and what stopped the build.
+    pub(super) money: super::budget::Money,
 }
 
 pub(super) fn task_ref<'x>(ctx: &'x BuildContext, t: usize) -> TaskRef<'x> {
@@ -79,6 +81,7 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
             io_error: None,
             eventful: false,
             skipped: Vec::new(),
+            money: super::budget::Money::new(ctx),
         }
     }
 
@@ -88,6 +91,7 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
             retries: self.retries,
             usage: self.usage.clone(),
             interrupted,
+            stopped_by: self.money.stop.clone(),
             ..Default::default()
         };
         for o in &self.outcome {
@@ -230,6 +234,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 usage,
             } => {
                 self.retries += 1;
+                self.attempt_paid(task, usage.cost_usd);
                 self.rows[task].retries = attempt;
                 let agent = self.ctx.agent_ids[task].clone();
                 let id = self.ctx.task(task).id.clone();
@@ -330,6 +335,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 why,
                 warnings,
             } => {
+                self.task_paid(t, usage.cost_usd, Some(&record));
                 let r = self.store.record_success(id, record);
                 self.journal(r);
                 if !ctx.task(t).action.is_shell() {
@@ -373,6 +379,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 retries,
                 usage,
             } => {
+                self.task_paid(t, usage.cost_usd, None);
                 self.usage.add(&usage);
                 self.rows[t].retries = retries;
                 if failure.kind == FailureKind::Cancelled {
@@ -434,6 +441,10 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
             failed_dep: &dep,
         });
         self.save_status(t);
+    }
+
+    fn admit(&mut self, t: usize) -> crate::scheduler::Admit {
+        self.admit_task(t)
     }
 
     fn cancelling(&mut self, running: &[usize]) {

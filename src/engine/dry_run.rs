@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::budget;
 use super::context::BuildContext;
 use super::queue::Queue;
 use crate::duration::format_duration;
@@ -350,7 +351,79 @@ pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize, expand: bool) ->
             "  ?: no estimate and no earlier run ({unknown} task(s)); counted as no time"
         );
     }
+    s.push_str(&projected_cost(ctx, &plan, &verdicts));
     s
+}
+
+/// The dry run's cost line: what the agent tasks that would run are projected to cost (see
+/// [`budget::project`]), and where a budget would stop the build, taking them in the
+/// schedule's start order. Empty when nothing is known of money and no budget is set.
+fn projected_cost(ctx: &BuildContext, plan: &Schedule, verdicts: &[Verdict]) -> String {
+    let history = budget::CostHistory::load(&ctx.layout.costs());
+    let limit = ctx.opts.budget(ctx.plan);
+    let mut total = 0.0;
+    let mut counted = 0;
+    let mut unknown = 0;
+    let mut bases: Vec<(budget::Basis, usize)> = Vec::new();
+    let mut stops_before: Option<(usize, usize)> = None;
+    for (k, p) in plan.planned.iter().enumerate() {
+        let t = p.task;
+        let Some(agent) = ctx.agent(t).filter(|_| verdicts[t] != Verdict::UpToDate) else {
+            continue;
+        };
+        let definition = ctx.fingerprint(t).ok().map(|parts| parts.definition);
+        match budget::project(&history, ctx.task(t), agent, definition.as_ref()) {
+            Some(proj) => {
+                if limit.is_some_and(|l| total + proj.usd > l + 1e-9) && stops_before.is_none() {
+                    stops_before = Some((t, k));
+                }
+                total += proj.usd;
+                counted += 1;
+                match bases.iter_mut().find(|(b, _)| *b == proj.basis) {
+                    Some((_, n)) => *n += 1,
+                    None => bases.push((proj.basis, 1)),
+                }
+            }
+            None => unknown += 1,
+        }
+    }
+    if counted == 0 && limit.is_none() {
+        return String::new();
+    }
+    let from: Vec<String> = bases
+        .iter()
+        .map(|(b, n)| format!("{n} from {}", b.word()))
+        .collect();
+    let mut line = format!(
+        "Projected cost: ${total:.4} for {counted} agent task(s){}",
+        if from.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", from.join(", "))
+        }
+    );
+    if unknown > 0 {
+        line.push_str(&format!(
+            "; {unknown} more of unknown cost (no history, cost_estimate or max_cost_usd)"
+        ));
+    }
+    if let Some(l) = limit {
+        match stops_before {
+            Some((t, k)) => {
+                let left = plan.planned[k..]
+                    .iter()
+                    .filter(|p| verdicts[p.task] != Verdict::UpToDate)
+                    .count();
+                line.push_str(&format!(
+                    "; budget ${l:.4}: the build would stop before {} ({left} task(s) not \
+                     started)",
+                    ctx.task(t).id
+                ));
+            }
+            None => line.push_str(&format!("; within the budget of ${l:.4}")),
+        }
+    }
+    format!("{line}\n")
 }
 
 /// A line of the dry run: one task, or (unless expanded) every instance of a fan-out

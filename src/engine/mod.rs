@@ -9,6 +9,8 @@
 //!   as it streams; `writes`: the undeclared-write check;
 //! - `coordinator`: the scheduling thread's side: journal, status rows, log, events;
 //! - `aggregate`: `final_output.md`; `prompt`: the task file an agent gets;
+//! - `budget`: what a build may spend, and each agent task's projected cost; `money`: the
+//!   coordinator's side of it;
 //! - `gone`: instances whose fan-out item went away;
 //! - `migrate`: records of orch before early cutoff carried over, so an upgrade re-runs
 //!   nothing;
@@ -22,6 +24,7 @@ mod agent_run;
 mod aggregate;
 mod attempt;
 mod attempts;
+pub mod budget;
 mod build;
 mod context;
 mod coordinator;
@@ -30,6 +33,7 @@ mod exchange;
 pub mod explain;
 mod gone;
 mod migrate;
+mod money;
 mod options;
 mod prompt;
 mod queue;

@@ -29,6 +29,11 @@ pub struct BuildOptions {
     /// Where a build that finds everything up to date leaves its record for the fast path
     /// ([`crate::engine::up_to_date`]), and under which key; `None` leaves none.
     pub up_to_date_key: Option<crate::disk::Digest>,
+    /// `--max-cost USD`: over `settings.max_cost_usd`.
+    pub max_cost: Option<f64>,
+    /// What an earlier part of the same build spent (a dynamic fan-out's first part): it
+    /// counts against the budget.
+    pub spent_before: f64,
 }
 
 impl Default for BuildOptions {
@@ -44,11 +49,18 @@ impl Default for BuildOptions {
             wait_for_lock: false,
             guard_program: None,
             up_to_date_key: None,
+            max_cost: None,
+            spent_before: 0.0,
         }
     }
 }
 
 impl BuildOptions {
+    /// What the whole build may cost: `--max-cost`, else `settings.max_cost_usd`.
+    pub(crate) fn budget(&self, plan: &Plan) -> Option<f64> {
+        self.max_cost.or(plan.settings.max_cost_usd)
+    }
+
     pub(crate) fn jobs(&self, plan: &Plan) -> usize {
         self.jobs_with(plan.settings.jobs)
     }
@@ -75,14 +87,20 @@ pub struct BuildOutcome {
 }
 
 impl BuildOutcome {
-    /// 0 success, 1 a task or the aggregation failed, 130 interrupted by a signal, 141 the
-    /// reader of orch's output went away (see [`CancelReason::exit_code`]).
+    /// 0 success, 1 a task or the aggregation failed, 3 the budget stopped the build, 4 a
+    /// provider's usage limit resets past `max_quota_wait`, 130 interrupted by a signal, 141
+    /// the reader of orch's output went away (see [`CancelReason::exit_code`]).
     pub(crate) fn exit_code(&self) -> i32 {
-        if let Some(why) = self.stopped_by.filter(|_| self.summary.interrupted) {
+        let s = &self.summary;
+        if let Some(why) = self.stopped_by.filter(|_| s.interrupted) {
             why.exit_code()
-        } else if self.summary.interrupted {
+        } else if s.interrupted {
             130
-        } else if self.summary.success() && self.aggregate_error.is_none() {
+        } else if s.failed > 0 || s.blocked > 0 || s.interrupted_tasks > 0 {
+            1
+        } else if let Some(stop) = &s.stopped_by {
+            stop.exit_code()
+        } else if s.success() && self.aggregate_error.is_none() {
             0
         } else {
             1

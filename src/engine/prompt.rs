@@ -206,6 +206,8 @@ mod tests {
             permissions: None,
             allow_undeclared_writes: None,
             placement: Default::default(),
+            max_cost_usd: None,
+            cost_estimate: None,
         }
     }
 

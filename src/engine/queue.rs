@@ -54,6 +54,7 @@ impl<'g> Queue<'g> {
                 critical: self.graph.critical[t],
                 agent_class: self.classes[t],
                 pool: self.pools.as_ref().map(|p| p[t]),
+                provider: None,
                 locks: self.lock_ids[t].clone(),
             })
             .collect();

@@ -388,6 +388,8 @@ fn instantiate(template: &Task, item: &str, item_sets: &HashMap<String, Vec<Stri
             .map(|(k, v)| (k.clone(), plain(v)))
             .collect(),
         placement: template.placement.clone(),
+        max_cost_usd: template.max_cost_usd,
+        cost_estimate: template.cost_estimate,
         foreach: None,
         item: Some(Item {
             template: template.id.clone(),

@@ -123,6 +123,37 @@ pub const TIMEOUT: Span = Span {
     max: MAX_DURATION,
 };
 
+/// `settings.max_quota_wait`: zero stops at the first usage limit.
+pub const MAX_QUOTA_WAIT: Span = Span {
+    name: "max_quota_wait",
+    positive: false,
+    max: Duration::from_secs(7 * 24 * 3600),
+};
+
+/// The largest dollar amount a cost field takes: past it a number is a typo.
+pub const MAX_COST_USD: f64 = 1e9;
+
+/// A dollar amount (`max_cost_usd`, `cost_estimate`, `--max-cost`) if it is one.
+pub fn check_cost(name: &str, value: f64) -> Result<f64, String> {
+    if value.is_finite() && (0.0..=MAX_COST_USD).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{name} must be a number of US dollars from 0 to {MAX_COST_USD}, not {value}"
+        ))
+    }
+}
+
+/// `--max-cost USD`.
+pub fn cost_arg(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_start_matches('$')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of US dollars"))?;
+    check_cost("--max-cost", v)
+}
+
 /// A task's `estimate`: zero is allowed (it only weighs the critical path).
 pub const ESTIMATE: Span = Span {
     name: "estimate",

@@ -56,6 +56,22 @@ pub struct Settings {
     pub placement: Placement,
     /// How orch drives Slurm, for the whole build (`[settings.slurm]`).
     pub slurm: SlurmSettings,
+    /// What the whole run may cost, in US dollars (`--max-cost` overrides): no agent task
+    /// starts whose projected cost would take the run past it.
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    /// How long a provider's tasks may wait for its usage limit to reset before the build
+    /// stops.
+    #[serde(default = "default_quota_wait")]
+    pub max_quota_wait: Duration,
+}
+
+/// `max_quota_wait`'s default: six hours, past the five-hour windows of the subscription
+/// plans, so one reset is always waited out.
+pub const DEFAULT_QUOTA_WAIT: Duration = Duration::from_secs(6 * 3600);
+
+fn default_quota_wait() -> Duration {
+    DEFAULT_QUOTA_WAIT
 }
 
 /// The build-wide part of `[settings.slurm]`.
@@ -100,6 +116,8 @@ impl Default for Settings {
             strict: false,
             placement: Placement::default(),
             slurm: SlurmSettings::default(),
+            max_cost_usd: None,
+            max_quota_wait: DEFAULT_QUOTA_WAIT,
         }
     }
 }
@@ -165,6 +183,12 @@ pub struct Task {
     pub allow_undeclared_writes: Option<AllowWrites>,
     /// Where the task runs (`executor`, `[tasks.X.slurm]`), over its agent's and settings'.
     pub placement: Placement,
+    /// What one attempt may cost (USD), over its agent's; also caps its projection.
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    /// What the task is expected to cost (USD), for budgets before it has a history.
+    #[serde(default)]
+    pub cost_estimate: Option<f64>,
 }
 
 /// Where a fan-out template's items come from.

@@ -43,6 +43,8 @@ pub fn to_plan(
             permissions: None,
             allow_undeclared_writes: None,
             placement: Default::default(),
+            max_cost_usd: None,
+            cost_estimate: None,
         })
         .collect();
     let index = Plan::index_of(&tasks);

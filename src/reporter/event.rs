@@ -102,6 +102,40 @@ pub enum Event<'a> {
         stopping: &'a [TaskRef<'a>],
         grace: Duration,
     },
+    /// The budget stops the build: `task`, projected to cost `projected` (unknown: `None`),
+    /// does not start, nor anything after it; running tasks finish.
+    BudgetReached {
+        task: TaskRef<'a>,
+        projected: Option<f64>,
+        /// What finished attempts cost so far.
+        spent: f64,
+        /// What the running tasks are projected to cost.
+        running: f64,
+        limit: f64,
+    },
+    /// A provider's concurrency changed: halved after a transient failure, one more after a
+    /// run of successes.
+    ProviderLimit {
+        provider: &'a str,
+        limit: usize,
+        /// `-j` or the agent's `max_parallel`: never more.
+        max: usize,
+        reason: &'a str,
+    },
+    /// A provider's calls wait until `until`: its usage limit resets then (`quota`), or it
+    /// asked to be called again then (a retry-after). `tasks`: those waiting on it now.
+    ProviderWaiting {
+        provider: &'a str,
+        until: SystemTime,
+        quota: bool,
+        reason: &'a str,
+        tasks: &'a [&'a str],
+    },
+    /// A provider's wait is over: its tasks start again.
+    ProviderResumed {
+        provider: &'a str,
+        quota: bool,
+    },
     /// Free-form notice (recovered state, stale processes stopped, ...).
     Notice {
         message: &'a str,
@@ -143,6 +177,49 @@ pub struct Summary {
     pub usage: Usage,
     pub duration: Duration,
     pub interrupted: bool,
+    /// What stopped the build before its end, when not a signal or a failure.
+    pub stopped_by: Option<Stop>,
+}
+
+/// Why a build stopped starting tasks though nothing failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// `max_cost_usd` / `--max-cost`: the next task's projected cost would pass it.
+    Budget { limit_usd: f64 },
+    /// A provider's usage limit resets later than `max_quota_wait` allows.
+    Quota { provider: String, until: SystemTime },
+}
+
+impl Stop {
+    /// `budget`, `quota`: the `--json` summary's `stopped_by`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Stop::Budget { .. } => "budget",
+            Stop::Quota { .. } => "quota",
+        }
+    }
+
+    /// The distinct exit status of a build it stopped (README, "Exit status").
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Stop::Budget { .. } => 3,
+            Stop::Quota { .. } => 4,
+        }
+    }
+
+    /// What the summary line says.
+    pub fn describe(&self, spent: f64) -> String {
+        match self {
+            Stop::Budget { limit_usd } => format!(
+                "stopped by the budget (${spent:.4} of ${limit_usd:.4} spent, ${:.4} left)",
+                (limit_usd - spent).max(0.0)
+            ),
+            Stop::Quota { provider, until } => format!(
+                "stopped: {provider}'s usage limit resets at {}, past max_quota_wait",
+                crate::clock::local_hh_mm(*until)
+            ),
+        }
+    }
 }
 
 impl Summary {
@@ -177,8 +254,12 @@ impl Summary {
         if let Some(c) = self.usage.cost_usd.filter(|&c| c > 0.0) {
             parts.push(format!("${c:.4}"));
         }
+        let stopped = match &self.stopped_by {
+            Some(stop) => format!("{}: ", stop.describe(self.usage.cost_usd.unwrap_or(0.0))),
+            None => String::new(),
+        };
         format!(
-            "{}{} in {}",
+            "{}{stopped}{} in {}",
             if self.interrupted {
                 "interrupted: "
             } else {

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use serde_json::json;
 
 use super::emit::reader_gone;
-use super::event::{Event, JobState, Reporter, Stamped};
+use super::event::{Event, JobState, Reporter, Stamped, Stop};
 
 /// The version of the event stream, in `build_started`; see the module doc for the rule.
 pub const FORMAT_VERSION: u32 = 1;
@@ -47,6 +47,11 @@ fn with_usage(mut v: serde_json::Value, u: &crate::agent::Usage) -> serde_json::
         o.insert("output_tokens".into(), json!(u.output_tokens));
     }
     v
+}
+
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub fn to_json(event: &Event) -> serde_json::Value {
@@ -162,6 +167,40 @@ pub fn to_json(event: &Event) -> serde_json::Value {
         Event::AggregateFailed { reason } => {
             json!({"event": "aggregate_failed", "reason": reason})
         }
+        Event::BudgetReached {
+            task,
+            projected,
+            spent,
+            running,
+            limit,
+        } => json!({
+            "event": "budget_reached", "task": task.id, "agent_id": task.agent_id,
+            "projected_usd": projected, "spent_usd": spent, "running_usd": running,
+            "max_cost_usd": limit,
+        }),
+        Event::ProviderLimit {
+            provider,
+            limit,
+            max,
+            reason,
+        } => json!({
+            "event": "provider_limit", "provider": provider, "limit": limit, "max": max,
+            "reason": reason,
+        }),
+        Event::ProviderWaiting {
+            provider,
+            until,
+            quota,
+            reason,
+            tasks,
+        } => json!({
+            "event": "provider_waiting", "provider": provider,
+            "until_ms": unix_ms(*until), "until": crate::clock::local_hh_mm(*until),
+            "quota": quota, "reason": reason, "tasks": tasks,
+        }),
+        Event::ProviderResumed { provider, quota } => json!({
+            "event": "provider_resumed", "provider": provider, "quota": quota,
+        }),
         Event::Notice { message } => json!({"event": "notice", "message": message}),
         Event::BuildFinished { summary } => {
             let u = &summary.usage;
@@ -176,6 +215,21 @@ pub fn to_json(event: &Event) -> serde_json::Value {
                 "cache_write_tokens": u.cache_write_tokens.unwrap_or(0),
                 "output_tokens": u.output_tokens.unwrap_or(0),
                 "duration_ms": ms(&summary.duration), "interrupted": summary.interrupted,
+                "stopped_by": summary.stopped_by.as_ref().map(|s| s.word()),
+                "max_cost_usd": match &summary.stopped_by {
+                    Some(Stop::Budget { limit_usd }) => json!(limit_usd),
+                    _ => json!(null),
+                },
+                "budget_remaining_usd": match &summary.stopped_by {
+                    Some(Stop::Budget { limit_usd }) => {
+                        json!((limit_usd - u.cost_usd.unwrap_or(0.0)).max(0.0))
+                    }
+                    _ => json!(null),
+                },
+                "quota_until_ms": match &summary.stopped_by {
+                    Some(Stop::Quota { until, .. }) => json!(unix_ms(*until)),
+                    _ => json!(null),
+                },
             })
         }
     }

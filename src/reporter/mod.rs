@@ -11,7 +11,7 @@ mod progress;
 mod terminal;
 
 pub use emit::{Emitter, Events};
-pub use event::{Event, Fanout, JobState, Reporter, Stamped, Summary, TaskRef};
+pub use event::{Event, Fanout, JobState, Reporter, Stamped, Stop, Summary, TaskRef};
 pub use json::{JsonReporter, FORMAT_VERSION};
 pub use paint::use_color;
 pub(crate) use paint::Paint;

@@ -202,6 +202,66 @@ impl PlainReporter {
             Event::AggregateFailed { reason } => {
                 Some(format!("{} aggregation: {reason}", p.red(" FAILED")))
             }
+            Event::BudgetReached {
+                task,
+                projected,
+                spent,
+                running,
+                limit,
+            } => Some(format!(
+                "{} budget ${limit:.4}: ${spent:.4} spent, ${running:.4} projected for running \
+                 tasks; {} [{}] ({}) and what follows not started",
+                p.yellow(" budget"),
+                task.agent_id,
+                task.id,
+                match projected {
+                    Some(c) => format!("projected ${c:.4}"),
+                    None => "cost unknown".to_string(),
+                }
+            )),
+            Event::ProviderLimit {
+                provider,
+                limit,
+                max,
+                reason,
+            } => loud(&|| {
+                format!(
+                    "{} {provider}: {limit} of {max} at once ({reason})",
+                    p.dim("  limit")
+                )
+            }),
+            Event::ProviderWaiting {
+                provider,
+                until,
+                quota,
+                reason,
+                tasks,
+            } => Some(format!(
+                "{} {provider}: {} until {}{}: {reason}",
+                p.yellow("   wait"),
+                if *quota {
+                    "waiting for quota"
+                } else {
+                    "calls paused"
+                },
+                crate::clock::local_hh_mm(*until),
+                if tasks.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", tasks.join(", "))
+                }
+            )),
+            Event::ProviderResumed { provider, quota } => loud(&|| {
+                format!(
+                    "{} {provider}: {}",
+                    p.dim(" resume"),
+                    if *quota {
+                        "quota reset, tasks resume"
+                    } else {
+                        "calls resume"
+                    }
+                )
+            }),
             Event::Notice { message } => Some(format!("{} {message}", p.yellow("   note"))),
             Event::BuildFinished { summary } => {
                 let line = summary.line();

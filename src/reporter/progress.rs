@@ -142,6 +142,25 @@ impl Reporter for ProgressReporter {
                     bar.set_message(format!("{label} · {how}"));
                 }
             }
+            Event::ProviderWaiting {
+                until,
+                quota: true,
+                tasks,
+                ..
+            } => {
+                let note = format!(
+                    "waiting for quota until {}",
+                    crate::clock::local_hh_mm(*until)
+                );
+                for id in tasks.iter() {
+                    if let Some((bar, line)) = self.running.get(*id) {
+                        bar.set_message(format!("{line} · {note}"));
+                    }
+                }
+                if let Some(l) = self.lines.line(event) {
+                    self.println(l);
+                }
+            }
             Event::TaskRetrying { .. } => {
                 if let Some(l) = self.lines.line(event) {
                     self.println(l);

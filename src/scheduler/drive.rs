@@ -33,6 +33,15 @@ pub trait Coordinator<M, D> {
     /// Returns whether the task succeeded.
     fn finished(&mut self, task: usize, done: D) -> bool;
     fn blocked(&mut self, task: usize, failed_dep: usize);
+    /// Whether a task the scheduler handed out may start now (it is not settled at once).
+    fn admit(&mut self, _task: usize) -> Admit {
+        Admit::Start
+    }
+    /// Class limits that changed since last asked (a provider's, as it answers), with
+    /// their new value; asked before tasks are handed out.
+    fn limits(&mut self) -> Vec<(usize, Option<usize>)> {
+        Vec::new()
+    }
     /// The build was cancelled while these tasks run (once, as soon as the scheduling
     /// thread sees it): the moment to say what is being stopped.
     fn cancelling(&mut self, _running: &[usize]) {}
@@ -41,6 +50,17 @@ pub trait Coordinator<M, D> {
     /// Called before the scheduling thread waits for workers, and when `drive` returns: the
     /// moment to write out what the last steps buffered.
     fn idle(&mut self) {}
+}
+
+/// What [`Coordinator::admit`] says of a task about to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Start,
+    /// Not yet: it is put back, and nothing more starts until a running task ends (a task
+    /// of unknown cost waits for the one running).
+    Wait,
+    /// Never: it is put back and nothing more starts (the budget is reached).
+    Stop,
 }
 
 enum WorkerEvent<D> {
@@ -76,6 +96,9 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
     // the others collected in `batch` for the workers.
     let fill = |sched: &mut Scheduler, coord: &mut C, batch: &mut Vec<usize>| {
         notice_cancel(sched, coord);
+        for (c, limit) in coord.limits() {
+            sched.set_limit(c, limit);
+        }
         while sched.running() < jobs {
             let Some(t) = sched.next_task() else { break };
             match runner.try_skip(t) {
@@ -85,13 +108,23 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
                         coord.blocked(b, t);
                     }
                 }
-                None => batch.push(t),
+                None => match coord.admit(t) {
+                    Admit::Start => batch.push(t),
+                    Admit::Wait => {
+                        sched.put_back(t);
+                        break;
+                    }
+                    Admit::Stop => {
+                        sched.put_back(t);
+                        sched.stop();
+                    }
+                },
             }
         }
     };
     let mut batch = Vec::new();
     fill(sched, coord, &mut batch);
-    if batch.is_empty() && sched.running() == 0 {
+    if batch.is_empty() && sched.running() == 0 && !sched.held() {
         // Everything was up to date (or stopped): no worker threads needed.
         coord.idle();
         return;
@@ -132,7 +165,9 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
                 }
                 batch.clear();
             }
-            if sched.running() == 0 {
+            // Tasks held back by a provider that asked to wait keep the build going though
+            // nothing runs; the wait ends (or the build stops) at the provider's time.
+            if sched.running() == 0 && !sched.held() {
                 break;
             }
             coord.idle();

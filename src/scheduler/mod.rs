@@ -10,5 +10,5 @@
 mod drive;
 mod queue;
 
-pub use drive::{drive, Coordinator, Runner};
+pub use drive::{drive, Admit, Coordinator, Runner};
 pub use queue::{NodeState, SchedTask, Scheduler};

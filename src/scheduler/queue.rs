@@ -19,6 +19,11 @@ pub struct SchedTask {
     /// Index into the class limits too: the executor's (`-j` for local children, `max_jobs`
     /// for Slurm), when the build has more than one.
     pub pool: Option<usize>,
+    /// Index into the class limits too: the provider whose API the task's agent calls,
+    /// whose limit the build adapts as the provider answers (see [`Limiter`]).
+    ///
+    /// [`Limiter`]: super::Limiter
+    pub provider: Option<usize>,
     /// Indexes of the locks the task holds while running.
     pub locks: Vec<usize>,
 }
@@ -145,6 +150,41 @@ impl Scheduler {
         self.stopped
     }
 
+    /// Changes a class's limit (a provider's, as it answers): a raised one wakes as many
+    /// parked tasks as it has room for; a lowered one lets running tasks finish.
+    pub fn set_limit(&mut self, c: usize, limit: Option<usize>) {
+        if self.class_limit[c] == limit {
+            return;
+        }
+        self.class_limit[c] = limit;
+        let room = match limit {
+            Some(l) => l.saturating_sub(self.class_running[c]),
+            None => usize::MAX,
+        };
+        for _ in 0..room.min(self.parked_on_class[c].len()) {
+            if let Some(k) = self.parked_on_class[c].pop() {
+                self.ready.push(k);
+            }
+        }
+    }
+
+    /// Whether ready tasks wait on a class whose limit is 0 now (a provider that asked to
+    /// wait): the build is not over while they do, though nothing runs.
+    pub fn held(&self) -> bool {
+        !self.stopped
+            && self
+                .class_limit
+                .iter()
+                .zip(&self.parked_on_class)
+                .any(|(l, parked)| *l == Some(0) && !parked.is_empty())
+    }
+
+    /// The classes of task `t`: its agent's, its executor pool's, its provider's.
+    fn classes_of(&self, t: usize) -> [Option<usize>; 3] {
+        let task = &self.tasks[t];
+        [task.agent_class, task.pool, task.provider]
+    }
+
     fn class_full(&self, c: usize) -> bool {
         self.class_limit[c].is_some_and(|limit| self.class_running[c] >= limit)
     }
@@ -152,7 +192,7 @@ impl Scheduler {
     /// Sets a ready task aside on what holds it back, or hands it back (`Err`) if it may start.
     fn park(&mut self, key: ReadyKey) -> Result<(), ReadyKey> {
         let task = &self.tasks[key.index];
-        let classes = [task.agent_class, task.pool];
+        let classes = self.classes_of(key.index);
         if let Some(c) = classes.into_iter().flatten().find(|&c| self.class_full(c)) {
             // It may have been woken by its other class, which has room: that class's next
             // parked task may go in its place.
@@ -206,10 +246,7 @@ impl Scheduler {
         };
         self.state[t] = NodeState::Running;
         self.running += 1;
-        for c in [self.tasks[t].agent_class, self.tasks[t].pool]
-            .into_iter()
-            .flatten()
-        {
+        for c in self.classes_of(t).into_iter().flatten() {
             self.class_running[c] += 1;
         }
         for &l in &self.tasks[t].locks {
@@ -221,10 +258,7 @@ impl Scheduler {
     /// Frees what a running task held: an agent slot and its locks.
     fn release(&mut self, t: usize) {
         self.running -= 1;
-        for c in [self.tasks[t].agent_class, self.tasks[t].pool]
-            .into_iter()
-            .flatten()
-        {
+        for c in self.classes_of(t).into_iter().flatten() {
             self.class_running[c] -= 1;
             self.wake_class(c);
         }
@@ -274,6 +308,19 @@ impl Scheduler {
             blocked.sort_unstable();
             blocked
         }
+    }
+
+    /// Hands back a task [`next_task`](Self::next_task) gave out that did not start after
+    /// all (the budget would not allow it): ready again, holding nothing.
+    pub fn put_back(&mut self, t: usize) {
+        debug_assert_eq!(self.state[t], NodeState::Running);
+        self.release(t);
+        self.state[t] = NodeState::Ready;
+        self.ready.push(ReadyKey {
+            priority: self.tasks[t].priority,
+            critical: self.tasks[t].critical,
+            index: t,
+        });
     }
 
     /// Records that a running task was stopped (cancelled): nothing more starts, and its
@@ -416,6 +463,45 @@ pub(crate) mod tests {
         assert_eq!(s.next_task(), Some(1));
     }
 
+    #[test]
+    fn a_changed_limit_parks_and_wakes_a_class() {
+        let g = graph(vec![vec![]; 4]);
+        let mut tasks = plain(&g);
+        for t in &mut tasks {
+            t.provider = Some(0);
+        }
+        let mut s = Scheduler::new(&g, tasks, &[true; 4], vec![Some(2)], 0, false);
+        assert!(s.next_task().is_some() && s.next_task().is_some());
+        assert_eq!(s.next_task(), None, "2 at once");
+        s.set_limit(0, Some(0));
+        s.finish(0, true);
+        assert_eq!(s.next_task(), None, "a limit of 0 holds every task back");
+        assert!(s.held(), "parked on a class that waits");
+        s.set_limit(0, Some(3));
+        assert!(!s.held());
+        let woken: Vec<usize> = std::iter::from_fn(|| s.next_task()).collect();
+        assert_eq!(
+            woken.len(),
+            2,
+            "room for 2 beside the one running: {woken:?}"
+        );
+    }
+
+    #[test]
+    fn a_task_put_back_is_ready_again_and_holds_nothing() {
+        let g = graph(vec![vec![], vec![]]);
+        let mut tasks = plain(&g);
+        tasks[0].agent_class = Some(0);
+        tasks[1].agent_class = Some(0);
+        let mut s = Scheduler::new(&g, tasks, &[true; 2], vec![Some(1)], 0, false);
+        let t = s.next_task().unwrap();
+        s.put_back(t);
+        assert_eq!(s.running(), 0);
+        assert_eq!(s.state(t), NodeState::Ready);
+        s.stop();
+        assert_eq!(s.not_started(), vec![0, 1]);
+    }
+
     /// Random DAGs with agent limits and locks, finished in random order: limits and locks
     /// always hold, and every task runs (no task is left parked).
     #[test]
@@ -447,6 +533,7 @@ pub(crate) mod tests {
                     critical: g.critical[t],
                     agent_class: [None, Some(0), Some(1), Some(2)][rand(4)],
                     pool: [None, Some(3), Some(4)][rand(3)],
+                    provider: None,
                     locks: (0..rand(3)).map(|_| rand(3)).collect(),
                 })
                 .collect();

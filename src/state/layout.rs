@@ -60,6 +60,12 @@ impl StateLayout {
     pub fn up_to_date(&self) -> PathBuf {
         self.dir.join("up_to_date.bin")
     }
+    /// What agent tasks cost before: each task's last cost and each agent's recent ones,
+    /// for budget projections.
+    pub fn costs(&self) -> PathBuf {
+        self.dir.join("costs.json")
+    }
+
     pub fn lock(&self) -> PathBuf {
         self.dir.join("lock")
     }

@@ -19,7 +19,7 @@ use crate::plan::{
     ResultSpec, Settings, Task,
 };
 
-const MAGIC: &[u8; 8] = b"ORCHPC05";
+const MAGIC: &[u8; 8] = b"ORCHPC06";
 
 pub struct PlanCache {
     file: PathBuf,
@@ -122,6 +122,8 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
     e.bool(s.strict);
     placement(&mut e, &s.placement);
     e.str(&serde_json::to_string(&s.slurm).ok()?);
+    opt_f64(&mut e, s.max_cost_usd);
+    duration(&mut e, s.max_quota_wait);
     e.usize(plan.agents.len());
     for (name, a) in &plan.agents {
         e.str(name);
@@ -162,6 +164,8 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
         strings(&mut e, &a.retry_on);
         map(&mut e, &a.env);
         placement(&mut e, &a.placement);
+        opt_f64(&mut e, a.max_cost_usd);
+        e.opt_str(a.provider.as_deref());
     }
     e.usize(plan.tasks.len());
     for t in &plan.tasks {
@@ -215,6 +219,8 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
         opt_permission(&mut e, t.permissions);
         allow_writes(&mut e, t.allow_undeclared_writes.as_ref());
         placement(&mut e, &t.placement);
+        opt_f64(&mut e, t.max_cost_usd);
+        opt_f64(&mut e, t.cost_estimate);
     }
     e.bool(plan.aggregate.is_some());
     if let Some(a) = &plan.aggregate {
@@ -265,6 +271,8 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
         strict: d.bool()?,
         placement: read_placement(d)?,
         slurm: serde_json::from_str(d.str()?).map_err(|_| bad("slurm settings"))?,
+        max_cost_usd: read_opt_f64(d)?,
+        max_quota_wait: read_duration(d)?,
     };
     let n = d.count()?;
     let mut agents = IndexMap::with_capacity(n);
@@ -313,6 +321,8 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
             retry_on: read_strings(d)?,
             env: read_map(d)?,
             placement: read_placement(d)?,
+            max_cost_usd: read_opt_f64(d)?,
+            provider: d.opt_string()?,
         };
         agents.insert(key, spec);
     }
@@ -355,6 +365,8 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
             permissions: read_opt_permission(d)?,
             allow_undeclared_writes: read_allow_writes(d)?,
             placement: read_placement(d)?,
+            max_cost_usd: read_opt_f64(d)?,
+            cost_estimate: read_opt_f64(d)?,
             id,
             title,
             action,
@@ -452,6 +464,21 @@ fn read_placement(d: &mut Decoder) -> Result<crate::executor::Placement, DecodeE
         None => Ok(Default::default()),
         Some(json) => serde_json::from_str(&json).map_err(|_| DecodeError::Shape("placement")),
     }
+}
+
+fn opt_f64(e: &mut Encoder, v: Option<f64>) {
+    e.bool(v.is_some());
+    if let Some(v) = v {
+        e.u64(v.to_bits());
+    }
+}
+
+fn read_opt_f64(d: &mut Decoder) -> Result<Option<f64>, DecodeError> {
+    Ok(if d.bool()? {
+        Some(f64::from_bits(d.u64()?))
+    } else {
+        None
+    })
 }
 
 fn opt_usize(e: &mut Encoder, v: Option<usize>) {

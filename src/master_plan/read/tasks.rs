@@ -204,6 +204,8 @@ pub(super) fn build(
             permissions: None,
             allow_undeclared_writes: None,
             placement: Default::default(),
+            max_cost_usd: None,
+            cost_estimate: None,
         });
     }
 

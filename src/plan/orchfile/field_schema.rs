@@ -77,6 +77,15 @@ pub(super) fn estimate(_: &mut SchemaGenerator) -> Schema {
     duration(limits::ESTIMATE)
 }
 
+/// US dollars: a number, not negative.
+pub(super) fn cost(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "number", "minimum": 0, "maximum": limits::MAX_COST_USD})
+}
+
+pub(super) fn max_quota_wait(_: &mut SchemaGenerator) -> Schema {
+    duration(limits::MAX_QUOTA_WAIT)
+}
+
 /// `P0`..`P3` (or `p0`..`p3`, or 0..3), as the parser reads it.
 pub(super) fn priority(_: &mut SchemaGenerator) -> Schema {
     json_schema!({

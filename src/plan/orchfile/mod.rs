@@ -3,6 +3,7 @@
 //! on the text.
 
 mod field_schema;
+mod money;
 mod placement;
 mod raw;
 pub mod schema;

@@ -85,6 +85,16 @@ pub(super) struct RawSettings {
     /// The Slurm executor: the options every job starts from, and how orch drives Slurm.
     #[schemars(with = "Option<RawSlurmSettings>")]
     pub(super) slurm: Option<Spanned<RawSlurmSettings>>,
+    /// What one build may cost in US dollars (`--max-cost` overrides): an agent task whose
+    /// projected cost would take the build past it does not start; running tasks finish.
+    #[serde(default)]
+    #[schemars(schema_with = "s::cost")]
+    pub(super) max_cost_usd: Option<Spanned<toml::Value>>,
+    /// How long a provider's tasks may wait for its usage limit to reset (default 6h);
+    /// past it the build stops.
+    #[serde(default)]
+    #[schemars(schema_with = "s::max_quota_wait")]
+    pub(super) max_quota_wait: Option<Spanned<toml::Value>>,
 }
 
 /// A `slurm` table of an agent or a task: the options of its jobs, over those of
@@ -247,6 +257,16 @@ pub(super) struct RawAgent {
     #[serde(default)]
     #[schemars(schema_with = "s::allow_writes")]
     pub(super) allow_undeclared_writes: Option<Spanned<toml::Value>>,
+    /// What one attempt of its tasks may cost in US dollars: claude gets it as
+    /// `--max-budget-usd`; it also caps an attempt's projected cost.
+    #[serde(default)]
+    #[schemars(schema_with = "s::cost")]
+    pub(super) max_cost_usd: Option<Spanned<toml::Value>>,
+    /// The API whose rate and usage limits this agent shares with others of the same
+    /// provider (default: the preset's API, `anthropic`, `openai`, `google`; else the
+    /// agent's name).
+    #[schemars(with = "Option<String>")]
+    pub(super) provider: Option<Spanned<String>>,
 }
 
 /// `permission_args = { read = [...], write = [...], full = [...] }`; a level left out keeps
@@ -348,6 +368,15 @@ pub(super) struct RawTask {
     /// Its jobs' Slurm options, over its agent's and `[settings.slurm]`.
     #[schemars(with = "Option<RawSlurm>")]
     pub(super) slurm: Option<Spanned<RawSlurm>>,
+    /// What one attempt may cost in US dollars, over its agent's.
+    #[serde(default)]
+    #[schemars(schema_with = "s::cost")]
+    pub(super) max_cost_usd: Option<Spanned<toml::Value>>,
+    /// What the task is expected to cost in US dollars: its projection under a budget
+    /// until it (or its agent) has run before.
+    #[serde(default)]
+    #[schemars(schema_with = "s::cost")]
+    pub(super) cost_estimate: Option<Spanned<toml::Value>>,
 }
 
 /// How the results are merged into final_output.md.

@@ -280,6 +280,7 @@ impl Validator<'_> {
         let (job_options, slurm) = self.slurm_settings(&raw_settings.slurm);
         settings.placement.slurm = job_options;
         settings.slurm = slurm;
+        self.money_settings(&raw_settings, &mut settings);
 
         let mut agents = presets::builtin_agents();
         for (name, raw_agent) in &raw.agents {
@@ -588,6 +589,7 @@ impl Validator<'_> {
             spec.allow_undeclared_writes = Some(allow);
         }
         spec.placement = self.placement(&r.executor, &r.slurm);
+        self.money_agent(r, &mut spec);
         Some(spec)
     }
 
@@ -853,7 +855,7 @@ impl Validator<'_> {
             }
         }
         let placement = self.placement(&r.executor, &r.slurm);
-        let task = Task {
+        let mut task = Task {
             id: id.to_string(),
             title: r
                 .title
@@ -881,7 +883,10 @@ impl Validator<'_> {
             permissions,
             allow_undeclared_writes,
             placement,
+            max_cost_usd: None,
+            cost_estimate: None,
         };
+        self.money_task(r, &mut task);
         (task, spans)
     }
 
