@@ -1,5 +1,6 @@
 //! `orch clean`: forget what was built. Removes the state directory's results, task files,
-//! logs, journal, snapshot, stat cache, up-to-date record and final output; with `outputs`,
+//! logs, journal, snapshot, stat cache, up-to-date record, final output, run records and
+//! report; with `outputs`,
 //! also the files tasks declared as outputs. Never removes anything outside the project
 //! root, never follows a symlink out of it, and keeps `master_plan.md` (a person's plan and
 //! notes live there); its status table is reset instead.
@@ -109,6 +110,8 @@ pub fn clean(plan: &Plan, opts: CleanOptions) -> Result<CleanReport> {
             layout.stat_cache(),
             layout.up_to_date(),
             layout.final_output(),
+            layout.runs_dir(),
+            layout.report(),
         ]);
         targets.extend(layout.legacy_files());
     }

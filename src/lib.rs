@@ -15,7 +15,8 @@
 //! - [`agent`]: agent presets, prompt delivery and reply judging;
 //! - [`scheduler`]: ready-queue scheduling, apart from execution;
 //! - [`engine`]: one build end to end, `final_output.md` included;
-//! - [`reporter`]: terminal, progress and JSON views of build events;
+//! - [`reporter`]: terminal, progress and JSON views of build events, and the run record;
+//! - [`report`]: `orch report`, a run record drawn as one self-contained HTML page;
 //! - [`planner`]: `orch plan`, a request decomposed into tasks by an agent;
 //! - [`inspect`]: status, explain, graph and list, read-only; [`clean`]: `orch clean`;
 //! - [`watch`]: `orch watch`, re-building on file changes;
@@ -40,6 +41,7 @@ pub mod planner;
 pub mod preflight;
 pub mod profile;
 pub mod redact;
+pub mod report;
 pub mod reporter;
 pub mod scheduler;
 pub mod state;

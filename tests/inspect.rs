@@ -234,7 +234,13 @@ fn clean_removes_state_and_outputs_but_keeps_the_plan() {
 
     let out = p.orch(&["clean"]).ok().stdout();
     assert!(out.contains("removed .orchestrator/results"), "{out}");
-    for gone in ["results", "agent_tasks", "state.bin", "stat_cache.bin"] {
+    for gone in [
+        "results",
+        "agent_tasks",
+        "state.bin",
+        "stat_cache.bin",
+        "runs",
+    ] {
         assert!(!p.exists(&format!(".orchestrator/{gone}")), "{gone}");
     }
     assert!(p.exists("out/gen.txt"), "outputs stay without --outputs");

@@ -13,6 +13,7 @@ use crate::plan::orchfile;
 use std::collections::HashSet;
 
 use crate::plan::{Foreach, Plan};
+use crate::reporter::record::{self, RunRecorder};
 use crate::reporter::{Event, Fanout, Reporter, Stamped, Summary};
 use crate::state::plan_cache::{self, PlanCache};
 use crate::state::preload::Preloaded;
@@ -94,6 +95,9 @@ pub struct BuildArgs {
     /// Run the selected tasks even if they are up to date.
     #[arg(short = 'B', long = "force")]
     pub force: bool,
+    /// Then write the build's report, .orchestrator/report.html (as `orch report` does).
+    #[arg(long = "report", conflicts_with = "dry_run")]
+    pub report: bool,
 }
 
 pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
@@ -117,9 +121,15 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
         if let Some(cache) = cache.as_ref().filter(|_| !args.dry_run) {
             if let Some(key) = up_to_date::key(cache.key(), &opts) {
                 let dir = cache.state_dir();
+                // The plan is not loaded on this path: the record has no tasks' deps.
+                let header = record::header("build", opts.describe(), None, Some(path));
+                let recorder = RunRecorder::new(dir, header);
+                reporter.0.push(Box::new(recorder.clone()));
                 if let Some(outcome) = up_to_date::replay(dir, &key, &opts, &mut reporter) {
+                    report_if_asked(args, dir, &recorder);
                     return Ok(outcome.exit_code());
                 }
+                reporter.0.pop();
                 opts.up_to_date_key = Some(key);
             }
         }
@@ -156,10 +166,14 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     }
     let cancel = signals::install()?;
     engine::LEAK_ON_RETURN.store(true, std::sync::atomic::Ordering::Relaxed);
+    let recorder = opts.recorder("build", &plan);
+    reporter.0.push(Box::new(recorder.clone()));
+    let state_dir = plan.state_dir();
     let sources = dynamic_sources(&plan);
     if sources.is_empty() || !matches!(source, PlanSource::Orchfile(_)) {
         let outcome = engine::run_build(&plan, &opts, preload, &mut reporter, &cancel)?;
         std::mem::forget(plan); // the process exits next; see LEAK_ON_RETURN
+        report_if_asked(args, &state_dir, &recorder);
         return Ok(outcome.exit_code());
     }
     // Dynamic fan-out: first the tasks whose answers are items (and what they need), then,
@@ -179,6 +193,7 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
             summary: &outcome.summary,
         };
         let _ = reporter.report(&Stamped::now(&event));
+        report_if_asked(args, &state_dir, &recorder);
         return Ok(outcome.exit_code());
     }
     let plan = source.load()?;
@@ -187,10 +202,31 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
         spent_before: outcome.summary.usage.cost_usd.unwrap_or(0.0),
         ..opts
     };
+    recorder.plan(&plan);
     let mut second = SecondPart::new(&mut reporter, settled, outcome.summary);
     let outcome = engine::run_build(&plan, &opts, None, &mut second, &cancel)?;
     std::mem::forget(plan);
+    report_if_asked(args, &state_dir, &recorder);
     Ok(outcome.exit_code())
+}
+
+/// `--report`: the build's record drawn into report.html; a failure to is said, not fatal
+/// (the build's own exit code stands).
+fn report_if_asked(args: &BuildArgs, state_dir: &std::path::Path, recorder: &RunRecorder) {
+    if !args.report {
+        return;
+    }
+    let Some(record) = recorder.path() else {
+        return;
+    };
+    recorder.flush();
+    let out = crate::report::default_output(state_dir);
+    let said = match crate::report::write(&record, &out) {
+        Ok(_) => format!("orch: report written to {}", out.display()),
+        Err(e) => format!("orch: cannot write the report {}: {e}", out.display()),
+    };
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{said}");
 }
 
 /// The tasks whose answers are the items of a `foreach_from` fan-out.

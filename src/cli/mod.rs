@@ -11,6 +11,7 @@ pub mod init;
 pub mod list;
 pub mod man;
 pub mod plan;
+pub mod report;
 pub mod schema;
 mod signals;
 pub mod status;
@@ -60,6 +61,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Show the status table: each task's last known status, times and retries.
     Status(status::StatusArgs),
+    /// Write .orchestrator/report.html: the last build's attempts, costs and graph, one page.
+    Report(report::ReportArgs),
     /// Say why tasks would run (which input, dep or definition field changed).
     Explain(explain::ExplainArgs),
     /// Print the task graph as Graphviz DOT or a mermaid flowchart.
@@ -132,6 +135,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Watch(args) => watch::run(&global, &args),
         Command::Plan(args) => plan::run(&global, &args),
         Command::Status(args) => status::run(&global, &args),
+        Command::Report(args) => report::run(&global, &args),
         Command::Explain(args) => explain::run(&global, &args),
         Command::Graph(args) => graph::run(&global, &args),
         Command::List(args) => list::run(&global, &args),

@@ -61,6 +61,33 @@ impl BuildOptions {
         self.max_cost.or(plan.settings.max_cost_usd)
     }
 
+    /// What the command line asked for, for the run record (`orch report` shows it): only
+    /// what a person chose, not the plumbing (the guard binary, the fast path's key).
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "jobs": self.jobs,
+            "keep_going": self.keep_going,
+            "agent": self.agent_override,
+            "executor": self.executor.map(|e| e.name()),
+            "targets": if self.targets.is_empty() { "all".to_string() } else { self.targets.join(" ") },
+            "sim_speed": self.sim_speed,
+            "force": self.force,
+            "max_cost": self.max_cost,
+        })
+    }
+
+    /// A recorder of this build's events into `plan`'s state directory (see
+    /// [`crate::reporter::record`]); `command` is `build` or `watch`.
+    pub fn recorder(&self, command: &str, plan: &Plan) -> crate::reporter::record::RunRecorder {
+        let header = crate::reporter::record::header(
+            command,
+            self.describe(),
+            Some(plan),
+            Some(&plan.source_path),
+        );
+        crate::reporter::record::RunRecorder::new(&plan.state_dir(), header)
+    }
+
     pub(crate) fn jobs(&self, plan: &Plan) -> usize {
         self.jobs_with(plan.settings.jobs)
     }

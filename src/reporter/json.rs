@@ -235,13 +235,19 @@ pub fn to_json(event: &Event) -> serde_json::Value {
     }
 }
 
+/// An event as a line of the stream: [`to_json`] with `ts_ms`, when it was made (Unix
+/// milliseconds), for timelines in CI tools and the run records of `orch report`.
+pub fn stamped_json(stamped: &Stamped) -> serde_json::Value {
+    let mut v = to_json(stamped.event);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("ts_ms".into(), stamped.unix_ms().into());
+    }
+    v
+}
+
 impl<W: Write> Reporter for JsonReporter<W> {
     fn report(&mut self, stamped: &Stamped) -> io::Result<()> {
-        let mut v = to_json(stamped.event);
-        // When the event was made (Unix milliseconds), for timelines in CI tools.
-        if let Some(o) = v.as_object_mut() {
-            o.insert("ts_ms".into(), stamped.unix_ms().into());
-        }
+        let v = stamped_json(stamped);
         writeln!(self.out, "{v}")?;
         self.out.flush()
     }

@@ -74,6 +74,16 @@ impl StateLayout {
         self.dir.join("logs")
     }
 
+    /// `runs/<start ms>.jsonl`: each build's events, for `orch report` (see
+    /// `reporter/record.rs`).
+    pub fn runs_dir(&self) -> PathBuf {
+        self.dir.join("runs")
+    }
+    /// What `orch report` writes by default.
+    pub fn report(&self) -> PathBuf {
+        self.dir.join("report.html")
+    }
+
     /// `fanout/T-01.json`: the items task T-01 answered for the `foreach_from` templates
     /// naming it, as a JSON array of strings (task ids are plain file names).
     pub fn answered_items(&self, source: &str) -> PathBuf {

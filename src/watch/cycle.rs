@@ -20,7 +20,7 @@ use super::restart::{restart_reason, Track, Tracker};
 use crate::cancel::{Cancel, CancelReason};
 use crate::engine;
 use crate::plan::Plan;
-use crate::reporter::{Paint, Reporter};
+use crate::reporter::{Fanout, Paint, Reporter};
 
 /// Builds, then re-builds on change until `interrupt` is set; returns the exit code (130).
 ///
@@ -455,8 +455,10 @@ impl Session<'_> {
             let (plan, cancel, track) = (&loaded.plan, &cancel, &track);
             let handle = s.spawn(move || {
                 let _done = DoneOnDrop(tx);
+                // Each cycle is a build of its own in the run records.
+                let record = build_opts.recorder("watch", plan);
                 let mut reporter = Tracker {
-                    inner: make_reporter(),
+                    inner: Box::new(Fanout(vec![make_reporter(), Box::new(record)])),
                     track,
                 };
                 engine::run_build(plan, build_opts, None, &mut reporter, cancel)
