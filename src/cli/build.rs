@@ -13,7 +13,7 @@ use crate::plan::orchfile;
 use std::collections::HashSet;
 
 use crate::plan::{Foreach, Plan};
-use crate::reporter::record::{self, RunRecorder};
+use crate::reporter::record::RunRecorder;
 use crate::reporter::{Event, Fanout, Reporter, Stamped, Summary};
 use crate::state::plan_cache::{self, PlanCache};
 use crate::state::preload::Preloaded;
@@ -121,15 +121,15 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
         if let Some(cache) = cache.as_ref().filter(|_| !args.dry_run) {
             if let Some(key) = up_to_date::key(cache.key(), &opts) {
                 let dir = cache.state_dir();
-                // The plan is not loaded on this path: the record has no tasks' deps.
-                let header = record::header("build", opts.describe(), None, Some(path));
-                let recorder = RunRecorder::new(dir, header);
-                reporter.0.push(Box::new(recorder.clone()));
+                // Not recorded: this replays the verdict of the build that left the record,
+                // which was, and a line per skipped task would slow down the builds this
+                // path exists for. `--report` draws that build.
                 if let Some(outcome) = up_to_date::replay(dir, &key, &opts, &mut reporter) {
-                    report_if_asked(args, dir, &recorder);
+                    if args.report {
+                        report_last(dir);
+                    }
                     return Ok(outcome.exit_code());
                 }
-                reporter.0.pop();
                 opts.up_to_date_key = Some(key);
             }
         }
@@ -220,8 +220,19 @@ fn report_if_asked(args: &BuildArgs, state_dir: &std::path::Path, recorder: &Run
         return;
     };
     recorder.flush();
+    draw(&record, state_dir);
+}
+
+/// `--report` on the fast path: the last record, the build whose verdict was replayed.
+fn report_last(state_dir: &std::path::Path) {
+    if let Some(record) = crate::report::pick_run(state_dir, 0) {
+        draw(&record, state_dir);
+    }
+}
+
+fn draw(record: &std::path::Path, state_dir: &std::path::Path) {
     let out = crate::report::default_output(state_dir);
-    let said = match crate::report::write(&record, &out) {
+    let said = match crate::report::write(record, &out) {
         Ok(_) => format!("orch: report written to {}", out.display()),
         Err(e) => format!("orch: cannot write the report {}: {e}", out.display()),
     };

@@ -79,12 +79,7 @@ impl BuildOptions {
     /// A recorder of this build's events into `plan`'s state directory (see
     /// [`crate::reporter::record`]); `command` is `build` or `watch`.
     pub fn recorder(&self, command: &str, plan: &Plan) -> crate::reporter::record::RunRecorder {
-        let header = crate::reporter::record::header(
-            command,
-            self.describe(),
-            Some(plan),
-            Some(&plan.source_path),
-        );
+        let header = crate::reporter::record::header(command, self.describe(), plan);
         crate::reporter::record::RunRecorder::new(&plan.state_dir(), header)
     }
 

@@ -140,7 +140,9 @@ pub fn html(run: &Run, title: &str) -> String {
         ("--int", "interrupted"),
     ]));
     if !run.has_plan {
-        s.push_str(r#"<p class="note">The record holds no plan (the build found everything up to date without loading it): tasks are shown without their deps.</p>"#);
+        s.push_str(
+            r#"<p class="note">The record holds no plan: tasks are shown without their deps.</p>"#,
+        );
     }
     let _ = write!(
         s,

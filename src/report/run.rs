@@ -221,7 +221,8 @@ pub struct Run {
     pub header: Value,
     /// Tasks in plan order, then any only events named.
     pub tasks: IndexMap<String, TaskRun>,
-    /// Whether the record holds the plan (not for a build settled on the fast path).
+    /// Whether the record holds the plan's tasks (a record cut short, or written by hand,
+    /// may not).
     pub has_plan: bool,
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,

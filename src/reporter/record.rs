@@ -232,24 +232,18 @@ pub fn plan_tasks(plan: &crate::plan::Plan) -> Vec<Value> {
         .collect()
 }
 
-/// The first line of a record: what ran, with which options and settings. `plan` is `None`
-/// for a build settled on the fast path, which does not load it.
-pub fn header(
-    command: &str,
-    options: Value,
-    plan: Option<&crate::plan::Plan>,
-    orchfile: Option<&Path>,
-) -> Value {
+/// The first line of a record: what ran, with which options, settings and tasks.
+pub fn header(command: &str, options: Value, plan: &crate::plan::Plan) -> Value {
     json!({
         "record": "run",
         "record_version": RECORD_VERSION,
         "orch_version": env!("CARGO_PKG_VERSION"),
         "command": command,
-        "orchfile": orchfile.map(|p| p.display().to_string()),
+        "orchfile": plan.source_path.display().to_string(),
         "options": options,
         // The settings as the plan holds them: a field added to them later is shown too.
-        "settings": plan.map(|p| serde_json::to_value(&p.settings).unwrap_or(Value::Null)),
-        "tasks": plan.map(plan_tasks),
+        "settings": serde_json::to_value(&plan.settings).unwrap_or(Value::Null),
+        "tasks": plan_tasks(plan),
     })
 }
 
