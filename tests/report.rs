@@ -319,6 +319,56 @@ fn events_of_kinds_added_later_are_drawn_not_refused() {
 }
 
 #[test]
+fn budget_stops_provider_waits_and_cache_restores_as_their_events_say() {
+    // The shapes the budget, limiter and cache work emit: a provider's wait until a time,
+    // over the tasks it holds, ended early by its resume; a task the budget kept from
+    // starting; a restore (its duration is the restored run's, not this build's).
+    let p = Project::empty();
+    p.write(
+        "run.jsonl",
+        r#"{"record":"run","record_version":1,"command":"build","tasks":[{"id":"a","title":"A","agent":"claude","deps":[]},{"id":"b","title":"B","agent":"claude","deps":[]},{"id":"c","title":"C","agent":"claude","deps":["a"]}]}
+{"event":"build_started","format_version":1,"tasks":3,"jobs":2,"ts_ms":1000}
+{"event":"task_restored","task":"b","agent_id":"Agent-02","agent":"claude","duration_ms":90000,"source":"local","why":"never built","saved_cost_usd":0.25,"ts_ms":1010}
+{"event":"task_started","task":"a","agent_id":"Agent-01","agent":"claude","attempt":1,"ts_ms":1020}
+{"event":"provider_limit","provider":"anthropic","limit":1,"max":4,"reason":"429","ts_ms":1100}
+{"event":"provider_waiting","provider":"anthropic","until_ms":9000,"until":"15:00","quota":true,"reason":"limit reached","tasks":["a"],"ts_ms":1200}
+{"event":"provider_resumed","provider":"anthropic","quota":true,"ts_ms":1600}
+{"event":"task_finished","task":"a","agent_id":"Agent-01","agent":"claude","duration_ms":900,"retries":0,"cost_usd":0.5,"ts_ms":1900}
+{"event":"budget_reached","task":"c","agent_id":"Agent-03","projected_usd":0.5,"spent_usd":0.5,"running_usd":0,"max_cost_usd":0.75,"ts_ms":1910}
+{"event":"build_finished","success":false,"ran":1,"restored":1,"saved_cost_usd":0.25,"not_started":1,"stopped_by":"budget","max_cost_usd":0.75,"cost_usd":0.5,"duration_ms":1000,"ts_ms":2000}
+"#,
+    );
+    p.orch(&["report", "--record", "run.jsonl"]).ok();
+    let page = p.read("run.html");
+    assert!(page.contains(r#"id="outcome">stopped by the budget<"#), "{page}");
+    // The restore: a moment at its event, not a 90 s bar.
+    let width_after = |needle: &str| -> f64 {
+        let at = page.find(needle).unwrap_or_else(|| panic!("{needle}: {page}"));
+        page[at..]
+            .split("width=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let w = width_after(r#"<rect class="attempt restored" data-task="b""#);
+    assert_eq!(w, 2.0, "the narrowest bar");
+    assert!(page.contains(r#"<g class="node restored" data-task="b""#));
+    // The wait, on the build's lane and on the lane of the task it held, both cut at the
+    // resume (1200..1600 of 1000..2000: 40% of the plot, about 364 px), not at 9000.
+    for lane in ["build", "a"] {
+        let w = width_after(&format!(
+            r#"<rect class="span provider_waiting" data-lane="{lane}""#
+        ));
+        assert!((w - 364.0).abs() < 2.0, "{lane}: width {w}");
+    }
+    assert!(page.contains(r#"<circle class="mark provider_limit" data-lane="build""#));
+    assert!(page.contains(r#"<circle class="mark budget_reached" data-lane="c""#));
+    assert!(!page.contains(r#"class="mark provider_resumed""#), "it ended the wait");
+}
+
+#[test]
 fn the_task_table_of_a_fixed_record() {
     let p = Project::empty();
     p.write(

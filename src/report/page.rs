@@ -165,6 +165,9 @@ fn head(s: &mut String, run: &Run, title: &str) {
         .unwrap_or_default();
     let (word, class) = match &run.finished {
         Some(f) if f["success"] == true => ("succeeded", "success"),
+        // What stopped it early, when the stream says (`budget`, `quota`).
+        Some(f) if f["stopped_by"] == "budget" => ("stopped by the budget", "failure"),
+        Some(f) if f["stopped_by"] == "quota" => ("stopped waiting for quota", "failure"),
         Some(f) if f["interrupted"] == true => ("interrupted", "interrupted"),
         Some(_) => ("failed", "failure"),
         None => (

@@ -7,7 +7,9 @@
 //! names a `task` becomes a mark on that task's lane, or a span when it says how long it
 //! lasts (`until_ms`, `wait_ms`, `delay_ms` or `duration_ms`) or when a `<kind>_started` is
 //! later closed by a `<kind>_ended`/`_finished`/`_done`; one that names no task goes on the
-//! build's own lane. A task that ends with a flag saying it was restored (`cached`,
+//! build's own lane and on the lanes of the tasks it lists in `tasks` (a provider's quota
+//! wait, `provider_waiting`, holds those), and a `<kind>_resumed` ends `<kind>_...` spans on
+//! every lane. A task that ends with a flag saying it was restored (`cached`,
 //! `restored`, `from_cache`), or whose event kind says so (`task_restored`,
 //! `task_cache_restored`), shows as restored from cache. Lines that are not JSON (a tail torn
 //! by a crash) are counted and skipped.
@@ -387,8 +389,7 @@ impl Run {
         let restored_kind = kind.contains("restored") || kind.contains("cache_hit");
         let Some(t) = self.task(v) else {
             if !known {
-                let (marks, spans) = (&mut self.marks, &mut self.spans);
-                unknown_event(marks, spans, kind, at, v);
+                self.build_wide(kind, at, v);
             }
             return;
         };
@@ -479,17 +480,45 @@ impl Run {
             _ if restored_kind => {
                 t.status = Status::Restored;
                 t.usage = Usage::of(v);
+                // A moment: its `duration_ms` is the restored run's, not this build's.
                 t.attempts.push(Attempt {
                     number: t.attempts.len() as u64 + 1,
-                    start_ms: at.saturating_sub(v["duration_ms"].as_u64().unwrap_or(0)),
+                    start_ms: at,
                     end_ms: Some(at),
                     outcome: Outcome::Restored,
-                    reason: None,
+                    reason: Some(describe(v)),
                     usage: Usage::default(),
                 });
             }
             _ => unknown_event(&mut t.marks, &mut t.spans, kind, at, v),
         }
+    }
+
+    /// An unknown event that names no task: on the build's lane, and on the lane of each
+    /// task it lists in `tasks` (a provider's wait holds those). One that ends something
+    /// (`provider_resumed`) ends it on every lane.
+    fn build_wide(&mut self, kind: &str, at: u64, v: &Value) {
+        if let Some(base) = closed_by(kind) {
+            let lanes = std::iter::once(&mut self.spans)
+                .chain(self.tasks.values_mut().map(|t| &mut t.spans));
+            let mut closed = false;
+            for spans in lanes {
+                closed |= close(spans, base, at);
+            }
+            if closed {
+                return;
+            }
+        }
+        let named: Vec<String> = v["tasks"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        for id in named {
+            if let Some(t) = self.tasks.get_mut(&id) {
+                unknown_event(&mut t.marks, &mut t.spans, kind, at, v);
+            }
+        }
+        unknown_event(&mut self.marks, &mut self.spans, kind, at, v);
     }
 
     /// Where the timeline ends: the build's end, else the last event.
@@ -554,16 +583,8 @@ fn unknown_event(marks: &mut Vec<Mark>, spans: &mut Vec<Span>, kind: &str, at: u
         });
         return;
     }
-    let closes = ["_ended", "_finished", "_done", "_resumed", "_stopped"]
-        .iter()
-        .find_map(|s| kind.strip_suffix(s));
-    if let Some(base) = closes {
-        if let Some(open) = spans
-            .iter_mut()
-            .rev()
-            .find(|s| s.kind == base && s.end_ms.is_none())
-        {
-            open.end_ms = Some(at);
+    if let Some(base) = closed_by(kind) {
+        if close(spans, base, at) {
             return;
         }
     }
@@ -572,6 +593,29 @@ fn unknown_event(marks: &mut Vec<Mark>, spans: &mut Vec<Span>, kind: &str, at: u
         kind: kind.into(),
         text,
     });
+}
+
+/// `quota_wait` for `quota_wait_ended`, `provider` for `provider_resumed`: what an event of
+/// this kind ends.
+fn closed_by(kind: &str) -> Option<&str> {
+    ["_ended", "_finished", "_done", "_resumed", "_stopped"]
+        .iter()
+        .find_map(|s| kind.strip_suffix(s))
+}
+
+/// Ends at `at` the spans of `base` (`quota_wait`, or `provider_waiting` for `provider`)
+/// still going then; whether there was one.
+fn close(spans: &mut [Span], base: &str, at: u64) -> bool {
+    let mut closed = false;
+    for s in spans.iter_mut().filter(|s| {
+        (s.kind == base || s.kind.strip_prefix(base).is_some_and(|r| r.starts_with('_')))
+            && s.start_ms <= at
+            && s.end_ms.is_none_or(|e| e > at)
+    }) {
+        s.end_ms = Some(at);
+        closed = true;
+    }
+    closed
 }
 
 #[cfg(test)]

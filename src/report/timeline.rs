@@ -160,9 +160,9 @@ fn lane_label(s: &mut String, y: f64, label: &str, full: &str) {
 
 fn spans(s: &mut String, scale: &Scale, y: f64, spans: &[Span], lane: &str) {
     for sp in spans {
-        let end = sp
-            .end_ms
-            .unwrap_or(sp.start_ms.max(scale.t0 + scale.span as u64));
+        // A wait until a time past the build's end ends with the plot.
+        let t1 = scale.t0 + scale.span as u64;
+        let end = sp.end_ms.unwrap_or(t1).min(t1).max(sp.start_ms);
         let x = scale.x(sp.start_ms);
         let w = (scale.x(end) - x).max(2.0);
         let _ = write!(
