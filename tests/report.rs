@@ -340,10 +340,15 @@ fn budget_stops_provider_waits_and_cache_restores_as_their_events_say() {
     );
     p.orch(&["report", "--record", "run.jsonl"]).ok();
     let page = p.read("run.html");
-    assert!(page.contains(r#"id="outcome">stopped by the budget<"#), "{page}");
+    assert!(
+        page.contains(r#"id="outcome">stopped by the budget<"#),
+        "{page}"
+    );
     // The restore: a moment at its event, not a 90 s bar.
     let width_after = |needle: &str| -> f64 {
-        let at = page.find(needle).unwrap_or_else(|| panic!("{needle}: {page}"));
+        let at = page
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle}: {page}"));
         page[at..]
             .split("width=\"")
             .nth(1)
@@ -365,7 +370,10 @@ fn budget_stops_provider_waits_and_cache_restores_as_their_events_say() {
     }
     assert!(page.contains(r#"<circle class="mark provider_limit" data-lane="build""#));
     assert!(page.contains(r#"<circle class="mark budget_reached" data-lane="c""#));
-    assert!(!page.contains(r#"class="mark provider_resumed""#), "it ended the wait");
+    assert!(
+        !page.contains(r#"class="mark provider_resumed""#),
+        "it ended the wait"
+    );
 }
 
 #[test]

@@ -511,7 +511,11 @@ impl Run {
         }
         let named: Vec<String> = v["tasks"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         for id in named {
             if let Some(t) = self.tasks.get_mut(&id) {
@@ -608,7 +612,10 @@ fn closed_by(kind: &str) -> Option<&str> {
 fn close(spans: &mut [Span], base: &str, at: u64) -> bool {
     let mut closed = false;
     for s in spans.iter_mut().filter(|s| {
-        (s.kind == base || s.kind.strip_prefix(base).is_some_and(|r| r.starts_with('_')))
+        (s.kind == base
+            || s.kind
+                .strip_prefix(base)
+                .is_some_and(|r| r.starts_with('_')))
             && s.start_ms <= at
             && s.end_ms.is_none_or(|e| e > at)
     }) {
