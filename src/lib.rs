@@ -5,6 +5,7 @@
 //! - [`plan`]: the plan model and `Orchfile.toml` parsing with span-carrying diagnostics;
 //! - [`graph`]: the task DAG, cycles, critical paths;
 //! - [`fingerprint`]: blake3 content hashes and the stat cache;
+//! - [`cache`]: the output cache, local and remote, keyed by fingerprints;
 //! - [`disk`]: digests, file stamps, the binary encoding, atomic file replacement and I/O
 //!   errors that name their path;
 //! - [`interrupt`]: the process's cancel, for long loops outside a build context;
@@ -23,6 +24,7 @@
 //! - [`cli`]: the command line.
 
 pub mod agent;
+pub mod cache;
 pub mod cancel;
 pub mod clean;
 pub mod cli;

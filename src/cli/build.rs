@@ -55,6 +55,9 @@ pub struct RunArgs {
     /// starts whose projected cost would pass it; running tasks finish (exit status 3).
     #[arg(long = "max-cost", value_name = "USD", value_parser = crate::plan::limits::cost_arg)]
     pub max_cost: Option<f64>,
+    /// Neither restore from the output cache nor store in it (local and remote).
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
 }
 
 fn parse_executor(s: &str) -> Result<ExecutorKind, String> {
@@ -77,6 +80,7 @@ impl RunArgs {
             up_to_date_key: None,
             max_cost: self.max_cost,
             spent_before: 0.0,
+            no_cache: self.no_cache,
         }
     }
 }
@@ -275,6 +279,7 @@ impl Reporter for FirstPart<'_> {
             Event::BuildFinished { .. } => return Ok(()),
             Event::TaskSkipped { task, .. }
             | Event::TaskSucceeded { task, .. }
+            | Event::TaskRestored { task, .. }
             | Event::TaskFailed { task, .. } => {
                 self.settled.insert(task.id.to_string());
             }
@@ -318,6 +323,8 @@ impl Reporter for SecondPart<'_> {
             Event::BuildFinished { summary } => {
                 let mut both = Summary::clone(summary);
                 both.ran += self.first.ran;
+                both.restored += self.first.restored;
+                both.saved.add(&self.first.saved);
                 both.skipped = both.skipped - self.hidden_skips + self.first.skipped;
                 both.retries += self.first.retries;
                 both.usage.add(&self.first.usage);

@@ -2,6 +2,7 @@
 //! Each subcommand lives in its own module with its `Args` and `run`.
 
 pub mod build;
+pub mod cache;
 pub mod clean;
 mod common;
 pub mod completions;
@@ -71,6 +72,8 @@ pub enum Command {
     List(list::ListArgs),
     /// Remove build state (results, logs, journal, caches); --outputs also declared outputs.
     Clean(clean::CleanArgs),
+    /// The output cache: `stats`, `prune` to its size cap, `clear`.
+    Cache(cache::CacheArgs),
     /// Write a commented starter Orchfile.toml.
     Init(init::InitArgs),
     /// Print the JSON Schema of Orchfile.toml (for editors), or write it with -o.
@@ -140,6 +143,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Graph(args) => graph::run(&global, &args),
         Command::List(args) => list::run(&global, &args),
         Command::Clean(args) => clean::run(&global, &args),
+        Command::Cache(args) => cache::run(&global, &args),
         Command::Init(args) => init::run(&global, &args),
         Command::Schema(args) => schema::run(&global, &args),
         Command::Completions(args) => completions::run(&global, &args, Cli::command()),

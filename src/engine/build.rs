@@ -192,6 +192,14 @@ pub fn run_build(
         None
     };
     crate::profile::mark("aggregated");
+    if let Some(cache) = &ctx.cache {
+        // Uploads still queued go up now (bounded); the local store is pruned to its cap.
+        for message in cache.finish() {
+            coord.events.emit(Event::Notice { message: &message });
+            coord.log("Cache Notice".into(), vec![message]);
+        }
+        crate::profile::mark("cache drained and pruned");
+    }
     let summary = coord.summary(cancel.is_cancelled(), unstarted.len(), started);
     let recorded = recorded(&mut coord, &summary, &forced_by_person).into_diagnostic()?;
     let leak = LEAK_ON_RETURN.load(Ordering::Relaxed);
@@ -414,6 +422,9 @@ fn context<'a>(
             .map(|t| store.snapshot.sessions.get(&t.id).cloned())
             .collect(),
         attempts: Default::default(),
+        cache: opts
+            .caching(plan)
+            .then(|| crate::cache::Cache::open(&plan.settings.cache, &store.layout.dir)),
     };
     for (t, _) in wanted.iter().enumerate().filter(|(_, &w)| !w) {
         if let Some(r) = &ctx.previous[t] {

@@ -93,6 +93,8 @@ pub struct BuildContext<'a> {
     pub(crate) sessions: Vec<Option<SessionRecord>>,
     /// This build's attempts in flight, for telling whose a changed file is.
     pub(crate) attempts: Attempts,
+    /// The output cache, unless it is off (`cache = false`, `--no-cache`).
+    pub(crate) cache: Option<crate::cache::Cache>,
 }
 
 impl BuildContext<'_> {

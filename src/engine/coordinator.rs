@@ -18,6 +18,8 @@ use super::exchange::{TaskDone, TaskMsg};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Outcome {
     Ran,
+    /// Restored from the output cache: for its dependents, as good as a run.
+    Restored,
     UpToDate,
     Failed,
     Cancelled,
@@ -34,6 +36,8 @@ pub(super) struct BuildCoordinator<'a, 'c> {
     pub(super) retries: u32,
     /// Every agent attempt's usage so far (failed ones, the aggregation's merge too).
     pub(super) usage: Usage,
+    /// What the runs restored from the cache had cost: saved in this build.
+    pub(super) saved: Usage,
     /// Each task's agent session id, as last reported.
     pub(super) sessions: Vec<Option<String>>,
     /// Tool calls written to the execution log, per task: a chatty agent is cut short.
@@ -75,6 +79,7 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
             outcome: vec![None; ctx.plan.tasks.len()],
             retries: 0,
             usage: Usage::default(),
+            saved: Usage::default(),
             sessions: vec![None; ctx.plan.tasks.len()],
             logged_activity: vec![0; ctx.plan.tasks.len()],
             batch_no: 0,
@@ -90,6 +95,7 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
         let mut summary = Summary {
             retries: self.retries,
             usage: self.usage.clone(),
+            saved: self.saved.clone(),
             interrupted,
             stopped_by: self.money.stop.clone(),
             ..Default::default()
@@ -97,6 +103,7 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
         for o in &self.outcome {
             match o {
                 Some(Outcome::Ran) => summary.ran += 1,
+                Some(Outcome::Restored) => summary.restored += 1,
                 Some(Outcome::UpToDate) => summary.skipped += 1,
                 Some(Outcome::Failed) => summary.failed += 1,
                 Some(Outcome::Blocked) => summary.blocked += 1,
@@ -283,6 +290,11 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 let r = self.store.record_session(&id, session);
                 self.journal(r);
             }
+            TaskMsg::BuildNotice { message } => {
+                self.events.emit(Event::Notice { message: &message });
+                self.log("Cache Notice".into(), vec![one_line(&message)]);
+                self.doc.touch();
+            }
             TaskMsg::Notice { task, message } => {
                 let id = &self.ctx.task(task).id;
                 let message = format!("{id}: {message}");
@@ -370,6 +382,44 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                     why: &why,
                     warnings: warnings.as_deref(),
                     session: self.sessions[t].as_deref(),
+                });
+                true
+            }
+            TaskDone::Restored {
+                record,
+                duration,
+                why,
+                restored,
+            } => {
+                let r = self.store.record_success(id, record);
+                self.journal(r);
+                self.saved.add(&restored.saved);
+                let row = &mut self.rows[t];
+                row.status = Status::Completed;
+                row.end = Some(Stamp::now().time());
+                row.retries = 0;
+                self.outcome[t] = Some(Outcome::Restored);
+                let mut line = format!(
+                    "{id} restored from the {} cache (its run took {})",
+                    restored.source.word(),
+                    crate::duration::format_duration(restored.original)
+                );
+                if let Some(c) = restored.saved.cost_usd {
+                    line.push_str(&format!(", saving ${c:.4}"));
+                }
+                let lines = vec![
+                    line,
+                    format!("Why it was due: {why}"),
+                    format!("Output saved to {}", self.ctx.result_rel(t)),
+                ];
+                self.log(format!("{agent} Restored"), lines);
+                self.events.emit(Event::TaskRestored {
+                    task: task_ref(self.ctx, t),
+                    duration,
+                    saved: &restored.saved,
+                    source: restored.source.word(),
+                    why: &why,
+                    session: restored.session.as_deref(),
                 });
                 true
             }
@@ -576,7 +626,7 @@ impl BuildCoordinator<'_, '_> {
     pub(super) fn outcome_ok(&self) -> Vec<bool> {
         self.outcome
             .iter()
-            .map(|o| matches!(o, Some(Outcome::Ran | Outcome::UpToDate)))
+            .map(|o| matches!(o, Some(Outcome::Ran | Outcome::Restored | Outcome::UpToDate)))
             .collect()
     }
 }

@@ -77,6 +77,9 @@ pub fn verdicts(ctx: &BuildContext, wanted: &[bool]) -> Vec<Verdict> {
         }
         verdicts[t] = match ctx.stale_reason(t, &parts) {
             Err(e) => Verdict::Runs(format!("cannot check: {e}")),
+            Ok(Some(why)) if running.is_empty() && ctx.would_restore(t, &parts) => {
+                Verdict::Runs(format!("{why}; would restore from cache"))
+            }
             Ok(Some(why)) => Verdict::Runs(why),
             Ok(None) => match running.first() {
                 Some(&d) => Verdict::MayRun(match &verdicts[d] {

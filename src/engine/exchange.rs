@@ -53,6 +53,10 @@ pub enum TaskMsg {
         task: usize,
         message: String,
     },
+    /// Something worth saying about the build as a whole (a remote cache that failed).
+    BuildNotice {
+        message: String,
+    },
 }
 
 // One per finished task, moved once through a channel: boxing would not pay.
@@ -70,6 +74,14 @@ pub enum TaskDone {
         /// What a shell task printed on stderr though it succeeded (compiler warnings),
         /// cut to a few lines for the terminal; the whole of it is in its log.
         warnings: Option<String>,
+    },
+    /// Found in the output cache and restored, not run.
+    Restored {
+        record: TaskRecord,
+        /// The restore's own time.
+        duration: Duration,
+        why: String,
+        restored: super::cached::Restored,
     },
     Failed {
         failure: Failure,

@@ -5,7 +5,8 @@
 //! - `options`: what a build is asked for ([`BuildOptions`]) and how it ended;
 //! - `context`: what the workers share ([`BuildContext`]) and the up-to-date check;
 //! - `runner`: the worker side: run a task with retries, sessions continued; `attempt`: one
-//!   try (shell, sim or agent) and its checks; `agent_run`: one run of an agent CLI, read
+//!   try (shell, sim or agent) and its checks; `cached`: restoring from and storing to the
+//!   output cache; `agent_run`: one run of an agent CLI, read
 //!   as it streams; `writes`: the undeclared-write check;
 //! - `coordinator`: the scheduling thread's side: journal, status rows, log, events;
 //! - `aggregate`: `final_output.md`; `prompt`: the task file an agent gets;
@@ -26,6 +27,7 @@ mod attempt;
 mod attempts;
 pub mod budget;
 mod build;
+mod cached;
 mod context;
 mod coordinator;
 pub mod dry_run;

@@ -34,6 +34,8 @@ pub struct BuildOptions {
     /// What an earlier part of the same build spent (a dynamic fan-out's first part): it
     /// counts against the budget.
     pub spent_before: f64,
+    /// `--no-cache`: the output cache is neither read nor written in this build.
+    pub no_cache: bool,
 }
 
 impl Default for BuildOptions {
@@ -51,6 +53,7 @@ impl Default for BuildOptions {
             up_to_date_key: None,
             max_cost: None,
             spent_before: 0.0,
+            no_cache: false,
         }
     }
 }
@@ -81,6 +84,11 @@ impl BuildOptions {
     pub fn recorder(&self, command: &str, plan: &Plan) -> crate::reporter::record::RunRecorder {
         let header = crate::reporter::record::header(command, self.describe(), plan);
         crate::reporter::record::RunRecorder::new(&plan.state_dir(), header)
+    }
+
+    /// Whether this build uses the output cache at all.
+    pub(crate) fn caching(&self, plan: &Plan) -> bool {
+        !self.no_cache && plan.settings.cache.enabled
     }
 
     pub(crate) fn jobs(&self, plan: &Plan) -> usize {

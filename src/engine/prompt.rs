@@ -208,6 +208,7 @@ mod tests {
             placement: Default::default(),
             max_cost_usd: None,
             cost_estimate: None,
+            cache: true,
         }
     }
 

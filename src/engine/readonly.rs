@@ -92,6 +92,10 @@ pub fn read_only_context_from<'a>(
             .map(|t| store.snapshot.sessions.get(&t.id).cloned())
             .collect(),
         attempts: Default::default(),
+        // Only the local store: a look at what a build would do asks no server.
+        cache: opts
+            .caching(plan)
+            .then(|| crate::cache::Cache::local_only(&plan.settings.cache, &layout.dir)),
     };
     for (t, &w) in wanted.iter().enumerate() {
         if !w {

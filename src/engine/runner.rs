@@ -188,6 +188,11 @@ impl BuildContext<'_> {
             },
         };
         let task = self.task(t);
+        if !self.forced[t] && self.caches(t) {
+            if let Some(done) = self.restore(t, &parts, &why, send) {
+                return done;
+            }
+        }
         // Agent tasks get their task file written once; every attempt sends the same text.
         let task_file = if task.action.is_shell() {
             String::new()
@@ -222,7 +227,7 @@ impl BuildContext<'_> {
         let mut session = self.session_to_resume(t, &parts.value);
         let mut reason = String::from("the build running it was interrupted");
         let mut fresh_retry_used = false;
-        let (reply, warnings) = loop {
+        let (reply, warnings, session_id) = loop {
             let attempt = retries + 1;
             let resume = session.as_ref().map(|record| Resume {
                 record,
@@ -255,7 +260,7 @@ impl BuildContext<'_> {
                 });
             }
             match result {
-                Ok(r) => break (r, warnings),
+                Ok(r) => break (r, warnings, last.map(|s| s.id)),
                 Err(f) if f.kind == FailureKind::UnknownSession && resumed && !fresh_retry_used => {
                     // The CLI no longer has the session: once, the same attempt afresh.
                     fresh_retry_used = true;
@@ -354,6 +359,18 @@ impl BuildContext<'_> {
             duration_ms: started.elapsed().as_millis() as u64,
             retries,
         };
+        let usage = total.into_inner();
+        if self.caches(t) {
+            self.keep(
+                t,
+                &parts.value,
+                &outputs,
+                &usage,
+                session_id,
+                started.elapsed(),
+                send,
+            );
+        }
         let _ = self.done[t].set(DoneInfo {
             handoff: self.handoff(t, &parts.value, &outputs),
             ran: true,
@@ -361,7 +378,7 @@ impl BuildContext<'_> {
         });
         TaskDone::Ran {
             record,
-            usage: total.into_inner(),
+            usage,
             duration: started.elapsed(),
             retries,
             why,

@@ -390,6 +390,7 @@ fn instantiate(template: &Task, item: &str, item_sets: &HashMap<String, Vec<Stri
         placement: template.placement.clone(),
         max_cost_usd: template.max_cost_usd,
         cost_estimate: template.cost_estimate,
+        cache: template.cache,
         foreach: None,
         item: Some(Item {
             template: template.id.clone(),

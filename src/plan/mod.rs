@@ -7,6 +7,7 @@
 //! source behaves the same. The plan imports nothing above it: agents, durations and the
 //! task graph are below it.
 
+mod cache;
 pub mod checks;
 pub mod diagnostic;
 pub mod fanout;
@@ -18,6 +19,10 @@ pub mod placeholder;
 pub use crate::agent::spec::{
     AgentKind, AgentSpec, AllowWrites, LevelArgs, Permission, PromptVia, ReplyFormat, ResultSpec,
     SIM_AGENT,
+};
+pub use cache::{
+    format_size, parse_size, AuthScheme, CacheSettings, RemoteAuth, RemoteCache, RemoteMode,
+    DEFAULT_CACHE_MAX_SIZE,
 };
 pub use diagnostic::PlanError;
 pub use model::{

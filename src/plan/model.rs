@@ -64,6 +64,9 @@ pub struct Settings {
     /// stops.
     #[serde(default = "default_quota_wait")]
     pub max_quota_wait: Duration,
+    /// The output cache: on or off, its size cap, the remote cache.
+    #[serde(default)]
+    pub cache: super::CacheSettings,
 }
 
 /// `max_quota_wait`'s default: six hours, past the five-hour windows of the subscription
@@ -118,6 +121,7 @@ impl Default for Settings {
             slurm: SlurmSettings::default(),
             max_cost_usd: None,
             max_quota_wait: DEFAULT_QUOTA_WAIT,
+            cache: Default::default(),
         }
     }
 }
@@ -189,6 +193,10 @@ pub struct Task {
     /// What the task is expected to cost (USD), for budgets before it has a history.
     #[serde(default)]
     pub cost_estimate: Option<f64>,
+    /// `cache = false`: never restored from the output cache nor stored in it (a task with
+    /// side effects beyond its outputs). Off for every task when the settings say so.
+    #[serde(default = "super::cache::on")]
+    pub cache: bool,
 }
 
 /// Where a fan-out template's items come from.

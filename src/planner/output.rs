@@ -45,6 +45,7 @@ pub fn to_plan(
             placement: Default::default(),
             max_cost_usd: None,
             cost_estimate: None,
+            cache: true,
         })
         .collect();
     let index = Plan::index_of(&tasks);

@@ -57,6 +57,20 @@ pub enum Event<'a> {
         /// The agent session of its last attempt.
         session: Option<&'a str>,
     },
+    /// Found in the output cache and restored instead of run.
+    TaskRestored {
+        task: TaskRef<'a>,
+        /// The restore's own time.
+        duration: Duration,
+        /// What the run it restores had cost.
+        saved: &'a Usage,
+        /// `local` or `remote`.
+        source: &'a str,
+        /// Why it was due (as a run's `why`).
+        why: &'a str,
+        /// The session the restored answer was given in.
+        session: Option<&'a str>,
+    },
     TaskFailed {
         task: TaskRef<'a>,
         duration: Duration,
@@ -166,6 +180,8 @@ impl JobState<'_> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub ran: usize,
+    /// Restored from the output cache instead of run.
+    pub restored: usize,
     pub skipped: usize,
     pub failed: usize,
     pub blocked: usize,
@@ -175,6 +191,8 @@ pub struct Summary {
     pub retries: u32,
     /// Every agent attempt's usage (the aggregation's merge too), failed ones included.
     pub usage: Usage,
+    /// What the restored tasks' runs had cost: not spent again.
+    pub saved: Usage,
     pub duration: Duration,
     pub interrupted: bool,
     /// What stopped the build before its end, when not a signal or a failure.
@@ -232,10 +250,15 @@ impl Summary {
     }
 
     pub fn line(&self) -> String {
-        let mut parts = vec![
-            format!("{} ran", self.ran),
-            format!("{} up to date", self.skipped),
-        ];
+        let mut parts = vec![format!("{} ran", self.ran)];
+        if self.restored > 0 {
+            let mut p = format!("{} restored from cache", self.restored);
+            if let Some(c) = self.saved.cost_usd.filter(|&c| c > 0.0) {
+                p.push_str(&format!(" (saved ${c:.4})"));
+            }
+            parts.push(p);
+        }
+        parts.push(format!("{} up to date", self.skipped));
         if self.failed > 0 {
             parts.push(format!("{} failed", self.failed));
         }

@@ -103,6 +103,28 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             }),
             usage,
         ),
+        Event::TaskRestored {
+            task,
+            duration,
+            saved,
+            source,
+            why,
+            session,
+        } => {
+            // What the restored run had cost, under the same names as a run's usage, with
+            // `saved_` in front: none of it was spent in this build.
+            let mut v = json!({
+                "event": "task_restored", "task": task.id, "agent_id": task.agent_id,
+                "agent": task.runner, "duration_ms": ms(duration), "source": source,
+                "why": why, "session_id": session,
+            });
+            if let Some(o) = v.as_object_mut() {
+                o.insert("saved_cost_usd".into(), json!(saved.cost_usd));
+                o.insert("saved_input_tokens".into(), json!(saved.input_tokens));
+                o.insert("saved_output_tokens".into(), json!(saved.output_tokens));
+            }
+            v
+        }
         Event::TaskFailed {
             task,
             duration,
@@ -206,6 +228,8 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             let u = &summary.usage;
             json!({
                 "event": "build_finished", "success": summary.success(), "ran": summary.ran,
+                "restored": summary.restored,
+                "saved_cost_usd": summary.saved.cost_usd.unwrap_or(0.0),
                 "skipped": summary.skipped, "failed": summary.failed,
                 "blocked": summary.blocked, "not_started": summary.not_started,
                 "interrupted_tasks": summary.interrupted_tasks,

@@ -91,6 +91,26 @@ impl PlainReporter {
                     cutoff_note(deps_reran)
                 )
             }),
+            Event::TaskRestored {
+                task,
+                saved,
+                source,
+                ..
+            } => loud(&|| {
+                let mut line = format!(
+                    "{} {} [{}] restored from cache",
+                    p.green("  cache"),
+                    task.agent_id,
+                    task.id
+                );
+                if *source == "remote" {
+                    line.push_str(" (remote)");
+                }
+                if let Some(c) = saved.cost_usd {
+                    line.push_str(&format!(", saved ${c:.4}"));
+                }
+                line
+            }),
             Event::TaskSucceeded {
                 task,
                 duration,

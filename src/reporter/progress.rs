@@ -177,6 +177,7 @@ impl Reporter for ProgressReporter {
                 }
             }
             Event::TaskSucceeded { task, .. }
+            | Event::TaskRestored { task, .. }
             | Event::TaskFailed { task, .. }
             | Event::TaskInterrupted { task, .. } => {
                 let id = task.id.to_string();

@@ -19,7 +19,7 @@ use crate::plan::{
     ResultSpec, Settings, Task,
 };
 
-const MAGIC: &[u8; 8] = b"ORCHPC06";
+const MAGIC: &[u8; 8] = b"ORCHPC07";
 
 pub struct PlanCache {
     file: PathBuf,
@@ -124,6 +124,7 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
     e.str(&serde_json::to_string(&s.slurm).ok()?);
     opt_f64(&mut e, s.max_cost_usd);
     duration(&mut e, s.max_quota_wait);
+    e.str(&serde_json::to_string(&s.cache).ok()?);
     e.usize(plan.agents.len());
     for (name, a) in &plan.agents {
         e.str(name);
@@ -221,6 +222,7 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
         placement(&mut e, &t.placement);
         opt_f64(&mut e, t.max_cost_usd);
         opt_f64(&mut e, t.cost_estimate);
+        e.bool(t.cache);
     }
     e.bool(plan.aggregate.is_some());
     if let Some(a) = &plan.aggregate {
@@ -273,6 +275,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
         slurm: serde_json::from_str(d.str()?).map_err(|_| bad("slurm settings"))?,
         max_cost_usd: read_opt_f64(d)?,
         max_quota_wait: read_duration(d)?,
+        cache: serde_json::from_str(d.str()?).map_err(|_| bad("cache settings"))?,
     };
     let n = d.count()?;
     let mut agents = IndexMap::with_capacity(n);
@@ -367,6 +370,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
             placement: read_placement(d)?,
             max_cost_usd: read_opt_f64(d)?,
             cost_estimate: read_opt_f64(d)?,
+            cache: d.bool()?,
             id,
             title,
             action,

@@ -34,6 +34,7 @@ impl Reporter for Tracker<'_> {
                     t.started.insert(task.id.to_string());
                 }
                 Event::TaskSucceeded { task, .. }
+                | Event::TaskRestored { task, .. }
                 | Event::TaskFailed { task, .. }
                 | Event::TaskInterrupted { task, .. }
                 | Event::TaskSkipped { task, .. }

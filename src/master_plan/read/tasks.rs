@@ -206,6 +206,7 @@ pub(super) fn build(
             placement: Default::default(),
             max_cost_usd: None,
             cost_estimate: None,
+            cache: true,
         });
     }
 

@@ -189,3 +189,25 @@ pub(super) fn slurm_mem(_: &mut SchemaGenerator) -> Schema {
         ],
     })
 }
+
+/// A size: bytes, or a number with K, M, G or T (as `plan::parse_size` reads it).
+pub(super) fn cache_max_size(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "anyOf": [
+            {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]*)?\s*([KkMmGgTt]([iI]?[bB])?|[bB])?\s*$"},
+            {"type": "integer", "minimum": 1},
+        ],
+    })
+}
+
+pub(super) fn remote_cache(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "pattern": "^http://[^/]"})
+}
+
+pub(super) fn remote_cache_mode(_: &mut SchemaGenerator) -> Schema {
+    one_of(&["read", "read-write"])
+}
+
+pub(super) fn remote_cache_auth(_: &mut SchemaGenerator) -> Schema {
+    one_of(&["bearer", "basic"])
+}

@@ -2,6 +2,7 @@
 //! into a [`Plan`] (`validate`). Parsing reads no files, which is what lets the plan cache key
 //! on the text.
 
+mod cache_fields;
 mod field_schema;
 mod money;
 mod placement;

@@ -95,6 +95,34 @@ pub(super) struct RawSettings {
     #[serde(default)]
     #[schemars(schema_with = "s::max_quota_wait")]
     pub(super) max_quota_wait: Option<Spanned<toml::Value>>,
+    /// Keep each successful task's outputs, result and reply metadata in a local
+    /// content-addressed cache (in the state directory), and restore a task whose
+    /// fingerprint is found there instead of running it. `--no-cache` turns it off for one
+    /// build.
+    pub(super) cache: Option<bool>,
+    /// The local cache is pruned to this size, least recently used entries first: a number
+    /// of bytes or a size like `"5G"`, `"500M"`.
+    #[serde(default)]
+    #[schemars(schema_with = "s::cache_max_size")]
+    pub(super) cache_max_size: Option<Spanned<toml::Value>>,
+    /// A remote cache speaking the Bazel HTTP cache protocol (`/ac/<key>`, `/cas/<digest>`):
+    /// `"http://host:port/prefix"` (bazel-remote, nginx with WebDAV PUT, ...).
+    #[serde(default)]
+    #[schemars(schema_with = "s::remote_cache")]
+    pub(super) remote_cache: Option<Spanned<String>>,
+    /// `read-write` (restore and upload) or `read` (restore only, for CI readers).
+    #[serde(default)]
+    #[schemars(schema_with = "s::remote_cache_mode")]
+    pub(super) remote_cache_mode: Option<Spanned<String>>,
+    /// How the remote cache is authenticated: `bearer` (the variable holds a token) or
+    /// `basic` (it holds `user:password`).
+    #[serde(default)]
+    #[schemars(schema_with = "s::remote_cache_auth")]
+    pub(super) remote_cache_auth: Option<Spanned<String>>,
+    /// The environment variable the remote cache's credentials are read from at build time;
+    /// they are never written to logs or state.
+    #[schemars(with = "Option<String>")]
+    pub(super) remote_cache_auth_env: Option<Spanned<String>>,
 }
 
 /// A `slurm` table of an agent or a task: the options of its jobs, over those of
@@ -377,6 +405,9 @@ pub(super) struct RawTask {
     #[serde(default)]
     #[schemars(schema_with = "s::cost")]
     pub(super) cost_estimate: Option<Spanned<toml::Value>>,
+    /// `false`: never restored from the output cache nor stored in it, for a task whose
+    /// work is more than its outputs (a deploy, a message sent).
+    pub(super) cache: Option<bool>,
 }
 
 /// How the results are merged into final_output.md.

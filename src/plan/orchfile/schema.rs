@@ -80,6 +80,15 @@ fn add_defaults(v: &mut Value) {
         ),
         ("RawSettings", "strict", json!(s.strict)),
         ("RawSettings", "allow_outside_root", json!(false)),
+        ("RawSettings", "cache", json!(s.cache.enabled)),
+        (
+            "RawSettings",
+            "cache_max_size",
+            json!(format!("{}G", s.cache.max_size >> 30)),
+        ),
+        ("RawSettings", "remote_cache_mode", json!("read-write")),
+        ("RawSettings", "remote_cache_auth", json!("bearer")),
+        ("RawTask", "cache", json!(true)),
         (
             "RawTask",
             "priority",

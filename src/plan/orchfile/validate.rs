@@ -281,6 +281,7 @@ impl Validator<'_> {
         settings.placement.slurm = job_options;
         settings.slurm = slurm;
         self.money_settings(&raw_settings, &mut settings);
+        settings.cache = self.cache_settings(&raw_settings);
 
         let mut agents = presets::builtin_agents();
         for (name, raw_agent) in &raw.agents {
@@ -885,6 +886,7 @@ impl Validator<'_> {
             placement,
             max_cost_usd: None,
             cost_estimate: None,
+            cache: r.cache.unwrap_or(true),
         };
         self.money_task(r, &mut task);
         (task, spans)

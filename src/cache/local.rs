@@ -1,0 +1,267 @@
+//! The local store: a content-addressed directory in the state directory.
+//!
+//! ```text
+//! cache/cas/ab/ab12...   one blob per content, named by its blake3 (64 hex digits)
+//! cache/ac/cd34....json  one action record per task fingerprint (see `record`)
+//! ```
+//!
+//! Entries are written to a temp file and renamed in, so a reader sees a whole file or none;
+//! a blob is checked against its name when read, so a torn or edited one is a miss, never a
+//! restore. Reading an entry sets its mtime to now: `prune` evicts by that time, least
+//! recently used first, until the store fits `cache_max_size`. Evicting a blob an action
+//! still names makes that action a miss (its task runs again), which is the price of not
+//! keeping an index that a crash could tear.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::key::{is_hex64, ActionKey};
+use super::record::ActionRecord;
+use crate::disk::replace_unsynced;
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    pub dir: PathBuf,
+}
+
+/// What `orch cache stats` shows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub records: u64,
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+impl LocalStore {
+    pub fn new(dir: impl Into<PathBuf>) -> LocalStore {
+        LocalStore { dir: dir.into() }
+    }
+
+    fn record_path(&self, key: &ActionKey) -> PathBuf {
+        self.dir.join("ac").join(format!("{}.json", key.hex()))
+    }
+
+    fn blob_path(&self, blake3: &str) -> PathBuf {
+        self.dir.join("cas").join(&blake3[..2]).join(blake3)
+    }
+
+    /// The record stored under `key`, if any (and readable). Marks it used.
+    pub fn record(&self, key: &ActionKey) -> Option<ActionRecord> {
+        let path = self.record_path(key);
+        let bytes = std::fs::read(&path).ok()?;
+        match ActionRecord::parse(&bytes) {
+            Ok(r) => {
+                touch(&path);
+                Some(r)
+            }
+            Err(_) => {
+                // Unreadable (another version, torn): as good as absent.
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    pub fn has_record(&self, key: &ActionKey) -> bool {
+        self.record_path(key).is_file()
+    }
+
+    pub fn put_record(&self, key: &ActionKey, record: &ActionRecord) -> io::Result<()> {
+        let path = self.record_path(key);
+        std::fs::create_dir_all(path.parent().unwrap())?;
+        replace_unsynced(&path, &record.to_json())
+    }
+
+    /// The blob with this blake3, checked against it; `None` when absent or damaged (a
+    /// damaged one is removed). Marks it used.
+    pub fn blob(&self, blake3: &str) -> Option<Vec<u8>> {
+        if !is_hex64(blake3) {
+            return None;
+        }
+        let path = self.blob_path(blake3);
+        let bytes = std::fs::read(&path).ok()?;
+        if blake3::hash(&bytes).to_hex().as_str() != blake3 {
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        touch(&path);
+        Some(bytes)
+    }
+
+    /// The path of a stored blob, unchecked (the uploader reads it; the remote reader checks).
+    pub fn blob_file(&self, blake3: &str) -> Option<PathBuf> {
+        is_hex64(blake3).then(|| self.blob_path(blake3))
+    }
+
+    /// Stores a blob under its blake3 (the caller's, already computed); one already there
+    /// is kept, only marked used.
+    pub fn put_blob(&self, blake3: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.blob_path(blake3);
+        if path.is_file() {
+            touch(&path);
+            return Ok(());
+        }
+        std::fs::create_dir_all(path.parent().unwrap())?;
+        replace_unsynced(&path, bytes)
+    }
+
+    /// Every entry: (last used, size, path).
+    fn entries(&self) -> Vec<(std::time::SystemTime, u64, PathBuf, bool)> {
+        let mut out = Vec::new();
+        for (sub, is_record) in [("ac", true), ("cas", false)] {
+            for e in walkdir::WalkDir::new(self.dir.join(sub))
+                .min_depth(1)
+                .into_iter()
+                .flatten()
+            {
+                if !e.file_type().is_file() {
+                    continue;
+                }
+                if let Ok(m) = e.metadata() {
+                    let used = m.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    out.push((used, m.len(), e.into_path(), is_record));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for (_, size, _, is_record) in self.entries() {
+            if is_record {
+                s.records += 1;
+            } else {
+                s.blobs += 1;
+            }
+            s.bytes += size;
+        }
+        s
+    }
+
+    /// Evicts least recently used entries until the store holds at most `max` bytes:
+    /// how many entries and bytes went.
+    pub fn prune(&self, max: u64) -> (u64, u64) {
+        let mut entries = self.entries();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        if total <= max {
+            return (0, 0);
+        }
+        entries.sort_by_key(|e| e.0);
+        let (mut n, mut freed) = (0, 0);
+        for (_, size, path, _) in entries {
+            if total <= max {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= size;
+                freed += size;
+                n += 1;
+            }
+        }
+        (n, freed)
+    }
+
+    /// Removes every entry: how many there were and their size.
+    pub fn clear(&self) -> io::Result<Stats> {
+        let s = self.stats();
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(s),
+        }
+    }
+}
+
+/// Sets a file's times to now: the mark `prune` evicts by. A failure only makes the entry
+/// look older.
+fn touch(path: &Path) {
+    if let Ok(c) = CString::new(path.as_os_str().as_bytes()) {
+        // SAFETY: a valid C string; a null `times` sets both times to now.
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::BlobDigests;
+    use crate::cache::record::{CachedFile, RECORD_VERSION};
+    use crate::disk::Digest;
+
+    fn record(blob: &BlobDigests) -> ActionRecord {
+        ActionRecord {
+            orch_cache: RECORD_VERSION,
+            task: "a".into(),
+            runner: "shell".into(),
+            outputs: vec![CachedFile {
+                path: "out.txt".into(),
+                blake3: blob.blake3.clone(),
+                sha256: blob.sha256.clone(),
+                size: 3,
+                mode: 0o644,
+            }],
+            result: None,
+            cost_usd: Some(0.5),
+            input_tokens: None,
+            cache_read_tokens: None,
+            cache_write_tokens: None,
+            output_tokens: None,
+            session: None,
+            duration_ms: 10,
+            created_unix: 0,
+        }
+    }
+
+    #[test]
+    fn blobs_and_records_round_trip_and_damage_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("cache"));
+        let d = BlobDigests::of(b"abc");
+        store.put_blob(&d.blake3, b"abc").unwrap();
+        assert_eq!(store.blob(&d.blake3).as_deref(), Some(&b"abc"[..]));
+        let key = ActionKey::of(&Digest::of(b"fp"));
+        assert!(store.record(&key).is_none());
+        store.put_record(&key, &record(&d)).unwrap();
+        assert_eq!(store.record(&key), Some(record(&d)));
+        // Damaged on disk: not handed out, and gone.
+        let path = store.blob_file(&d.blake3).unwrap();
+        std::fs::write(&path, b"abd").unwrap();
+        assert!(store.blob(&d.blake3).is_none());
+        assert!(!path.exists());
+        assert_eq!(store.stats().records, 1);
+        assert_eq!(store.clear().unwrap().records, 1);
+        assert_eq!(store.stats(), Stats::default());
+    }
+
+    #[test]
+    fn prune_evicts_the_least_recently_used_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let blobs: Vec<BlobDigests> = (0..3)
+            .map(|i| {
+                let bytes = vec![i as u8; 1000];
+                let d = BlobDigests::of(&bytes);
+                store.put_blob(&d.blake3, &bytes).unwrap();
+                d
+            })
+            .collect();
+        // Make the first the oldest, then use it: the second is now the oldest.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for (i, b) in blobs.iter().enumerate() {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(store.blob_file(&b.blake3).unwrap())
+                .unwrap();
+            f.set_modified(old + std::time::Duration::from_secs(i as u64))
+                .unwrap();
+        }
+        assert!(store.blob(&blobs[0].blake3).is_some());
+        assert_eq!(store.prune(2000), (1, 1000));
+        assert!(store.blob_file(&blobs[1].blake3).unwrap().exists() == false);
+        assert!(store.blob(&blobs[0].blake3).is_some());
+        assert!(store.blob(&blobs[2].blake3).is_some());
+        assert_eq!(store.prune(5000), (0, 0));
+    }
+}

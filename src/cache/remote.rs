@@ -1,0 +1,353 @@
+//! A remote cache over the Bazel HTTP cache protocol: `GET`/`HEAD`/`PUT` of `/ac/<key>`
+//! (an action record) and `/cas/<sha256>` (a blob), under the URL's prefix. bazel-remote
+//! (with `--disable_http_ac_validation`, since an orch record is not a Bazel ActionResult),
+//! nginx with WebDAV `PUT`, or any server that stores what it is given speaks it.
+//!
+//! The client is ureq, with its default features off: blocking, plain HTTP, a handful of
+//! small crates (no TLS stack, no async runtime), and per-request timeouts, which is all a
+//! cache on the local network needs; an https cache is reached through a local TLS proxy.
+//!
+//! A remote is a help, never a dependency: the first request that fails (refused, timed
+//! out, a 5xx, an unexpected status) is reported once and the remote is left alone for the
+//! rest of the build, which goes on locally; there are no retries to storm a sick server.
+//! Every blob read is checked against both its digests before it is used. Uploads go to one
+//! background thread through a bounded queue, blobs first and the record last (so a reader
+//! never finds a record whose blobs are not there yet); the build drains it at its end, for
+//! at most [`DRAIN_LIMIT`].
+//!
+//! The credentials are read from the environment variable the plan names, kept in memory
+//! only and sent as the `Authorization` header; no message here includes them.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::key::{ActionKey, BlobDigests};
+use super::record::{ActionRecord, CachedFile};
+use crate::plan::{AuthScheme, RemoteCache, RemoteMode};
+
+/// A cache on the network answers in milliseconds; a connection that takes longer than
+/// this is a server that is not there.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One request, body included: generous for a large blob, short enough that a hung server
+/// costs a build seconds, not minutes.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a build waits at its end for the uploads still queued.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+/// Uploads queued at most; a worker that finds the queue full waits (the server is slower
+/// than the build: memory stays bounded).
+const QUEUE: usize = 1024;
+/// An action record is a few hundred bytes; anything this large is not one.
+const RECORD_LIMIT: u64 = 4 << 20;
+
+/// One task's upload: its blobs (in the local store) and then its record.
+struct Upload {
+    key: ActionKey,
+    record: Vec<u8>,
+    blobs: Vec<(String, PathBuf)>,
+}
+
+struct Shared {
+    base: String,
+    agent: ureq::Agent,
+    auth: Option<String>,
+    down: AtomicBool,
+    notes: Mutex<Vec<String>>,
+    uploaded: AtomicU64,
+}
+
+pub struct Remote {
+    shared: Arc<Shared>,
+    mode: RemoteMode,
+    queue: Mutex<Option<SyncSender<Upload>>>,
+    drained: Mutex<Option<Receiver<()>>>,
+}
+
+/// A blob that could not be used.
+#[derive(Debug)]
+pub enum BlobError {
+    /// Not on the server, or the server failed (already reported).
+    Missing,
+    /// On the server, but not what its digest says.
+    Corrupt(String),
+}
+
+impl Shared {
+    /// The first failure is said once; the remote is not asked again in this build.
+    fn failed(&self, what: &str, why: impl std::fmt::Display) {
+        if !self.down.swap(true, Ordering::SeqCst) {
+            self.note(format!(
+                "remote cache {}: {what} failed ({why}); going on without it for this build",
+                self.base
+            ));
+        }
+    }
+
+    fn note(&self, message: String) {
+        self.notes.lock().unwrap().push(message);
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let url = self.url(path);
+        let r = match method {
+            "HEAD" => self.agent.head(&url),
+            _ => self.agent.get(&url),
+        };
+        match &self.auth {
+            Some(a) => r.header("Authorization", a),
+            None => r,
+        }
+    }
+
+    /// `GET path`: the body, `None` for a 404 (a miss), an error otherwise (reported).
+    fn get(&self, path: &str, limit: u64) -> Option<Vec<u8>> {
+        if self.down.load(Ordering::SeqCst) {
+            return None;
+        }
+        match self.request("GET", path).call() {
+            Ok(mut resp) => match resp.status().as_u16() {
+                200 => match resp.body_mut().with_config().limit(limit).read_to_vec() {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        self.failed(&format!("GET /{path}"), e);
+                        None
+                    }
+                },
+                404 => None,
+                s => {
+                    self.failed(&format!("GET /{path}"), format!("HTTP {s}"));
+                    None
+                }
+            },
+            Err(e) => {
+                self.failed(&format!("GET /{path}"), e);
+                None
+            }
+        }
+    }
+
+    /// `HEAD path`: whether it is there (a failure reads as absent, and is reported).
+    fn has(&self, path: &str) -> bool {
+        match self.request("HEAD", path).call() {
+            Ok(resp) => resp.status().as_u16() == 200,
+            Err(e) => {
+                self.failed(&format!("HEAD /{path}"), e);
+                false
+            }
+        }
+    }
+
+    fn put(&self, path: &str, body: &[u8]) -> bool {
+        let r = self.agent.put(&self.url(path));
+        let r = match &self.auth {
+            Some(a) => r.header("Authorization", a),
+            None => r,
+        };
+        match r.send(body) {
+            Ok(resp) if resp.status().is_success() => true,
+            Ok(resp) => {
+                self.failed(&format!("PUT /{path}"), format!("HTTP {}", resp.status().as_u16()));
+                false
+            }
+            Err(e) => {
+                self.failed(&format!("PUT /{path}"), e);
+                false
+            }
+        }
+    }
+
+    fn upload(&self, job: &Upload) {
+        for (sha256, file) in &job.blobs {
+            if self.down.load(Ordering::SeqCst) {
+                return;
+            }
+            let path = format!("cas/{sha256}");
+            if self.has(&path) {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(file) else {
+                // Evicted meanwhile: the record would name a blob nobody has.
+                return;
+            };
+            if !self.put(&path, &bytes) {
+                return;
+            }
+        }
+        if !self.down.load(Ordering::SeqCst) && self.put(&format!("ac/{}", job.key.hex()), &job.record) {
+            self.uploaded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Remote {
+    /// The remote of these settings, its credentials read from the environment now. A
+    /// variable that is not set is said once; the remote is then used without them.
+    pub fn new(config: &RemoteCache) -> Remote {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .http_status_as_error(false)
+            // A cache named by its address is reached directly, not through $http_proxy.
+            .proxy(None)
+            .build()
+            .into();
+        let mut notes = Vec::new();
+        let auth = config.auth.as_ref().and_then(|a| match std::env::var(&a.env) {
+            Ok(v) if !v.is_empty() => Some(match a.scheme {
+                AuthScheme::Bearer => format!("Bearer {v}"),
+                AuthScheme::Basic => format!("Basic {}", base64(v.as_bytes())),
+            }),
+            _ => {
+                notes.push(format!(
+                    "remote cache {}: ${} is not set; asking it without credentials",
+                    config.url, a.env
+                ));
+                None
+            }
+        });
+        let shared = Arc::new(Shared {
+            base: config.url.clone(),
+            agent,
+            auth,
+            down: AtomicBool::new(false),
+            notes: Mutex::new(notes),
+            uploaded: AtomicU64::new(0),
+        });
+        let (queue, drained) = if config.mode == RemoteMode::ReadWrite {
+            let (tx, rx) = sync_channel::<Upload>(QUEUE);
+            let (done_tx, done_rx) = sync_channel::<()>(1);
+            let s = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name("cache-upload".into())
+                .spawn(move || {
+                    for job in rx {
+                        s.upload(&job);
+                    }
+                    let _ = done_tx.send(());
+                });
+            match spawned {
+                Ok(_) => (Some(tx), Some(done_rx)),
+                Err(_) => (None, None),
+            }
+        } else {
+            (None, None)
+        };
+        Remote {
+            shared,
+            mode: config.mode,
+            queue: Mutex::new(queue),
+            drained: Mutex::new(drained),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.shared.base
+    }
+
+    pub fn mode(&self) -> RemoteMode {
+        self.mode
+    }
+
+    /// The record under `key`: `Ok(None)` for a miss (or a remote that failed, reported),
+    /// `Err` for one that is there but is not a record.
+    pub fn record(&self, key: &ActionKey) -> Result<Option<ActionRecord>, String> {
+        match self.shared.get(&format!("ac/{}", key.hex()), RECORD_LIMIT) {
+            None => Ok(None),
+            Some(bytes) => ActionRecord::parse(&bytes).map(Some),
+        }
+    }
+
+    /// The blob `f` names, checked against its SHA-256, its blake3 and its size.
+    pub fn blob(&self, f: &CachedFile) -> Result<Vec<u8>, BlobError> {
+        let bytes = self
+            .shared
+            .get(&format!("cas/{}", f.sha256), f.size.saturating_add(1))
+            .ok_or(BlobError::Missing)?;
+        let got = BlobDigests::of(&bytes);
+        if got.sha256 != f.sha256 || got.blake3 != f.blake3 || bytes.len() as u64 != f.size {
+            return Err(BlobError::Corrupt(format!(
+                "/cas/{} holds {} bytes that do not hash to it",
+                f.sha256,
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Queues a task's upload (read-write only; a remote that failed gets none).
+    pub fn upload(&self, key: ActionKey, record: &ActionRecord, blobs: Vec<(String, PathBuf)>) {
+        if self.shared.down.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(tx) = self.queue.lock().unwrap().as_ref() {
+            let _ = tx.send(Upload {
+                key,
+                record: record.to_json(),
+                blobs,
+            });
+        }
+    }
+
+    /// What there is to say (each once): a failure, a missing credential.
+    pub fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.shared.notes.lock().unwrap())
+    }
+
+    /// Waits (at most `limit`) for the queued uploads: how many records went up in all.
+    pub fn drain(&self, limit: Duration) -> u64 {
+        drop(self.queue.lock().unwrap().take());
+        if let Some(done) = self.drained.lock().unwrap().take() {
+            if done.recv_timeout(limit).is_err() {
+                self.shared.note(format!(
+                    "remote cache {}: uploads still going after {}s; the rest are left",
+                    self.shared.base,
+                    limit.as_secs()
+                ));
+                // The thread holds the rest; it stops at the next failure or the exit.
+                self.shared.down.store(true, Ordering::SeqCst);
+            }
+        }
+        self.shared.uploaded.load(Ordering::Relaxed)
+    }
+}
+
+/// Standard base64 with padding, for a basic-auth header.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_rfc_examples() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+            ("user:pass", "dXNlcjpwYXNz"),
+        ] {
+            assert_eq!(super::base64(plain.as_bytes()), coded);
+        }
+    }
+}

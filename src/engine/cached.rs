@@ -1,0 +1,251 @@
+//! The engine's side of the output cache: a stale task is looked up by its fingerprint
+//! before it runs, and restored when found; a task that ran is stored after it succeeds.
+//!
+//! A restore is all or nothing: every blob is fetched and checked first, and only then are
+//! the files written (each atomically, with its mode). A record is used only when it holds
+//! exactly the task's declared outputs (a record from a remote names no other path), and a
+//! blob that does not match its digest is reported and makes the task run. A restored task
+//! hands its dependents what a run would have, and counts as having run for them.
+
+use std::time::Duration;
+
+use super::context::{BuildContext, DoneInfo};
+use super::exchange::{TaskDone, TaskMsg};
+use super::explain::FingerprintParts;
+use crate::agent::Usage;
+use crate::cache::{
+    mode_of, write_restored, ActionKey, ActionRecord, BlobDigests, BlobError, CachedFile, Source,
+    RECORD_VERSION,
+};
+use crate::clock::{unix_now, Active};
+use crate::disk::Digest;
+use crate::fingerprint::FieldName;
+use crate::state::TaskRecord;
+
+/// What a restore hands the coordinator besides the record.
+#[derive(Debug)]
+pub struct Restored {
+    /// What the run that is restored cost: saved by not running it again.
+    pub saved: Usage,
+    /// How long that run took.
+    pub original: Duration,
+    pub source: Source,
+    pub session: Option<String>,
+}
+
+impl BuildContext<'_> {
+    /// Whether task `t` is looked up in and stored to the cache in this build.
+    pub(super) fn caches(&self, t: usize) -> bool {
+        self.cache.is_some() && self.task(t).cache
+    }
+
+    /// Whether a build would restore task `t` (with these exact parts) from the local
+    /// store, for the dry run and `orch explain`.
+    pub(crate) fn would_restore(&self, t: usize, parts: &FingerprintParts) -> bool {
+        !self.forced[t]
+            && self.caches(t)
+            && self
+                .cache
+                .as_ref()
+                .is_some_and(|c| c.has_local(&ActionKey::of(&parts.value)))
+    }
+
+    fn say_cache_notes(&self, send: &dyn Fn(TaskMsg)) {
+        if let Some(c) = &self.cache {
+            for message in c.take_notes() {
+                send(TaskMsg::BuildNotice { message });
+            }
+        }
+    }
+
+    /// Task `t` restored from the cache, if its fingerprint is there and every blob checks
+    /// out; `None`: run it.
+    pub(super) fn restore(
+        &self,
+        t: usize,
+        parts: &FingerprintParts,
+        why: &str,
+        send: &dyn Fn(TaskMsg),
+    ) -> Option<TaskDone> {
+        let cache = self.cache.as_ref()?;
+        let started = Active::now();
+        let key = ActionKey::of(&parts.value);
+        let (found, bad_record) = cache.lookup(&key);
+        self.say_cache_notes(send);
+        if let Some(message) = bad_record {
+            send(TaskMsg::Notice { task: t, message });
+        }
+        let (record, source) = found?;
+        let task = self.task(t);
+        // Exactly the declared outputs, each once; an agent's answer has its result.
+        let mut declared: Vec<&str> = task.outputs.iter().map(String::as_str).collect();
+        let mut named: Vec<&str> = record.outputs.iter().map(|f| f.path.as_str()).collect();
+        declared.sort_unstable();
+        named.sort_unstable();
+        if declared != named || (!task.action.is_shell() && record.result.is_none()) {
+            send(TaskMsg::Notice {
+                task: t,
+                message: format!(
+                    "{} cache entry not restored: it does not hold the declared outputs",
+                    source.word()
+                ),
+            });
+            return None;
+        }
+        let mut blobs: Vec<Vec<u8>> = Vec::new();
+        for f in record.files() {
+            match cache.blob(f, source) {
+                Ok(b) => blobs.push(b),
+                Err(BlobError::Missing) => {
+                    self.say_cache_notes(send);
+                    return None;
+                }
+                Err(BlobError::Corrupt(why)) => {
+                    send(TaskMsg::Notice {
+                        task: t,
+                        message: format!(
+                            "{} cache entry not restored: {why}; running the task",
+                            source.word()
+                        ),
+                    });
+                    return None;
+                }
+            }
+        }
+        // Everything is here and checked: now the files.
+        let result_path = self.layout.result_file(&self.agent_ids[t]);
+        let written = (|| -> std::io::Result<()> {
+            for (f, bytes) in record.outputs.iter().zip(&blobs) {
+                write_restored(&self.plan.root.join(&f.path), bytes, f.mode)?;
+            }
+            match &record.result {
+                Some(f) => write_restored(&result_path, blobs.last().unwrap(), f.mode)?,
+                None => match std::fs::remove_file(&result_path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                },
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            send(TaskMsg::Notice {
+                task: t,
+                message: format!("cache entry not restored: {e}"),
+            });
+            return None;
+        }
+        if source == Source::Remote {
+            let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+            cache.keep_remote_hit(&key, &record, &refs);
+        }
+        let mut proof = task.outputs.clone();
+        if record.result.is_some() {
+            proof.push(self.result_rel(t));
+        }
+        let mut outputs = Vec::with_capacity(proof.len());
+        for o in proof {
+            let h = self.hash_project_file(&o).ok().flatten()?;
+            outputs.push((o, h));
+        }
+        let task_record = TaskRecord {
+            fingerprint: parts.value,
+            definition: parts.definition,
+            definition_fields: parts
+                .definition_fields
+                .iter()
+                .map(|&(name, d)| (FieldName::Borrowed(name), d))
+                .collect(),
+            inputs: parts.inputs.clone(),
+            deps: parts.deps.clone(),
+            outputs: outputs.clone(),
+            finished_at: unix_now(),
+            duration_ms: record.duration_ms,
+            retries: 0,
+        };
+        let _ = self.done[t].set(DoneInfo {
+            handoff: self.handoff(t, &parts.value, &outputs),
+            ran: true,
+            upstream_ran: true,
+        });
+        Some(TaskDone::Restored {
+            record: task_record,
+            duration: started.elapsed(),
+            why: why.to_string(),
+            restored: Restored {
+                saved: record.usage(),
+                original: Duration::from_millis(record.duration_ms),
+                source,
+                session: record.session.clone(),
+            },
+        })
+    }
+
+    /// Keeps a successful run in the cache: its outputs and result (as `outputs` lists them,
+    /// hashed) and what it cost. A file that changed since it was hashed is not kept (the
+    /// entry would not be what the record says), nor is anything when the store fails: the
+    /// cache is a help, the build does not depend on it.
+    pub(super) fn keep(
+        &self,
+        t: usize,
+        fingerprint: &Digest,
+        outputs: &[(String, Digest)],
+        usage: &Usage,
+        session: Option<String>,
+        duration: Duration,
+        send: &dyn Fn(TaskMsg),
+    ) {
+        let Some(cache) = &self.cache else { return };
+        let mut record = ActionRecord {
+            orch_cache: RECORD_VERSION,
+            task: self.task(t).id.clone(),
+            runner: self.runner_name(t).to_string(),
+            outputs: Vec::with_capacity(outputs.len()),
+            result: None,
+            cost_usd: None,
+            input_tokens: None,
+            cache_read_tokens: None,
+            cache_write_tokens: None,
+            output_tokens: None,
+            session,
+            duration_ms: duration.as_millis() as u64,
+            created_unix: unix_now(),
+        };
+        record.set_usage(usage);
+        let mut blobs = Vec::with_capacity(outputs.len());
+        let mut result = None;
+        for (path, hash) in outputs {
+            let full = self.plan.root.join(path);
+            let Ok(bytes) = std::fs::read(&full) else { return };
+            let d = BlobDigests::of(&bytes);
+            if d.blake3[..32] != hash.to_hex() {
+                return;
+            }
+            let is_result = self.is_result(t, path);
+            let f = CachedFile {
+                path: if is_result { String::new() } else { path.clone() },
+                blake3: d.blake3,
+                sha256: d.sha256,
+                size: bytes.len() as u64,
+                mode: if is_result { 0o644 } else { mode_of(&full) },
+            };
+            if is_result {
+                result = Some((f, bytes));
+            } else {
+                record.outputs.push(f);
+                blobs.push(bytes);
+            }
+        }
+        if let Some((f, bytes)) = result {
+            record.result = Some(f);
+            blobs.push(bytes);
+        }
+        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+        if let Err(e) = cache.store(&ActionKey::of(fingerprint), &record, &refs) {
+            send(TaskMsg::Notice {
+                task: t,
+                message: format!("not kept in the cache: {e}"),
+            });
+        }
+        self.say_cache_notes(send);
+    }
+}
