@@ -278,6 +278,9 @@ impl Explanation {
             if self.may_run {
                 let _ = writeln!(s, "  - {}", dry_run::MAY_RUN_NOTE);
             }
+            for n in &self.notes {
+                let _ = writeln!(s, "  - {n}");
+            }
         }
         if let Some(session) = &self.session {
             let _ = writeln!(
@@ -363,6 +366,16 @@ pub fn explain(plan: &Plan, opts: &BuildOptions, ids: &[String]) -> Result<Vec<E
                 if let Some(why) = verdicts[t].reason() {
                     reasons.push(why.to_string());
                 }
+            }
+            if verdicts[t]
+                .reason()
+                .is_some_and(|w| w.ends_with(dry_run::WOULD_RESTORE))
+            {
+                notes.push(format!(
+                    "{}: its fingerprint is in the local output cache, so a build restores \
+                     it without running it",
+                    dry_run::WOULD_RESTORE
+                ));
             }
             let task = &plan.tasks[t];
             Explanation {

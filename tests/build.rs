@@ -106,7 +106,15 @@ fn a_modified_or_deleted_output_is_rebuilt() {
     p.clear("ran.log");
     std::fs::remove_file(p.path("out_d.txt")).unwrap();
     p.write("out_a.txt", "tampered\n");
+    // From the output cache: the same outputs back, nothing run.
     p.orch(&["build"]).success();
+    assert!(p.lines("ran.log").is_empty());
+    assert_eq!(p.read("out_a.txt"), "in_a.txt v1\n");
+    assert!(p.exists("out_d.txt"));
+    // Without it, a and d run again.
+    std::fs::remove_file(p.path("out_d.txt")).unwrap();
+    p.write("out_a.txt", "tampered\n");
+    p.orch(&["build", "--no-cache"]).success();
     // a restored the same content, so its dependents stay up to date (early cutoff).
     assert_eq!(sorted(p.lines("ran.log")), ["a", "d"]);
     assert_eq!(p.read("out_a.txt"), "in_a.txt v1\n");
@@ -1003,7 +1011,8 @@ fn a_reset_the_build_did_not_get_to_is_kept_for_the_next_one() {
     assert_eq!(p.lines("ran.log"), ["a"], "b never started");
     p.write("in.txt", "good\n");
     p.clear("ran.log");
-    let run = p.orch(&["build"]);
+    // (a would be restored from the output cache otherwise: it is back to its first input.)
+    let run = p.orch(&["build", "--no-cache"]);
     run.success();
     assert_eq!(
         sorted(p.lines("ran.log")),
@@ -1038,9 +1047,10 @@ fn a_large_plan_reruns_exactly_the_cone_of_a_change() {
     }
     p.orch(&["build"]).success();
     let cone = |from: usize| (from..100).map(|i| format!("t{i:03}")).collect::<Vec<_>>();
+    // Without the output cache, which would restore a tampered output instead of running.
     let rerun = |p: &Project| {
         p.clear("ran.log");
-        p.orch(&["build"]).success();
+        p.orch(&["build", "--no-cache"]).success();
         sorted(p.lines("ran.log"))
     };
     assert!(rerun(&p).is_empty(), "a second build is a no-op");
@@ -1104,9 +1114,9 @@ env = {{ FAKE_MODE = "ok" }}
     );
     assert_eq!(ran(&sim), 2, "another agent reruns both agent tasks");
     assert_eq!(
-        ran(&["build", "-q"]),
+        ran(&["build", "-q", "--no-cache"]),
         2,
-        "and so does going back to their own"
+        "and so does going back to their own (their earlier answers not restored)"
     );
     assert_eq!(ran(&["build", "-q"]), 0);
 }

@@ -110,9 +110,10 @@ outputs = []
     );
     p.orch(&["build"]).success();
     assert_eq!(p.lines("calls.log"), ["summ", "review"]);
-    // A line appended by hand: summ re-runs and writes the very same file and answer.
+    // A line appended by hand: summ re-runs and writes the very same file and answer
+    // (not restored from the output cache, which would make no call at all).
     p.write("summary.md", "the summary\nmore by hand\n");
-    let run = p.orch(&["build", "--json"]).ok();
+    let run = p.orch(&["build", "--json", "--no-cache"]).ok();
     assert_eq!(p.lines("calls.log"), ["summ", "review", "summ"]);
     let events: Vec<serde_json::Value> = run
         .stdout()
@@ -243,7 +244,8 @@ fn an_old_record_built_on_other_outputs_is_not_carried_over() {
     snapshot.records.insert("b".into(), Arc::new(b));
     snapshot.records.insert("c".into(), Arc::new(c));
     std::fs::write(p.path(".orchestrator/state.bin"), snapshot.encode()).unwrap();
-    p.orch(&["build"]).success();
+    // Run, not restored from the output cache the first build filled.
+    p.orch(&["build", "--no-cache"]).success();
     assert_eq!(
         p.lines("ran.log"),
         ["b"],

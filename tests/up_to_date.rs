@@ -71,7 +71,16 @@ fn settle(p: &Project, args: &[&str]) {
 /// Builds after a change: the fast path must not be taken; returns the tasks that ran.
 #[track_caller]
 fn rebuild(p: &Project) -> Vec<String> {
-    let run = build(p, &["build", "-q"]);
+    rebuild_with(p, &["build", "-q"])
+}
+
+/// As [`rebuild`], without the output cache: a change makes its tasks run, not be restored.
+fn rebuild_uncached(p: &Project) -> Vec<String> {
+    rebuild_with(p, &["build", "-q", "--no-cache"])
+}
+
+fn rebuild_with(p: &Project, args: &[&str]) -> Vec<String> {
+    let run = build(p, args);
     run.success();
     assert!(
         !took_fast_path(&run),
@@ -215,7 +224,7 @@ fn every_change_the_full_check_sees_ends_the_fast_path() {
     for (what, change, expected) in changes {
         settle(&p, &["build", "-q"]);
         change(&p);
-        assert_eq!(rebuild(&p), expected, "{what}");
+        assert_eq!(rebuild_uncached(&p), expected, "{what}");
     }
     // A journal an interrupted run left: the state changed, so the full check decides.
     settle(&p, &["build", "-q"]);
@@ -268,8 +277,12 @@ fn a_run_holding_the_lock_is_reported_as_without_the_fast_path() {
 #[test]
 fn agent_results_prompt_files_and_the_merge_are_covered() {
     let fake = fake_claude();
+    // Without the output cache: each change must make its task run, not be restored.
     let p = Project::new(&format!(
         r#"
+[settings]
+cache = false
+
 [agents.claude]
 command = ["{fake}"]
 

@@ -74,20 +74,25 @@ impl LocalStore {
         replace_unsynced(&path, &record.to_json())
     }
 
-    /// The blob with this blake3, checked against it; `None` when absent or damaged (a
-    /// damaged one is removed). Marks it used.
-    pub fn blob(&self, blake3: &str) -> Option<Vec<u8>> {
+    /// The blob with this blake3, checked against it: `Ok(None)` when absent, `Err` when
+    /// damaged (it is removed). Marks it used.
+    pub fn blob(&self, blake3: &str) -> Result<Option<Vec<u8>>, String> {
         if !is_hex64(blake3) {
-            return None;
+            return Ok(None);
         }
         let path = self.blob_path(blake3);
-        let bytes = std::fs::read(&path).ok()?;
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Ok(None);
+        };
         if blake3::hash(&bytes).to_hex().as_str() != blake3 {
             let _ = std::fs::remove_file(&path);
-            return None;
+            return Err(format!(
+                "blob {} in the local cache does not hash to its name (removed)",
+                &blake3[..12]
+            ));
         }
         touch(&path);
-        Some(bytes)
+        Ok(Some(bytes))
     }
 
     /// The path of a stored blob, unchecked (the uploader reads it; the remote reader checks).
@@ -220,7 +225,7 @@ mod tests {
         let store = LocalStore::new(dir.path().join("cache"));
         let d = BlobDigests::of(b"abc");
         store.put_blob(&d.blake3, b"abc").unwrap();
-        assert_eq!(store.blob(&d.blake3).as_deref(), Some(&b"abc"[..]));
+        assert_eq!(store.blob(&d.blake3).unwrap().as_deref(), Some(&b"abc"[..]));
         let key = ActionKey::of(&Digest::of(b"fp"));
         assert!(store.record(&key).is_none());
         store.put_record(&key, &record(&d)).unwrap();
@@ -228,8 +233,9 @@ mod tests {
         // Damaged on disk: not handed out, and gone.
         let path = store.blob_file(&d.blake3).unwrap();
         std::fs::write(&path, b"abd").unwrap();
-        assert!(store.blob(&d.blake3).is_none());
+        assert!(store.blob(&d.blake3).is_err());
         assert!(!path.exists());
+        assert_eq!(store.blob(&d.blake3), Ok(None));
         assert_eq!(store.stats().records, 1);
         assert_eq!(store.clear().unwrap().records, 1);
         assert_eq!(store.stats(), Stats::default());
@@ -257,11 +263,11 @@ mod tests {
             f.set_modified(old + std::time::Duration::from_secs(i as u64))
                 .unwrap();
         }
-        assert!(store.blob(&blobs[0].blake3).is_some());
+        assert!(store.blob(&blobs[0].blake3).unwrap().is_some());
         assert_eq!(store.prune(2000), (1, 1000));
-        assert!(store.blob_file(&blobs[1].blake3).unwrap().exists() == false);
-        assert!(store.blob(&blobs[0].blake3).is_some());
-        assert!(store.blob(&blobs[2].blake3).is_some());
+        assert!(!store.blob_file(&blobs[1].blake3).unwrap().exists());
+        assert!(store.blob(&blobs[0].blake3).unwrap().is_some());
+        assert!(store.blob(&blobs[2].blake3).unwrap().is_some());
         assert_eq!(store.prune(5000), (0, 0));
     }
 }

@@ -85,7 +85,10 @@ impl Cache {
         }
         match self.remote.as_ref().map(|r| r.record(key)) {
             Some(Ok(Some(r))) => (Some((r, Source::Remote)), None),
-            Some(Err(e)) => (None, Some(format!("remote record /ac/{} ignored: {e}", key.hex()))),
+            Some(Err(e)) => (
+                None,
+                Some(format!("remote record /ac/{} ignored: {e}", key.hex())),
+            ),
             _ => (None, None),
         }
     }
@@ -97,8 +100,10 @@ impl Cache {
 
     /// A blob of a record found at `source`, checked against its digests.
     pub fn blob(&self, f: &CachedFile, source: Source) -> Result<Vec<u8>, BlobError> {
-        if let Some(b) = self.local.blob(&f.blake3) {
-            return Ok(b);
+        match self.local.blob(&f.blake3) {
+            Ok(Some(b)) => return Ok(b),
+            Err(why) => return Err(BlobError::Corrupt(why)),
+            Ok(None) => {}
         }
         match (&self.remote, source) {
             (Some(r), Source::Remote) => r.blob(f),
@@ -131,7 +136,10 @@ impl Cache {
 
     /// Queues a locally stored entry for the remote (read-write only).
     fn upload(&self, key: &ActionKey, record: &ActionRecord) {
-        let Some(remote) = self.remote.as_ref().filter(|r| r.mode() == RemoteMode::ReadWrite)
+        let Some(remote) = self
+            .remote
+            .as_ref()
+            .filter(|r| r.mode() == RemoteMode::ReadWrite)
         else {
             return;
         };
@@ -144,7 +152,10 @@ impl Cache {
 
     /// What the remote has to say since the last call (each once).
     pub fn take_notes(&self) -> Vec<String> {
-        self.remote.as_ref().map(|r| r.take_notes()).unwrap_or_default()
+        self.remote
+            .as_ref()
+            .map(|r| r.take_notes())
+            .unwrap_or_default()
     }
 
     /// The build's end: queued uploads drained (bounded), the local store pruned to its cap

@@ -31,8 +31,11 @@ use crate::plan::{AuthScheme, RemoteCache, RemoteMode};
 /// A cache on the network answers in milliseconds; a connection that takes longer than
 /// this is a server that is not there.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// One request, body included: generous for a large blob, short enough that a hung server
-/// costs a build seconds, not minutes.
+/// A server that took the connection answers a cache request in milliseconds; one that has
+/// said nothing after this is hung, and costs the build this once.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// One request, body included: generous for a large blob, short enough that a trickling
+/// server costs a build seconds, not minutes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a build waits at its end for the uploads still queued.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(60);
@@ -65,6 +68,15 @@ pub struct Remote {
     drained: Mutex<Option<Receiver<()>>>,
 }
 
+/// What a `GET` came to.
+enum Got {
+    Body(Vec<u8>),
+    /// A miss (404), or a server that failed (reported once).
+    Absent,
+    /// A body longer than the entry can be.
+    TooLong,
+}
+
 /// A blob that could not be used.
 #[derive(Debug)]
 pub enum BlobError {
@@ -93,7 +105,11 @@ impl Shared {
         format!("{}/{path}", self.base)
     }
 
-    fn request(&self, method: &str, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
         let url = self.url(path);
         let r = match method {
             "HEAD" => self.agent.head(&url),
@@ -105,29 +121,31 @@ impl Shared {
         }
     }
 
-    /// `GET path`: the body, `None` for a 404 (a miss), an error otherwise (reported).
-    fn get(&self, path: &str, limit: u64) -> Option<Vec<u8>> {
+    /// `GET path`, its body read up to `limit` bytes.
+    fn get(&self, path: &str, limit: u64) -> Got {
         if self.down.load(Ordering::SeqCst) {
-            return None;
+            return Got::Absent;
         }
         match self.request("GET", path).call() {
             Ok(mut resp) => match resp.status().as_u16() {
                 200 => match resp.body_mut().with_config().limit(limit).read_to_vec() {
-                    Ok(b) => Some(b),
+                    Ok(b) => Got::Body(b),
+                    // Longer than what is asked for: not the entry, but the server works.
+                    Err(ureq::Error::BodyExceedsLimit(_)) => Got::TooLong,
                     Err(e) => {
                         self.failed(&format!("GET /{path}"), e);
-                        None
+                        Got::Absent
                     }
                 },
-                404 => None,
+                404 => Got::Absent,
                 s => {
                     self.failed(&format!("GET /{path}"), format!("HTTP {s}"));
-                    None
+                    Got::Absent
                 }
             },
             Err(e) => {
                 self.failed(&format!("GET /{path}"), e);
-                None
+                Got::Absent
             }
         }
     }
@@ -152,7 +170,10 @@ impl Shared {
         match r.send(body) {
             Ok(resp) if resp.status().is_success() => true,
             Ok(resp) => {
-                self.failed(&format!("PUT /{path}"), format!("HTTP {}", resp.status().as_u16()));
+                self.failed(
+                    &format!("PUT /{path}"),
+                    format!("HTTP {}", resp.status().as_u16()),
+                );
                 false
             }
             Err(e) => {
@@ -179,7 +200,9 @@ impl Shared {
                 return;
             }
         }
-        if !self.down.load(Ordering::SeqCst) && self.put(&format!("ac/{}", job.key.hex()), &job.record) {
+        if !self.down.load(Ordering::SeqCst)
+            && self.put(&format!("ac/{}", job.key.hex()), &job.record)
+        {
             self.uploaded.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -191,6 +214,7 @@ impl Remote {
     pub fn new(config: &RemoteCache) -> Remote {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(RESPONSE_TIMEOUT))
             .timeout_global(Some(REQUEST_TIMEOUT))
             .http_status_as_error(false)
             // A cache named by its address is reached directly, not through $http_proxy.
@@ -198,19 +222,22 @@ impl Remote {
             .build()
             .into();
         let mut notes = Vec::new();
-        let auth = config.auth.as_ref().and_then(|a| match std::env::var(&a.env) {
-            Ok(v) if !v.is_empty() => Some(match a.scheme {
-                AuthScheme::Bearer => format!("Bearer {v}"),
-                AuthScheme::Basic => format!("Basic {}", base64(v.as_bytes())),
-            }),
-            _ => {
-                notes.push(format!(
-                    "remote cache {}: ${} is not set; asking it without credentials",
-                    config.url, a.env
-                ));
-                None
-            }
-        });
+        let auth = config
+            .auth
+            .as_ref()
+            .and_then(|a| match std::env::var(&a.env) {
+                Ok(v) if !v.is_empty() => Some(match a.scheme {
+                    AuthScheme::Bearer => format!("Bearer {v}"),
+                    AuthScheme::Basic => format!("Basic {}", base64(v.as_bytes())),
+                }),
+                _ => {
+                    notes.push(format!(
+                        "remote cache {}: ${} is not set; asking it without credentials",
+                        config.url, a.env
+                    ));
+                    None
+                }
+            });
         let shared = Arc::new(Shared {
             base: config.url.clone(),
             agent,
@@ -258,17 +285,24 @@ impl Remote {
     /// `Err` for one that is there but is not a record.
     pub fn record(&self, key: &ActionKey) -> Result<Option<ActionRecord>, String> {
         match self.shared.get(&format!("ac/{}", key.hex()), RECORD_LIMIT) {
-            None => Ok(None),
-            Some(bytes) => ActionRecord::parse(&bytes).map(Some),
+            Got::Absent => Ok(None),
+            Got::TooLong => Err(format!("longer than {RECORD_LIMIT} bytes")),
+            Got::Body(bytes) => ActionRecord::parse(&bytes).map(Some),
         }
     }
 
     /// The blob `f` names, checked against its SHA-256, its blake3 and its size.
     pub fn blob(&self, f: &CachedFile) -> Result<Vec<u8>, BlobError> {
-        let bytes = self
-            .shared
-            .get(&format!("cas/{}", f.sha256), f.size.saturating_add(1))
-            .ok_or(BlobError::Missing)?;
+        let bytes = match self.shared.get(&format!("cas/{}", f.sha256), f.size) {
+            Got::Body(b) => b,
+            Got::Absent => return Err(BlobError::Missing),
+            Got::TooLong => {
+                return Err(BlobError::Corrupt(format!(
+                    "/cas/{} is longer than its {} bytes",
+                    f.sha256, f.size
+                )))
+            }
+        };
         let got = BlobDigests::of(&bytes);
         if got.sha256 != f.sha256 || got.blake3 != f.blake3 || bytes.len() as u64 != f.size {
             return Err(BlobError::Corrupt(format!(
@@ -322,7 +356,11 @@ fn base64(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {

@@ -42,7 +42,11 @@ pub fn run(global: &Global, args: &CacheArgs) -> Result<i32> {
                 s.blobs,
                 format_size(s.bytes),
                 format_size(settings.max_size),
-                if settings.enabled { "" } else { " (cache = false)" }
+                if settings.enabled {
+                    ""
+                } else {
+                    " (cache = false)"
+                }
             );
             if let Some(r) = &settings.remote {
                 println!("remote cache {} ({})", r.url, r.mode.as_str());

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::context::{BuildContext, DoneInfo};
-use super::exchange::{TaskDone, TaskMsg};
+use super::exchange::{Restored, TaskDone, TaskMsg};
 use super::explain::FingerprintParts;
 use crate::agent::Usage;
 use crate::cache::{
@@ -22,15 +22,13 @@ use crate::disk::Digest;
 use crate::fingerprint::FieldName;
 use crate::state::TaskRecord;
 
-/// What a restore hands the coordinator besides the record.
-#[derive(Debug)]
-pub struct Restored {
-    /// What the run that is restored cost: saved by not running it again.
-    pub saved: Usage,
-    /// How long that run took.
-    pub original: Duration,
-    pub source: Source,
-    pub session: Option<String>,
+/// What a successful run's action record keeps besides its files.
+pub(super) struct RunFacts<'a> {
+    /// Every attempt's.
+    pub(super) usage: &'a Usage,
+    /// The last attempt's session.
+    pub(super) session: Option<String>,
+    pub(super) duration: Duration,
 }
 
 impl BuildContext<'_> {
@@ -134,6 +132,9 @@ impl BuildContext<'_> {
             });
             return None;
         }
+        // The task file says what the answer was given for, as after a run: the same
+        // fingerprint is the same prompt.
+        let _ = self.write_task_file(t, parts);
         if source == Source::Remote {
             let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
             cache.keep_remote_hit(&key, &record, &refs);
@@ -189,11 +190,14 @@ impl BuildContext<'_> {
         t: usize,
         fingerprint: &Digest,
         outputs: &[(String, Digest)],
-        usage: &Usage,
-        session: Option<String>,
-        duration: Duration,
+        run: RunFacts,
         send: &dyn Fn(TaskMsg),
     ) {
+        let RunFacts {
+            usage,
+            session,
+            duration,
+        } = run;
         let Some(cache) = &self.cache else { return };
         let mut record = ActionRecord {
             orch_cache: RECORD_VERSION,
@@ -215,14 +219,20 @@ impl BuildContext<'_> {
         let mut result = None;
         for (path, hash) in outputs {
             let full = self.plan.root.join(path);
-            let Ok(bytes) = std::fs::read(&full) else { return };
+            let Ok(bytes) = std::fs::read(&full) else {
+                return;
+            };
             let d = BlobDigests::of(&bytes);
             if d.blake3[..32] != hash.to_hex() {
                 return;
             }
             let is_result = self.is_result(t, path);
             let f = CachedFile {
-                path: if is_result { String::new() } else { path.clone() },
+                path: if is_result {
+                    String::new()
+                } else {
+                    path.clone()
+                },
                 blake3: d.blake3,
                 sha256: d.sha256,
                 size: bytes.len() as u64,

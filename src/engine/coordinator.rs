@@ -626,7 +626,12 @@ impl BuildCoordinator<'_, '_> {
     pub(super) fn outcome_ok(&self) -> Vec<bool> {
         self.outcome
             .iter()
-            .map(|o| matches!(o, Some(Outcome::Ran | Outcome::Restored | Outcome::UpToDate)))
+            .map(|o| {
+                matches!(
+                    o,
+                    Some(Outcome::Ran | Outcome::Restored | Outcome::UpToDate)
+                )
+            })
             .collect()
     }
 }

@@ -19,6 +19,10 @@ use crate::duration::format_duration;
 use crate::fingerprint;
 use crate::graph::TaskGraph;
 
+/// What the dry run says after a reason to run when the task's fingerprint is in the local
+/// output cache.
+pub const WOULD_RESTORE: &str = "would restore from cache";
+
 /// What a build would do with one task, as far as can be known without running anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -78,7 +82,7 @@ pub fn verdicts(ctx: &BuildContext, wanted: &[bool]) -> Vec<Verdict> {
         verdicts[t] = match ctx.stale_reason(t, &parts) {
             Err(e) => Verdict::Runs(format!("cannot check: {e}")),
             Ok(Some(why)) if running.is_empty() && ctx.would_restore(t, &parts) => {
-                Verdict::Runs(format!("{why}; would restore from cache"))
+                Verdict::Runs(format!("{why}; {WOULD_RESTORE}"))
             }
             Ok(Some(why)) => Verdict::Runs(why),
             Ok(None) => match running.first() {

@@ -81,7 +81,7 @@ pub enum TaskDone {
         /// The restore's own time.
         duration: Duration,
         why: String,
-        restored: super::cached::Restored,
+        restored: Restored,
     },
     Failed {
         failure: Failure,
@@ -89,6 +89,17 @@ pub enum TaskDone {
         retries: u32,
         usage: Usage,
     },
+}
+
+/// What a restore hands the coordinator besides the record.
+#[derive(Debug)]
+pub struct Restored {
+    /// What the run that is restored cost: saved by not running it again.
+    pub saved: Usage,
+    /// How long that run took.
+    pub original: Duration,
+    pub source: crate::cache::Source,
+    pub session: Option<String>,
 }
 
 /// A session an attempt continues, and why the earlier one stopped.

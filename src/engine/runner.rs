@@ -194,31 +194,9 @@ impl BuildContext<'_> {
             }
         }
         // Agent tasks get their task file written once; every attempt sends the same text.
-        let task_file = if task.action.is_shell() {
-            String::new()
-        } else {
-            let prompt = match self.prompt_text(task) {
-                Ok(p) => p,
-                Err(e) => return fail(Failure::new(FailureKind::Launch, e.to_string()), 0),
-            };
-            let deps = self.dep_results(t);
-            let text = render_task_file(
-                task,
-                &self.agent_ids[t],
-                &prompt,
-                &parts
-                    .inputs
-                    .iter()
-                    .map(|(p, _)| p.clone())
-                    .collect::<Vec<_>>(),
-                &deps,
-            );
-            let path = self.layout.task_file(&self.agent_ids[t]);
-            if let Err(e) = persist_atomic(&path, text.as_bytes()) {
-                let e = PathError::wrap("task file", self.plan.relative(&path), e);
-                return fail(Failure::new(FailureKind::Launch, e.to_string()), 0);
-            }
-            text
+        let task_file = match self.write_task_file(t, &parts) {
+            Ok(text) => text,
+            Err(f) => return fail(f, 0),
         };
         let attempts = self.attempts_allowed(t);
         let mut retries = 0;
@@ -361,15 +339,12 @@ impl BuildContext<'_> {
         };
         let usage = total.into_inner();
         if self.caches(t) {
-            self.keep(
-                t,
-                &parts.value,
-                &outputs,
-                &usage,
-                session_id,
-                started.elapsed(),
-                send,
-            );
+            let facts = super::cached::RunFacts {
+                usage: &usage,
+                session: session_id,
+                duration: started.elapsed(),
+            };
+            self.keep(t, &parts.value, &outputs, facts, send);
         }
         let _ = self.done[t].set(DoneInfo {
             handoff: self.handoff(t, &parts.value, &outputs),
@@ -388,6 +363,40 @@ impl BuildContext<'_> {
 }
 
 impl BuildContext<'_> {
+    /// Writes an agent task's task file (`agent_tasks/agent-XX.md`, the exact prompt it is
+    /// sent) and returns its text; empty for a shell task.
+    pub(super) fn write_task_file(
+        &self,
+        t: usize,
+        parts: &super::explain::FingerprintParts,
+    ) -> Result<String, Failure> {
+        let task = self.task(t);
+        if task.action.is_shell() {
+            return Ok(String::new());
+        }
+        let prompt = self
+            .prompt_text(task)
+            .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;
+        let deps = self.dep_results(t);
+        let text = render_task_file(
+            task,
+            &self.agent_ids[t],
+            &prompt,
+            &parts
+                .inputs
+                .iter()
+                .map(|(p, _)| p.clone())
+                .collect::<Vec<_>>(),
+            &deps,
+        );
+        let path = self.layout.task_file(&self.agent_ids[t]);
+        if let Err(e) = persist_atomic(&path, text.as_bytes()) {
+            let e = PathError::wrap("task file", self.plan.relative(&path), e);
+            return Err(Failure::new(FailureKind::Launch, e.to_string()));
+        }
+        Ok(text)
+    }
+
     /// The session a task's first attempt continues: the one an interrupted build (or a
     /// transient failure in the last build) left, if it is the same agent's, the task has
     /// not changed since, and the agent can resume.

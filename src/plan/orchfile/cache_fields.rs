@@ -166,7 +166,10 @@ run = "true"
         assert_eq!(r.url, "http://127.0.0.1:9090/orch");
         assert_eq!(r.mode, RemoteMode::Read);
         let auth = r.auth.as_ref().unwrap();
-        assert_eq!((auth.scheme, auth.env.as_str()), (AuthScheme::Basic, "CACHE_CREDS"));
+        assert_eq!(
+            (auth.scheme, auth.env.as_str()),
+            (AuthScheme::Basic, "CACHE_CREDS")
+        );
         assert!(!plan.tasks[0].cache);
         assert!(plan.tasks[1].cache);
     }
