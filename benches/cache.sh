@@ -30,7 +30,8 @@ calls() { [[ -f $1/.orchestrator/calls.log ]] && wc -l <"$1/.orchestrator/calls.
 finished() { python3 -c '
 import json, sys
 ev = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-print([e for e in ev if e["event"] == "build_finished"][-1][sys.argv[2]])' "$1" "$2"; }
+v = [e for e in ev if e["event"] == "build_finished"][-1][sys.argv[2]]
+print("%.4f" % v if isinstance(v, float) else v)' "$1" "$2"; }
 
 # A project of N agent tasks at $1, with the remote at $2 (none if empty).
 clone() {

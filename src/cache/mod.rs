@@ -193,7 +193,8 @@ pub fn write_restored(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+        // Permission bits only: a record from a remote may not make a setuid file.
+        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Ok(d) = std::fs::File::open(dir) {
@@ -210,7 +211,7 @@ pub fn write_restored(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// A file's permission bits, for its record.
 pub fn mode_of(path: &Path) -> u32 {
     std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
+        .map(|m| m.permissions().mode() & 0o777)
         .unwrap_or(0o644)
 }
 
