@@ -8,10 +8,12 @@
 //! about retries from the class.
 //!
 //! - `spec`: what an agent is; [`presets`]: the built-in ones;
-//! - `call`: the command line of one call; `tuning`: what orch adjusts or refuses up front;
+//! - `call`: the command line of one call; `tuning`: what orch adjusts or refuses up front
+//!   (`gemini_defaults`: gemini's retry knob, a settings file);
 //! - [`reply`]: each CLI's output read; `judge`: a run judged; `outcome`: what it comes to.
 
 mod call;
+mod gemini_defaults;
 mod judge;
 mod outcome;
 pub mod presets;

@@ -1,12 +1,13 @@
 //! What orch adjusts for one run of a CLI it knows, and what it refuses before spending
 //! money: each CLI retries failed model requests itself (claude about 11 times over three
-//! minutes, codex up to 30 times), under orch's own retries with backoff; where the CLI has a
-//! knob, orch turns that down, unless the person set it. And claude refuses
+//! minutes, codex up to 30 times, gemini 10 times over nearly four), under orch's own retries
+//! with backoff; where the CLI has a knob, orch turns that down, unless the person set it. And claude refuses
 //! `bypassPermissions` as root, which is worth saying before the build starts.
 
 use std::path::PathBuf;
 
 use super::call::{command_line, Call};
+use super::gemini_defaults;
 use super::spec::{AgentSpec, Permission, ReplyFormat};
 
 /// Variables and arguments one run gets besides the agent's own.
@@ -24,7 +25,11 @@ pub struct Knobs {
 /// - codex: `-c model_providers.<id>.request_max_retries=0` and `stream_max_retries=0` for a
 ///   provider defined in `$CODEX_HOME/config.toml` that does not set them (the built-in
 ///   `openai` provider cannot be changed that way).
-/// - gemini: its `general.maxAttempts` lives only in settings.json, which orch leaves alone.
+/// - gemini: `general.maxAttempts = 1` in a system-defaults file orch writes
+///   (`GEMINI_CLI_SYSTEM_DEFAULTS_PATH`, under the person's settings.json), unless the variable
+///   is set; gemini reads that file only when orch runs as root (see [`gemini_defaults`]).
+///
+/// [`gemini_defaults`]: super::gemini_defaults
 pub fn internal_retry_knobs(agent: &AgentSpec, var: &dyn Fn(&str) -> Option<String>) -> Knobs {
     let mut knobs = Knobs::default();
     match agent.format {
@@ -34,6 +39,14 @@ pub fn internal_retry_knobs(agent: &AgentSpec, var: &dyn Fn(&str) -> Option<Stri
                 .push(("CLAUDE_CODE_MAX_RETRIES".into(), "0".into()));
         }
         ReplyFormat::Codex => knobs.args = codex_retry_args(agent, var),
+        ReplyFormat::Gemini if var(gemini_defaults::DEFAULTS_VAR).is_none() => {
+            if let Some(file) = gemini_defaults::defaults_file(var) {
+                knobs.env.push((
+                    gemini_defaults::DEFAULTS_VAR.into(),
+                    file.to_string_lossy().into_owned(),
+                ));
+            }
+        }
         _ => {}
     }
     knobs
@@ -128,7 +141,7 @@ pub fn refused_as_root(
     })
 }
 
-fn running_as_root() -> bool {
+pub(super) fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -191,6 +204,16 @@ mod tests {
                 .args
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn gemini_defaults_file_set_by_the_person_is_left_alone() {
+        let gemini = preset("gemini").unwrap();
+        let k = internal_retry_knobs(
+            &gemini,
+            &vars(&[("GEMINI_CLI_SYSTEM_DEFAULTS_PATH", "/etc/mine.json")]),
+        );
+        assert_eq!(k, Knobs::default());
     }
 
     #[test]
