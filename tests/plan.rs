@@ -173,6 +173,14 @@ fn junk_and_a_failing_agent_use_up_attempts() {
     let r = q.plan(r#"["sh", "fail.sh"]"#, &["--attempts", "2"]);
     assert_eq!(r.code(), 1);
     assert!(r.stderr().contains("model exploded"), "{}", r.stderr());
+    for empty in [r#"[]"#, r#"[""]"#, r#"["  ", "x"]"#] {
+        let e = Project::empty();
+        let r = e.plan(empty, &[]);
+        assert_eq!(r.code(), 2, "{empty}: {}", r.stderr());
+        assert!(r.stderr().contains("--agent-command"), "{}", r.stderr());
+        assert!(!r.stderr().contains("asking"), "{}", r.stderr());
+        assert!(!e.path(".orchestrator").exists(), "refused before anything");
+    }
     let missing = q.plan(r#"["definitely-not-an-agent-cli"]"#, &[]);
     assert_eq!(missing.code(), 2);
     assert!(

@@ -105,6 +105,14 @@ fn custom_agent(json: &str, result: &str) -> Result<AgentSpec> {
     if command.is_empty() {
         return Err(miette!("--agent-command must not be empty"));
     }
+    // As an Orchfile's `command` is checked: an empty program would only fail at launch,
+    // after the state directory is made and the planner announced.
+    if command[0].trim().is_empty() {
+        return Err(miette!(
+            help = r#"put the program first, e.g. '["sh", "planner.sh"]'"#,
+            "--agent-command's program (its first element) is empty"
+        ));
+    }
     let prompt_via = if command.iter().any(|a| a.contains("{prompt_file}")) {
         PromptVia::File
     } else if command.iter().any(|a| a.contains("{prompt}")) {
