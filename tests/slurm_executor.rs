@@ -185,6 +185,59 @@ timeout = "2s"
     assert_eq!(c.job_state(id).as_deref(), Some("CANCELLED"));
 }
 
+/// One wording per way a timed-out run is stopped, whoever reports it: the agent's judge said
+/// "process group stopped" of a Slurm job before.
+#[test]
+fn a_timeout_says_how_the_run_was_stopped_for_agents_and_steps_too() {
+    let c = cluster();
+    let fake = common::fake_claude();
+    let p = Project::new(&format!(
+        r#"
+[settings]
+executor = "slurm"
+default_agent = "fake"
+[settings.slurm]
+poll = "200ms"
+
+[agents.fake]
+command = ["{}"]
+result = "json:result"
+env = {{ FAKE_MODE = "hang" }}
+
+[tasks.to-agent]
+prompt = "Never answers."
+timeout = "2s"
+retries = 0
+
+[tasks.to-step]
+run = "sleep 120"
+timeout = "2s"
+slurm = {{ launch = "step" }}
+
+[tasks.to-local]
+run = "sleep 120"
+timeout = "2s"
+executor = "local"
+"#,
+        fake.display()
+    ));
+    let run = orch(&c, &p, &["build", "-k", "--json"]);
+    assert_eq!(run.code(), 1);
+    let reason = |task: &str| {
+        events(&run)
+            .into_iter()
+            .find(|e| e["event"] == "task_failed" && e["task"] == task)
+            .unwrap_or_else(|| panic!("{task} did not fail:\n{}", run.stderr()))["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(reason("to-agent"), "timed out; Slurm job cancelled");
+    assert_eq!(reason("to-step"), "timed out; Slurm step stopped");
+    assert_eq!(reason("to-local"), "timed out; process group stopped");
+    assert!(c.queued_named("orch-to-").is_empty(), "cancel waited for");
+}
+
 #[test]
 fn an_agent_task_runs_as_a_job() {
     let c = cluster();

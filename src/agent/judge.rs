@@ -37,10 +37,7 @@ pub fn judge(agent: &AgentSpec, level: Permission, out: &ProcessOutput, root: &P
         f => reply::parse(f, root, &stdout, code, &stderr),
     };
     let result = match out.exit {
-        Exit::TimedOut => Err(Failure::new(
-            FailureKind::Timeout,
-            "timed out; process group stopped",
-        )),
+        exit @ Exit::TimedOut(_) => Err(Failure::new(FailureKind::Timeout, exit.to_string())),
         Exit::Cancelled => Err(Failure::new(FailureKind::Cancelled, "cancelled")),
         _ if agent.format == ReplyFormat::Generic => generic(agent, out, &stdout, &stderr, root),
         _ => formatted(agent, level, out, &stdout, &stderr, &parsed, root),

@@ -187,14 +187,7 @@ impl BuildContext<'_> {
                 };
                 Ok((reply, warnings))
             }
-            Exit::TimedOut => Err(Failure::new(
-                FailureKind::Timeout,
-                if spec.slurm.is_some() {
-                    "timed out; Slurm job cancelled"
-                } else {
-                    "timed out; process group stopped"
-                },
-            )),
+            exit @ Exit::TimedOut(_) => Err(Failure::new(FailureKind::Timeout, exit.to_string())),
             Exit::Cancelled => Err(Failure::new(FailureKind::Cancelled, "cancelled")),
             exit => {
                 // What it said last: on stderr, or on stdout for a script that reports there.

@@ -161,10 +161,33 @@ impl ProcessSpec {
 pub enum Exit {
     Code(i32),
     Signal(i32),
-    TimedOut,
+    /// Outlived its timeout, and was stopped so.
+    TimedOut(Stopped),
     Cancelled,
     /// A batch system ended the job before its command could say how it went.
     Ended(JobEnd),
+}
+
+/// How a run that outlived its timeout was stopped, said wherever the timeout is reported
+/// (a shell task's failure, an agent's, the attempt log), so each backend says it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM to its process group, SIGKILL after the grace.
+    ProcessGroup,
+    /// `scancel` of its batch job, waited for until the controller no longer lists it.
+    SlurmJob,
+    /// Its `srun` stopped, which ends the step; the allocation stays for the next.
+    SlurmStep,
+}
+
+impl Stopped {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stopped::ProcessGroup => "process group stopped",
+            Stopped::SlurmJob => "Slurm job cancelled",
+            Stopped::SlurmStep => "Slurm step stopped",
+        }
+    }
 }
 
 /// How a batch system ended a job that has no exit code of its own to report.
@@ -212,7 +235,7 @@ impl std::fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exit code {c}"),
             Exit::Signal(s) => write!(f, "killed by signal {s}"),
-            Exit::TimedOut => write!(f, "timed out"),
+            Exit::TimedOut(how) => write!(f, "timed out; {}", how.describe()),
             Exit::Cancelled => write!(f, "cancelled"),
             Exit::Ended(end) => write!(f, "Slurm ended the job ({})", end.describe()),
         }

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::backend::{
-    Backend, Exit, Job, JobEvent, JobRecord, ProcessOutput, ProcessSpec, STRIPPED_ENV,
+    Backend, Exit, Job, JobEvent, JobRecord, ProcessOutput, ProcessSpec, Stopped, STRIPPED_ENV,
 };
 use super::guard::Guard;
 use super::procgroup;
@@ -493,7 +493,7 @@ fn supervise(
                 let why = if cancel.is_cancelled() {
                     Some((Exit::Cancelled, cancel.forwarded_signal()))
                 } else if deadline.is_some_and(Active::has_passed) {
-                    Some((Exit::TimedOut, libc::SIGTERM))
+                    Some((Exit::TimedOut(Stopped::ProcessGroup), libc::SIGTERM))
                 } else {
                     None
                 };
@@ -585,7 +585,7 @@ mod tests {
         spec.timeout = Some(Duration::from_millis(300));
         spec.grace = Duration::from_millis(200);
         let out = run(&spec);
-        assert_eq!(out.exit, Exit::TimedOut);
+        assert_eq!(out.exit, Exit::TimedOut(Stopped::ProcessGroup));
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()

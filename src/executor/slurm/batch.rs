@@ -14,7 +14,7 @@ use super::script::{job_script, AttemptFiles};
 use super::spec::SlurmJobSpec;
 use crate::cancel::Cancel;
 use crate::executor::backend::{
-    Exit, Job, JobEnd, JobEvent, JobRecord, ProcessOutput, ProcessSpec,
+    Exit, Job, JobEnd, JobEvent, JobRecord, ProcessOutput, ProcessSpec, Stopped,
 };
 use crate::executor::guard::Guard;
 use crate::executor::local::Local;
@@ -166,7 +166,7 @@ impl<'a> BatchJob<'a> {
             }
             if let (Some(limit), Some(since)) = (self.spec.timeout, running_since) {
                 if since.elapsed() >= limit {
-                    return self.stop(Exit::TimedOut);
+                    return self.stop(Exit::TimedOut(Stopped::SlurmJob));
                 }
             }
             match self

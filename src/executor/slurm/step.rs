@@ -17,7 +17,7 @@ use super::monitor::{Monitor, Seen};
 use super::spec::{AllocationSpec, SlurmJobSpec};
 use crate::cancel::Cancel;
 use crate::executor::backend::{
-    Exit, Job, JobEnd, JobEvent, JobRecord, ProcessOutput, ProcessSpec,
+    Exit, Job, JobEnd, JobEvent, JobRecord, ProcessOutput, ProcessSpec, Stopped,
 };
 use crate::executor::guard::Guard;
 use crate::executor::local::Local;
@@ -319,7 +319,14 @@ impl Job for StepJob<'_> {
             let out = job.wait(cancel, on_event);
             allocation.release(alloc);
             let mut out = out?;
-            if matches!(out.exit, Exit::Code(0) | Exit::Cancelled | Exit::TimedOut) {
+            if let Exit::TimedOut(_) = out.exit {
+                // orch stopped the srun: that ended the step, not the allocation.
+                out.exit = Exit::TimedOut(Stopped::SlurmStep);
+            }
+            if matches!(
+                out.exit,
+                Exit::Code(0) | Exit::Cancelled | Exit::TimedOut(_)
+            ) {
                 return Ok(out);
             }
             // A failed step: the command's own failure, or its allocation's end?
