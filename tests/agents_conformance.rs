@@ -83,7 +83,13 @@ impl Ran {
             .iter()
             .rev()
             .find(|e| e["event"] == event && e["task"] == task)
-            .unwrap_or_else(|| panic!("no {event} for {task}:\n{}", self.done.stderr))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {event} for {task}:\n{}\nits events:\n{}",
+                    self.done.stderr,
+                    self.events_of(task)
+                )
+            })
     }
 
     fn finished(&self) -> &Value {
@@ -270,7 +276,8 @@ fn check_main_build(cli: Cli, p: &Project, ran: &Ran) {
     let stray = why("undeclared");
     assert!(
         stray.contains("undeclared write: out/stray.txt (created)"),
-        "{n}: {stray}"
+        "{n}: {stray}\nits events:\n{}",
+        ran.events_of("undeclared")
     );
 
     // 500, 429 and 529: backed off, the CLI's own message shown, then done in the same

@@ -87,7 +87,10 @@ fn write_in_first_secure(dirs: &[PathBuf], content: &str) -> Option<PathBuf> {
             .ok()?;
         let file = dir.join(&name);
         if std::fs::read_to_string(&file).ok().as_deref() != Some(content) {
-            let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+            // Tasks side by side share the pid: a counter keeps their temp files apart.
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = dir.join(format!("{name}.{}-{n}.tmp", std::process::id()));
             std::fs::write(&tmp, content).ok()?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).ok()?;
             std::fs::rename(&tmp, &file).ok()?;
