@@ -21,10 +21,10 @@ use serde_json::Value;
 pub const DEFAULTS_VAR: &str = "GEMINI_CLI_SYSTEM_DEFAULTS_PATH";
 
 /// The system-defaults file for a child whose environment is `var`, written if need be; `None`
-/// when gemini would not read it (orch is not root, no secure directory) or when the defaults
-/// gemini would read anyway already set `general.maxAttempts`.
-pub fn defaults_file(var: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    if !super::tuning::running_as_root() {
+/// when gemini would not read it (orch is not `as_root`, no secure directory) or when the
+/// defaults gemini would read anyway already set `general.maxAttempts`.
+pub fn defaults_file(var: &dyn Fn(&str) -> Option<String>, as_root: bool) -> Option<PathBuf> {
+    if !as_root {
         return None;
     }
     // The file gemini reads without the variable: beside its system settings.

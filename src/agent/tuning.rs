@@ -40,7 +40,7 @@ pub fn internal_retry_knobs(agent: &AgentSpec, var: &dyn Fn(&str) -> Option<Stri
         }
         ReplyFormat::Codex => knobs.args = codex_retry_args(agent, var),
         ReplyFormat::Gemini if var(gemini_defaults::DEFAULTS_VAR).is_none() => {
-            if let Some(file) = gemini_defaults::defaults_file(var) {
+            if let Some(file) = gemini_defaults::defaults_file(var, running_as_root()) {
                 knobs.env.push((
                     gemini_defaults::DEFAULTS_VAR.into(),
                     file.to_string_lossy().into_owned(),
@@ -141,7 +141,7 @@ pub fn refused_as_root(
     })
 }
 
-pub(super) fn running_as_root() -> bool {
+fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
