@@ -149,6 +149,11 @@ pub fn clean(plan: &Plan, opts: CleanOptions) -> Result<CleanReport> {
             }
         }
     }
+    if state_ok {
+        report
+            .removed
+            .extend(remove_worktrees(plan, &layout, opts.dry_run));
+    }
     for path in targets {
         if std::fs::symlink_metadata(&path).is_err() {
             continue;
@@ -177,4 +182,44 @@ pub fn clean(plan: &Plan, opts: CleanOptions) -> Result<CleanReport> {
         .map_err(|e| miette!("cannot rewrite {}: {e}", master.display()))?;
     }
     Ok(report)
+}
+
+/// The worktrees (and their `orch/<task>` branches) kept for tasks that conflicted or
+/// failed, or left by a killed build: removed through git, so it forgets them too.
+fn remove_worktrees(plan: &Plan, layout: &StateLayout, dry_run: bool) -> Vec<PathBuf> {
+    let dir = layout.dir.join("worktrees");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|n| n.strip_suffix(".json").map(str::to_string).unwrap_or(n))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names.dedup();
+    let repo = crate::workspace::Repo::open(&plan.root, &layout.dir).ok();
+    let mut removed = Vec::new();
+    for name in names {
+        if !dry_run {
+            match &repo {
+                Some(repo) => repo.remove(&name, false),
+                None => {
+                    let _ = std::fs::remove_dir_all(dir.join(&name));
+                    let _ = std::fs::remove_file(dir.join(format!("{name}.json")));
+                }
+            }
+        }
+        removed.push(
+            dir.join(&name)
+                .strip_prefix(&plan.root)
+                .unwrap_or(&dir)
+                .to_path_buf(),
+        );
+    }
+    if !dry_run {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    removed
 }

@@ -16,7 +16,7 @@ use crate::state::Status;
 use crate::state::{SessionRecord, StateLayout, StateStore};
 
 /// How statuses are listed in summaries and graph classes: done first, failures last.
-const STATUS_ORDER: [Status; 7] = [
+const STATUS_ORDER: [Status; 8] = [
     Status::Completed,
     Status::Skipped,
     Status::Running,
@@ -24,6 +24,7 @@ const STATUS_ORDER: [Status; 7] = [
     Status::Ready,
     Status::Waiting,
     Status::Failed,
+    Status::Conflict,
 ];
 
 /// The status table: the last known status of every task, the agent ids a build uses
@@ -492,7 +493,7 @@ fn status_colour(s: Status) -> (&'static str, &'static str) {
         Status::Queued => ("#e1bee7", "#6a1b9a"),
         Status::Ready => ("#fff9c4", "#f9a825"),
         Status::Waiting => ("#eeeeee", "#757575"),
-        Status::Failed => ("#ffcdd2", "#c62828"),
+        Status::Failed | Status::Conflict => ("#ffcdd2", "#c62828"),
     }
 }
 
@@ -605,7 +606,7 @@ fn graph_nodes(
     let mut node_of = vec![usize::MAX; plan.tasks.len()];
     let mut group_node: std::collections::HashMap<&str, usize> = Default::default();
     let urgency = |s: Status| match s {
-        Status::Failed => 0,
+        Status::Failed | Status::Conflict => 0,
         Status::Running => 1,
         Status::Queued => 2,
         Status::Ready => 3,

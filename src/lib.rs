@@ -10,6 +10,7 @@
 //!   errors that name their path;
 //! - [`interrupt`]: the process's cancel, for long loops outside a build context;
 //! - [`state`]: the `.orchestrator/` layout, snapshot, journal, lock and plan cache;
+//! - [`workspace`]: git worktrees for `isolation = "worktree"`, and merging their changes back;
 //! - [`master_plan`]: `master_plan.md`, read as a plan and kept current;
 //! - [`preflight`]: the plan checked against the project's files before a build;
 //! - [`executor`]: where processes run: the `Backend` seam and local process groups;
@@ -48,3 +49,4 @@ pub mod reporter;
 pub mod scheduler;
 pub mod state;
 pub mod watch;
+pub mod workspace;

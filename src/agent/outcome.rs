@@ -83,6 +83,8 @@ pub enum FailureKind {
     /// The `verify` command failed.
     Verify,
     Cancelled,
+    /// A worktree task's change did not merge into the project (`isolation = "worktree"`).
+    Conflict,
     /// orch could not start or drive the process.
     Launch,
 }
@@ -111,6 +113,7 @@ impl Failure {
                 | FailureKind::PermissionDenied
                 | FailureKind::MaxTurns
                 | FailureKind::UndeclaredWrite
+                | FailureKind::Conflict
         )
     }
 }

@@ -43,6 +43,7 @@ fn spec(name: &str, command: &[&str], prompt_via: PromptVia, result: ResultSpec)
         resume_args: Vec::new(),
         permissions: None,
         allow_undeclared_writes: None,
+        isolation: None,
         max_parallel: None,
         timeout: None,
         retries: 2,

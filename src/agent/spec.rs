@@ -76,6 +76,34 @@ impl Permission {
     }
 }
 
+/// Where a task's edits are made (`isolation`): in the project tree itself, or in a git
+/// worktree of its own whose commit is merged back (see `crate::workspace`). Here, beside
+/// [`Permission`], because an agent carries it as it carries its level.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Isolation {
+    #[default]
+    None,
+    Worktree,
+}
+
+impl Isolation {
+    pub const NAMES: [&'static str; 2] = ["none", "worktree"];
+
+    pub fn parse(s: &str) -> Option<Isolation> {
+        match s {
+            "none" => Some(Isolation::None),
+            "worktree" => Some(Isolation::Worktree),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Isolation::NAMES[self as usize]
+    }
+}
+
 /// The arguments that give an agent CLI one permission level.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct LevelArgs {
@@ -157,6 +185,9 @@ pub struct AgentSpec {
     /// The level this agent's tasks get unless a task says otherwise.
     pub permissions: Option<Permission>,
     pub allow_undeclared_writes: Option<AllowWrites>,
+    /// Whether this agent's tasks run in a worktree of their own, unless a task says.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
     pub max_parallel: Option<usize>,
     pub timeout: Option<Duration>,
     pub retries: u32,

@@ -6,11 +6,13 @@ pub mod cache;
 pub mod clean;
 mod common;
 pub mod completions;
+pub mod diff;
 pub mod explain;
 pub mod graph;
 pub mod init;
 pub mod list;
 pub mod man;
+pub mod merge;
 pub mod plan;
 pub mod report;
 pub mod schema;
@@ -70,7 +72,12 @@ pub enum Command {
     Graph(graph::GraphArgs),
     /// List the tasks: id, title, what runs them, priority, deps.
     List(list::ListArgs),
-    /// Remove build state (results, logs, journal, caches); --outputs also declared outputs.
+    /// Show the change a worktree task made that was kept (it conflicted or failed).
+    Diff(diff::DiffArgs),
+    /// Merge a conflicting worktree task's change into your tree, once resolved.
+    Merge(merge::MergeArgs),
+    /// Remove build state (results, logs, journal, caches, kept worktrees); --outputs also
+    /// declared outputs.
     Clean(clean::CleanArgs),
     /// The output cache: `stats`, `prune` to its size cap, `clear`.
     Cache(cache::CacheArgs),
@@ -142,6 +149,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Explain(args) => explain::run(&global, &args),
         Command::Graph(args) => graph::run(&global, &args),
         Command::List(args) => list::run(&global, &args),
+        Command::Diff(args) => diff::run(&global, &args),
+        Command::Merge(args) => merge::run(&global, &args),
         Command::Clean(args) => clean::run(&global, &args),
         Command::Cache(args) => cache::run(&global, &args),
         Command::Init(args) => init::run(&global, &args),

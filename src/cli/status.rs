@@ -38,6 +38,34 @@ pub fn run(global: &Global, args: &StatusArgs) -> Result<i32> {
     } else {
         print!("{}", inspect::render_status(&rows));
         print!("{}", inspect::render_sessions(&rows, &sessions));
+        print!("{}", kept_worktrees(&plan));
     }
     Ok(0)
+}
+
+/// The worktrees kept for tasks that conflicted or failed, with how to deal with them.
+fn kept_worktrees(plan: &crate::plan::Plan) -> String {
+    use crate::workspace::worktree::{kept_in, safe_name, KeptAs};
+    let dir = plan.state_dir().join("worktrees");
+    let kept = kept_in(&dir);
+    if kept.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{} kept worktree(s) (`orch diff TASK` shows a change, `orch merge TASK` merges a \
+         resolved conflict, `orch clean` removes them):\n",
+        kept.len()
+    );
+    for k in &kept {
+        let path = plan.relative(&dir.join(safe_name(&k.task)));
+        let what = match k.kept_as {
+            KeptAs::Conflict => format!("conflict: {}", k.files.join(", ")),
+            KeptAs::Failed => "failed".to_string(),
+        };
+        out.push_str(&format!(
+            "  {}  {path}  branch {}  {what}\n",
+            k.task, k.branch
+        ));
+    }
+    out
 }

@@ -113,7 +113,9 @@ impl BuildContext<'_> {
             resumable: true,
             tokens: base,
         };
-        let root: &Path = &self.plan.root;
+        // A worktree task's paths (tool calls, a `file:` result) are its worktree's.
+        let task_root = self.task_root(t);
+        let root: &Path = &task_root;
         let mut stream = Stream::new(agent.format, root);
         let mut on_line = |line: &[u8]| {
             let news = stream.line(line);

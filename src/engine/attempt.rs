@@ -24,7 +24,7 @@ impl BuildContext<'_> {
     ) -> ProcessSpec {
         ProcessSpec {
             argv,
-            cwd: self.plan.root.clone(),
+            cwd: self.task_root(t),
             env: self.env(t, agent),
             unset: Vec::new(),
             stdin,
@@ -75,8 +75,11 @@ impl BuildContext<'_> {
         let (attempt, task_file) = (try_.number, try_.task_file);
         // What the declared outputs look like before the run, to tell a file this attempt
         // wrote from one an earlier run left behind.
-        let before: Vec<Option<OutputStamp>> =
-            task.outputs.iter().map(|o| self.output_stamp(o)).collect();
+        let before: Vec<Option<OutputStamp>> = task
+            .outputs
+            .iter()
+            .map(|o| self.output_stamp(t, o))
+            .collect();
         wait_until_writes_show(&before, self.cancel);
         let mut end = AttemptEnd::failed(Failure::new(FailureKind::Launch, "not run"));
         // For an agent: its output (logged if the attempt fails) and the tree's look before.
@@ -97,7 +100,7 @@ impl BuildContext<'_> {
                 let a = self.with_result_path(t, a);
                 if let ResultSpec::File(rel) = &a.result {
                     // A result file from an earlier call must not pass for this one's.
-                    let _ = std::fs::remove_file(self.plan.root.join(rel));
+                    let _ = std::fs::remove_file(self.task_root(t).join(rel));
                 }
                 let before_tree = self.tree_before(t, &a);
                 let span = self.attempts.begin(t);
@@ -238,8 +241,9 @@ impl BuildContext<'_> {
             return Err(Failure::new(FailureKind::Cancelled, "cancelled"));
         }
         let digest = blake3::hash(task_file.as_bytes()).to_hex();
+        let root = self.task_root(t);
         for o in &task.outputs {
-            let path = self.plan.root.join(o);
+            let path = root.join(o);
             if let Some(parent) = path.parent() {
                 let _ = std::fs::create_dir_all(parent);
             }
@@ -269,8 +273,11 @@ impl BuildContext<'_> {
         let wait = self.plan.settings.slurm.output_wait;
         let deadline = on_slurm.then(|| Instant::now() + wait);
         let (missing, stale) = loop {
-            let after: Vec<Option<OutputStamp>> =
-                task.outputs.iter().map(|o| self.output_stamp(o)).collect();
+            let after: Vec<Option<OutputStamp>> = task
+                .outputs
+                .iter()
+                .map(|o| self.output_stamp(t, o))
+                .collect();
             let missing: Vec<&str> = task
                 .outputs
                 .iter()
@@ -292,7 +299,7 @@ impl BuildContext<'_> {
             }
             for o in missing.iter().chain(&stale) {
                 // Reading a directory makes an NFS client look again, past its caches.
-                if let Some(dir) = self.plan.root.join(o).parent() {
+                if let Some(dir) = self.task_root(t).join(o).parent() {
                     let _ = std::fs::read_dir(dir).map(|d| d.count());
                 }
             }
@@ -371,7 +378,7 @@ impl BuildContext<'_> {
         let task = self.task(t);
         let json_output = task.outputs.iter().find(|o| o.ends_with(".json"));
         let text = match json_output {
-            Some(o) => std::fs::read_to_string(self.plan.resolve(o))
+            Some(o) => std::fs::read_to_string(self.task_root(t).join(o))
                 .map_err(|e| Failure::new(FailureKind::MissingOutput, format!("{o}: {e}")))?,
             None => reply.text.clone(),
         };
@@ -387,14 +394,19 @@ impl BuildContext<'_> {
 
     /// How the declared output `rel` looks now, if it exists: by the open project root, so
     /// the kernel does not walk the root's own path on every call.
-    fn output_stamp(&self, rel: &str) -> Option<OutputStamp> {
-        let (stamp, is_file) = match &self.root_dir {
-            Some(dir) => dir
+    fn output_stamp(&self, t: usize, rel: &str) -> Option<OutputStamp> {
+        let in_tree = self.worktree_root(t);
+        let (stamp, is_file) = match (&self.root_dir, in_tree) {
+            (_, Some(root)) => {
+                let m = std::fs::metadata(root.join(rel)).ok()?;
+                (crate::disk::FileStamp::of(&m), m.is_file())
+            }
+            (Some(dir), None) => dir
                 .stat_kind(rel)
                 .ok()
                 .flatten()
                 .map(|(stamp, kind)| (stamp, kind == fingerprint::FileKind::File))?,
-            None => {
+            (None, None) => {
                 let m = std::fs::metadata(self.plan.root.join(rel)).ok()?;
                 (crate::disk::FileStamp::of(&m), m.is_file())
             }

@@ -17,6 +17,8 @@ pub(crate) struct Attempts {
     pub(super) spans: Mutex<Vec<Span>>,
     /// Every task's declared outputs, normalised, worked out at the first check.
     pub(super) declared: OnceLock<HashSet<String>>,
+    /// The files the merges of worktree tasks wrote into the project: no attempt's.
+    pub(super) merged: Mutex<HashSet<String>>,
 }
 
 pub(super) struct Span {
@@ -58,6 +60,11 @@ impl Attempts {
         if let Some(s) = self.spans.lock().unwrap().iter_mut().find(|s| s.id == id) {
             s.tools.push(tool.clone());
         }
+    }
+
+    /// A worktree task's change wrote these files (relative to the project root).
+    pub(crate) fn merged(&self, paths: Vec<String>) {
+        self.merged.lock().unwrap().extend(paths);
     }
 
     pub(crate) fn end(&self, id: u64) {

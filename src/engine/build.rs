@@ -125,6 +125,7 @@ pub fn run_build(
     } = load(plan, opts, preload, &targets, &*backend, events)?;
     crate::profile::mark("graph, state and stat cache loaded");
     refused_up_front(plan, opts, &wanted)?;
+    let isolated = super::isolation::setup(plan, opts, &wanted, &store.layout, events)?;
     super::gone::remove_results(plan, &store, events);
     let layout = store.layout.clone();
     let mut doc = PlanDoc::load(plan, &layout, &store);
@@ -152,6 +153,7 @@ pub fn run_build(
         backend,
         cancel,
     );
+    ctx.isolation = isolated;
     let local_jobs = opts.jobs(plan);
     // Slurm jobs wait on the cluster, not on this machine's cores: their own limit, and a
     // worker each, beside the local ones.
@@ -425,6 +427,7 @@ fn context<'a>(
         cache: opts
             .caching(plan)
             .then(|| crate::cache::Cache::open(&plan.settings.cache, &store.layout.dir)),
+        isolation: None,
     };
     for (t, _) in wanted.iter().enumerate().filter(|(_, &w)| !w) {
         if let Some(r) = &ctx.previous[t] {
@@ -459,7 +462,9 @@ fn aggregated(
         .copied()
         .filter(|&t| {
             let up = graph.upstream_closure(&[t]);
-            !(0..plan.tasks.len()).any(|u| up[u] && coord.outcome[u] == Some(Outcome::Failed))
+            !(0..plan.tasks.len()).any(|u| {
+                up[u] && matches!(coord.outcome[u], Some(Outcome::Failed | Outcome::Conflict))
+            })
         })
         .collect();
     if !rerunnable.is_empty() && on_missing == OnMissing::Rerun {

@@ -95,6 +95,8 @@ pub struct BuildContext<'a> {
     pub(crate) attempts: Attempts,
     /// The output cache, unless it is off (`cache = false`, `--no-cache`).
     pub(crate) cache: Option<crate::cache::Cache>,
+    /// The worktrees of `isolation = "worktree"` tasks, when the build has any.
+    pub(crate) isolation: Option<super::isolation::Isolated>,
 }
 
 impl BuildContext<'_> {

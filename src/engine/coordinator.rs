@@ -22,6 +22,8 @@ pub(super) enum Outcome {
     Restored,
     UpToDate,
     Failed,
+    /// Failed as a conflict: its change did not merge.
+    Conflict,
     Cancelled,
     Blocked,
 }
@@ -106,6 +108,10 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
                 Some(Outcome::Restored) => summary.restored += 1,
                 Some(Outcome::UpToDate) => summary.skipped += 1,
                 Some(Outcome::Failed) => summary.failed += 1,
+                Some(Outcome::Conflict) => {
+                    summary.failed += 1;
+                    summary.conflicts += 1;
+                }
                 Some(Outcome::Blocked) => summary.blocked += 1,
                 Some(Outcome::Cancelled) => summary.interrupted_tasks += 1,
                 None => {}
@@ -450,21 +456,34 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 } else {
                     let r = self.store.invalidate(id);
                     self.journal(r);
-                    self.rows[t].status = Status::Failed;
+                    let conflict = failure.kind == FailureKind::Conflict;
+                    self.rows[t].status = if conflict {
+                        Status::Conflict
+                    } else {
+                        Status::Failed
+                    };
                     self.rows[t].end = Some(Stamp::now().time());
-                    self.outcome[t] = Some(Outcome::Failed);
+                    self.outcome[t] = Some(if conflict {
+                        Outcome::Conflict
+                    } else {
+                        Outcome::Failed
+                    });
                     let mut lines = vec![format!(
                         "{id} failed after {}: {}",
                         crate::duration::format_duration(duration),
                         one_line(&failure.message)
                     )];
                     lines.extend(usage_lines(&usage, self.sessions[t].as_deref()));
-                    self.log(format!("{agent} Failed"), lines);
+                    self.log(
+                        format!("{agent} {}", if conflict { "Conflict" } else { "Failed" }),
+                        lines,
+                    );
                     self.events.emit(Event::TaskFailed {
                         task: task_ref(self.ctx, t),
                         duration,
                         retries,
                         reason: &failure.message,
+                        conflict,
                         usage: &usage,
                         session: self.sessions[t].as_deref(),
                     });
@@ -596,7 +615,7 @@ pub(super) fn initial_rows(
                 .filter(|p| {
                     matches!(
                         p.status,
-                        Status::Completed | Status::Skipped | Status::Failed
+                        Status::Completed | Status::Skipped | Status::Failed | Status::Conflict
                     )
                 });
             let status = match prev {

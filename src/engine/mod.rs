@@ -34,6 +34,7 @@ pub mod dry_run;
 mod exchange;
 pub mod explain;
 mod gone;
+pub mod isolation;
 mod migrate;
 mod money;
 mod options;

@@ -205,6 +205,7 @@ mod tests {
             item: None,
             permissions: None,
             allow_undeclared_writes: None,
+            isolation: None,
             placement: Default::default(),
             max_cost_usd: None,
             cost_estimate: None,

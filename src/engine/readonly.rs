@@ -96,6 +96,7 @@ pub fn read_only_context_from<'a>(
         cache: opts
             .caching(plan)
             .then(|| crate::cache::Cache::local_only(&plan.settings.cache, &layout.dir)),
+        isolation: None,
     };
     for (t, &w) in wanted.iter().enumerate() {
         if !w {

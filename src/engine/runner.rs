@@ -24,7 +24,7 @@ impl BuildContext<'_> {
             ("ORCH_AGENT_ID".to_string(), self.agent_ids[t].clone()),
             (
                 "ORCH_ROOT".to_string(),
-                self.plan.root.to_string_lossy().into_owned(),
+                self.task_root(t).to_string_lossy().into_owned(),
             ),
             (
                 "ORCH_RESULT_FILE".to_string(),
@@ -161,7 +161,20 @@ impl BuildContext<'_> {
         !self.cancel.is_cancelled()
     }
 
+    /// Runs task `t`; a worktree task's worktree is kept or removed after a run that did
+    /// not land (see [`BuildContext::leave_worktree`]).
     fn run_task(&self, t: usize, send: &dyn Fn(TaskMsg)) -> TaskDone {
+        let done = self.run_task_here(t, send);
+        if self.is_isolated(t) {
+            match &done {
+                TaskDone::Failed { failure, .. } => self.leave_worktree(t, Some(failure)),
+                _ => self.leave_worktree(t, None),
+            }
+        }
+        done
+    }
+
+    fn run_task_here(&self, t: usize, send: &dyn Fn(TaskMsg)) -> TaskDone {
         let started = Active::now();
         // Every attempt's usage, failed ones too: they were paid for.
         let total = std::cell::RefCell::new(Usage::default());
@@ -198,6 +211,10 @@ impl BuildContext<'_> {
             Ok(text) => text,
             Err(f) => return fail(f, 0),
         };
+        let inputs: Vec<String> = parts.inputs.iter().map(|(p, _)| p.clone()).collect();
+        if let Err(f) = self.enter_worktree(t, &inputs) {
+            return fail(f, 0);
+        }
         let attempts = self.attempts_allowed(t);
         let mut retries = 0;
         // The session the next attempt continues, and why the last one stopped: at first
@@ -280,6 +297,10 @@ impl BuildContext<'_> {
                 }
             }
         };
+        let ms = started.elapsed().as_millis() as u64;
+        if let Err(f) = self.land(t, &parts, &reply.text, retries, ms) {
+            return fail(f, retries);
+        }
         // Shell results are cheap to redo, so they skip the fsync; the output-hash check
         // catches a torn one. Agent results cost money and are synced.
         let result_path = self.layout.result_file(&self.agent_ids[t]);

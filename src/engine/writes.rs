@@ -40,6 +40,10 @@ fn names(tool: &Activity, path: &str) -> bool {
 impl BuildContext<'_> {
     /// The tree before an attempt of `t` with `agent`, if its writes are checked.
     pub(super) fn tree_before(&self, t: usize, agent: &AgentSpec) -> Option<Before> {
+        // A worktree task's change is what the merge decides on, whatever files it holds.
+        if self.is_isolated(t) {
+            return None;
+        }
         let globs = match self.plan.allowed_writes(self.task(t), agent) {
             Some(AllowWrites::All) => return None,
             Some(AllowWrites::Globs(g)) => g.as_slice(),
@@ -117,8 +121,10 @@ impl BuildContext<'_> {
         };
         let mut mine: Vec<String> = Vec::new();
         let mut unclear: Vec<String> = Vec::new();
+        let merged = self.attempts.merged.lock().unwrap().clone();
         for (path, change) in before.tree.changes(&after) {
             if declared.contains(&path)
+                || merged.contains(&path)
                 || own_result.as_deref() == Some(path.as_str())
                 || before.allowed.is_match(&path)
                 || (change == Change::Modified && self.same_content(&before.tree, &path))

@@ -301,7 +301,12 @@ pub fn expand(
             }
         }
     }
-    check_one_writer(&tasks).map_err(|(id, msg)| error(&id, "orch::duplicate_output", msg))?;
+    let isolated: Vec<bool> = tasks
+        .iter()
+        .map(|t| plan.isolation(t, None) == super::Isolation::Worktree)
+        .collect();
+    check_one_writer(&tasks, &isolated)
+        .map_err(|(id, msg)| error(&id, "orch::duplicate_output", msg))?;
     plan.tasks = tasks;
     plan.definitions = definitions;
     plan.fanouts = fanouts;
@@ -397,6 +402,7 @@ fn instantiate(template: &Task, item: &str, item_sets: &HashMap<String, Vec<Stri
             value: item.to_string(),
         }),
         permissions: template.permissions,
+        isolation: template.isolation,
         // Globs like outputs: `scratch/{{ item }}/**` is the instance's own.
         allow_undeclared_writes: template.allow_undeclared_writes.as_ref().map(|a| match a {
             AllowWrites::All => AllowWrites::All,
@@ -436,13 +442,16 @@ fn expand_deps(
 
 /// Each output has one writer: two instances (or an instance and a task) that render the
 /// same path are an error naming both.
-fn check_one_writer(tasks: &[Task]) -> Result<(), (String, String)> {
-    let mut writers: HashMap<String, &str> = HashMap::new();
-    for t in tasks.iter().filter(|t| t.item.is_some()) {
+/// One writer per output file, but between tasks that both run in worktrees (`isolated`):
+/// their merge decides.
+fn check_one_writer(tasks: &[Task], isolated: &[bool]) -> Result<(), (String, String)> {
+    let mut writers: HashMap<String, (&str, bool)> = HashMap::new();
+    for (k, t) in tasks.iter().enumerate().filter(|(_, t)| t.item.is_some()) {
         for out in &t.outputs {
             let key = super::normalize(out);
             match writers.get(&key) {
-                Some(&other) if other != t.id => {
+                Some(&(_, true)) if isolated[k] => {}
+                Some(&(other, _)) if other != t.id => {
                     let template = t.item.as_ref().map_or(t.id.as_str(), |i| &i.template);
                     return Err((
                         template.to_string(),
@@ -451,7 +460,7 @@ fn check_one_writer(tasks: &[Task]) -> Result<(), (String, String)> {
                 }
                 Some(_) => {}
                 None => {
-                    writers.insert(key, &t.id);
+                    writers.insert(key, (&t.id, isolated[k]));
                 }
             }
         }
@@ -459,9 +468,12 @@ fn check_one_writer(tasks: &[Task]) -> Result<(), (String, String)> {
     if writers.is_empty() {
         return Ok(());
     }
-    for t in tasks.iter().filter(|t| t.item.is_none()) {
+    for (k, t) in tasks.iter().enumerate().filter(|(_, t)| t.item.is_none()) {
         for out in &t.outputs {
-            if let Some(&other) = writers.get(&super::normalize(out)) {
+            if let Some(&(other, both)) = writers.get(&super::normalize(out)) {
+                if both && isolated[k] {
+                    continue;
+                }
                 return Err((
                     t.id.clone(),
                     format!("tasks `{other}` and `{}` both write `{out}`", t.id),

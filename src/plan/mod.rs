@@ -17,8 +17,8 @@ pub mod orchfile;
 pub mod placeholder;
 
 pub use crate::agent::spec::{
-    AgentKind, AgentSpec, AllowWrites, LevelArgs, Permission, PromptVia, ReplyFormat, ResultSpec,
-    SIM_AGENT,
+    AgentKind, AgentSpec, AllowWrites, Isolation, LevelArgs, Permission, PromptVia, ReplyFormat,
+    ResultSpec, SIM_AGENT,
 };
 pub use cache::{
     format_size, parse_size, AuthScheme, CacheSettings, RemoteAuth, RemoteCache, RemoteMode,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
-use crate::agent::spec::{AgentSpec, AllowWrites, Permission, ResultSpec};
+use crate::agent::spec::{AgentSpec, AllowWrites, Isolation, Permission, ResultSpec};
 use crate::disk::Digest;
 use crate::executor::Placement;
 use crate::graph::TaskGraph;
@@ -67,6 +67,12 @@ pub struct Settings {
     /// The output cache: on or off, its size cap, the remote cache.
     #[serde(default)]
     pub cache: super::CacheSettings,
+    /// Whether tasks run in worktrees of their own unless their agent or they say.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Untracked files each worktree gets from the project (`.env`, `node_modules`): globs.
+    #[serde(default)]
+    pub worktree_include: Vec<String>,
 }
 
 /// `max_quota_wait`'s default: six hours, past the five-hour windows of the subscription
@@ -122,6 +128,8 @@ impl Default for Settings {
             max_cost_usd: None,
             max_quota_wait: DEFAULT_QUOTA_WAIT,
             cache: Default::default(),
+            isolation: Isolation::None,
+            worktree_include: Vec::new(),
         }
     }
 }
@@ -197,6 +205,9 @@ pub struct Task {
     /// side effects beyond its outputs). Off for every task when the settings say so.
     #[serde(default = "super::cache::on")]
     pub cache: bool,
+    /// Whether it runs in a worktree of its own; `None`: its agent's, else the settings'.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
 }
 
 /// Where a fan-out template's items come from.
@@ -347,6 +358,17 @@ impl Plan {
                 Permission::Read
             },
         )
+    }
+
+    /// Whether `task` runs in a git worktree of its own: the task's setting, else its
+    /// agent's (after `--agent`), else the settings'.
+    pub fn isolation(&self, task: &Task, override_agent: Option<&str>) -> Isolation {
+        task.isolation
+            .or_else(|| {
+                self.agent_for(task, override_agent)
+                    .and_then(|a| a.isolation)
+            })
+            .unwrap_or(self.settings.isolation)
     }
 
     /// Which undeclared writes `task` may make: the task's setting, else the agent's;

@@ -42,6 +42,7 @@ pub fn to_plan(
             item: None,
             permissions: None,
             allow_undeclared_writes: None,
+            isolation: None,
             placement: Default::default(),
             max_cost_usd: None,
             cost_estimate: None,

@@ -76,6 +76,8 @@ pub enum Event<'a> {
         duration: Duration,
         retries: u32,
         reason: &'a str,
+        /// Its change did not merge (a worktree task): it ends as `conflict`.
+        conflict: bool,
         usage: &'a Usage,
         session: Option<&'a str>,
     },
@@ -184,6 +186,8 @@ pub struct Summary {
     pub restored: usize,
     pub skipped: usize,
     pub failed: usize,
+    /// Of the failed, those whose change did not merge.
+    pub conflicts: usize,
     pub blocked: usize,
     pub not_started: usize,
     /// Stopped while they ran.
@@ -260,7 +264,10 @@ impl Summary {
         }
         parts.push(format!("{} up to date", self.skipped));
         if self.failed > 0 {
-            parts.push(format!("{} failed", self.failed));
+            parts.push(match self.conflicts {
+                0 => format!("{} failed", self.failed),
+                n => format!("{} failed ({n} conflict)", self.failed),
+            });
         }
         if self.blocked > 0 {
             parts.push(format!("{} blocked", self.blocked));

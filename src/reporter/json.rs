@@ -130,6 +130,7 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             duration,
             retries,
             reason,
+            conflict,
             usage,
             session,
         } => with_usage(
@@ -137,6 +138,7 @@ pub fn to_json(event: &Event) -> serde_json::Value {
                 "event": "task_failed", "task": task.id, "agent_id": task.agent_id,
                 "agent": task.runner, "duration_ms": ms(duration), "retries": retries,
                 "reason": reason, "session_id": session,
+                "status": if *conflict { "conflict" } else { "failed" },
             }),
             usage,
         ),
@@ -231,6 +233,7 @@ pub fn to_json(event: &Event) -> serde_json::Value {
                 "restored": summary.restored,
                 "saved_cost_usd": summary.saved.cost_usd.unwrap_or(0.0),
                 "skipped": summary.skipped, "failed": summary.failed,
+                "conflicts": summary.conflicts,
                 "blocked": summary.blocked, "not_started": summary.not_started,
                 "interrupted_tasks": summary.interrupted_tasks,
                 "retries": summary.retries, "cost_usd": u.cost_usd.unwrap_or(0.0),

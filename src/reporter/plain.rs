@@ -156,10 +156,11 @@ impl PlainReporter {
                 task,
                 duration,
                 reason,
+                conflict,
                 ..
             } => Some(format!(
                 "{} {} [{}] after {}: {reason}",
-                p.red(" FAILED"),
+                p.red(if *conflict { "CONFLICT" } else { " FAILED" }),
                 task.agent_id,
                 task.id,
                 format_duration(*duration)

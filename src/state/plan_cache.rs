@@ -15,11 +15,11 @@ use crate::fingerprint::DEFINITION_FIELDS;
 use crate::plan::orchfile::{parse, read};
 use crate::plan::{
     Action, AgentKind, AgentSpec, AggregateSpec, AggregateStrategy, AllowWrites, Foreach,
-    KeptDefinition, LevelArgs, OnMissing, Permission, Plan, Priority, PromptVia, ReplyFormat,
-    ResultSpec, Settings, Task,
+    Isolation, KeptDefinition, LevelArgs, OnMissing, Permission, Plan, Priority, PromptVia,
+    ReplyFormat, ResultSpec, Settings, Task,
 };
 
-const MAGIC: &[u8; 8] = b"ORCHPC07";
+const MAGIC: &[u8; 8] = b"ORCHPC08";
 
 pub struct PlanCache {
     file: PathBuf,
@@ -125,6 +125,8 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
     opt_f64(&mut e, s.max_cost_usd);
     duration(&mut e, s.max_quota_wait);
     e.str(&serde_json::to_string(&s.cache).ok()?);
+    opt_isolation(&mut e, Some(s.isolation));
+    strings(&mut e, &s.worktree_include);
     e.usize(plan.agents.len());
     for (name, a) in &plan.agents {
         e.str(name);
@@ -159,6 +161,7 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
         strings(&mut e, &a.resume_args);
         opt_permission(&mut e, a.permissions);
         allow_writes(&mut e, a.allow_undeclared_writes.as_ref());
+        opt_isolation(&mut e, a.isolation);
         opt_usize(&mut e, a.max_parallel);
         opt_duration(&mut e, a.timeout);
         e.u32(a.retries);
@@ -219,6 +222,7 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
         }
         opt_permission(&mut e, t.permissions);
         allow_writes(&mut e, t.allow_undeclared_writes.as_ref());
+        opt_isolation(&mut e, t.isolation);
         placement(&mut e, &t.placement);
         opt_f64(&mut e, t.max_cost_usd);
         opt_f64(&mut e, t.cost_estimate);
@@ -276,6 +280,8 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
         max_cost_usd: read_opt_f64(d)?,
         max_quota_wait: read_duration(d)?,
         cache: serde_json::from_str(d.str()?).map_err(|_| bad("cache settings"))?,
+        isolation: read_isolation(d)?.unwrap_or_default(),
+        worktree_include: read_strings(d)?,
     };
     let n = d.count()?;
     let mut agents = IndexMap::with_capacity(n);
@@ -318,6 +324,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
             resume_args: read_strings(d)?,
             permissions: read_opt_permission(d)?,
             allow_undeclared_writes: read_allow_writes(d)?,
+            isolation: read_isolation(d)?,
             max_parallel: read_opt_usize(d)?,
             timeout: read_opt_duration(d)?,
             retries: d.u32()?,
@@ -367,6 +374,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
             item: None,
             permissions: read_opt_permission(d)?,
             allow_undeclared_writes: read_allow_writes(d)?,
+            isolation: read_isolation(d)?,
             placement: read_placement(d)?,
             max_cost_usd: read_opt_f64(d)?,
             cost_estimate: read_opt_f64(d)?,
@@ -544,6 +552,21 @@ fn read_opt_permission(d: &mut Decoder) -> Result<Option<Permission>, DecodeErro
         n => Some(
             Permission::parse(Permission::NAMES.get(n as usize - 1).copied().unwrap_or(""))
                 .ok_or(DecodeError::Shape("permissions"))?,
+        ),
+    })
+}
+
+/// 0 for none (not set), else the isolation's position plus one.
+fn opt_isolation(e: &mut Encoder, i: Option<Isolation>) {
+    e.u32(i.map_or(0, |i| i as u32 + 1));
+}
+
+fn read_isolation(d: &mut Decoder) -> Result<Option<Isolation>, DecodeError> {
+    Ok(match d.u32()? {
+        0 => None,
+        n => Some(
+            Isolation::parse(Isolation::NAMES.get(n as usize - 1).copied().unwrap_or(""))
+                .ok_or(DecodeError::Shape("isolation"))?,
         ),
     })
 }

@@ -23,6 +23,8 @@ pub enum Status {
     Skipped,
     /// Handed to a batch system (Slurm), waiting in its queue.
     Queued,
+    /// Ran in a worktree, and its change did not merge (its branch is kept).
+    Conflict,
 }
 
 impl Status {
@@ -35,6 +37,7 @@ impl Status {
             Status::Failed => "❌",
             Status::Skipped => "⏭️",
             Status::Queued => "⏳",
+            Status::Conflict => "🔀",
         }
     }
 
@@ -47,6 +50,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Skipped => "skipped",
             Status::Queued => "queued",
+            Status::Conflict => "conflict",
         }
     }
 
@@ -64,6 +68,7 @@ impl Status {
             _ if c.starts_with('❌') || lower == "failed" => Status::Failed,
             _ if c.starts_with('⏭') || lower == "skipped" => Status::Skipped,
             _ if c.starts_with('⏳') || lower == "queued" => Status::Queued,
+            _ if c.starts_with('🔀') || lower == "conflict" => Status::Conflict,
             _ => return None,
         })
     }
@@ -142,9 +147,11 @@ pub struct Snapshot {
 const SNAPSHOT_MAGIC: &[u8; 8] = b"ORCHST01";
 
 /// Statuses by their number in the snapshot: new ones go at the end.
-const STATUSES: [Status; 7] = {
+const STATUSES: [Status; 8] = {
     use Status::*;
-    [Completed, Running, Ready, Waiting, Failed, Skipped, Queued]
+    [
+        Completed, Running, Ready, Waiting, Failed, Skipped, Queued, Conflict,
+    ]
 };
 
 impl TaskRecord {

@@ -203,6 +203,7 @@ pub(super) fn build(
             item: None,
             permissions: None,
             allow_undeclared_writes: None,
+            isolation: None,
             placement: Default::default(),
             max_cost_usd: None,
             cost_estimate: None,

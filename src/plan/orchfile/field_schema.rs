@@ -143,6 +143,11 @@ pub(super) fn permissions(_: &mut SchemaGenerator) -> Schema {
     one_of(&["read", "write", "full"])
 }
 
+/// `none` or `worktree`.
+pub(super) fn isolation(_: &mut SchemaGenerator) -> Schema {
+    one_of(&crate::plan::Isolation::NAMES)
+}
+
 /// `claude`, `codex`, `gemini` or `generic`.
 pub(super) fn reply_format(_: &mut SchemaGenerator) -> Schema {
     one_of(&["claude", "codex", "gemini", "generic"])

@@ -66,6 +66,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, Box<PlanError>> {
         src: &src,
         errors: Vec::new(),
         writers: HashMap::new(),
+        isolated_by_default: (Default::default(), String::new()),
     }
     .validate(raw, root, path.to_path_buf())
     .map_err(Box::new)

@@ -123,6 +123,16 @@ pub(super) struct RawSettings {
     /// they are never written to logs or state.
     #[schemars(with = "Option<String>")]
     pub(super) remote_cache_auth_env: Option<Spanned<String>>,
+    /// `worktree`: each task runs in a git worktree of its own under the state directory,
+    /// and its committed change is merged back in dependency order; `none` (the default):
+    /// in the project tree. An agent or a task may say otherwise.
+    #[serde(default)]
+    #[schemars(schema_with = "s::isolation")]
+    pub(super) isolation: Option<Spanned<String>>,
+    /// Globs of untracked files each worktree gets from the project (`.env`,
+    /// `node_modules`): a file is copied, a directory symlinked.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(super) worktree_include: Option<Vec<Spanned<String>>>,
 }
 
 /// A `slurm` table of an agent or a task: the options of its jobs, over those of
@@ -295,6 +305,11 @@ pub(super) struct RawAgent {
     /// agent's name).
     #[schemars(with = "Option<String>")]
     pub(super) provider: Option<Spanned<String>>,
+    /// `worktree`: this agent's tasks run in git worktrees of their own, over
+    /// `settings.isolation`.
+    #[serde(default)]
+    #[schemars(schema_with = "s::isolation")]
+    pub(super) isolation: Option<Spanned<String>>,
 }
 
 /// `permission_args = { read = [...], write = [...], full = [...] }`; a level left out keeps
@@ -389,6 +404,11 @@ pub(super) struct RawTask {
     #[serde(default)]
     #[schemars(schema_with = "s::allow_writes")]
     pub(super) allow_undeclared_writes: Option<Spanned<toml::Value>>,
+    /// `worktree`: the task runs in a git worktree of its own and its change is merged
+    /// back; `none`: in the project tree. Over its agent's and `settings.isolation`.
+    #[serde(default)]
+    #[schemars(schema_with = "s::isolation")]
+    pub(super) isolation: Option<Spanned<String>>,
     /// Where this task runs (`local` or `slurm`), over its agent's and `settings.executor`.
     #[serde(default)]
     #[schemars(schema_with = "s::executor")]

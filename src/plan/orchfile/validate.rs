@@ -21,8 +21,8 @@ use crate::plan::fanout::{self, split_dep};
 use crate::plan::limits::{self, Count, Span};
 use crate::plan::placeholder;
 use crate::plan::{
-    Action, AgentSpec, AggregateSpec, AggregateStrategy, AllowWrites, Foreach, OnMissing,
-    Permission, Plan, Priority, PromptVia, ReplyFormat, ResultSpec, Settings, Task,
+    Action, AgentSpec, AggregateSpec, AggregateStrategy, AllowWrites, Foreach, Isolation,
+    OnMissing, Permission, Plan, Priority, PromptVia, ReplyFormat, ResultSpec, Settings, Task,
 };
 
 /// The task ids of the Orchfile, and which of them fan out.
@@ -34,8 +34,12 @@ struct Known<'a> {
 pub(super) struct Validator<'a> {
     pub(super) src: &'a SourceFile,
     pub(super) errors: Vec<PlanError>,
-    /// Output path -> (task id, span) of its writer: one writer per file.
-    pub(super) writers: HashMap<String, (String, Range<usize>)>,
+    /// Output path -> (task id, span) of its writer: one writer per file, except between
+    /// tasks that both run in worktrees (their merge decides).
+    pub(super) writers: HashMap<String, (String, Range<usize>, bool)>,
+    /// `settings.isolation` and `settings.default_agent`, for telling which tasks run in
+    /// worktrees.
+    pub(super) isolated_by_default: (Isolation, String),
 }
 
 impl Validator<'_> {
@@ -103,6 +107,20 @@ impl Validator<'_> {
             );
         }
         level
+    }
+
+    fn isolation(&mut self, v: &Option<Spanned<String>>) -> Option<Isolation> {
+        let v = v.as_ref()?;
+        let i = Isolation::parse(v.get_ref());
+        if i.is_none() {
+            self.err(
+                "orch::bad_value",
+                format!("isolation must be none or worktree, not `{}`", v.get_ref()),
+                v.span(),
+                "here",
+            );
+        }
+        i
     }
 
     /// `true` (no check), `false` (checked, whatever the agent says) or a list of globs.
@@ -276,6 +294,31 @@ impl Validator<'_> {
         ) {
             settings.inline_result_limit = l as usize;
         }
+        if let Some(i) = self.isolation(&raw_settings.isolation) {
+            settings.isolation = i;
+        }
+        for g in raw_settings.worktree_include.iter().flatten() {
+            self.relative_path(g, "worktree_include", false);
+            match globset::Glob::new(g.get_ref()) {
+                _ if g.get_ref().trim().is_empty() => self.err(
+                    "orch::empty_value",
+                    "a worktree_include glob is empty".into(),
+                    g.span(),
+                    "empty",
+                ),
+                Ok(_) => settings.worktree_include.push(g.get_ref().clone()),
+                Err(e) => self.err(
+                    "orch::bad_glob",
+                    format!(
+                        "invalid glob `{}` in worktree_include: {}",
+                        g.get_ref(),
+                        e.kind()
+                    ),
+                    g.span(),
+                    "here",
+                ),
+            }
+        }
         settings.placement.executor = self.executor(&raw_settings.executor);
         let (job_options, slurm) = self.slurm_settings(&raw_settings.slurm);
         settings.placement.slurm = job_options;
@@ -296,6 +339,7 @@ impl Validator<'_> {
             settings.default_agent = d.get_ref().clone();
         }
 
+        self.isolated_by_default = (settings.isolation, settings.default_agent.clone());
         let ids: HashMap<&str, usize> = raw
             .tasks
             .keys()
@@ -589,6 +633,9 @@ impl Validator<'_> {
         if let Some(allow) = self.allow_writes(&r.allow_undeclared_writes) {
             spec.allow_undeclared_writes = Some(allow);
         }
+        if let Some(i) = self.isolation(&r.isolation) {
+            spec.isolation = Some(i);
+        }
         spec.placement = self.placement(&r.executor, &r.slurm);
         self.money_agent(r, &mut spec);
         Some(spec)
@@ -768,8 +815,24 @@ impl Validator<'_> {
                 continue;
             }
             let key = crate::plan::normalize(out.get_ref());
+            let isolated = r
+                .isolation
+                .as_ref()
+                .and_then(|i| Isolation::parse(i.get_ref()))
+                .or_else(|| {
+                    // A shell task has no agent to take it from (as `Plan::isolation`).
+                    let default = &self.isolated_by_default.1;
+                    let name = r.agent.as_ref().map_or(default, |a| a.get_ref());
+                    agents
+                        .get(name)
+                        .filter(|_| r.run.is_none())
+                        .and_then(|a| a.isolation)
+                })
+                .unwrap_or(self.isolated_by_default.0)
+                == Isolation::Worktree;
             match self.writers.get(&key) {
-                Some((other, first)) if other != id => {
+                Some((_, _, true)) if isolated => {}
+                Some((other, first, _)) if other != id => {
                     let err = self
                         .src
                         .error(
@@ -786,7 +849,8 @@ impl Validator<'_> {
                 }
                 Some(_) => {}
                 None => {
-                    self.writers.insert(key, (id.to_string(), out.span()));
+                    self.writers
+                        .insert(key, (id.to_string(), out.span(), isolated));
                 }
             }
         }
@@ -829,6 +893,7 @@ impl Validator<'_> {
         let retries = self.count(&r.retries, limits::RETRIES).map(|n| n as u32);
         let permissions = self.permission(&r.permissions);
         let allow_undeclared_writes = self.allow_writes(&r.allow_undeclared_writes);
+        let isolation = self.isolation(&r.isolation);
         if r.run.is_some() {
             // A shell runs with the person's own rights, and make-like commands write caches
             // and intermediates: neither field could mean anything there.
@@ -887,6 +952,7 @@ impl Validator<'_> {
             max_cost_usd: None,
             cost_estimate: None,
             cache: r.cache.unwrap_or(true),
+            isolation,
         };
         self.money_task(r, &mut task);
         (task, spans)

@@ -1,0 +1,260 @@
+//! A task's change merged into the person's checkout, so that a crash at any point leaves
+//! the merge either not started or complete:
+//!
+//! 1. the merged tree is computed with `git merge-tree --write-tree` (objects only: a
+//!    conflict, or a file the merge needs that the person has uncommitted changes to,
+//!    stops here, with nothing touched);
+//! 2. the merge commit is made (still objects only), and a record naming the old and new
+//!    commit and the paths to write or remove is written and fsynced (temp file, fsync,
+//!    rename, fsync of the directory, as the state files are);
+//! 3. the files: `git checkout <new> -- <paths>` and `git rm` of the removed ones, index
+//!    and working tree of just those paths, so the person's other uncommitted changes stay;
+//! 4. `git update-ref HEAD <new> <old>` (the old value checked: a commit the person made
+//!    meanwhile is never overwritten);
+//! 5. the record is removed.
+//!
+//! A build that finds a record ([`Repo::recover`]) finishes the merge: with HEAD still at
+//! the old commit it does 3 and 4 again (both are idempotent: they set paths and a ref to
+//! given values), with HEAD at the new one only 5. Rolling forward rather than back keeps
+//! the work a task was paid for. If HEAD is at neither, the person has moved on; the
+//! record is dropped and that said.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::worktree::{commit_tree, identity, merge_tree, Change, TreeMerge};
+use super::{git, git_with, nul_split, pathspecs, Repo};
+
+/// How a merge ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merged {
+    /// Merged: the new commit of the checkout and the paths written (relative to the top).
+    Clean { commit: String, paths: Vec<String> },
+    /// Nothing to merge: the change is empty, or already in the checkout.
+    Unchanged,
+    /// Not merged: these files (relative to the top), for this reason.
+    Conflict { files: Vec<String>, why: String },
+}
+
+/// What a merge in progress is about (see the module's steps).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Record {
+    task: String,
+    old: String,
+    new: String,
+    write: Vec<String>,
+    remove: Vec<String>,
+}
+
+/// Set by tests only: the merge waits this many seconds between writing its record and
+/// touching any file (after creating `merge.paused` in the state directory), so that a test
+/// can SIGKILL orch exactly there.
+pub const PAUSE_ENV: &str = "ORCH_TEST_MERGE_PAUSE";
+
+impl Repo {
+    fn record_path(&self) -> PathBuf {
+        self.state_dir.join("merge.json")
+    }
+
+    /// Merges `change` of task `task` into the checkout. `merge_base` is the change's start
+    /// (`None`: git's own merge base, once the person has reworked the branch). `guarded`
+    /// names, for a path the merge would write, why it must not (the declared output of a
+    /// task that is not isolated).
+    pub fn merge(
+        &self,
+        task: &str,
+        agent_id: &str,
+        change: &Change,
+        merge_base: Option<&str>,
+        message: &str,
+        guarded: &dyn Fn(&str) -> Option<String>,
+    ) -> io::Result<Merged> {
+        let old = self.head()?;
+        if is_ancestor(self, &change.commit, &old) {
+            return Ok(Merged::Unchanged);
+        }
+        let tree = match merge_tree(&self.top, merge_base, &old, &change.commit)? {
+            TreeMerge::Clean(tree) => tree,
+            TreeMerge::Conflict(files) => {
+                return Ok(Merged::Conflict {
+                    files,
+                    why: "the task and the tree it merges into both changed them".into(),
+                })
+            }
+        };
+        let (write, remove) = changed_paths(self, &old, &tree)?;
+        if write.is_empty() && remove.is_empty() {
+            return Ok(Merged::Unchanged);
+        }
+        let all: Vec<String> = write.iter().chain(&remove).cloned().collect();
+        let guarded: Vec<String> = all
+            .iter()
+            .filter_map(|p| guarded(p).map(|why| format!("{p} ({why})")))
+            .collect();
+        if !guarded.is_empty() {
+            return Ok(Merged::Conflict {
+                files: guarded,
+                why: "a task that is not isolated declares them".into(),
+            });
+        }
+        let dirty = self.dirty(&all)?;
+        if !dirty.is_empty() {
+            return Ok(Merged::Conflict {
+                files: dirty,
+                why: "you have uncommitted changes to them".into(),
+            });
+        }
+        let new = commit_tree(
+            &self.top,
+            &tree,
+            &[&old, &change.commit],
+            message,
+            &identity(task, agent_id),
+        )?;
+        let record = Record {
+            task: task.to_string(),
+            old,
+            new: new.clone(),
+            write,
+            remove,
+        };
+        let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        crate::disk::persist_atomic(&self.record_path(), &json)?;
+        if let Some(secs) = std::env::var(PAUSE_ENV).ok().and_then(|s| s.parse().ok()) {
+            let _ = std::fs::write(self.state_dir.join("merge.paused"), task);
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+        }
+        self.apply(&record)?;
+        self.drop_record()?;
+        Ok(Merged::Clean {
+            commit: new,
+            paths: all,
+        })
+    }
+
+    /// Steps 3 and 4: the record's paths set to the new commit's, then HEAD moved.
+    fn apply(&self, r: &Record) -> io::Result<()> {
+        if !r.write.is_empty() {
+            git_with(
+                &self.top,
+                &[
+                    "checkout",
+                    &r.new,
+                    "--pathspec-from-file=-",
+                    "--pathspec-file-nul",
+                ],
+                Some(&pathspecs(r.write.iter().map(String::as_str))),
+                &[],
+            )?;
+        }
+        if !r.remove.is_empty() {
+            git_with(
+                &self.top,
+                &[
+                    "rm",
+                    "-q",
+                    "-f",
+                    "--ignore-unmatch",
+                    "--pathspec-from-file=-",
+                    "--pathspec-file-nul",
+                ],
+                Some(&pathspecs(r.remove.iter().map(String::as_str))),
+                &[],
+            )?;
+        }
+        git(
+            &self.top,
+            &[
+                "update-ref",
+                "-m",
+                &format!("orch: merge {}", r.task),
+                "HEAD",
+                &r.new,
+                &r.old,
+            ],
+        )
+        .map(drop)
+    }
+
+    fn drop_record(&self) -> io::Result<()> {
+        match std::fs::remove_file(self.record_path()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => {
+                // The removal lasts only once the directory is synced.
+                if let Ok(d) = std::fs::File::open(&self.state_dir) {
+                    let _ = d.sync_all();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Finishes a merge a killed build left half done, if there is one: what was done, to
+    /// say.
+    pub fn recover(&self) -> io::Result<Option<String>> {
+        let bytes = match std::fs::read(self.record_path()) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Ok(r) = serde_json::from_slice::<Record>(&bytes) else {
+            // A record is renamed into place whole; one that does not read was not orch's.
+            self.drop_record()?;
+            return Ok(None);
+        };
+        let head = self.head()?;
+        let said = if head == r.new {
+            format!(
+                "the merge of {} an interrupted run made was complete",
+                r.task
+            )
+        } else if head == r.old {
+            self.apply(&r)?;
+            format!(
+                "finished merging {} into your tree: an interrupted run had started it ({} file(s))",
+                r.task,
+                r.write.len() + r.remove.len()
+            )
+        } else {
+            format!(
+                "an interrupted run was merging {}, but HEAD has moved since: left as it is \
+                 (the merge commit is {})",
+                r.task, r.new
+            )
+        };
+        self.drop_record()?;
+        Ok(Some(said))
+    }
+}
+
+/// Whether `a` is an ancestor of (or is) `b`.
+fn is_ancestor(repo: &Repo, a: &str, b: &str) -> bool {
+    git(&repo.top, &["merge-base", "--is-ancestor", a, b]).is_ok()
+}
+
+/// The paths that differ between commit `old` and tree `new`: to write (added, changed)
+/// and to remove.
+fn changed_paths(repo: &Repo, old: &str, new: &str) -> io::Result<(Vec<String>, Vec<String>)> {
+    let out = git(
+        &repo.top,
+        &[
+            "diff-tree",
+            "-r",
+            "-z",
+            "--no-renames",
+            "--name-status",
+            old,
+            new,
+        ],
+    )?;
+    let mut fields = nul_split(&out);
+    let (mut write, mut remove) = (Vec::new(), Vec::new());
+    while let (Some(status), Some(path)) = (fields.next(), fields.next()) {
+        if status.starts_with('D') {
+            remove.push(path.to_string());
+        } else {
+            write.push(path.to_string());
+        }
+    }
+    Ok((write, remove))
+}
