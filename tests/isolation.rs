@@ -523,3 +523,46 @@ outputs = ["seen.txt"]
     let files = git(&p, &["show", "--name-only", "--format=", "HEAD^2"]);
     assert_eq!(files.trim(), "seen.txt");
 }
+
+#[test]
+fn watch_mode_reruns_a_worktree_task_on_an_input_change_and_settles() {
+    let orchfile = r#"
+[settings]
+isolation = "worktree"
+[tasks.copy]
+run = "cat in.txt > out.txt"
+inputs = ["in.txt"]
+outputs = ["out.txt"]
+"#;
+    let p = repo(&[("Orchfile.toml", orchfile), ("in.txt", "one\n")]);
+    let logs = tempfile::tempdir().unwrap();
+    let stderr = logs.path().join("stderr");
+    let mut child = p
+        .command(&["watch", "--no-clear", "--debounce", "100ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let said = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let idle = |n: usize| said().matches("for changes (Ctrl-C to stop)").count() >= n;
+    let limit = Duration::from_secs(30);
+    wait_for("the first cycle", limit, || idle(1));
+    assert_eq!(p.read("out.txt"), "one\n");
+    // An uncommitted edit to an input: the task runs in a new worktree that has it.
+    p.write("in.txt", "two\n");
+    wait_for("the second cycle", limit, || idle(2));
+    assert_eq!(p.read("out.txt"), "two\n", "{}", said());
+    // The merge's own writes (out.txt, .git/) start no cycle of their own.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(!idle(3), "{}", said());
+    // SAFETY: plain syscall on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut status = None;
+    wait_for("the watch to stop", limit, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(130), "{}", said());
+    assert_eq!(git(&p, &["status", "--porcelain"]), " M in.txt\n");
+    assert_eq!(git(&p, &["show", "HEAD:out.txt"]), "two\n");
+}
