@@ -7,7 +7,7 @@ use miette::Result;
 
 use super::common::Global;
 use super::completions;
-use crate::engine::isolation::{merge_kept, MergeReport};
+use crate::engine::worktrees::{merge_kept, MergeReport};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct MergeArgs {

@@ -96,7 +96,7 @@ pub struct BuildContext<'a> {
     /// The output cache, unless it is off (`cache = false`, `--no-cache`).
     pub(crate) cache: Option<crate::cache::Cache>,
     /// The worktrees of `isolation = "worktree"` tasks, when the build has any.
-    pub(crate) isolation: Option<super::isolation::Isolated>,
+    pub(crate) isolation: Option<super::worktrees::Isolated>,
 }
 
 impl BuildContext<'_> {

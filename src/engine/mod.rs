@@ -34,7 +34,7 @@ pub mod dry_run;
 mod exchange;
 pub mod explain;
 mod gone;
-pub mod isolation;
+mod isolation;
 mod migrate;
 mod money;
 mod options;
@@ -43,6 +43,7 @@ mod queue;
 mod readonly;
 mod runner;
 pub mod up_to_date;
+pub mod worktrees;
 mod writes;
 
 pub use build::{run_build, LEAK_ON_RETURN};

@@ -1,0 +1,268 @@
+//! What a build with worktree tasks shares (see `isolation` for how a task uses it):
+//! the checks before the build, each task's worktree and merged change; and `orch merge`.
+//! Apart from `isolation`, which works on the build context, so that the context can hold
+//! this without the two files importing each other.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use miette::{miette, Result};
+
+use super::options::BuildOptions;
+use crate::plan::{Isolation, Plan};
+use crate::reporter::{Event, Events};
+use crate::state::{StateLayout, TaskRecord};
+use crate::workspace::merge::Merged;
+use crate::workspace::worktree::{Change, KeptAs, TaskTree};
+use crate::workspace::{OpenError, Repo};
+
+/// A running task's worktree, and what was brought into it that is not its change.
+pub(super) struct InTree {
+    pub(super) tree: TaskTree,
+    pub(super) included: Vec<String>,
+}
+
+/// What a build with worktree tasks shares.
+pub(crate) struct Isolated {
+    pub(crate) repo: Repo,
+    /// The person's commit when the build began: every worktree starts from it.
+    pub(super) base: String,
+    /// Which tasks run in worktrees.
+    pub(super) isolated: Vec<bool>,
+    pub(super) trees: Vec<Mutex<Option<InTree>>>,
+    /// Each worktree task's merged change (`None` inside: it changed nothing), for its
+    /// dependents to start from.
+    pub(super) changes: Vec<OnceLock<Option<Change>>>,
+    /// Merges go one at a time.
+    pub(super) merging: Mutex<()>,
+    /// The declared outputs of tasks that are not isolated, by path: a change must not
+    /// touch them.
+    pub(super) guarded: HashMap<String, usize>,
+    /// When the build began, for commit messages.
+    pub(super) started: String,
+}
+
+/// The tasks of `plan` that run in worktrees.
+pub(crate) fn isolated_tasks(plan: &Plan, opts: &BuildOptions) -> Vec<bool> {
+    plan.tasks
+        .iter()
+        .map(|t| plan.isolation(t, opts.agent_override.as_deref()) == Isolation::Worktree)
+        .collect()
+}
+
+/// Before a build: `None` when no wanted task runs in a worktree; else the checkout, with
+/// an interrupted merge finished, a killed build's worktrees reclaimed, and the refusal
+/// (exit 2) of a tree whose files the worktree tasks write have uncommitted changes.
+pub(crate) fn setup(
+    plan: &Plan,
+    opts: &BuildOptions,
+    wanted: &[bool],
+    layout: &StateLayout,
+    events: &mut dyn Events,
+) -> Result<Option<Isolated>> {
+    let isolated = isolated_tasks(plan, opts);
+    let ids: Vec<&str> = (0..plan.tasks.len())
+        .filter(|&t| wanted[t] && isolated[t])
+        .map(|t| plan.tasks[t].id.as_str())
+        .collect();
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let repo = Repo::open(&plan.root, &layout.dir).map_err(|e| match e {
+        OpenError::NotARepo(_) => miette!(
+            code = "orch::not_a_git_repository",
+            help = "worktrees are git's: run `git init && git add -A && git commit -m start` \
+                    there, or set isolation = \"none\"",
+            "isolation = \"worktree\" (task {}) needs a git repository, and {} is not in one",
+            shortlist(&ids),
+            plan.root.display()
+        ),
+        OpenError::NoCommit => miette!(
+            code = "orch::not_a_git_repository",
+            help = "commit something first (`git add -A && git commit -m start`)",
+            "isolation = \"worktree\" (task {}) starts each worktree from the checkout's \
+             commit, and the repository at {} has none yet",
+            shortlist(&ids),
+            plan.root.display()
+        ),
+    })?;
+    let io = |e: std::io::Error| miette!("isolation: {e}");
+    if let Some(said) = repo.recover().map_err(io)? {
+        events.emit(Event::Notice { message: &said });
+    }
+    let reclaimed = repo.reclaim();
+    if !reclaimed.is_empty() {
+        events.emit(Event::Notice {
+            message: &format!(
+                "removed {} worktree(s) an interrupted run left: {}",
+                reclaimed.len(),
+                reclaimed.join(", ")
+            ),
+        });
+    }
+    let writes: Vec<String> = (0..plan.tasks.len())
+        .filter(|&t| wanted[t] && isolated[t])
+        .flat_map(|t| plan.tasks[t].outputs.iter())
+        .map(|o| repo.from_top(&crate::plan::normalize(o)))
+        .collect();
+    let dirty = repo.dirty(&writes).map_err(io)?;
+    if !dirty.is_empty() {
+        let shown: Vec<&str> = dirty
+            .iter()
+            .map(|p| repo.from_root(p).unwrap_or(p))
+            .collect();
+        return Err(miette!(
+            code = "orch::dirty_tree",
+            help = "commit or stash them (`git stash`), so that merging the tasks' changes \
+                    cannot overwrite your own",
+            "cannot start: uncommitted changes to {} file(s) that worktree tasks write: {}",
+            shown.len(),
+            shortlist(&shown)
+        ));
+    }
+    let base = repo.head().map_err(io)?;
+    let mut guarded = HashMap::new();
+    for (t, task) in plan.tasks.iter().enumerate().filter(|(t, _)| !isolated[*t]) {
+        for o in &task.outputs {
+            guarded.insert(repo.from_top(&crate::plan::normalize(o)), t);
+        }
+    }
+    let n = plan.tasks.len();
+    Ok(Some(Isolated {
+        repo,
+        base,
+        isolated,
+        trees: (0..n).map(|_| Mutex::new(None)).collect(),
+        changes: (0..n).map(|_| OnceLock::new()).collect(),
+        merging: Mutex::new(()),
+        guarded,
+        started: crate::clock::Stamp::now().date_time(),
+    }))
+}
+
+/// Up to five items, and how many more.
+fn shortlist(items: &[&str]) -> String {
+    let mut s = items.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+    if items.len() > 5 {
+        s.push_str(&format!(" and {} more", items.len() - 5));
+    }
+    s
+}
+
+/// What `orch merge` records once a conflicting change merges: the success the build
+/// would have recorded, but for the outputs, hashed after that merge.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct PendingSuccess {
+    pub record: TaskRecord,
+    pub result: String,
+    pub agent_id: String,
+}
+
+/// How `orch merge TASK` ended.
+pub enum MergeReport {
+    /// Merged (or found already in the tree), and recorded as the task's success.
+    Merged { commit: Option<String> },
+    /// Still does not merge: these files, for this reason.
+    Conflict { files: Vec<String>, why: String },
+}
+
+/// `orch merge TASK`: the kept change of a task that ended as a conflict, merged into the
+/// person's tree now (they resolved it: in the kept worktree, by committing there, or in
+/// their own tree), and recorded as the success the build would have recorded, outputs
+/// hashed after the merge. Takes the run lock.
+pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
+    use crate::state::lock::{LockWait, RunLock};
+    use crate::state::{StateStore, Status, StatusRecord};
+    let layout = StateLayout::new(plan.state_dir());
+    let _lock = RunLock::acquire(&layout.lock(), LockWait::Refuse)
+        .map_err(|e| miette!("cannot merge while a build is going on: {e}"))?;
+    let repo = Repo::open(&plan.root, &layout.dir).map_err(|e| miette!("orch merge: {e}"))?;
+    let io = |e: std::io::Error| miette!("orch merge: {e}");
+    repo.recover().map_err(io)?;
+    let kept = repo
+        .kept()
+        .into_iter()
+        .find(|k| k.task == id)
+        .ok_or_else(|| {
+            miette!(
+                help = "`orch status` lists the kept worktrees",
+                "task {id} has no kept change to merge"
+            )
+        })?;
+    let (KeptAs::Conflict, Some(change)) = (kept.kept_as, kept.change.clone()) else {
+        return Err(miette!(
+            help = "`orch diff` shows how far it got; `orch build` runs it again",
+            "task {id} failed; it did not conflict: {}",
+            kept.reason
+        ));
+    };
+    // Resolved in the kept worktree, its HEAD moved on; else the branch may have.
+    let dir = repo.tree_dir(id);
+    let tip = crate::workspace::git(&dir, &["rev-parse", "--verify", "HEAD^{commit}"])
+        .ok()
+        .filter(|_| dir.exists())
+        .map(|s| s.trim().to_string())
+        .or_else(|| repo.branch_commit(id))
+        .unwrap_or_else(|| change.commit.clone());
+    let base = (tip == change.commit).then_some(change.start.as_str());
+    let pending: Option<PendingSuccess> = kept
+        .success
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok());
+    let agent_id = pending
+        .as_ref()
+        .map_or_else(|| "Agent-00".to_string(), |p| p.agent_id.clone());
+    let merged = repo
+        .merge(
+            id,
+            &agent_id,
+            &Change {
+                start: change.start.clone(),
+                commit: tip,
+            },
+            base,
+            &format!("orch: merge {id}\n\nMerged by `orch merge {id}` after a conflict.\n"),
+            &|_| None,
+        )
+        .map_err(io)?;
+    let commit = match merged {
+        Merged::Conflict { files, why } => {
+            let files = files
+                .iter()
+                .map(|p| repo.from_root(p).unwrap_or(p).to_string())
+                .collect();
+            return Ok(MergeReport::Conflict { files, why });
+        }
+        Merged::Clean { commit, .. } => Some(commit),
+        Merged::Unchanged => None,
+    };
+    if let (Some(p), Some(task)) = (pending, plan.task(id)) {
+        let mut record = p.record;
+        let result = layout.result_file(&p.agent_id);
+        crate::disk::persist_atomic(&result, p.result.as_bytes()).map_err(io)?;
+        let mut proof: Vec<String> = task.outputs.clone();
+        proof.push(plan.relative(&result));
+        for o in proof {
+            if let Ok(h) = crate::fingerprint::hash_file_contents(&plan.root.join(&o)) {
+                record.outputs.push((o, h));
+            }
+        }
+        let mut store = StateStore::open(layout.clone()).map_err(|e| miette!("{e}"))?;
+        store.record_success(id, record).map_err(io)?;
+        let now = crate::clock::Stamp::now().time();
+        store
+            .record_status(
+                id,
+                StatusRecord {
+                    status: Status::Completed,
+                    start: Some(now.clone()),
+                    end: Some(now),
+                    retries: 0,
+                },
+            )
+            .map_err(io)?;
+        store.close().map_err(io)?;
+    }
+    repo.remove(id, false);
+    Ok(MergeReport::Merged { commit })
+}
