@@ -34,7 +34,13 @@ pub(super) struct RunFacts<'a> {
 impl BuildContext<'_> {
     /// Whether task `t` is looked up in and stored to the cache in this build.
     pub(super) fn caches(&self, t: usize) -> bool {
-        self.cache.is_some() && self.task(t).cache
+        // A worktree task's product is its change, which the cache does not hold.
+        self.cache.is_some()
+            && self.task(t).cache
+            && self
+                .plan
+                .isolation(self.task(t), self.opts.agent_override.as_deref())
+                != crate::plan::Isolation::Worktree
     }
 
     /// Whether a build would restore task `t` (with these exact parts) from the local
