@@ -432,3 +432,88 @@ fn no_plan_at_all_says_how_to_make_one() {
     assert!(r.stderr().contains("orch init"), "{}", r.stderr());
     assert!(r.stderr().contains("orch plan"), "{}", r.stderr());
 }
+
+/// A plan that fans out: a glob fan-out over src/, a task whose answer lists parts, a
+/// dynamic fan-out over that answer and a reduce over it.
+const FANS_OUT: &str = r#"{"tasks": [
+  {"id": "review", "title": "Review {{ item.name }}", "foreach": "src/*.rs",
+   "prompt": "Review {{ item }}.", "inputs": ["{{ item }}"],
+   "outputs": ["reviews/{{ item.stem }}.md"]},
+  {"id": "T-01", "title": "Find the parts", "run": "cat parts.json", "inputs": ["parts.json"],
+   "verify": "true"},
+  {"id": "part", "title": "Do a part", "foreach_from": "T-01",
+   "run": "echo did {{ item }} >> parts.log", "verify": "true"},
+  {"id": "sum", "title": "Sum up", "prompt": "Sum up:\n{{ deps.part.result }}",
+   "deps": ["part", "review"], "outputs": ["sum.md"]}
+]}"#;
+
+#[test]
+fn a_plan_can_fan_out_and_builds_in_one_go() {
+    let p = Project::empty();
+    p.write("src/a.rs", "fn a() {}\n");
+    p.write("src/b.rs", "fn b() {}\n");
+    p.write("parts.json", r#"["x", "y z"]"#);
+    let cmd = p.fake_planner(&[FANS_OUT]);
+    let r = p.plan(&cmd, &[]).ok();
+    assert!(
+        r.stdout()
+            .contains("Also written: Orchfile.toml (the plan fans out"),
+        "only an Orchfile holds a fan-out: {}",
+        r.stdout()
+    );
+    let prompt = p.read("replies/prompt1");
+    assert!(prompt.contains("\"foreach_from\""), "{prompt}");
+    let toml = p.read("Orchfile.toml");
+    assert!(toml.contains("foreach = \"src/*.rs\""), "{toml}");
+    assert!(toml.contains("foreach_from = \"T-01\""), "{toml}");
+    let md = p.read(".orchestrator/master_plan.md");
+    assert!(md.contains("| review[src/b.rs] |"), "{md}");
+    assert!(
+        md.contains("- **Foreach**: files matching `src/*.rs`: 2 instance(s)"),
+        "{md}"
+    );
+    // One build asks T-01 and runs each part it named, then the reduce.
+    let out = p
+        .orch(&["build", "--agent", "sim", "--sim-speed", "1000"])
+        .ok();
+    let mut parts = p.lines("parts.log");
+    parts.sort();
+    assert_eq!(parts, ["did x", "did y z"], "{}", out.stderr());
+    assert!(out.stderr().contains("6 ran"), "{}", out.stderr());
+    assert!(p.exists("sum.md") && p.exists("reviews/a.md"));
+}
+
+#[test]
+fn a_fan_out_against_the_rules_is_asked_again() {
+    let p = Project::empty();
+    let bad = r#"{"tasks": [
+      {"id": "T-01", "title": "List", "prompt": "List the parts as a JSON array.", "verify": "true"},
+      {"id": "each", "title": "Each", "foreach_from": "T-09", "prompt": "Do {{ item }}.",
+       "outputs": ["out/all.md"]},
+      {"id": "lone", "title": "Lone", "prompt": "Look at {{ item }}.", "verify": "true"},
+      {"id": "both", "title": "Both", "foreach": ["a"], "foreach_from": "T-01",
+       "run": "true", "verify": "true"}
+    ]}"#;
+    let good = r#"{"tasks": [
+      {"id": "T-01", "title": "List", "prompt": "List the parts as a JSON array.", "verify": "true"},
+      {"id": "each", "title": "Each", "foreach_from": "T-01", "prompt": "Do {{ item }}.",
+       "outputs": ["out/{{ item }}.md"]}
+    ]}"#;
+    let cmd = p.fake_planner(&[bad, good]);
+    let r = p.plan(&cmd, &[]).ok();
+    let said = r.stderr();
+    for problem in [
+        "task `each`: `foreach_from` names unknown task `T-09`",
+        "task `each`: output `out/all.md` would be written by every instance",
+        "task `lone`: `{{ item }}` is only known in a fan-out task",
+        "task `both` sets both `foreach` and `foreach_from`",
+    ] {
+        assert!(said.contains(problem), "{problem}: {said}");
+    }
+    assert!(
+        p.read("replies/prompt2")
+            .contains("names unknown task `T-09`"),
+        "the problems go back to the planner"
+    );
+    assert!(p.read("Orchfile.toml").contains("foreach_from = \"T-01\""));
+}

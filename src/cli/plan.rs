@@ -257,7 +257,7 @@ pub fn run(global: &Global, args: &PlanArgs) -> Result<i32> {
         }
     };
 
-    let plan = planner::to_plan(
+    let planned = planner::to_plan(
         &tasks,
         &request,
         base.root.clone(),
@@ -265,6 +265,20 @@ pub fn run(global: &Global, args: &PlanArgs) -> Result<i32> {
         base.settings.clone(),
         base.agents.clone(),
     );
+    // A fan-out template lives only in an Orchfile (master_plan.md has a row per instance,
+    // and a `foreach_from` fan-out has none before its source answers): with no Orchfile,
+    // one is written; with one, it is replaced only as --toml says.
+    let fans_out = planned.tasks.iter().any(|t| t.foreach.is_some());
+    let write_toml = args.toml || (fans_out && base.orchfile.is_none() && !toml_path.exists());
+    if fans_out && base.orchfile.is_none() && !write_toml {
+        return Err(miette!(
+            help = "use --toml --force to replace it",
+            "the plan fans out, and only an Orchfile holds a fan-out, but {} exists",
+            toml_path.display()
+        ));
+    }
+    let plan = crate::state::items::expand(planned.clone(), &|| None)
+        .map_err(|e| miette::Report::new(*e))?;
     let mut store = StateStore::open(layout.clone()).map_err(|e| miette!("{e}"))?;
     if store.assign_agent_ids(&plan) {
         store
@@ -286,11 +300,11 @@ pub fn run(global: &Global, args: &PlanArgs) -> Result<i32> {
     let path = master_plan::write_master_plan(&plan, &store, &rows, entry)
         .map_err(|e| miette!("cannot write {}: {e}", master.display()))?;
     // With no Orchfile, what was written is the plan's source: it must read back.
-    if base.orchfile.is_none() {
+    if base.orchfile.is_none() && !write_toml {
         master_plan::load(&path)?;
     }
 
-    if args.toml {
+    if write_toml {
         let existing = if toml_path.exists() {
             Some(
                 std::fs::read_to_string(&toml_path)
@@ -314,12 +328,18 @@ pub fn run(global: &Global, args: &PlanArgs) -> Result<i32> {
     };
     println!(
         "Planned {} task(s) in {}:\n",
-        plan.tasks.len(),
+        planned.tasks.len(),
         shown(&path)
     );
-    print!("{}", crate::inspect::render_list(&plan));
+    print!("{}", crate::inspect::render_list(&planned));
     if args.toml {
         println!("\nAlso written: {}", shown(&toml_path));
+    } else if write_toml {
+        println!(
+            "\nAlso written: {} (the plan fans out, and only an Orchfile holds a fan-out; \
+             `orch build` reads it)",
+            shown(&toml_path)
+        );
     } else if let Some(f) = &base.orchfile {
         eprintln!(
             "\norch plan: note: {} exists, so `orch build` reads it, not {MASTER_PLAN_NAME}; \

@@ -1,5 +1,6 @@
-//! What a valid plan becomes: the plan model (for master_plan.md) and, if asked, an
-//! `Orchfile.toml` that reads back as the same plan.
+//! What a valid plan becomes: the plan model (for master_plan.md) and, if asked (or if the
+//! plan fans out, which only an Orchfile can hold), an `Orchfile.toml` that reads back as
+//! the same plan.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ use indexmap::IndexMap;
 
 use super::reply::PlannedTask;
 use crate::duration::format_exact;
-use crate::plan::{Action, AgentSpec, Plan, Settings, Task};
+use crate::plan::{Action, AgentSpec, Foreach, Plan, Settings, Task};
 
 /// The plan the tasks describe, rooted at `root` with the given settings and agents.
 pub fn to_plan(
@@ -38,7 +39,7 @@ pub fn to_plan(
             verify: t.verify.clone(),
             estimate: t.estimate,
             env: IndexMap::new(),
-            foreach: None,
+            foreach: t.foreach.clone(),
             item: None,
             permissions: None,
             allow_undeclared_writes: None,
@@ -67,6 +68,10 @@ pub fn to_plan(
 #[derive(serde::Serialize)]
 struct TomlTask<'a> {
     title: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    foreach: Option<toml::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    foreach_from: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,8 +109,23 @@ pub fn render_toml(
     }
     let mut table = toml::Table::new();
     for t in tasks {
+        let (foreach, foreach_from) = match &t.foreach {
+            None => (None, None),
+            Some(Foreach::Glob(s) | Foreach::SameAs(s)) => {
+                (Some(toml::Value::String(s.clone())), None)
+            }
+            Some(Foreach::List(l)) => (
+                Some(toml::Value::Array(
+                    l.iter().cloned().map(toml::Value::String).collect(),
+                )),
+                None,
+            ),
+            Some(Foreach::From(s)) => (None, Some(s.as_str())),
+        };
         let row = TomlTask {
             title: &t.title,
+            foreach,
+            foreach_from,
             prompt: if t.run.is_some() {
                 None
             } else {
@@ -156,5 +176,32 @@ mod tests {
         .unwrap();
         assert!(again.contains("jobs = 2"));
         assert!(!again.contains("old"));
+    }
+
+    #[test]
+    fn fan_outs_are_written_as_foreach() {
+        let reply = r#"{"tasks": [
+            {"id": "list", "prompt": "List them as a JSON array.", "verify": "true"},
+            {"id": "each", "foreach_from": "list", "prompt": "Do {{ item }}.",
+             "outputs": ["out/{{ item.stem }}.md"]},
+            {"id": "langs", "foreach": ["fr", "de"], "run": "echo {{ item }}", "verify": "true"},
+            {"id": "check", "foreach": "langs", "deps": ["langs[{{ item }}]"],
+             "run": "test {{ item }}", "verify": "true"}
+        ]}"#;
+        let tasks = check_reply(reply, &builtin_agents()).unwrap();
+        let text = render_toml(&tasks, "r", None).unwrap();
+        assert!(text.contains("foreach_from = \"list\""), "{text}");
+        assert!(
+            text.contains("foreach = [\n    \"fr\",")
+                || text.contains("foreach = [\"fr\", \"de\"]"),
+            "{text}"
+        );
+        assert!(text.contains("foreach = \"langs\""), "{text}");
+        let plan = crate::plan::orchfile::parse(Path::new("/p/Orchfile.toml"), &text).unwrap();
+        let foreach: Vec<_> = plan.tasks.iter().map(|t| t.foreach.clone()).collect();
+        assert_eq!(
+            foreach,
+            tasks.iter().map(|t| t.foreach.clone()).collect::<Vec<_>>()
+        );
     }
 }

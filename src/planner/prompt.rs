@@ -45,6 +45,19 @@ pub fn build_prompt(request: &str, files: &[String], retry: Option<(&str, &[Stri
          - `prompt` is the full instruction for the agent. For a plain shell command use \
          `\"run\": \"command\"` instead of `prompt`.\n\
          - `inputs` are files the task reads (globs allowed); paths stay inside the project.\n\
+         - When the same work applies to many files or items, write one fan-out task, not \
+         one task per item: `\"foreach\": \"src/**/*.ts\"` (a glob: one instance per file) \
+         or `\"foreach\": [\"fr\", \"de\"]` (a list), with `{{ item }}` (or `{{ item.stem }}`, \
+         `{{ item.name }}`, `{{ item.dir }}`, `{{ item.ext }}`) in its prompt, run, inputs and \
+         outputs; each instance writes its own file, e.g. `reviews/{{ item.stem }}.md`.\n\
+         - When the items are known only once a task has run (the parts of a design, the \
+         modules a survey finds), that task's prompt asks for its whole answer to be a JSON \
+         array of strings, and the fan-out task takes `\"foreach_from\": \"<its id>\"` instead \
+         of `foreach`.\n\
+         - A task with a fan-out's id in `deps` runs after all its instances, and \
+         `{{ deps.<id>.result }}` in its prompt is all their results. `\"foreach\": \"<fan-out \
+         id>\"` with `\"deps\": [\"<fan-out id>[{{ item }}]\"]` makes one instance per item \
+         that follows the other fan-out's instance of the same item.\n\
          - Usually 2 to 12 tasks; end with a task that combines the results if the request \
          asks for one deliverable.\n\n",
     );

@@ -1,5 +1,7 @@
 //! Reading the agent's reply however it comes (plain JSON, fenced, wrapped in chatter) into
-//! tasks, tolerantly, and checking them against the seed's atomicity checklist.
+//! tasks, tolerantly, and checking them against the seed's atomicity checklist. A planned
+//! task may fan out (`foreach`, `foreach_from`); a plan that does is also checked as the
+//! Orchfile it becomes, since only an Orchfile holds a fan-out template.
 
 use std::time::Duration;
 
@@ -9,8 +11,9 @@ use serde_json::Value;
 use crate::duration::parse_duration;
 use crate::graph::TaskGraph;
 use crate::plan::checks::{check_inside_root, valid_task_id, TASK_ID_RULE};
+use crate::plan::fanout::{self, split_dep, Quoting};
 use crate::plan::placeholder;
-use crate::plan::{AgentSpec, Priority};
+use crate::plan::{AgentSpec, Foreach, PlanError, Priority};
 
 /// One task as the planner proposed it, after tolerant reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +29,9 @@ pub struct PlannedTask {
     pub priority: Priority,
     pub estimate: Option<Duration>,
     pub verify: Option<String>,
+    /// A fan-out: `"foreach"` (a glob, a list, or another fan-out task's id) or
+    /// `"foreach_from"` (the id of the task whose answer, a JSON array, is the items).
+    pub foreach: Option<Foreach>,
 }
 
 /// Whether a JSON value looks like a plan: `{"tasks": [...]}` or an array of objects.
@@ -214,7 +220,9 @@ pub fn read_tasks(v: &Value) -> (Vec<PlannedTask>, Vec<String>) {
                 None
             }
         };
+        let foreach = read_foreach(o, &who, &mut problems);
         tasks.push(PlannedTask {
+            foreach,
             inputs: list_field(o, "inputs", &who, &mut problems),
             outputs: list_field(o, "outputs", &who, &mut problems),
             deps: list_field(o, "deps", &who, &mut problems),
@@ -231,7 +239,78 @@ pub fn read_tasks(v: &Value) -> (Vec<PlannedTask>, Vec<String>) {
     if list.is_empty() {
         problems.push("the plan has no tasks".into());
     }
+    // `"foreach": "review"` names another task's items, any other string is a glob.
+    let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    for t in &mut tasks {
+        if let Some(Foreach::Glob(g)) = &t.foreach {
+            if ids.contains(g) {
+                t.foreach = Some(Foreach::SameAs(g.clone()));
+            }
+        }
+    }
     (tasks, problems)
+}
+
+/// A task's `foreach` (a glob or a list; a task's id is told apart once all are read) or
+/// `foreach_from`.
+fn read_foreach(
+    o: &serde_json::Map<String, Value>,
+    who: &str,
+    problems: &mut Vec<String>,
+) -> Option<Foreach> {
+    let from = match o.get("foreach_from") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(_) => {
+            problems.push(format!(
+                "{who}: `foreach_from` must be the id of the task whose result lists the items"
+            ));
+            None
+        }
+    };
+    let each = match o.get("foreach") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(Foreach::Glob(s.trim().into())),
+        Some(Value::Array(a)) => {
+            let mut list = Vec::with_capacity(a.len());
+            for v in a {
+                match v {
+                    Value::String(s) if !s.is_empty() && !s.contains(['\n', '\r']) => {
+                        if list.contains(s) {
+                            problems.push(format!("{who}: `foreach` lists `{s}` twice"));
+                        } else {
+                            list.push(s.clone());
+                        }
+                    }
+                    _ => {
+                        problems.push(format!(
+                            "{who}: `foreach` must list non-empty one-line strings"
+                        ));
+                    }
+                }
+            }
+            if list.is_empty() {
+                problems.push(format!("{who}: `foreach` lists no items"));
+            }
+            Some(Foreach::List(list))
+        }
+        Some(_) => {
+            problems.push(format!(
+                "{who}: `foreach` must be a glob, a list of strings or a fan-out task's id"
+            ));
+            None
+        }
+    };
+    match (each, from) {
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "{who} sets both `foreach` and `foreach_from`; give one"
+            ));
+            None
+        }
+        (each, None) => each,
+        (None, Some(source)) => Some(Foreach::From(source)),
+    }
 }
 
 /// The atomicity checklist and the DAG rules, as problems a person and the agent can act on.
@@ -249,9 +328,15 @@ pub fn validate(tasks: &[PlannedTask], agents: &IndexMap<String, AgentSpec>) -> 
             ));
         }
     }
+    let fanouts: Vec<&str> = tasks
+        .iter()
+        .filter(|t| t.foreach.is_some())
+        .map(|t| t.id.as_str())
+        .collect();
     let mut writers: IndexMap<&str, &str> = IndexMap::new();
     for t in tasks {
         let who = format!("task `{}`", t.id);
+        let is_fanout = t.foreach.is_some();
         match (&t.prompt, &t.run) {
             (None, None) => problems.push(format!("{who} has neither a `prompt` nor a `run`")),
             (Some(_), Some(_)) => {
@@ -262,13 +347,70 @@ pub fn validate(tasks: &[PlannedTask], agents: &IndexMap<String, AgentSpec>) -> 
         match &t.prompt {
             Some(p) if p.trim().is_empty() => problems.push(format!("{who} has an empty `prompt`")),
             Some(p) => {
-                let deps: Vec<&str> = t.deps.iter().map(String::as_str).collect();
-                for pr in placeholder::check(p, &t.id, &deps, &index, false) {
+                let deps: Vec<&str> = t.deps.iter().map(|d| split_dep(d).0).collect();
+                for pr in placeholder::check(p, &t.id, &deps, &index, is_fanout) {
                     let help = pr.help.map(|h| format!(" ({h})")).unwrap_or_default();
                     problems.push(format!("{who}: {}{help}", pr.message));
                 }
             }
             None => {}
+        }
+        if !is_fanout {
+            let fields = [
+                t.run.as_deref(),
+                t.verify.as_deref(),
+                Some(t.title.as_str()),
+            ];
+            let lists = t.inputs.iter().chain(&t.outputs).chain(&t.deps);
+            if fields
+                .into_iter()
+                .flatten()
+                .chain(lists.map(String::as_str))
+                .any(fanout::mentions_item)
+            {
+                problems.push(format!(
+                    "{who} has no items: `{{{{ item }}}}` is only known in a task with \
+                     `foreach` or `foreach_from`"
+                ));
+            }
+        }
+        match &t.foreach {
+            None => {}
+            Some(Foreach::From(source)) => {
+                if source == &t.id {
+                    problems.push(format!("{who} takes its items from itself"));
+                } else if !index.contains_key(source.as_str()) {
+                    problems.push(format!(
+                        "{who}: `foreach_from` names unknown task `{source}`"
+                    ));
+                } else if fanouts.contains(&source.as_str()) {
+                    problems.push(format!(
+                        "{who}: `foreach_from` names `{source}`, a fan-out task (it has many \
+                         answers); name a task with one answer"
+                    ));
+                }
+            }
+            Some(Foreach::SameAs(other)) => {
+                if other == &t.id {
+                    problems.push(format!("{who} takes its items from itself"));
+                } else if !fanouts.contains(&other.as_str()) {
+                    problems.push(format!(
+                        "{who}: `foreach` names `{other}`, which is not a fan-out task; for \
+                         the items `{other}` answers use `\"foreach_from\": \"{other}\"`"
+                    ));
+                }
+            }
+            Some(Foreach::Glob(g)) => {
+                if let Err(why) = check_inside_root(g) {
+                    problems.push(format!("{who}: foreach `{g}` {why}"));
+                } else if let Err(e) = globset::Glob::new(g) {
+                    problems.push(format!(
+                        "{who}: foreach `{g}` is not a valid glob: {}",
+                        e.kind()
+                    ));
+                }
+            }
+            Some(Foreach::List(_)) => {}
         }
         if t.outputs.is_empty() && t.verify.is_none() {
             problems.push(format!(
@@ -289,10 +431,15 @@ pub fn validate(tasks: &[PlannedTask], agents: &IndexMap<String, AgentSpec>) -> 
             }
         }
         for d in &t.deps {
-            if d == &t.id {
+            let (name, which) = split_dep(d);
+            if name == t.id {
                 problems.push(format!("{who} depends on itself"));
-            } else if !index.contains_key(d.as_str()) {
-                problems.push(format!("{who} depends on unknown task `{d}`"));
+            } else if !index.contains_key(name) {
+                problems.push(format!("{who} depends on unknown task `{name}`"));
+            } else if which.is_some() && !fanouts.contains(&name) {
+                problems.push(format!(
+                    "{who} names an instance of `{name}`, which is not a fan-out task"
+                ));
             }
         }
         let mut seen = Vec::new();
@@ -303,9 +450,11 @@ pub fn validate(tasks: &[PlannedTask], agents: &IndexMap<String, AgentSpec>) -> 
             seen.push(d);
         }
         for i in &t.inputs {
-            if let Err(why) = check_inside_root(i) {
+            // An item fills in a plain path (its glob characters escaped).
+            let i = fanout::fill(i, "item", Quoting::Glob);
+            if let Err(why) = check_inside_root(&i) {
                 problems.push(format!("{who}: input `{i}` {why}"));
-            } else if let Err(e) = globset::Glob::new(i) {
+            } else if let Err(e) = globset::Glob::new(&i) {
                 problems.push(format!(
                     "{who}: input `{i}` is not a valid glob: {}",
                     e.kind()
@@ -313,12 +462,19 @@ pub fn validate(tasks: &[PlannedTask], agents: &IndexMap<String, AgentSpec>) -> 
             }
         }
         for o in &t.outputs {
-            if let Err(why) = check_inside_root(o) {
+            let filled = fanout::fill(o, "item", Quoting::Plain);
+            if let Err(why) = check_inside_root(&filled) {
                 problems.push(format!("{who}: output `{o}` {why}"));
             }
-            if o.contains(['*', '?', '[', '{']) {
+            if filled.contains(['*', '?', '[', '{']) {
                 problems.push(format!(
                     "{who}: output `{o}` must be a file path, not a glob"
+                ));
+            }
+            if is_fanout && !fanout::mentions_item(o) {
+                problems.push(format!(
+                    "{who}: output `{o}` would be written by every instance; name each \
+                     instance's own file with `{{{{ item.stem }}}}` (or `{{{{ item }}}}`)"
                 ));
             }
             if let Some(other) = writers.insert(o.as_str(), t.id.as_str()) {
@@ -333,9 +489,21 @@ pub fn validate(tasks: &[PlannedTask], agents: &IndexMap<String, AgentSpec>) -> 
         }
     }
     if problems.is_empty() {
+        // A dynamic fan-out comes after the task whose answer its items are.
         let deps: Vec<Vec<usize>> = tasks
             .iter()
-            .map(|t| t.deps.iter().map(|d| index[d.as_str()]).collect())
+            .map(|t| {
+                let source = match &t.foreach {
+                    Some(Foreach::From(s) | Foreach::SameAs(s)) => Some(s.as_str()),
+                    _ => None,
+                };
+                t.deps
+                    .iter()
+                    .map(|d| split_dep(d).0)
+                    .chain(source)
+                    .map(|d| index[d])
+                    .collect()
+            })
             .collect();
         if let Err(cycle) = TaskGraph::new(deps, &[]) {
             let names: Vec<&str> = cycle.iter().map(|&i| tasks[i].id.as_str()).collect();
@@ -345,7 +513,46 @@ pub fn validate(tasks: &[PlannedTask], agents: &IndexMap<String, AgentSpec>) -> 
             ));
         }
     }
+    if problems.is_empty() && !fanouts.is_empty() {
+        problems.extend(as_orchfile(tasks));
+    }
     problems
+}
+
+/// The problems the Orchfile these tasks become has, a fan-out's rules being the
+/// Orchfile's own. Agents are left out (they were checked above, and may be an
+/// existing Orchfile's).
+fn as_orchfile(tasks: &[PlannedTask]) -> Vec<String> {
+    let anonymous: Vec<PlannedTask> = tasks
+        .iter()
+        .map(|t| PlannedTask {
+            agent: None,
+            ..t.clone()
+        })
+        .collect();
+    let text = match super::output::render_toml(&anonymous, "check", None) {
+        Ok(t) => t,
+        Err(e) => return vec![format!("the plan cannot be written as an Orchfile: {e}")],
+    };
+    match crate::plan::orchfile::parse(std::path::Path::new("Orchfile.toml"), &text) {
+        Ok(_) => Vec::new(),
+        Err(e) => plan_error_lines(&e),
+    }
+}
+
+/// One line per problem of a plan error (and its related ones), with its help.
+fn plan_error_lines(e: &PlanError) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::iter::once(e).chain(&e.related) {
+        if e.severity != miette::Severity::Error {
+            continue;
+        }
+        match &e.help {
+            Some(h) => out.push(format!("{} ({h})", e.message)),
+            None => out.push(e.message.clone()),
+        }
+    }
+    out
 }
 
 /// Extracts, reads and validates one reply.
@@ -412,6 +619,54 @@ pub(crate) mod tests {
         let cyclic = r#"{"tasks": [
             {"id": "a", "prompt": "x", "verify": "true", "deps": ["b"]},
             {"id": "b", "prompt": "y", "verify": "true", "deps": ["a"]}
+        ]}"#;
+        let p = check_reply(cyclic, &builtin_agents()).unwrap_err();
+        assert!(p[0].contains("cycle"), "{p:?}");
+    }
+
+    #[test]
+    fn fan_outs_are_read_and_checked() {
+        let plan = r#"{"tasks": [
+            {"id": "list", "prompt": "List the modules as a JSON array.", "verify": "true"},
+            {"id": "each", "foreach_from": "list", "prompt": "Test {{ item }}.",
+             "outputs": ["tests/{{ item.stem }}.md"]},
+            {"id": "lint", "foreach": "src/*.ts", "run": "lint {{ item }}", "verify": "true",
+             "inputs": ["{{ item }}"]},
+            {"id": "fix", "foreach": "lint", "deps": ["lint[{{ item }}]"],
+             "prompt": "Fix {{ item }}: {{ deps.lint.result }}", "verify": "true"},
+            {"id": "langs", "foreach": ["fr", "de"], "run": "echo {{ item }}", "verify": "true"},
+            {"id": "sum", "deps": ["each", "fix"], "prompt": "All: {{ deps.each.result }}",
+             "outputs": ["sum.md"]}
+        ]}"#;
+        let tasks = check_reply(plan, &builtin_agents()).unwrap();
+        let each = |i: usize| tasks[i].foreach.clone();
+        assert_eq!(each(1), Some(Foreach::From("list".into())));
+        assert_eq!(each(2), Some(Foreach::Glob("src/*.ts".into())));
+        assert_eq!(each(3), Some(Foreach::SameAs("lint".into())));
+        assert_eq!(each(4), Some(Foreach::List(vec!["fr".into(), "de".into()])));
+        assert_eq!(each(5), None);
+
+        let bad = r#"{"tasks": [
+            {"id": "a", "prompt": "List.", "verify": "true", "deps": ["b"]},
+            {"id": "b", "foreach_from": "a", "run": "echo {{ item }}", "verify": "true"},
+            {"id": "c", "foreach": "a", "run": "true", "verify": "true"},
+            {"id": "d", "foreach": "../*.ts", "run": "true", "verify": "true"},
+            {"id": "e", "deps": ["a[x]"], "run": "true", "verify": "true"},
+            {"id": "f", "foreach": [1], "run": "true", "verify": "true"}
+        ]}"#;
+        let all = check_reply(bad, &builtin_agents()).unwrap_err().join("\n");
+        for problem in [
+            "`foreach` names `a`, which is not a fan-out task",
+            "task `d`: foreach `../*.ts`",
+            "task `e` names an instance of `a`, which is not a fan-out task",
+            "task `f`: `foreach` must list non-empty one-line strings",
+        ] {
+            assert!(all.contains(problem), "{problem}:\n{all}");
+        }
+        // b needs a, whose answer b's items are, and a needs b: a cycle.
+        let cyclic = r#"{"tasks": [
+            {"id": "a", "prompt": "List.", "verify": "true", "deps": ["b"]},
+            {"id": "b", "foreach_from": "a", "run": "echo {{ item }}", "verify": "true"}
         ]}"#;
         let p = check_reply(cyclic, &builtin_agents()).unwrap_err();
         assert!(p[0].contains("cycle"), "{p:?}");
