@@ -448,3 +448,51 @@ run = "echo all >> ran.log"
     let status = w.interrupt();
     assert_eq!(status.code(), Some(130), "{}", w.stderr());
 }
+
+#[test]
+fn a_new_answer_of_a_dynamic_fanout_runs_its_new_instance_in_the_same_cycle() {
+    let plan = r#"
+[tasks.plan]
+run = "echo plan >> ran.log; cat parts.json"
+inputs = ["parts.json"]
+[tasks.part]
+foreach_from = "plan"
+run = "echo part-{{ item }} >> ran.log; cat src/{{ item }}.txt"
+inputs = ["src/{{ item }}.txt"]
+[tasks.all]
+deps = ["part"]
+run = "echo all >> ran.log"
+"#;
+    let mut w = Watch::start(
+        &[
+            ("Orchfile.toml", plan),
+            ("parts.json", r#"["a"]"#),
+            ("src/a.txt", "a\n"),
+            ("src/b.txt", "b\n"),
+        ],
+        &["-j", "1"],
+    );
+    w.wait_cycles(1);
+    assert_eq!(w.ran(), ["plan", "part-a", "all"], "{}", w.stderr());
+    // The answer names one more part: the source, that part only and the reduce run, in
+    // one cycle.
+    w.write("parts.json", r#"["a", "b"]"#);
+    w.wait_cycles(2);
+    assert_eq!(
+        w.ran(),
+        ["plan", "part-a", "all", "plan", "part-b", "all"],
+        "{}",
+        w.stderr()
+    );
+    // The new instance's input is watched from then on.
+    w.write("src/b.txt", "b2\n");
+    w.wait_cycles(3);
+    assert_eq!(
+        w.ran(),
+        ["plan", "part-a", "all", "plan", "part-b", "all", "part-b", "all"],
+        "{}",
+        w.stderr()
+    );
+    let status = w.interrupt();
+    assert_eq!(status.code(), Some(130), "{}", w.stderr());
+}

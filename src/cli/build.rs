@@ -10,11 +10,9 @@ use super::signals;
 use crate::engine::{self, up_to_date, BuildOptions};
 use crate::executor::ExecutorKind;
 use crate::plan::orchfile;
-use std::collections::HashSet;
-
-use crate::plan::{Foreach, Plan};
+use crate::plan::Plan;
 use crate::reporter::record::RunRecorder;
-use crate::reporter::{Event, Fanout, Reporter, Stamped, Summary};
+use crate::reporter::Fanout;
 use crate::state::plan_cache::{self, PlanCache};
 use crate::state::preload::Preloaded;
 
@@ -173,43 +171,23 @@ pub fn run(global: &Global, args: &BuildArgs) -> Result<i32> {
     let recorder = opts.recorder("build", &plan);
     reporter.0.push(Box::new(recorder.clone()));
     let state_dir = plan.state_dir();
-    let sources = dynamic_sources(&plan);
-    if sources.is_empty() || !matches!(source, PlanSource::Orchfile(_)) {
+    if !matches!(source, PlanSource::Orchfile(_)) {
         let outcome = engine::run_build(&plan, &opts, preload, &mut reporter, &cancel)?;
         std::mem::forget(plan); // the process exits next; see LEAK_ON_RETURN
         report_if_asked(args, &state_dir, &recorder);
         return Ok(outcome.exit_code());
     }
-    // Dynamic fan-out: first the tasks whose answers are items (and what they need), then,
-    // with the plan expanded over those answers, the whole build. One build to whoever
-    // reads it: the first part's end and the second's start are not reported, nor the
-    // second's skips of what the first ran.
-    let first_opts = BuildOptions {
-        targets: sources,
-        up_to_date_key: None,
-        ..opts.clone()
+    // Dynamic fan-out: the second part's plan is loaded again, over the sources' answers.
+    let reload = || -> Result<Plan> {
+        let plan = source.load()?;
+        preflight(&plan, &source)?;
+        recorder.plan(&plan);
+        Ok(plan)
     };
-    let mut first = FirstPart::new(&mut reporter);
-    let outcome = engine::run_build(&plan, &first_opts, preload, &mut first, &cancel)?;
-    let settled = std::mem::take(&mut first.settled);
-    if cancel.is_cancelled() || !outcome.summary.success() {
-        let event = Event::BuildFinished {
-            summary: &outcome.summary,
-        };
-        let _ = reporter.report(&Stamped::now(&event));
-        report_if_asked(args, &state_dir, &recorder);
-        return Ok(outcome.exit_code());
-    }
-    let plan = source.load()?;
-    preflight(&plan, &source)?;
-    let opts = BuildOptions {
-        spent_before: outcome.summary.usage.cost_usd.unwrap_or(0.0),
-        ..opts
-    };
-    recorder.plan(&plan);
-    let mut second = SecondPart::new(&mut reporter, settled, outcome.summary);
-    let outcome = engine::run_build(&plan, &opts, None, &mut second, &cancel)?;
+    let (outcome, second) =
+        engine::build_expanding(&plan, &opts, preload, &mut reporter, &cancel, &reload)?;
     std::mem::forget(plan);
+    std::mem::forget(second);
     report_if_asked(args, &state_dir, &recorder);
     Ok(outcome.exit_code())
 }
@@ -242,104 +220,4 @@ fn draw(record: &std::path::Path, state_dir: &std::path::Path) {
     };
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{said}");
-}
-
-/// The tasks whose answers are the items of a `foreach_from` fan-out.
-fn dynamic_sources(plan: &Plan) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for f in &plan.fanouts {
-        if let Some(Foreach::From(s)) = &f.template.foreach {
-            if !out.contains(s) {
-                out.push(s.clone());
-            }
-        }
-    }
-    out
-}
-
-/// Reports the first part of a dynamic fan-out's build, but not its end; remembers the
-/// tasks it settled.
-struct FirstPart<'r> {
-    inner: &'r mut dyn Reporter,
-    settled: HashSet<String>,
-}
-
-impl<'r> FirstPart<'r> {
-    fn new(inner: &'r mut dyn Reporter) -> Self {
-        FirstPart {
-            inner,
-            settled: HashSet::new(),
-        }
-    }
-}
-
-impl Reporter for FirstPart<'_> {
-    fn report(&mut self, e: &Stamped) -> std::io::Result<()> {
-        match e.event {
-            Event::BuildFinished { .. } => return Ok(()),
-            Event::TaskSkipped { task, .. }
-            | Event::TaskSucceeded { task, .. }
-            | Event::TaskRestored { task, .. }
-            | Event::TaskFailed { task, .. } => {
-                self.settled.insert(task.id.to_string());
-            }
-            _ => {}
-        }
-        self.inner.report(e)
-    }
-    fn check(&mut self) -> std::io::Result<()> {
-        self.inner.check()
-    }
-}
-
-/// Reports the second part: not its start, nor a skip of what the first part settled; its
-/// summary counts both parts.
-struct SecondPart<'r> {
-    inner: &'r mut dyn Reporter,
-    settled: HashSet<String>,
-    first: Summary,
-    hidden_skips: usize,
-}
-
-impl<'r> SecondPart<'r> {
-    fn new(inner: &'r mut dyn Reporter, settled: HashSet<String>, first: Summary) -> Self {
-        SecondPart {
-            inner,
-            settled,
-            first,
-            hidden_skips: 0,
-        }
-    }
-}
-
-impl Reporter for SecondPart<'_> {
-    fn report(&mut self, e: &Stamped) -> std::io::Result<()> {
-        match e.event {
-            Event::BuildStarted { .. } => return Ok(()),
-            Event::TaskSkipped { task, .. } if self.settled.contains(task.id) => {
-                self.hidden_skips += 1;
-                return Ok(());
-            }
-            Event::BuildFinished { summary } => {
-                let mut both = Summary::clone(summary);
-                both.ran += self.first.ran;
-                both.restored += self.first.restored;
-                both.saved.add(&self.first.saved);
-                both.skipped = both.skipped - self.hidden_skips + self.first.skipped;
-                both.retries += self.first.retries;
-                both.usage.add(&self.first.usage);
-                both.duration += self.first.duration;
-                let event = Event::BuildFinished { summary: &both };
-                return self.inner.report(&Stamped {
-                    at: e.at,
-                    event: &event,
-                });
-            }
-            _ => {}
-        }
-        self.inner.report(e)
-    }
-    fn check(&mut self) -> std::io::Result<()> {
-        self.inner.check()
-    }
 }

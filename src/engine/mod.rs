@@ -1,7 +1,8 @@
 //! One build: load state, schedule the wanted tasks, run them on workers, record every state
 //! change (journal, status table, execution log), then aggregate the results.
 //!
-//! - [`build`](run_build): the phases of one build, in order;
+//! - [`build`](run_build): the phases of one build, in order; `dynamic`: a build whose
+//!   `foreach_from` sources answer first, [`build_expanding`];
 //! - `options`: what a build is asked for ([`BuildOptions`]) and how it ended;
 //! - `context`: what the workers share ([`BuildContext`]) and the up-to-date check;
 //! - `runner`: the worker side: run a task with retries, sessions continued; `attempt`: one
@@ -31,6 +32,7 @@ mod cached;
 mod context;
 mod coordinator;
 pub mod dry_run;
+mod dynamic;
 mod exchange;
 pub mod explain;
 mod gone;
@@ -48,6 +50,7 @@ mod writes;
 
 pub use build::{run_build, LEAK_ON_RETURN};
 pub use context::BuildContext;
+pub use dynamic::build_expanding;
 pub use explain::FingerprintParts;
 pub use options::{task_index, task_indexes, wanted_tasks, BuildOptions, BuildOutcome};
 pub use readonly::{

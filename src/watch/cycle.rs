@@ -31,7 +31,7 @@ use crate::reporter::{Fanout, Paint, Reporter};
 pub fn watch(
     orchfile: &Path,
     opts: &WatchOptions,
-    load: &dyn Fn() -> Result<Plan>,
+    load: &(dyn Fn() -> Result<Plan> + Sync),
     reporter: &(dyn Fn() -> Box<dyn Reporter> + Sync),
     interrupt: &Cancel,
 ) -> Result<i32> {
@@ -92,7 +92,7 @@ enum Wake {
 struct Session<'a> {
     orchfile: PathBuf,
     opts: &'a WatchOptions,
-    load: &'a dyn Fn() -> Result<Plan>,
+    load: &'a (dyn Fn() -> Result<Plan> + Sync),
     reporter: &'a (dyn Fn() -> Box<dyn Reporter> + Sync),
     interrupt: &'a Cancel,
     tx: Sender<Msg>,
@@ -447,6 +447,7 @@ impl Session<'_> {
         let mut interrupted = false;
         let wall_start = SystemTime::now();
         let make_reporter = self.reporter;
+        let load = self.load;
         let opts: &WatchOptions = self.opts;
         let build_opts = &opts.build;
         self.building = true;
@@ -461,7 +462,9 @@ impl Session<'_> {
                     inner: Box::new(Fanout(vec![make_reporter(), Box::new(record)])),
                     track,
                 };
-                engine::run_build(plan, build_opts, None, &mut reporter, cancel)
+                // A `foreach_from` source answers first, and the rest is built over the
+                // plan loaded again (the new instances included), as `orch build` does.
+                engine::build_expanding(plan, build_opts, None, &mut reporter, cancel, load)
             });
             while !handle.is_finished() {
                 match self.pump(POLL) {
@@ -518,8 +521,18 @@ impl Session<'_> {
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
             .started;
-        if let Err(report) = result {
-            eprintln!("{report:?}");
+        match result {
+            Err(report) => eprintln!("{report:?}"),
+            // The plan expanded over new answers: the watch goes on from it, so the new
+            // instances' inputs are watched and the next cycle knows them.
+            Ok((_, Some(expanded))) => match Loaded::new(expanded, &self.opts.build) {
+                Ok(loaded) => {
+                    self.current = Some(Arc::new(loaded));
+                    self.sync_watches(&BTreeSet::new());
+                }
+                Err(report) => eprintln!("{report:?}"),
+            },
+            Ok((_, None)) => {}
         }
         if interrupted || self.interrupt.is_cancelled() {
             return Flow::Interrupted;

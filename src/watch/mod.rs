@@ -29,6 +29,10 @@
 //!   previous cycle's tasks could have written, the watch says so and waits for another change.
 //! - **The Orchfile**: a change reloads it; a broken one prints its diagnostic and the watch
 //!   keeps going with the last good plan.
+//! - **Fan-outs**: a file a fan-out's glob comes to match (or stops matching) expands the
+//!   plan again; a cycle with a `foreach_from` source builds as `orch build` does (the
+//!   source first, then the plan expanded over its answer), and the watch goes on from the
+//!   plan it ended with, so a new instance's inputs are watched.
 //! - **Stopping**: the interrupt flag (Ctrl-C) cancels a running cycle, whose tasks are stopped
 //!   and waited for before [`watch`] returns 130.
 //!
