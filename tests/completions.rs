@@ -235,3 +235,42 @@ fn zsh_lists_the_task_ids_at_a_tab() {
     term.keys(&["Tab"]);
     term.wait_for_text("orch explain alpha", Duration::from_secs(10));
 }
+
+#[test]
+fn a_fanout_completes_its_name_and_its_instances() {
+    let p = Project::new(
+        r#"
+[tasks.review]
+foreach = "src/*.ts"
+run = "true"
+inputs = ["{{ item }}"]
+
+[tasks.plan]
+run = "echo '[]'"
+
+[tasks.part]
+foreach_from = "plan"
+run = "true"
+"#,
+    );
+    p.write("src/a.ts", "");
+    p.write("src/b.ts", "");
+    assert_eq!(
+        bash_complete(&p, "orch build re"),
+        ["review", "review[src/a.ts]", "review[src/b.ts]"]
+    );
+    // A dynamic fan-out whose source has not answered has no instances, only its name.
+    assert_eq!(bash_complete(&p, "orch build pa"), ["part"]);
+    p.write("completion.fish", &script(&p, "fish"));
+    let mut cmd = Command::new(tool("fish"));
+    cmd.args([
+        "--no-config",
+        "-c",
+        "source ./completion.fish; complete --do-complete 'orch build r'",
+    ]);
+    let out = run_shell(cmd, p.dir.path());
+    assert!(
+        out.lines().any(|l| l == "review\tfan-out: 2 instances"),
+        "{out}"
+    );
+}

@@ -70,19 +70,43 @@ pub fn complete_if_asked(cmd: fn() -> clap::Command) {
         .complete();
 }
 
-/// Every task id of the plan the completed command line would build, each with its title.
+/// Every task id of the plan the completed command line would build, each with its title,
+/// and each fan-out's name (which builds all its instances) before its instances.
 pub fn task_ids() -> Vec<CompletionCandidate> {
     let Some(plan) = plan_of_command_line() else {
         return Vec::new();
     };
-    plan.tasks
-        .iter()
-        .map(|t| {
-            // A task without a title is titled by its id: nothing to add.
-            let title = (t.title != t.id).then(|| t.title.clone().into());
-            CompletionCandidate::new(&t.id).help(title)
-        })
-        .collect()
+    candidates(&plan)
+}
+
+fn candidates(plan: &Plan) -> Vec<CompletionCandidate> {
+    let template = |f: &crate::plan::Fanout| {
+        let n = f.instances.len();
+        CompletionCandidate::new(&f.template.id).help(Some(
+            format!("fan-out: {n} instance{}", if n == 1 { "" } else { "s" }).into(),
+        ))
+    };
+    let mut out = Vec::with_capacity(plan.tasks.len() + plan.fanouts.len());
+    for (i, t) in plan.tasks.iter().enumerate() {
+        if let Some(f) = plan
+            .fanouts
+            .iter()
+            .find(|f| f.instances.first() == Some(&i))
+        {
+            out.push(template(f));
+        }
+        // A task without a title is titled by its id: nothing to add.
+        let title = (t.title != t.id).then(|| t.title.clone().into());
+        out.push(CompletionCandidate::new(&t.id).help(title));
+    }
+    // A fan-out with no instances yet (a `foreach_from` source that has not answered).
+    out.extend(
+        plan.fanouts
+            .iter()
+            .filter(|f| f.instances.is_empty())
+            .map(template),
+    );
+    out
 }
 
 /// Every agent name of that plan.
