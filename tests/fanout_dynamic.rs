@@ -164,3 +164,83 @@ fn a_source_that_needs_its_own_fanout_is_a_cycle() {
         out.stderr()
     );
 }
+
+#[test]
+fn answered_items_are_quoted_for_the_shell_never_run() {
+    // An agent's answer is the least trusted text there is: every item stays one word.
+    let items = [
+        "with space",
+        "ünïcødé ✓",
+        "$(touch pwned)",
+        "a;touch pwned2",
+        "q'uote\"s`touch pwned3`",
+        "--flag",
+        "glob[1]*",
+    ];
+    let answer = serde_json::to_string(&items).unwrap();
+    let p = Project::new(
+        r#"
+[tasks.plan]
+run = "cat parts.json"
+inputs = ["parts.json"]
+
+[tasks.part]
+foreach_from = "plan"
+run = "printf '%s\n' {{ item }} >> ran.log"
+verify = "test -n {{ item }}"
+"#,
+    );
+    p.write("parts.json", &answer);
+    p.orch(&["build", "-q", "-j", "1"]).success();
+    assert_eq!(p.lines("ran.log"), items, "one line an item, in order");
+    for f in ["pwned", "pwned2", "pwned3"] {
+        assert!(!p.exists(f), "{f}: an item ran as shell");
+    }
+    let listed = p.orch(&["list"]).ok().stdout();
+    assert!(listed.contains("part[ünïcødé ✓]"), "{listed}");
+}
+
+#[test]
+fn killed_once_the_answer_is_recorded_resumes_with_every_instance() {
+    let p = Project::new(
+        r#"
+[tasks.plan]
+run = "echo plan >> ran.log; cat parts.json"
+inputs = ["parts.json"]
+
+[tasks.part]
+foreach_from = "plan"
+run = "sleep 0.1; echo {{ item }} >> done.log"
+
+[tasks.sum]
+deps = ["part"]
+run = "wc -l < done.log > sum.txt"
+"#,
+    );
+    let items: Vec<String> = (1..=8).map(|i| format!("p{i}")).collect();
+    p.write("parts.json", &serde_json::to_string(&items).unwrap());
+    let mut child = p
+        .command(&["build", "-q", "-j", "1"])
+        .spawn()
+        .expect("orch starts");
+    // Killed as soon as the source's items are on disk: the expansion and the instances'
+    // start are what it interrupts.
+    wait_for("the answer recorded", Duration::from_secs(30), || {
+        p.exists(".orchestrator/fanout/plan.json")
+    });
+    // SAFETY: plain syscall on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
+    }
+    child.wait().unwrap();
+    let out = p.orch(&["build", "-j", "1"]).ok();
+    let done = p.lines("done.log");
+    for i in &items {
+        let n = done.iter().filter(|l| *l == i).count();
+        assert!((1..=2).contains(&n), "{i} done {n} times: {done:?}");
+    }
+    assert!(p.lines("ran.log").len() <= 2, "{:?}", p.lines("ran.log"));
+    assert!(p.exists("sum.txt"), "{}", out.stderr());
+    let again = p.orch(&["build", "-j", "1"]).ok();
+    assert!(again.stderr().contains("0 ran"), "{}", again.stderr());
+}

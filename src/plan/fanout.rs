@@ -555,4 +555,41 @@ mod tests {
         );
         assert_eq!(split_dep("review[a[1].ts]"), ("review", Some("a[1].ts")));
     }
+
+    /// An answer of 100,000 items.
+    struct Answered(Vec<String>);
+
+    impl ItemSource for Answered {
+        fn glob(&self, _: &str) -> io::Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+        fn answered(&self, _: &str) -> Option<Vec<String>> {
+            Some(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn a_huge_answer_expands_in_order() {
+        const N: usize = 100_000;
+        let answer =
+            serde_json::to_string(&(0..N).map(|i| format!("src/m{i}.rs")).collect::<Vec<_>>())
+                .unwrap();
+        let items = parse_answer(&answer).unwrap();
+        assert_eq!(items.len(), N);
+        let text = "[tasks.plan]\nrun = \"true\"\n\
+                    [tasks.part]\nforeach_from = \"plan\"\nrun = \"cat {{ item }}\"\n\
+                    outputs = [\"out/{{ item.stem }}.md\"]\n\
+                    [tasks.sum]\ndeps = [\"part\"]\nrun = \"true\"\n";
+        let plan =
+            crate::plan::orchfile::parse(std::path::Path::new("/p/Orchfile.toml"), text).unwrap();
+        let plan = expand(plan, &Answered(items), &|| None).unwrap();
+        assert_eq!(plan.tasks.len(), N + 2);
+        assert_eq!(plan.fanouts[0].instances.len(), N);
+        let sum = &plan.tasks[plan.index["sum"]];
+        assert_eq!(sum.deps.len(), N);
+        assert_eq!(sum.deps[N - 1], format!("part[src/m{}.rs]", N - 1));
+        let last = &plan.tasks[plan.index["part[src/m99999.rs]"]];
+        assert_eq!(last.outputs, ["out/m99999.md"]);
+        assert_eq!(last.action, Action::Shell("cat src/m99999.rs".into()));
+    }
 }
