@@ -8,8 +8,9 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use super::check::check_reply;
 use super::prompt::{build_prompt, project_files};
-use super::reply::{check_reply, PlannedTask};
+use super::reply::PlannedTask;
 use crate::agent::{self, Failure, FailureKind};
 use crate::disk::persist_atomic;
 use crate::executor::{Backend, Local, ProcessSpec};

@@ -155,7 +155,7 @@ pub fn render_toml(
 mod tests {
     use super::*;
     use crate::agent::presets::builtin_agents;
-    use crate::planner::reply::check_reply;
+    use crate::planner::check::check_reply;
     use crate::planner::reply::tests::GOOD;
     use std::path::Path;
 

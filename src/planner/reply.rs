@@ -1,7 +1,6 @@
 //! Reading the agent's reply however it comes (plain JSON, fenced, wrapped in chatter) into
 //! tasks, tolerantly, and checking them against the seed's atomicity checklist. A planned
-//! task may fan out (`foreach`, `foreach_from`); a plan that does is also checked as the
-//! Orchfile it becomes, since only an Orchfile holds a fan-out template.
+//! task may fan out (`foreach`, `foreach_from`).
 
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use crate::graph::TaskGraph;
 use crate::plan::checks::{check_inside_root, valid_task_id, TASK_ID_RULE};
 use crate::plan::fanout::{self, split_dep, Quoting};
 use crate::plan::placeholder;
-use crate::plan::{AgentSpec, Foreach, PlanError, Priority};
+use crate::plan::{AgentSpec, Foreach, Priority};
 
 /// One task as the planner proposed it, after tolerant reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -513,67 +512,14 @@ pub fn validate(tasks: &[PlannedTask], agents: &IndexMap<String, AgentSpec>) -> 
             ));
         }
     }
-    if problems.is_empty() && !fanouts.is_empty() {
-        problems.extend(as_orchfile(tasks));
-    }
     problems
-}
-
-/// The problems the Orchfile these tasks become has, a fan-out's rules being the
-/// Orchfile's own. Agents are left out (they were checked above, and may be an
-/// existing Orchfile's).
-fn as_orchfile(tasks: &[PlannedTask]) -> Vec<String> {
-    let anonymous: Vec<PlannedTask> = tasks
-        .iter()
-        .map(|t| PlannedTask {
-            agent: None,
-            ..t.clone()
-        })
-        .collect();
-    let text = match super::output::render_toml(&anonymous, "check", None) {
-        Ok(t) => t,
-        Err(e) => return vec![format!("the plan cannot be written as an Orchfile: {e}")],
-    };
-    match crate::plan::orchfile::parse(std::path::Path::new("Orchfile.toml"), &text) {
-        Ok(_) => Vec::new(),
-        Err(e) => plan_error_lines(&e),
-    }
-}
-
-/// One line per problem of a plan error (and its related ones), with its help.
-fn plan_error_lines(e: &PlanError) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::iter::once(e).chain(&e.related) {
-        if e.severity != miette::Severity::Error {
-            continue;
-        }
-        match &e.help {
-            Some(h) => out.push(format!("{} ({h})", e.message)),
-            None => out.push(e.message.clone()),
-        }
-    }
-    out
-}
-
-/// Extracts, reads and validates one reply.
-pub fn check_reply(
-    reply: &str,
-    agents: &IndexMap<String, AgentSpec>,
-) -> Result<Vec<PlannedTask>, Vec<String>> {
-    let v = extract_json(reply).map_err(|e| vec![e])?;
-    let (tasks, mut problems) = read_tasks(&v);
-    problems.extend(validate(&tasks, agents));
-    if problems.is_empty() {
-        Ok(tasks)
-    } else {
-        Err(problems)
-    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::agent::presets::builtin_agents;
+    use crate::planner::check::check_reply;
 
     pub(crate) const GOOD: &str = r#"{"tasks": [
         {"id": "T-01", "title": "Read", "prompt": "Read it", "outputs": ["a.md"], "priority": "P0", "estimate": "1m"},
