@@ -52,7 +52,8 @@ for i in range(n):
         f.write(f"file {i}\n")
 with open(f"{d}/build.ninja", "w") as f:
     f.write("rule ck\n  command = cksum < $in > $out\n")
-    f.write("rule all\n  command = cat out/*.ck | cksum > $out\n")
+    # Through xargs: at 100,000 files `cat out/*.ck` passes ARG_MAX.
+    f.write("rule all\n  command = find out -name '*.ck' | sort | xargs cat | cksum > $out\n")
     for i in range(n):
         f.write(f"build out/f_{i}.ck: ck src/f_{i}.txt\n")
     f.write("build all.txt: all " + " ".join(f"out/f_{i}.ck" for i in range(n)) + "\n")
@@ -65,7 +66,7 @@ outputs = ["out/{{ item.stem }}.ck"]
 
 [tasks.all]
 deps = ["ck"]
-run = "cat out/*.ck | cksum > all.txt"
+run = "find out -name '*.ck' | sort | xargs cat | cksum > all.txt"
 outputs = ["all.txt"]
 ''')
 EOF
@@ -82,8 +83,8 @@ for n in "${NS[@]}"; do
     N="ninja -j$JOBS --quiet"
     row() { printf '| %s | %s | %s | %s | %s |\n' "$n" "$1" "$2" "$3" \
         "$(python3 -c "print('%.2fx' % ($3 / $2))" 2>/dev/null || echo -)"; }
-    clean_n="rm -rf out/*.ck all.txt .ninja_log .ninja_deps"
-    clean_o="rm -rf out/*.ck all.txt .orchestrator"
+    clean_n="find out -name '*.ck' -delete; rm -rf all.txt .ninja_log .ninja_deps"
+    clean_o="find out -name '*.ck' -delete; rm -rf all.txt .orchestrator"
     if [[ -z ${SKIP_WHOLE:-} ]]; then
         # One run each (at 100,000 a whole build takes many minutes), timed and its peak
         # memory taken in the same run.
