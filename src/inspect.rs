@@ -16,10 +16,11 @@ use crate::state::Status;
 use crate::state::{SessionRecord, StateLayout, StateStore};
 
 /// How statuses are listed in summaries and graph classes: done first, failures last.
-const STATUS_ORDER: [Status; 8] = [
+const STATUS_ORDER: [Status; 9] = [
     Status::Completed,
     Status::Skipped,
     Status::Running,
+    Status::QuotaWait,
     Status::Queued,
     Status::Ready,
     Status::Waiting,
@@ -491,6 +492,7 @@ fn status_colour(s: Status) -> (&'static str, &'static str) {
         Status::Completed | Status::Skipped => ("#c8e6c9", "#2e7d32"),
         Status::Running => ("#bbdefb", "#1565c0"),
         Status::Queued => ("#e1bee7", "#6a1b9a"),
+        Status::QuotaWait => ("#ffe0b2", "#e65100"),
         Status::Ready => ("#fff9c4", "#f9a825"),
         Status::Waiting => ("#eeeeee", "#757575"),
         Status::Failed | Status::Conflict => ("#ffcdd2", "#c62828"),
@@ -607,7 +609,7 @@ fn graph_nodes(
     let mut group_node: std::collections::HashMap<&str, usize> = Default::default();
     let urgency = |s: Status| match s {
         Status::Failed | Status::Conflict => 0,
-        Status::Running => 1,
+        Status::Running | Status::QuotaWait => 1,
         Status::Queued => 2,
         Status::Ready => 3,
         Status::Waiting => 4,

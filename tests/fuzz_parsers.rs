@@ -213,6 +213,7 @@ fn render_master_plan(plan: &Plan) -> String {
             start: None,
             end: None,
             retries: 0,
+            until: None,
         })
         .collect();
     let table = master_plan::render_table(&rows);

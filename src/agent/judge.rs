@@ -42,6 +42,7 @@ pub fn judge(agent: &AgentSpec, level: Permission, out: &ProcessOutput, root: &P
         _ if agent.format == ReplyFormat::Generic => generic(agent, out, &stdout, &stderr, root),
         _ => formatted(agent, level, out, &stdout, &stderr, &parsed, root),
     };
+    let result = result.map_err(|f| super::limits::classify(f, std::time::SystemTime::now()));
     let usage = match (&agent.format, &agent.result) {
         (ReplyFormat::Generic, ResultSpec::JsonField(_)) => reply::json_usage(&stdout),
         _ => parsed.usage,

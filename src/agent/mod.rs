@@ -10,11 +10,13 @@
 //! - `spec`: what an agent is; [`presets`]: the built-in ones;
 //! - `call`: the command line of one call; `tuning`: what orch adjusts or refuses up front
 //!   (`gemini_defaults`: gemini's retry knob, a settings file);
-//! - [`reply`]: each CLI's output read; `judge`: a run judged; `outcome`: what it comes to.
+//! - [`reply`]: each CLI's output read; `judge`: a run judged; `outcome`: what it comes to;
+//!   [`limits`]: what a failure says of its provider's limits (refused, a usage limit).
 
 mod call;
 mod gemini_defaults;
 mod judge;
+pub mod limits;
 mod outcome;
 pub mod presets;
 pub mod reply;
@@ -24,7 +26,7 @@ mod tuning;
 
 pub use call::{command_line, invocation, Call};
 pub use judge::{judge, Judged};
-pub use outcome::{tail, transient_match, Failure, FailureKind, Reply, Usage};
+pub use outcome::{tail, transient_match, Failure, FailureKind, Pushback, Reply, Usage};
 pub use reply::{Activity, Denial};
 pub use tuning::{budget_args, internal_retry_knobs, refused_as_root, Knobs};
 

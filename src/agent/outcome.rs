@@ -1,6 +1,8 @@
 //! What one agent run comes to: its [`Usage`], its [`Reply`] or a classified [`Failure`],
 //! and the text helpers that judging and messages share.
 
+use std::time::{Duration, SystemTime};
+
 /// What one call (or several, summed) cost. Tokens are `None` where the agent reports none.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
@@ -85,14 +87,28 @@ pub enum FailureKind {
     Cancelled,
     /// A worktree task's change did not merge into the project (`isolation = "worktree"`).
     Conflict,
+    /// The provider's usage limit resets later than `max_quota_wait`: stopped, as the
+    /// build stops, not failed.
+    QuotaStop,
     /// orch could not start or drive the process.
     Launch,
+}
+
+/// What a failure says (read by [`super::limits`]) of its provider's limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pushback {
+    /// Refused for load: the provider wants fewer calls; `retry_after` if it said when.
+    Refused { retry_after: Option<Duration> },
+    /// The account's usage limit is reached until `until`.
+    Quota { until: SystemTime },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
+    /// What it says of its provider's limits (see [`super::limits`]).
+    pub pushback: Option<Pushback>,
 }
 
 impl Failure {
@@ -100,6 +116,7 @@ impl Failure {
         Failure {
             kind,
             message: message.into(),
+            pushback: None,
         }
     }
 
@@ -109,6 +126,7 @@ impl Failure {
         !matches!(
             self.kind,
             FailureKind::Cancelled
+                | FailureKind::QuotaStop
                 | FailureKind::Launch
                 | FailureKind::PermissionDenied
                 | FailureKind::MaxTurns

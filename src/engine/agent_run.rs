@@ -164,7 +164,7 @@ impl BuildContext<'_> {
             .result
             .err()
             .map_or_else(|| f.message.clone(), |m| m.message);
-        Failure::new(f.kind, message)
+        Failure { message, ..f }
     }
 
     /// `out` with secrets masked, for messages that quote part of it.

@@ -35,7 +35,21 @@ pub struct CostHistory {
     /// Newest last.
     #[serde(default)]
     agents: BTreeMap<String, VecDeque<f64>>,
+    /// Each provider's limit as the last build that cut it left it, for the next build to
+    /// start from (see [`crate::scheduler::Limiter`]).
+    #[serde(default)]
+    providers: BTreeMap<String, Learnt>,
 }
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Learnt {
+    limit: usize,
+    /// Unix seconds.
+    at: u64,
+}
+
+/// How long a provider's learnt limit is trusted: its load changes over the day.
+const LEARNT_FOR_SECS: u64 = 3600;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TaskCost {
@@ -80,6 +94,27 @@ impl CostHistory {
             .get(task)
             .filter(|c| c.definition == definition.to_hex())
             .map(|c| c.cost_usd)
+    }
+
+    /// Where `provider`'s limit starts at `now` (Unix seconds): what a build within the
+    /// last hour left it at.
+    pub fn learnt_limit(&self, provider: &str, now: u64) -> Option<usize> {
+        self.providers
+            .get(provider)
+            .filter(|l| now.saturating_sub(l.at) < LEARNT_FOR_SECS)
+            .map(|l| l.limit)
+    }
+
+    /// `provider` ended a build at `limit` of `max`: kept when below it. Whether that
+    /// changed anything.
+    pub fn learn(&mut self, provider: &str, limit: usize, max: usize, now: u64) -> bool {
+        if limit < max {
+            self.providers
+                .insert(provider.to_string(), Learnt { limit, at: now });
+            true
+        } else {
+            self.providers.remove(provider).is_some()
+        }
     }
 
     pub fn agent_mean(&self, agent: &str) -> Option<f64> {

@@ -142,6 +142,14 @@ pub fn run_build(
         ));
     }
     crate::profile::mark("master_plan.md checked");
+    let local_jobs = opts.jobs(plan);
+    // Slurm jobs wait on the cluster, not on this machine's cores: their own limit, and a
+    // worker each, beside the local ones.
+    let jobs = if uses_slurm {
+        local_jobs + plan.settings.slurm.max_jobs
+    } else {
+        local_jobs
+    };
     let mut ctx = context(
         plan,
         opts,
@@ -152,16 +160,9 @@ pub fn run_build(
         stat_cache,
         backend,
         cancel,
+        jobs,
     );
     ctx.isolation = isolated;
-    let local_jobs = opts.jobs(plan);
-    // Slurm jobs wait on the cluster, not on this machine's cores: their own limit, and a
-    // worker each, beside the local ones.
-    let jobs = if uses_slurm {
-        local_jobs + plan.settings.slurm.max_jobs
-    } else {
-        local_jobs
-    };
     let keep_going = opts.keep_going.unwrap_or(plan.settings.keep_going);
     let wanted_count = wanted.iter().filter(|&&w| w).count();
     events.emit(Event::BuildStarted {
@@ -178,6 +179,8 @@ pub fn run_build(
     let mut coord = BuildCoordinator::new(&ctx, &mut store, events, doc, rows);
     let pools = uses_slurm.then_some((on_slurm.as_slice(), local_jobs));
     let queue = Queue::new(&ctx, pools);
+    coord.provider_classes = queue.provider_classes();
+    coord.sent_limits = ctx.gate.limits();
     let mut sched = queue.scheduler(&wanted, keep_going);
     crate::profile::mark("status rows, scheduler");
     ctx.precheck(&wanted);
@@ -202,6 +205,7 @@ pub fn run_build(
         }
         crate::profile::mark("cache drained and pruned");
     }
+    coord.keep_learnt_limits();
     let summary = coord.summary(cancel.is_cancelled(), unstarted.len(), started);
     let recorded = recorded(&mut coord, &summary, &forced_by_person).into_diagnostic()?;
     let leak = LEAK_ON_RETURN.load(Ordering::Relaxed);
@@ -383,6 +387,7 @@ fn context<'a>(
     stat_cache: StatCache,
     backend: Box<dyn Backend>,
     cancel: &'a Cancel,
+    jobs: usize,
 ) -> BuildContext<'a> {
     let agent_ids: Vec<String> = plan
         .tasks
@@ -400,6 +405,10 @@ fn context<'a>(
         .collect();
     let done: Vec<OnceLock<DoneInfo>> = (0..plan.tasks.len()).map(|_| OnceLock::new()).collect();
     crate::executor::forget_resolved_programs();
+    let history = super::budget::CostHistory::load(&store.layout.costs());
+    // A provider may take as many calls as the build runs tasks (Slurm's included).
+    let (gate, provider_of) =
+        super::providers::gate(plan, opts.agent_override.as_deref(), jobs, &history);
     let ctx = BuildContext {
         backend,
         plan,
@@ -428,6 +437,8 @@ fn context<'a>(
             .caching(plan)
             .then(|| crate::cache::Cache::open(&plan.settings.cache, &store.layout.dir)),
         isolation: None,
+        gate,
+        provider_of,
     };
     for (t, _) in wanted.iter().enumerate().filter(|(_, &w)| !w) {
         if let Some(r) = &ctx.previous[t] {
@@ -480,6 +491,8 @@ fn aggregated(
             .map(|t| closure[t] && ctx.done[t].get().is_none())
             .collect();
         let mut second = queue.scheduler(&rerun, true);
+        // The new scheduler starts from the providers' first limits: hand it today's.
+        coord.sent_limits.clear();
         scheduler::drive(&mut second, ctx, coord, jobs, cancel);
         *unstarted = second.not_started();
         missing = aggregate::missing_results(ctx, &coord.outcome_ok());

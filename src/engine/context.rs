@@ -97,6 +97,10 @@ pub struct BuildContext<'a> {
     pub(crate) cache: Option<crate::cache::Cache>,
     /// The worktrees of `isolation = "worktree"` tasks, when the build has any.
     pub(crate) isolation: Option<super::worktrees::Isolated>,
+    /// The providers' limiters: every agent call takes a permit here.
+    pub(crate) gate: crate::scheduler::Gate,
+    /// Each task's provider in the gate (`None`: a shell or sim task).
+    pub(crate) provider_of: Vec<Option<usize>>,
 }
 
 impl BuildContext<'_> {

@@ -52,6 +52,9 @@ pub(super) struct BuildCoordinator<'a, 'c> {
     pub(super) skipped: Vec<usize>,
     /// The budget, the cost history and what stopped the build.
     pub(super) money: super::budget::Money,
+    /// The scheduler class of each provider, and the limits last handed to them.
+    pub(super) provider_classes: Vec<usize>,
+    pub(super) sent_limits: Vec<usize>,
 }
 
 pub(super) fn task_ref<'x>(ctx: &'x BuildContext, t: usize) -> TaskRef<'x> {
@@ -89,6 +92,8 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
             eventful: false,
             skipped: Vec::new(),
             money: super::budget::Money::new(ctx),
+            provider_classes: Vec::new(),
+            sent_limits: Vec::new(),
         }
     }
 
@@ -435,16 +440,29 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 retries,
                 usage,
             } => {
+                if failure.kind == FailureKind::QuotaStop {
+                    // Its provider stopped: said (and the build stopped) before this ends.
+                    self.provider_news();
+                }
                 self.task_paid(t, usage.cost_usd, None);
                 self.usage.add(&usage);
                 self.rows[t].retries = retries;
-                if failure.kind == FailureKind::Cancelled {
+                if matches!(
+                    failure.kind,
+                    FailureKind::Cancelled | FailureKind::QuotaStop
+                ) {
                     self.rows[t].status = Status::Ready;
                     self.rows[t].end = None;
+                    self.rows[t].waiting_until = None;
                     self.outcome[t] = Some(Outcome::Cancelled);
+                    let why = if failure.kind == FailureKind::QuotaStop {
+                        format!(": {}", failure.message)
+                    } else {
+                        String::new()
+                    };
                     self.log(
                         format!("{agent} Cancelled"),
-                        vec![format!("{id} was stopped before it finished")],
+                        vec![format!("{id} was stopped before it finished{why}")],
                     );
                     self.events.emit(Event::TaskInterrupted {
                         task: task_ref(self.ctx, t),
@@ -514,6 +532,14 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
 
     fn admit(&mut self, t: usize) -> crate::scheduler::Admit {
         self.admit_task(t)
+    }
+
+    fn limits(&mut self) -> Vec<(usize, Option<usize>)> {
+        self.provider_limits()
+    }
+
+    fn stopping(&self) -> bool {
+        matches!(self.money.stop, Some(crate::reporter::Stop::Quota { .. }))
     }
 
     fn cancelling(&mut self, running: &[usize]) {
@@ -635,6 +661,7 @@ pub(super) fn initial_rows(
                 start: prev.and_then(|p| p.start.clone()),
                 end: prev.and_then(|p| p.end.clone()),
                 retries: prev.map(|p| p.retries).unwrap_or(0),
+                waiting_until: None,
             }
         })
         .collect()

@@ -12,7 +12,7 @@
 //! - `coordinator`: the scheduling thread's side: journal, status rows, log, events;
 //! - `aggregate`: `final_output.md`; `prompt`: the task file an agent gets;
 //! - `budget`: what a build may spend, and each agent task's projected cost; `money`: the
-//!   coordinator's side of it;
+//!   coordinator's side of it; `providers`: the providers' limiters, and their news;
 //! - `gone`: instances whose fan-out item went away;
 //! - `migrate`: records of orch before early cutoff carried over, so an upgrade re-runs
 //!   nothing;
@@ -41,6 +41,7 @@ mod migrate;
 mod money;
 mod options;
 mod prompt;
+mod providers;
 mod queue;
 mod readonly;
 mod runner;

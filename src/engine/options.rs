@@ -126,7 +126,7 @@ impl BuildOutcome {
             why.exit_code()
         } else if s.interrupted {
             130
-        } else if s.failed > 0 || s.blocked > 0 || s.interrupted_tasks > 0 {
+        } else if s.failed > 0 || s.blocked > 0 {
             1
         } else if let Some(stop) = &s.stopped_by {
             stop.exit_code()

@@ -19,6 +19,9 @@ pub(super) struct Queue<'g> {
     class_limit: Vec<Option<usize>>,
     lock_ids: Vec<Vec<usize>>,
     lock_count: usize,
+    /// Each task's provider class, and the class of each provider in the gate.
+    providers: Vec<Option<usize>>,
+    provider_classes: Vec<usize>,
 }
 
 impl<'g> Queue<'g> {
@@ -36,6 +39,17 @@ impl<'g> Queue<'g> {
                 .map(|&slurm| if slurm { local + 1 } else { local })
                 .collect()
         });
+        // Provider classes last: limited by the gate, which tells the scheduler as their
+        // limits change.
+        let base = class_limit.len();
+        let limits = ctx.gate.limits();
+        class_limit.extend(limits.iter().map(|&l| Some(l)));
+        let provider_classes = (0..limits.len()).map(|p| base + p).collect();
+        let providers = ctx
+            .provider_of
+            .iter()
+            .map(|p| p.map(|p| base + p))
+            .collect();
         Queue {
             graph: ctx.graph,
             priorities: ctx.plan.tasks.iter().map(|t| t.priority.0).collect(),
@@ -44,7 +58,14 @@ impl<'g> Queue<'g> {
             class_limit,
             lock_ids,
             lock_count,
+            providers,
+            provider_classes,
         }
+    }
+
+    /// The scheduler class of each provider of the gate.
+    pub(super) fn provider_classes(&self) -> Vec<usize> {
+        self.provider_classes.clone()
     }
 
     pub(super) fn scheduler(&self, wanted: &[bool], keep_going: bool) -> Scheduler {
@@ -54,7 +75,7 @@ impl<'g> Queue<'g> {
                 critical: self.graph.critical[t],
                 agent_class: self.classes[t],
                 pool: self.pools.as_ref().map(|p| p[t]),
-                provider: None,
+                provider: self.providers[t],
                 locks: self.lock_ids[t].clone(),
             })
             .collect();

@@ -97,6 +97,8 @@ pub fn read_only_context_from<'a>(
             .caching(plan)
             .then(|| crate::cache::Cache::local_only(&plan.settings.cache, &layout.dir)),
         isolation: None,
+        gate: super::providers::no_gate(),
+        provider_of: vec![None; n],
     };
     for (t, &w) in wanted.iter().enumerate() {
         if !w {

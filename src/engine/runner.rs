@@ -8,12 +8,12 @@ use std::time::Duration;
 use super::context::{BuildContext, DoneInfo};
 use super::exchange::{Resume, TaskDone, TaskMsg, Try};
 use super::prompt::{render_task_file, DepResult};
-use crate::agent::{Failure, FailureKind, Usage};
+use crate::agent::{Failure, FailureKind, Pushback, Usage};
 use crate::clock::{unix_now, Active};
 use crate::disk::{persist_atomic, replace_unsynced, IoResultExt, PathError};
 use crate::fingerprint::{self, FieldName};
 use crate::plan::{Action, AgentSpec, ResultSpec, Task};
-use crate::scheduler::Runner;
+use crate::scheduler::{CallEnd, Next, NoPermit, Runner};
 use crate::state::{SessionRecord, TaskRecord};
 
 impl BuildContext<'_> {
@@ -222,12 +222,31 @@ impl BuildContext<'_> {
         let mut session = self.session_to_resume(t, &parts.value);
         let mut reason = String::from("the build running it was interrupted");
         let mut fresh_retry_used = false;
+        let mut after_quota = false;
         let (reply, warnings, session_id) = loop {
             let attempt = retries + 1;
             let resume = session.as_ref().map(|record| Resume {
                 record,
                 reason: &reason,
             });
+            // An agent call waits for its provider to take one more (see `scheduler::Gate`).
+            let permit = match self.provider_of[t].map(|p| self.gate.acquire(p, self.cancel)) {
+                None => None,
+                Some(Ok(permit)) => {
+                    if std::mem::take(&mut after_quota) {
+                        // The wait is over: the same attempt starts again.
+                        send(TaskMsg::AttemptStarted {
+                            task: t,
+                            attempt: retries + 1,
+                        });
+                    }
+                    Some(permit)
+                }
+                Some(Err(NoPermit::Cancelled)) => {
+                    return fail(Failure::new(FailureKind::Cancelled, "cancelled"), retries)
+                }
+                Some(Err(NoPermit::Stopped)) => return fail(quota_stopped(), retries),
+            };
             let end = self.attempt(
                 t,
                 &Try {
@@ -238,6 +257,7 @@ impl BuildContext<'_> {
                 },
                 send,
             );
+            let next = permit.map(|p| p.end(call_end(&end.result)));
             let resumed = resume.is_some();
             total.borrow_mut().add(&end.usage);
             let mut last = end.session;
@@ -265,13 +285,28 @@ impl BuildContext<'_> {
                         message: format!("{}; starting a new session", f.message),
                     });
                 }
+                Err(_) if next == Some(Next::QuotaStop) => {
+                    return fail(quota_stopped(), retries);
+                }
+                Err(f) if next == Some(Next::QuotaWait) && !self.cancel.is_cancelled() => {
+                    // The usage limit resets at a known time: the next permit comes then.
+                    // Waiting is not an attempt, so it costs none of the task's retries.
+                    session = last.filter(|r| r.resumable);
+                    reason = self.redactor.redact(&f.message);
+                    after_quota = true;
+                }
                 Err(f) => {
-                    let f = Failure::new(f.kind, self.redactor.redact(&f.message));
+                    let f = Failure {
+                        message: self.redactor.redact(&f.message),
+                        ..f
+                    };
                     if attempt >= attempts || !f.retryable() || self.cancel.is_cancelled() {
                         return fail(f, retries);
                     }
-                    // Load-related failures back off; others are retried at once.
-                    let delay = if f.kind == FailureKind::Transient {
+                    // Load-related failures back off, unless the provider's limiter now
+                    // paces the retry (its limit was cut, or it said when to call again);
+                    // others are retried at once.
+                    let delay = if f.kind == FailureKind::Transient && next != Some(Next::Paced) {
                         self.backoff(attempt, started.elapsed().as_nanos() as u64 ^ t as u64)
                     } else {
                         Duration::ZERO
@@ -434,6 +469,31 @@ impl BuildContext<'_> {
             && &record.fingerprint == fingerprint)
             .then(|| record.clone())
     }
+}
+
+/// What a call's result says to its provider's limiter.
+fn call_end(result: &Result<crate::agent::Reply, Failure>) -> CallEnd<'_> {
+    match result {
+        Ok(_) => CallEnd::Succeeded,
+        Err(f) => match f.pushback {
+            Some(Pushback::Refused { retry_after }) => CallEnd::Refused {
+                retry_after,
+                reason: &f.message,
+            },
+            Some(Pushback::Quota { until }) => CallEnd::Quota {
+                until,
+                reason: &f.message,
+            },
+            None => CallEnd::Other,
+        },
+    }
+}
+
+fn quota_stopped() -> Failure {
+    Failure::new(
+        FailureKind::QuotaStop,
+        "stopped: its provider's usage limit resets past max_quota_wait",
+    )
 }
 
 /// A number in [0, 1) from a seed (splitmix64), for backoff jitter.

@@ -27,6 +27,8 @@ pub struct RowState {
     pub start: Option<String>,
     pub end: Option<String>,
     pub retries: u32,
+    /// `HH:MM` a task waiting for quota waits until.
+    pub waiting_until: Option<String>,
 }
 
 pub struct PlanDoc {
@@ -241,6 +243,7 @@ impl PlanDoc {
                 start: row.start.clone(),
                 end: row.end.clone(),
                 retries: row.retries,
+                until: row.waiting_until.clone(),
             })
             .collect()
     }
@@ -357,6 +360,7 @@ mod tests {
             start: None,
             end: None,
             retries: 0,
+            waiting_until: None,
         }];
         doc.touch();
         doc.maybe_write(&plan, &ids, &rows).unwrap();

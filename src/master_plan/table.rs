@@ -16,6 +16,8 @@ pub struct StatusRow {
     pub start: Option<String>,
     pub end: Option<String>,
     pub retries: u32,
+    /// What a task waiting for quota waits until (`15:00`), shown beside its status.
+    pub until: Option<String>,
 }
 
 pub const TABLE_HEADER: &str =
@@ -31,6 +33,10 @@ pub fn render_table(rows: &[StatusRow]) -> String {
     out.push_str(TABLE_HEADER);
     out.push_str("\n|---------|------------------|-------|--------|----------|------|-------|-----|---------|\n");
     for r in rows {
+        let status = match &r.until {
+            Some(until) => format!("{} until {until}", r.status.symbol()),
+            None => r.status.symbol().to_string(),
+        };
         let deps = if r.deps.is_empty() {
             "None".to_string()
         } else {
@@ -41,7 +47,7 @@ pub fn render_table(rows: &[StatusRow]) -> String {
             cell(&r.id),
             cell(&r.title),
             r.agent,
-            r.status.symbol(),
+            status,
             r.priority,
             cell(&deps),
             r.start.as_deref().unwrap_or("-"),
@@ -126,6 +132,7 @@ pub fn rows_from_store(plan: &Plan, store: &StateStore) -> Vec<StatusRow> {
                 start: rec.and_then(|r| r.start.clone()),
                 end: rec.and_then(|r| r.end.clone()),
                 retries: rec.map(|r| r.retries).unwrap_or(0),
+                until: None,
             }
         })
         .collect()
@@ -147,6 +154,7 @@ mod tests {
             start: Some("10:00:00".into()),
             end: Some("10:01:00".into()),
             retries: 0,
+            until: None,
         }];
         let t = render_table(&rows);
         assert!(t.starts_with(TABLE_HEADER));

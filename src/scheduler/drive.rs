@@ -37,6 +37,11 @@ pub trait Coordinator<M, D> {
     fn admit(&mut self, _task: usize) -> Admit {
         Admit::Start
     }
+    /// Whether the build stops starting tasks though nothing failed (a provider's usage
+    /// limit resets too late): a task that ends unsuccessful then is stopped, not failed.
+    fn stopping(&self) -> bool {
+        false
+    }
     /// Class limits that changed since last asked (a provider's, as it answers), with
     /// their new value; asked before tasks are handed out.
     fn limits(&mut self) -> Vec<(usize, Option<usize>)> {
@@ -98,6 +103,9 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
         notice_cancel(sched, coord);
         for (c, limit) in coord.limits() {
             sched.set_limit(c, limit);
+        }
+        if coord.stopping() {
+            sched.stop();
         }
         while sched.running() < jobs {
             let Some(t) = sched.next_task() else { break };
@@ -177,7 +185,7 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
             match event {
                 Ok(WorkerEvent::Done(t, d)) => {
                     let ok = coord.finished(t, d);
-                    if !ok && cancel.is_cancelled() {
+                    if !ok && (cancel.is_cancelled() || coord.stopping()) {
                         // Stopped by the user, not failed: dependents are "not started",
                         // not blocked by a failure.
                         sched.abandon(t);

@@ -5,10 +5,16 @@
 //! pool with any [`Runner`], handing results to a [`Coordinator`] on the calling thread, so
 //! tests can drive the real scheduler with a fake runner.
 //!
-//! The bookkeeping is `queue`'s, the loop `drive`'s.
+//! The bookkeeping is `queue`'s, the loop `drive`'s. Each provider's calls are paced by a
+//! [`Limiter`] (how many at once, adapted to its refusals and resets), shared between the
+//! workers and the scheduling thread through the [`Gate`].
 
 mod drive;
+mod gate;
+mod limiter;
 mod queue;
 
 pub use drive::{drive, Admit, Coordinator, Runner};
+pub use gate::{CallEnd, Gate, News, Next, NoPermit, Permit};
+pub use limiter::{Change, Limiter};
 pub use queue::{NodeState, SchedTask, Scheduler};

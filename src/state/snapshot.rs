@@ -25,6 +25,8 @@ pub enum Status {
     Queued,
     /// Ran in a worktree, and its change did not merge (its branch is kept).
     Conflict,
+    /// Started, and waiting for its provider's usage limit to reset.
+    QuotaWait,
 }
 
 impl Status {
@@ -38,6 +40,7 @@ impl Status {
             Status::Skipped => "⏭️",
             Status::Queued => "⏳",
             Status::Conflict => "🔀",
+            Status::QuotaWait => "⌛",
         }
     }
 
@@ -51,6 +54,7 @@ impl Status {
             Status::Skipped => "skipped",
             Status::Queued => "queued",
             Status::Conflict => "conflict",
+            Status::QuotaWait => "waiting for quota",
         }
     }
 
@@ -69,6 +73,9 @@ impl Status {
             _ if c.starts_with('⏭') || lower == "skipped" => Status::Skipped,
             _ if c.starts_with('⏳') || lower == "queued" => Status::Queued,
             _ if c.starts_with('🔀') || lower == "conflict" => Status::Conflict,
+            _ if c.starts_with('⌛') || lower.starts_with("waiting for quota") => {
+                Status::QuotaWait
+            }
             _ => return None,
         })
     }
@@ -147,10 +154,10 @@ pub struct Snapshot {
 const SNAPSHOT_MAGIC: &[u8; 8] = b"ORCHST01";
 
 /// Statuses by their number in the snapshot: new ones go at the end.
-const STATUSES: [Status; 8] = {
+const STATUSES: [Status; 9] = {
     use Status::*;
     [
-        Completed, Running, Ready, Waiting, Failed, Skipped, Queued, Conflict,
+        Completed, Running, Ready, Waiting, Failed, Skipped, Queued, Conflict, QuotaWait,
     ]
 };
 
@@ -380,6 +387,7 @@ pub(crate) mod tests {
         assert_eq!(Status::parse("⏸️"), Some(Status::Waiting));
         assert_eq!(Status::parse("✅"), Some(Status::Completed));
         assert_eq!(Status::parse("⏳ queued"), Some(Status::Queued));
+        assert_eq!(Status::parse("⌛ until 15:00"), Some(Status::QuotaWait));
         assert_eq!(Status::parse("??"), None);
     }
 }

@@ -1,0 +1,277 @@
+//! How many calls one provider gets at once, adapted to what it answers: pure state over
+//! instants the caller passes in, so tests drive it with a fake clock.
+//!
+//! A provider starts at its maximum (`-j`, or its agents' `max_parallel`): a build whose
+//! provider never pushes back runs as it did without a limiter. On a call refused for load
+//! (429, 529, `overloaded`), the limit halves (not below 1), and is never more than the
+//! calls that were in flight beside the refused one: a burst of refusals of calls that were
+//! started before the cut (which say nothing new) only brings it down to what the provider
+//! admitted, not by half again each. After a cut the limit climbs back by one per success
+//! to the last level known to work (the ceiling), then by one after a run of successes (a
+//! probe); a probe refused doubles the run the next one waits for (up to
+//! [`PROBE_RUN_MAX`]). A retry-after or a usage-limit reset holds the provider at 0 until
+//! then.
+
+use std::time::{Duration, Instant};
+
+/// Successes before the first probe above the ceiling.
+pub const PROBE_RUN: u32 = 8;
+/// The longest run a probe waits for: a limit learnt early is re-tried now and then.
+pub const PROBE_RUN_MAX: u32 = 256;
+
+/// A change of the limit, for the build's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Cut { from: usize, to: usize },
+    Raised { from: usize, to: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    max: usize,
+    limit: usize,
+    /// The highest limit that worked since the last cut: climbed back to quickly.
+    ceiling: Option<usize>,
+    streak: u32,
+    probe_run: u32,
+    /// The limit is above the ceiling because a probe raised it.
+    probing: bool,
+    last_cut: Option<Instant>,
+    hold_until: Option<Instant>,
+}
+
+impl Limiter {
+    /// A provider allowed `max` calls at once, starting at `start` (what an earlier build
+    /// learnt), else at `max`.
+    pub fn new(max: usize, start: Option<usize>) -> Limiter {
+        let max = max.max(1);
+        let limit = start.unwrap_or(max).clamp(1, max);
+        Limiter {
+            max,
+            limit,
+            ceiling: (limit < max).then_some(limit),
+            streak: 0,
+            probe_run: PROBE_RUN,
+            probing: false,
+            last_cut: None,
+            hold_until: None,
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Calls allowed at once at `now`: 0 while held.
+    pub fn limit(&self, now: Instant) -> usize {
+        if self.held_until(now).is_some() {
+            0
+        } else {
+            self.limit
+        }
+    }
+
+    /// The limit it returns to when no longer held.
+    pub fn base_limit(&self) -> usize {
+        self.limit
+    }
+
+    /// When a hold in force at `now` ends.
+    pub fn held_until(&self, now: Instant) -> Option<Instant> {
+        self.hold_until.filter(|&t| t > now)
+    }
+
+    /// Holds every call until `until` (a retry-after, a usage-limit reset).
+    pub fn hold(&mut self, until: Instant) {
+        self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
+    }
+
+    /// A call succeeded.
+    pub fn success(&mut self) -> Option<Change> {
+        self.streak += 1;
+        if self.limit >= self.max {
+            return None;
+        }
+        let below_ceiling = self.ceiling.is_some_and(|c| self.limit < c);
+        if !below_ceiling && self.streak < self.probe_run {
+            return None;
+        }
+        let from = self.limit;
+        if !below_ceiling {
+            // A probe past what is known to work; that is where a refusal sends it back.
+            self.probing = true;
+            self.ceiling = Some(from);
+        }
+        self.limit += 1;
+        self.streak = 0;
+        Some(Change::Raised {
+            from,
+            to: self.limit,
+        })
+    }
+
+    /// A call that started at `started` was refused for load at `now`, with `in_flight`
+    /// calls (itself included) out; `retry_after` if the provider said when to call again.
+    pub fn refused(
+        &mut self,
+        now: Instant,
+        started: Instant,
+        in_flight: usize,
+        retry_after: Option<Duration>,
+    ) -> Option<Change> {
+        if let Some(d) = retry_after {
+            self.hold(now + d);
+        }
+        let from = self.limit;
+        let beside = in_flight.saturating_sub(1).max(1);
+        let stale = self.last_cut.is_some_and(|cut| started < cut);
+        let to = if stale {
+            // Refused in the same burst: the provider admitted at most the calls beside it.
+            self.limit.min(beside)
+        } else {
+            if self.probing {
+                self.probe_run = (self.probe_run * 2).min(PROBE_RUN_MAX);
+            }
+            self.last_cut = Some(now);
+            (self.limit.min(in_flight.max(1)) / 2).clamp(1, beside)
+        };
+        self.probing = false;
+        self.streak = 0;
+        // What it comes down to is what worked before: the climb back is quick up to there.
+        self.ceiling = Some(
+            self.ceiling
+                .map_or(beside, |c| c.min(beside))
+                .max(to)
+                .min(self.max),
+        );
+        self.limit = to;
+        (to != from).then_some(Change::Cut { from, to })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake clock: instants at whole milliseconds from one origin.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn at(&self, ms: u64) -> Instant {
+            self.0 + Duration::from_millis(ms)
+        }
+    }
+
+    fn clock() -> Clock {
+        Clock(Instant::now())
+    }
+
+    #[test]
+    fn a_provider_that_never_pushes_back_keeps_its_maximum() {
+        let mut l = Limiter::new(16, None);
+        for _ in 0..100 {
+            assert_eq!(l.success(), None);
+        }
+        assert_eq!(l.limit(clock().at(0)), 16);
+    }
+
+    #[test]
+    fn a_refusal_halves_the_limit_and_a_burst_of_them_stops_at_what_was_admitted() {
+        let c = clock();
+        let mut l = Limiter::new(16, None);
+        // 16 calls started at 0; 4 admitted, 12 refused one after another.
+        assert_eq!(
+            l.refused(c.at(10), c.at(0), 16, None),
+            Some(Change::Cut { from: 16, to: 8 })
+        );
+        let mut in_flight = 15;
+        for _ in 0..11 {
+            l.refused(c.at(20), c.at(0), in_flight, None);
+            in_flight -= 1;
+        }
+        assert_eq!(l.limit(c.at(30)), 4, "the 4 beside the last refusal");
+        // A fresh refusal (a call started after the cut) halves again, never below 1.
+        assert_eq!(
+            l.refused(c.at(40), c.at(35), 4, None),
+            Some(Change::Cut { from: 4, to: 2 })
+        );
+        l.refused(c.at(50), c.at(45), 2, None);
+        l.refused(c.at(60), c.at(55), 1, None);
+        assert_eq!(l.limit(c.at(70)), 1);
+    }
+
+    #[test]
+    fn after_a_cut_it_climbs_back_quickly_to_the_ceiling_then_probes_after_runs() {
+        let c = clock();
+        let mut l = Limiter::new(16, None);
+        // 5 in flight when one is refused: 4 worked.
+        l.refused(c.at(0), c.at(0), 5, None);
+        assert_eq!(l.limit(c.at(1)), 2);
+        assert!(matches!(l.success(), Some(Change::Raised { to: 3, .. })));
+        assert!(matches!(l.success(), Some(Change::Raised { to: 4, .. })));
+        // At the ceiling: a probe only after a run.
+        for _ in 0..PROBE_RUN - 1 {
+            assert_eq!(l.success(), None);
+        }
+        assert_eq!(l.success(), Some(Change::Raised { from: 4, to: 5 }));
+        // The probe refused: back down, and the next probe waits twice as long.
+        l.refused(c.at(100), c.at(90), 5, None);
+        assert_eq!(l.limit(c.at(101)), 2);
+        l.success();
+        l.success();
+        assert_eq!(l.limit(c.at(102)), 4, "quickly back to the ceiling");
+        let mut run = 0;
+        while l.success().is_none() {
+            run += 1;
+            assert!(run < 1000);
+        }
+        assert_eq!(run + 1, 2 * PROBE_RUN);
+    }
+
+    #[test]
+    fn never_above_the_maximum() {
+        let c = clock();
+        let mut l = Limiter::new(3, None);
+        l.refused(c.at(0), c.at(0), 3, None);
+        for _ in 0..10_000 {
+            l.success();
+        }
+        assert_eq!(l.limit(c.at(1)), 3);
+        assert_eq!(Limiter::new(3, Some(10)).limit(c.at(0)), 3);
+        assert_eq!(Limiter::new(3, Some(0)).limit(c.at(0)), 1);
+    }
+
+    #[test]
+    fn a_retry_after_or_a_reset_holds_the_provider_at_zero_until_then() {
+        let c = clock();
+        let mut l = Limiter::new(8, None);
+        l.refused(c.at(0), c.at(0), 1, Some(Duration::from_secs(2)));
+        assert_eq!(l.limit(c.at(1_999)), 0);
+        assert_eq!(l.held_until(c.at(1_000)), Some(c.at(2_000)));
+        assert_eq!(
+            l.limit(c.at(2_000)),
+            1,
+            "then its limit (1 in flight, cut to 1)"
+        );
+        // A later reset extends the hold; an earlier one does not shorten it.
+        l.hold(c.at(60_000));
+        l.hold(c.at(30_000));
+        assert_eq!(l.held_until(c.at(10_000)), Some(c.at(60_000)));
+        assert_eq!(l.limit(c.at(60_001)), 1);
+    }
+
+    #[test]
+    fn a_limit_learnt_before_is_where_it_starts_and_what_it_climbs_from() {
+        let mut l = Limiter::new(16, Some(4));
+        let now = Instant::now();
+        assert_eq!(l.limit(now), 4);
+        for _ in 0..PROBE_RUN - 1 {
+            assert_eq!(
+                l.success(),
+                None,
+                "4 is its ceiling: probes only after a run"
+            );
+        }
+        assert_eq!(l.success(), Some(Change::Raised { from: 4, to: 5 }));
+    }
+}
