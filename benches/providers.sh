@@ -24,6 +24,7 @@ WORK=${WORK:-2}
 PER_MINUTE=${PER_MINUTE:-120}
 MODES=${MODES:-concurrent rate}
 WORK_DIR=${WORK_DIR:-$(mktemp -d)}
+mkdir -p "$WORK_DIR"
 [[ -x $ORCH ]] || { echo "build orch first: cargo build --release" >&2; exit 1; }
 
 MOCK_PID=
