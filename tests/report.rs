@@ -30,6 +30,9 @@ preset = "claude"
 command = ["{fake}"]
 env = {{ FAKE_MODE = "overload_json:2", FAKE_SLEEP = "0.2" }}
 retries = 3
+# A provider of its own: alone there, its overloads back off (beside the other claude tasks
+# they would cut the shared limit, and the limiter, not a backoff, would pace the retries).
+provider = "flaky-api"
 
 [tasks.design]
 title = "Sketch the design"
