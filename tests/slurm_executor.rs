@@ -9,7 +9,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::slurm::SlurmCluster;
 use common::{Project, Run};
@@ -165,7 +165,6 @@ run = "echo started > started.txt; sleep 120"
 timeout = "2s"
 "#,
     );
-    let began = Instant::now();
     let run = orch(&c, &p, &["build"]);
     assert_eq!(run.code(), 1);
     assert!(
@@ -174,13 +173,10 @@ timeout = "2s"
         run.stderr()
     );
     assert!(p.exists("started.txt"), "the job ran before it timed out");
-    // Slurm's own limit would take a minute or more; orch's is its own.
-    assert!(
-        began.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        began.elapsed()
-    );
     assert!(c.queued_named("orch-to-").is_empty(), "cancel waited for");
+    // Cancelled by orch's timeout: the job has no Slurm time limit, which would have ended
+    // it as TIMEOUT (and a minute or more later), not a wall-clock bound that a loaded
+    // machine could miss.
     let id = journaled_jobs(&p)[0].1;
     assert_eq!(c.job_state(id).as_deref(), Some("CANCELLED"));
 }
@@ -381,7 +377,10 @@ fn steps_run_in_one_allocation_that_ends_with_the_build() {
             ("reaped".to_string(), alloc)
         ]
     );
-    assert_eq!(c.job_info(alloc).unwrap()["JobName"], "orch-allocation");
+    let info = c.job_info(alloc).unwrap();
+    assert_eq!(info["JobName"], "orch-allocation");
+    // The node had room: salloc granted it at once, no batch job waited for the scheduler.
+    assert_eq!(info["BatchFlag"], "0", "{info:?}");
     assert!(c.squeue_jobs().iter().all(|j| j.id != alloc));
     assert_eq!(c.job_state(alloc).as_deref(), Some("CANCELLED"));
 }

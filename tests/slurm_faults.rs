@@ -2,7 +2,8 @@
 //! cancel every job of the run (waited for, exit 130); a SIGKILLed orch's jobs are cancelled
 //! by its crash guard, or, with the guard killed too, by the next build from the journal, which
 //! runs only what had not finished; a drained node holds new jobs in the queue (shown as queued)
-//! until it is resumed; a node that goes down fails its job, which is retried.
+//! until it is resumed, and steps wait for their allocation, queued as a batch job when salloc
+//! finds no room; a node that goes down fails its job, which is retried.
 
 mod common;
 
@@ -257,6 +258,42 @@ fn a_drained_node_holds_new_jobs_queued_until_it_is_resumed() {
     );
     assert_eq!(b_states.last().unwrap().0, "running", "{b_states:?}");
     assert_eq!(c.ended_states("orch-dr-a"), ["COMPLETED"]);
+}
+
+#[test]
+fn steps_wait_for_their_allocation_queued_while_the_node_is_drained() {
+    let c = SlurmCluster::start();
+    let node = c.node().to_string();
+    c.run(
+        "scontrol",
+        &[
+            "update",
+            &format!("nodename={node}"),
+            "state=drain",
+            "reason=orch-test",
+        ],
+    );
+    let p = Project::new(&slurm_plan(
+        "launch = \"step\"\n[tasks.qa-a]\nrun = \"echo $SLURM_JOB_ID > a.txt\"\noutputs = [\"a.txt\"]\n",
+    ));
+    // No room now: salloc is refused, so the allocation is a batch job left in the queue.
+    let b = Background::start(&c, &p, &["build"]);
+    wait_for("the allocation queued", Duration::from_secs(60), || {
+        c.queued_named("orch-allocation")
+            .iter()
+            .any(|j| j.state == "PENDING")
+    });
+    c.run(
+        "scontrol",
+        &["update", &format!("nodename={node}"), "state=resume"],
+    );
+    let (code, _, err) = b.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{err}");
+    let alloc: u64 = p.read("a.txt").trim().parse().unwrap();
+    let info = c.job_info(alloc).unwrap();
+    assert_eq!(info["JobName"], "orch-allocation");
+    assert_eq!(info["BatchFlag"], "1", "the queued holder job: {info:?}");
+    assert!(c.queued_named("orch-").is_empty(), "{:?}", c.squeue_jobs());
 }
 
 #[test]

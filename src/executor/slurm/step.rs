@@ -26,6 +26,9 @@ use crate::executor::local::Local;
 const HOLDER_SCRIPT: &str =
     "#!/bin/sh\n# orch: an allocation for steps\nwhile :; do sleep 86400; done\n";
 
+/// How often the queue is asked whether the allocation runs yet, while steps wait for it.
+const ALLOCATION_START_POLL: Duration = Duration::from_millis(100);
+
 pub(super) struct Allocation {
     spec: AllocationSpec,
     state: Mutex<AllocState>,
@@ -81,7 +84,10 @@ impl Allocation {
                 }
                 let job = h.job;
                 drop(st);
-                match cluster.monitor.state(job, cluster.monitor.poll()) {
+                // Every step waits on this one job: learn its start sooner than the poll
+                // interval would (one `squeue` of the build's jobs each time, while it waits).
+                let fresh = cluster.monitor.poll().min(ALLOCATION_START_POLL);
+                match cluster.monitor.state(job, fresh) {
                     Seen::Is(State::Running(node)) => {
                         let mut st = self.state.lock().unwrap();
                         if let Some(h) = st.held.as_mut().filter(|h| h.job == job) {
@@ -120,7 +126,7 @@ impl Allocation {
             if let Some(g) = guard {
                 g.start_if_needed();
             }
-            let submitted = cli::submit(&self.holder_args(cluster), HOLDER_SCRIPT);
+            let submitted = self.request(cluster);
             let mut st = self.state.lock().unwrap();
             st.submitting = false;
             self.changed.notify_all();
@@ -140,22 +146,28 @@ impl Allocation {
         }
     }
 
-    fn holder_args(&self, cluster: &Cluster) -> Vec<String> {
+    /// A new allocation: granted at once by `salloc` when the cluster has room now (the batch
+    /// scheduler would start a holder job a second or more later, and every step waits for
+    /// it), else a holder batch job, queued until there is room.
+    fn request(&self, cluster: &Cluster) -> io::Result<u64> {
+        let mut common = vec!["--job-name=orch-allocation".to_string(), cluster.comment()];
+        if let Some(p) = &self.spec.partition {
+            common.push(format!("--partition={p}"));
+        }
+        if let Some(t) = self.spec.time_minutes {
+            common.push(format!("--time={t}"));
+        }
+        common.extend(self.spec.args.iter().cloned());
+        if let Some(job) = cli::allocate_now(&common)? {
+            return Ok(job);
+        }
         let mut args = vec![
-            "--job-name=orch-allocation".to_string(),
-            cluster.comment(),
             format!("--chdir={}", cluster.config.work_dir.display()),
             "--output=/dev/null".to_string(),
             "--no-requeue".to_string(),
         ];
-        if let Some(p) = &self.spec.partition {
-            args.push(format!("--partition={p}"));
-        }
-        if let Some(t) = self.spec.time_minutes {
-            args.push(format!("--time={t}"));
-        }
-        args.extend(self.spec.args.iter().cloned());
-        args
+        args.extend(common);
+        cli::submit(&args, HOLDER_SCRIPT)
     }
 
     /// A step of `job` ended.
