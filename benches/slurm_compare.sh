@@ -97,7 +97,8 @@ log "$N tasks of ${SLEEP}s, $LAYERS layers (critical path $CRITICAL tasks), $slo
 orchfile_for() { # mode -> the generated Orchfile with the Slurm settings of that mode
     local settings
     case $1 in
-        orch-step) settings=$'[settings]\nexecutor = "slurm"\n[settings.slurm]\nlaunch = "step"\nmax_jobs = '"$slots" ;;
+        # The allocation is the whole node, so its steps share its CPUs as the batch jobs do.
+        orch-step) settings=$'[settings]\nexecutor = "slurm"\n[settings.slurm]\nlaunch = "step"\nmax_jobs = '"$slots"$'\nallocation = ["--cpus-per-task='"$cpus"$'"]' ;;
         orch-batch) settings=$'[settings]\nexecutor = "slurm"\n[settings.slurm]\nmax_jobs = 100' ;;
     esac
     python3 - "$tree/Orchfile.toml" "$settings" <<'EOF'
@@ -129,6 +130,7 @@ run_mode() { # mode round -> "seconds submit_median_ms submit_p90_ms" on stdout
             ;;
     esac
     ended=$EPOCHREALTIME
+    cp "$calls" "$dir/calls.log"
     python3 "$here/gen_graph.py" --verify "$dir" || die "$mode left stale outputs"
     python3 - "$calls" "$started" "$ended" "$SLEEP" "$mode" <<'EOF'
 import statistics, sys
@@ -140,6 +142,14 @@ for line in open(calls):
 # A step's submit latency is srun's time beyond the task's own work; a batch job's is sbatch's.
 per_task = [x - sleep * 1000 for x in lat["srun"]] if mode == "orch-step" else lat["sbatch"]
 per_task = [x for x in per_task if x >= 0] or [0]
+if mode == "orch-step" and lat["srun"]:
+    # Where a step build's time goes: slot time spent in srun (the work and Slurm's cost
+    # per step) against slot time outside it (waiting for the allocation, orch between steps).
+    in_srun = sum(lat["srun"]) / 1000
+    print(f"{mode}: {len(lat['srun'])} steps, {in_srun:.1f} slot-s in srun "
+          f"({in_srun - len(lat['srun']) * sleep:.1f} s beyond the work), "
+          f"first srun {min(float(l.split()[1]) for l in open(calls) if l.startswith('srun')) - started:.2f} s after the start",
+          file=sys.stderr)
 q = statistics.quantiles(per_task, n=10) if len(per_task) > 1 else per_task * 9
 print(f"{ended - started:.2f} {statistics.median(per_task):.0f} {q[8]:.0f}")
 EOF
