@@ -76,7 +76,7 @@ fn field_label(name: &str) -> &str {
         "prompt" => "prompt",
         "run" => "run command",
         "agent" => "agent",
-        "env" => "env names",
+        "env" => "env",
         "verify" => "verify command",
         "inputs" => "declared inputs",
         "outputs" => "declared outputs",

@@ -145,8 +145,9 @@ pub fn definition_fields(
         for c in crate::agent::command_line(a, &crate::agent::Call::at(level)) {
             agent_digest.part(c.as_bytes());
         }
-        for k in a.env.keys() {
+        for (k, v) in &a.env {
             agent_digest.part(format!("env:{k}").as_bytes());
+            agent_digest.part(v.as_bytes());
         }
     }
     // An instance's item is part of what it does, wherever its definition uses it (a prompt
@@ -165,12 +166,30 @@ pub fn definition_fields(
         prompt_digest,
         one(run),
         agent_digest.finish(),
-        list(&mut task.env.keys()),
+        env_digest(&task.env),
         one(task.verify.as_deref().unwrap_or("").as_bytes()),
         list(&mut task.inputs.iter()),
         list(&mut task.outputs.iter()),
     ];
     Ok(std::array::from_fn(|i| (DEFINITION_FIELDS[i], digests[i])))
+}
+
+/// A task's `env` table, names and values (as Turborepo and Bazel key an action by the
+/// values of the variables it declares): two tasks, or two runs, that differ only in a value
+/// do not share a fingerprint, so the cache never restores one's outputs for the other. Only
+/// this digest is kept, never a value, so a secret in the table is not written anywhere.
+/// The process's own environment is not declared and is left out: a rotated API key
+/// exported in the shell re-runs nothing.
+fn env_digest(env: &indexmap::IndexMap<String, String>) -> Digest {
+    // By name: the table's order in the Orchfile changes nothing.
+    let mut vars: Vec<(&String, &String)> = env.iter().collect();
+    vars.sort_unstable();
+    let mut h = Pieces::new();
+    for (name, value) in vars {
+        h.part(name.as_bytes());
+        h.part(value.as_bytes());
+    }
+    h.finish()
 }
 
 /// What one finished dep hands its dependents (contract v2, "early cutoff"): the hashes of
