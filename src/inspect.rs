@@ -469,8 +469,13 @@ fn quiet_reruns(
             let dep = ctx.previous[d].as_ref()?;
             (dep.finished_at > prev.finished_at).then(|| {
                 format!(
-                    "dep {} re-ran since ({}), outputs unchanged",
+                    "dep {} {} since ({}), outputs unchanged",
                     ctx.task(d).id,
+                    if dep.restored {
+                        "was restored from cache"
+                    } else {
+                        "re-ran"
+                    },
                     Stamp::from_unix(dep.finished_at).date_time()
                 )
             })

@@ -58,7 +58,7 @@ fn a_dep_that_reruns_with_the_same_outputs_does_not_rerun_its_dependents() {
     // The log of master_plan.md says so too.
     assert!(p
         .read(".orchestrator/master_plan.md")
-        .contains("b not run: a re-ran and handed over the same outputs and result"));
+        .contains("b not run: dep a re-ran and handed over the same outputs and result"));
 
     // Outputs that do change still reach every dependent.
     p.clear("ran.log");

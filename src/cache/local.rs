@@ -3,6 +3,7 @@
 //! ```text
 //! cache/cas/ab/ab12...   one blob per content, named by its blake3 (64 hex digits)
 //! cache/ac/cd34....json  one action record per task fingerprint (see `record`)
+//! cache/tmp/             blobs being copied in, renamed into cas/ once hashed
 //! ```
 //!
 //! Entries are written to a temp file and renamed in, so a reader sees a whole file or none;
@@ -13,10 +14,11 @@
 //! keeping an index that a crash could tear.
 
 use std::ffi::CString;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::blob_io::{copy_hashing, Copied, CopyError, Hashes, TempFile};
 use super::key::{is_hex64, ActionKey};
 use super::record::ActionRecord;
 use crate::disk::replace_unsynced;
@@ -24,6 +26,13 @@ use crate::disk::replace_unsynced;
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     pub dir: PathBuf,
+}
+
+/// A blob copied into the store's temp directory, hashed, not yet named.
+#[derive(Debug)]
+pub struct StagedBlob {
+    tmp: TempFile,
+    pub copied: Copied,
 }
 
 /// What `orch cache stats` shows.
@@ -74,25 +83,24 @@ impl LocalStore {
         replace_unsynced(&path, &record.to_json())
     }
 
-    /// The blob with this blake3, checked against it: `Ok(None)` when absent, `Err` when
-    /// damaged (it is removed). Marks it used.
-    pub fn blob(&self, blake3: &str) -> Result<Option<Vec<u8>>, String> {
-        if !is_hex64(blake3) {
-            return Ok(None);
-        }
-        let path = self.blob_path(blake3);
-        let Ok(bytes) = std::fs::read(&path) else {
-            return Ok(None);
-        };
-        if blake3::hash(&bytes).to_hex().as_str() != blake3 {
-            let _ = std::fs::remove_file(&path);
-            return Err(format!(
-                "blob {} in the local cache does not hash to its name (removed)",
-                &blake3[..12]
-            ));
-        }
+    /// The stored blob with this blake3, unchecked (whoever copies it out checks it on the
+    /// way), marked used; `None` when absent.
+    pub fn open_blob(&self, blake3: &str) -> Option<std::fs::File> {
+        let path = self.blob_file(blake3)?;
+        let file = std::fs::File::open(&path).ok()?;
         touch(&path);
-        Ok(Some(bytes))
+        Some(file)
+    }
+
+    pub fn has_blob(&self, blake3: &str) -> bool {
+        self.blob_file(blake3).is_some_and(|p| p.is_file())
+    }
+
+    /// Removes a blob found damaged.
+    pub fn remove_blob(&self, blake3: &str) {
+        if let Some(p) = self.blob_file(blake3) {
+            let _ = std::fs::remove_file(p);
+        }
     }
 
     /// The path of a stored blob, unchecked (the uploader reads it; the remote reader checks).
@@ -100,16 +108,28 @@ impl LocalStore {
         is_hex64(blake3).then(|| self.blob_path(blake3))
     }
 
-    /// Stores a blob under its blake3 (the caller's, already computed); one already there
-    /// is kept, only marked used.
-    pub fn put_blob(&self, blake3: &str, bytes: &[u8]) -> io::Result<()> {
-        let path = self.blob_path(blake3);
+    /// Copies `src` (at most `limit` bytes) into a temp file of the store, hashing it on the
+    /// way; [`LocalStore::commit_blob`] names it by its content, dropping it forgets it.
+    pub fn stage_blob(
+        &self,
+        src: &mut dyn Read,
+        limit: u64,
+        hashes: Hashes,
+    ) -> Result<StagedBlob, CopyError> {
+        let mut tmp = TempFile::new_in(&self.dir.join("tmp"), "blob").map_err(CopyError::Write)?;
+        let copied = copy_hashing(src, &mut tmp.file, limit, hashes)?;
+        Ok(StagedBlob { tmp, copied })
+    }
+
+    /// A staged blob kept under its blake3; one already there is kept, only marked used.
+    pub fn commit_blob(&self, staged: StagedBlob) -> io::Result<()> {
+        let path = self.blob_path(&staged.copied.digests.blake3);
         if path.is_file() {
             touch(&path);
             return Ok(());
         }
         std::fs::create_dir_all(path.parent().unwrap())?;
-        replace_unsynced(&path, bytes)
+        staged.tmp.persist(&path)
     }
 
     /// Every entry: (last used, size, path).
@@ -189,7 +209,7 @@ fn touch(path: &Path) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cache::key::BlobDigests;
     use crate::cache::record::{CachedFile, RECORD_VERSION};
@@ -219,23 +239,44 @@ mod tests {
         }
     }
 
+    /// Stores `bytes` as a blob: their digests.
+    pub(crate) fn put(store: &LocalStore, bytes: &[u8]) -> BlobDigests {
+        let staged = store
+            .stage_blob(&mut &bytes[..], u64::MAX, Hashes::Both)
+            .unwrap();
+        let d = staged.copied.digests.clone();
+        store.commit_blob(staged).unwrap();
+        d
+    }
+
+    fn get(store: &LocalStore, blake3: &str) -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        store.open_blob(blake3)?.read_to_end(&mut bytes).unwrap();
+        Some(bytes)
+    }
+
     #[test]
-    fn blobs_and_records_round_trip_and_damage_is_a_miss() {
+    fn blobs_and_records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().join("cache"));
-        let d = BlobDigests::of(b"abc");
-        store.put_blob(&d.blake3, b"abc").unwrap();
-        assert_eq!(store.blob(&d.blake3).unwrap().as_deref(), Some(&b"abc"[..]));
+        let d = put(&store, b"abc");
+        assert_eq!(d, BlobDigests::of(b"abc"));
+        assert_eq!(get(&store, &d.blake3).as_deref(), Some(&b"abc"[..]));
+        // Stored once; a staged copy that is dropped leaves nothing behind.
+        assert_eq!(put(&store, b"abc"), d);
+        drop(store.stage_blob(&mut &b"xyz"[..], u64::MAX, Hashes::Blake3));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("cache/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(store.stats().blobs, 1);
         let key = ActionKey::of(&Digest::of(b"fp"));
         assert!(store.record(&key).is_none());
         store.put_record(&key, &record(&d)).unwrap();
         assert_eq!(store.record(&key), Some(record(&d)));
-        // Damaged on disk: not handed out, and gone.
-        let path = store.blob_file(&d.blake3).unwrap();
-        std::fs::write(&path, b"abd").unwrap();
-        assert!(store.blob(&d.blake3).is_err());
-        assert!(!path.exists());
-        assert_eq!(store.blob(&d.blake3), Ok(None));
+        assert!(get(&store, "../../etc/passwd").is_none());
         assert_eq!(store.stats().records, 1);
         assert_eq!(store.clear().unwrap().records, 1);
         assert_eq!(store.stats(), Stats::default());
@@ -245,14 +286,7 @@ mod tests {
     fn prune_evicts_the_least_recently_used_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
-        let blobs: Vec<BlobDigests> = (0..3)
-            .map(|i| {
-                let bytes = vec![i as u8; 1000];
-                let d = BlobDigests::of(&bytes);
-                store.put_blob(&d.blake3, &bytes).unwrap();
-                d
-            })
-            .collect();
+        let blobs: Vec<BlobDigests> = (0..3).map(|i| put(&store, &vec![i as u8; 1000])).collect();
         // Make the first the oldest, then use it: the second is now the oldest.
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         for (i, b) in blobs.iter().enumerate() {
@@ -263,11 +297,11 @@ mod tests {
             f.set_modified(old + std::time::Duration::from_secs(i as u64))
                 .unwrap();
         }
-        assert!(store.blob(&blobs[0].blake3).unwrap().is_some());
+        assert!(get(&store, &blobs[0].blake3).is_some());
         assert_eq!(store.prune(2000), (1, 1000));
-        assert!(!store.blob_file(&blobs[1].blake3).unwrap().exists());
-        assert!(store.blob(&blobs[0].blake3).unwrap().is_some());
-        assert!(store.blob(&blobs[2].blake3).unwrap().is_some());
+        assert!(!store.has_blob(&blobs[1].blake3));
+        assert!(get(&store, &blobs[0].blake3).is_some());
+        assert!(get(&store, &blobs[2].blake3).is_some());
         assert_eq!(store.prune(5000), (0, 0));
     }
 }

@@ -11,18 +11,20 @@
 //! The cache knows nothing of plans or builds beyond its settings: the engine
 //! (`engine/cached.rs`) decides what to look up and store, and writes restored files.
 
+mod blob_io;
 mod key;
 mod local;
 mod record;
 mod remote;
 
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use blob_io::{CopyError, Hashes, TempFile, BUFFER};
 pub use key::{is_hex64, ActionKey, BlobDigests};
-pub use local::{LocalStore, Stats};
+pub use local::{LocalStore, StagedBlob, Stats};
 pub use record::{ActionRecord, CachedFile, RECORD_VERSION};
 pub use remote::{BlobError, Remote, DRAIN_LIMIT};
 
@@ -98,25 +100,65 @@ impl Cache {
         self.local.has_record(key)
     }
 
-    /// A blob of a record found at `source`, checked against its digests.
-    pub fn blob(&self, f: &CachedFile, source: Source) -> Result<Vec<u8>, BlobError> {
-        match self.local.blob(&f.blake3) {
-            Ok(Some(b)) => return Ok(b),
-            Err(why) => return Err(BlobError::Corrupt(why)),
-            Ok(None) => {}
+    /// Makes sure the blob `f` names is in the local store: a record found remotely has its
+    /// blobs fetched (each checked against its digests while it streams in).
+    pub fn ensure_local(&self, f: &CachedFile, source: Source) -> Result<(), BlobError> {
+        if self.local.has_blob(&f.blake3) {
+            return Ok(());
         }
         match (&self.remote, source) {
-            (Some(r), Source::Remote) => r.blob(f),
+            (Some(r), Source::Remote) => r.fetch_into(f, &self.local),
             // A local record whose blob was evicted: a miss.
             _ => Err(BlobError::Missing),
         }
     }
 
+    /// Copies the stored blob `f` names into a temp file beside `dest`, with `f`'s mode,
+    /// checking it against its blake3 and size on the way (a damaged blob is removed);
+    /// renaming the temp file over `dest` is the caller's, once every file of the entry
+    /// checks out. Synced, as a restore stands in for money spent.
+    pub fn stage_restore(&self, f: &CachedFile, dest: &Path) -> Result<TempFile, BlobError> {
+        let Some(mut blob) = self.local.open_blob(&f.blake3) else {
+            return Err(BlobError::Missing);
+        };
+        let mut tmp = TempFile::beside(dest).map_err(BlobError::Unwritable)?;
+        let damaged = || {
+            self.local.remove_blob(&f.blake3);
+            BlobError::Corrupt(format!(
+                "blob {} in the local cache does not hash to its name (removed)",
+                &f.blake3[..12]
+            ))
+        };
+        match blob_io::copy_hashing(&mut blob, &mut tmp.file, f.size, Hashes::Blake3) {
+            Ok(c) if c.digests.blake3 == f.blake3 && c.size == f.size => {}
+            Ok(_) | Err(CopyError::TooLong) | Err(CopyError::Read(_)) => return Err(damaged()),
+            Err(CopyError::Write(e)) => return Err(BlobError::Unwritable(e)),
+        }
+        // Permission bits only: a record from a remote may not make a setuid file.
+        tmp.file
+            .set_permissions(std::fs::Permissions::from_mode(f.mode & 0o777))
+            .and_then(|()| tmp.file.sync_all())
+            .map_err(BlobError::Unwritable)?;
+        Ok(tmp)
+    }
+
+    /// Copies a file of the project into the store's temp directory, hashed (both digests)
+    /// on the way, for [`Cache::store`].
+    pub fn stage_file(&self, path: &Path) -> Result<StagedBlob, CopyError> {
+        let mut file = crate::fingerprint::open_regular(path).map_err(CopyError::Read)?;
+        self.local.stage_blob(&mut file, u64::MAX, Hashes::Both)
+    }
+
     /// Keeps a run: its blobs, then its record, locally; queued for the remote when it
-    /// takes uploads. `blobs` are the bytes of the record's files, in its order.
-    pub fn store(&self, key: &ActionKey, record: &ActionRecord, blobs: &[&[u8]]) -> io::Result<()> {
-        for (f, bytes) in record.files().zip(blobs) {
-            self.local.put_blob(&f.blake3, bytes)?;
+    /// takes uploads. `blobs` are the record's files, staged, in its order.
+    pub fn store(
+        &self,
+        key: &ActionKey,
+        record: &ActionRecord,
+        blobs: Vec<StagedBlob>,
+    ) -> io::Result<()> {
+        for staged in blobs {
+            self.local.commit_blob(staged)?;
         }
         self.local.put_record(key, record)?;
         self.stored.fetch_add(1, Ordering::Relaxed);
@@ -124,12 +166,9 @@ impl Cache {
         Ok(())
     }
 
-    /// Keeps in the local store what a remote hit brought (its blobs are stored already
-    /// by the restore), so the next build does not ask the network again.
-    pub fn keep_remote_hit(&self, key: &ActionKey, record: &ActionRecord, blobs: &[&[u8]]) {
-        for (f, bytes) in record.files().zip(blobs) {
-            let _ = self.local.put_blob(&f.blake3, bytes);
-        }
+    /// Keeps in the local store the record of a remote hit (its blobs were fetched into
+    /// it), so the next build does not ask the network again.
+    pub fn keep_remote_hit(&self, key: &ActionKey, record: &ActionRecord) {
         let _ = self.local.put_record(key, record);
         self.stored.fetch_add(1, Ordering::Relaxed);
     }
@@ -173,41 +212,6 @@ impl Cache {
     }
 }
 
-/// Writes a restored file so that a reader sees the old content or the new, never a mix,
-/// with the mode it was stored with: a temp file beside it, mode set, fsync, rename over,
-/// fsync of the directory. A restore stands in for money spent, so it is made durable like
-/// an agent's own result.
-pub fn write_restored(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    static N: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        ".{name}.restore.{}.{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        // Permission bits only: a record from a remote may not make a setuid file.
-        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// A file's permission bits, for its record.
 pub fn mode_of(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -218,18 +222,66 @@ pub fn mode_of(path: &Path) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::CacheSettings;
+
+    fn cache(dir: &Path) -> Cache {
+        let settings = CacheSettings {
+            enabled: true,
+            max_size: u64::MAX,
+            remote: None,
+        };
+        Cache::open(&settings, dir)
+    }
+
+    fn file_of(d: &BlobDigests, size: u64, mode: u32) -> CachedFile {
+        CachedFile {
+            path: "out".into(),
+            blake3: d.blake3.clone(),
+            sha256: d.sha256.clone(),
+            size,
+            mode,
+        }
+    }
 
     #[test]
-    fn restored_files_keep_their_mode_and_replace_whole() {
+    fn a_restore_copies_out_with_its_mode_and_never_a_damaged_blob() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sub/run.sh");
-        write_restored(&p, b"#!/bin/sh\n", 0o755).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"#!/bin/sh\n");
-        assert_eq!(mode_of(&p), 0o755);
-        write_restored(&p, b"new", 0o600).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"new");
-        assert_eq!(mode_of(&p), 0o600);
-        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
-        assert_eq!(names.len(), 1, "no temp file left");
+        let c = cache(dir.path());
+        let bytes = b"#!/bin/sh\n";
+        let d = local::tests::put(&c.local, bytes);
+        let dest = dir.path().join("sub/run.sh");
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(&dest, "old").unwrap();
+        let f = file_of(&d, bytes.len() as u64, 0o4755);
+        let tmp = c.stage_restore(&f, &dest).unwrap();
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            b"old",
+            "not in place before the rename"
+        );
+        tmp.persist(&dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+        assert_eq!(mode_of(&dest), 0o755, "permission bits only");
+        assert_eq!(
+            std::fs::read_dir(dest.parent().unwrap()).unwrap().count(),
+            1
+        );
+        // Damaged in the store: reported, removed, nothing left beside the destination.
+        std::fs::write(c.local.blob_file(&d.blake3).unwrap(), "#!/bin/sh\nrm").unwrap();
+        let f = file_of(&d, bytes.len() as u64, 0o644);
+        assert!(matches!(
+            c.stage_restore(&f, &dest),
+            Err(BlobError::Corrupt(_))
+        ));
+        assert!(!c.local.has_blob(&d.blake3));
+        assert!(matches!(
+            c.stage_restore(&f, &dest),
+            Err(BlobError::Missing)
+        ));
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+        assert_eq!(
+            std::fs::read_dir(dest.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 }

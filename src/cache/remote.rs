@@ -24,7 +24,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::key::{ActionKey, BlobDigests};
+use super::blob_io::{CopyError, Hashes};
+use super::key::ActionKey;
+use super::local::LocalStore;
 use super::record::{ActionRecord, CachedFile};
 use crate::plan::{AuthScheme, RemoteCache, RemoteMode};
 
@@ -82,8 +84,10 @@ enum Got {
 pub enum BlobError {
     /// Not on the server, or the server failed (already reported).
     Missing,
-    /// On the server, but not what its digest says.
+    /// On the server (or in the local store), but not what its digest says.
     Corrupt(String),
+    /// Could not be written where it goes.
+    Unwritable(std::io::Error),
 }
 
 impl Shared {
@@ -121,28 +125,37 @@ impl Shared {
         }
     }
 
-    /// `GET path`, its body read up to `limit` bytes.
-    fn get(&self, path: &str, limit: u64) -> Got {
+    /// `GET path`: the response of a 200, its body still to read; `None` for a miss (404)
+    /// or a server that failed (reported).
+    fn open(&self, path: &str) -> Option<ureq::http::Response<ureq::Body>> {
         if self.down.load(Ordering::SeqCst) {
-            return Got::Absent;
+            return None;
         }
         match self.request("GET", path).call() {
-            Ok(mut resp) => match resp.status().as_u16() {
-                200 => match resp.body_mut().with_config().limit(limit).read_to_vec() {
-                    Ok(b) => Got::Body(b),
-                    // Longer than what is asked for: not the entry, but the server works.
-                    Err(ureq::Error::BodyExceedsLimit(_)) => Got::TooLong,
-                    Err(e) => {
-                        self.failed(&format!("GET /{path}"), e);
-                        Got::Absent
-                    }
-                },
-                404 => Got::Absent,
+            Ok(resp) => match resp.status().as_u16() {
+                200 => Some(resp),
+                404 => None,
                 s => {
                     self.failed(&format!("GET /{path}"), format!("HTTP {s}"));
-                    Got::Absent
+                    None
                 }
             },
+            Err(e) => {
+                self.failed(&format!("GET /{path}"), e);
+                None
+            }
+        }
+    }
+
+    /// `GET path`, its body read whole, up to `limit` bytes (a record: small).
+    fn get(&self, path: &str, limit: u64) -> Got {
+        let Some(mut resp) = self.open(path) else {
+            return Got::Absent;
+        };
+        match resp.body_mut().with_config().limit(limit).read_to_vec() {
+            Ok(b) => Got::Body(b),
+            // Longer than what is asked for: not the entry, but the server works.
+            Err(ureq::Error::BodyExceedsLimit(_)) => Got::TooLong,
             Err(e) => {
                 self.failed(&format!("GET /{path}"), e);
                 Got::Absent
@@ -161,7 +174,8 @@ impl Shared {
         }
     }
 
-    fn put(&self, path: &str, body: &[u8]) -> bool {
+    /// `PUT path`: a record's bytes, or a blob's file, streamed with its length.
+    fn put(&self, path: &str, body: impl ureq::AsSendBody) -> bool {
         let r = self.agent.put(&self.url(path));
         let r = match &self.auth {
             Some(a) => r.header("Authorization", a),
@@ -192,16 +206,16 @@ impl Shared {
             if self.has(&path) {
                 continue;
             }
-            let Ok(bytes) = std::fs::read(file) else {
+            let Ok(file) = std::fs::File::open(file) else {
                 // Evicted meanwhile: the record would name a blob nobody has.
                 return;
             };
-            if !self.put(&path, &bytes) {
+            if !self.put(&path, file) {
                 return;
             }
         }
         if !self.down.load(Ordering::SeqCst)
-            && self.put(&format!("ac/{}", job.key.hex()), &job.record)
+            && self.put(&format!("ac/{}", job.key.hex()), &job.record[..])
         {
             self.uploaded.fetch_add(1, Ordering::Relaxed);
         }
@@ -291,27 +305,37 @@ impl Remote {
         }
     }
 
-    /// The blob `f` names, checked against its SHA-256, its blake3 and its size.
-    pub fn blob(&self, f: &CachedFile) -> Result<Vec<u8>, BlobError> {
-        let bytes = match self.shared.get(&format!("cas/{}", f.sha256), f.size) {
-            Got::Body(b) => b,
-            Got::Absent => return Err(BlobError::Missing),
-            Got::TooLong => {
+    /// Streams the blob `f` names into the local store, through its temp directory: kept
+    /// only if what came checks against its SHA-256, its blake3 and its size (a longer body
+    /// is cut off at the size). Memory: one buffer, whatever the blob's size.
+    pub fn fetch_into(&self, f: &CachedFile, local: &LocalStore) -> Result<(), BlobError> {
+        let path = format!("cas/{}", f.sha256);
+        let Some(mut resp) = self.shared.open(&path) else {
+            return Err(BlobError::Missing);
+        };
+        let mut body = resp.body_mut().as_reader();
+        let staged = match local.stage_blob(&mut body, f.size, Hashes::Both) {
+            Ok(s) => s,
+            Err(CopyError::TooLong) => {
                 return Err(BlobError::Corrupt(format!(
-                    "/cas/{} is longer than its {} bytes",
-                    f.sha256, f.size
+                    "/{path} is longer than its {} bytes",
+                    f.size
                 )))
             }
+            Err(CopyError::Read(e)) => {
+                self.shared.failed(&format!("GET /{path}"), e);
+                return Err(BlobError::Missing);
+            }
+            Err(CopyError::Write(e)) => return Err(BlobError::Unwritable(e)),
         };
-        let got = BlobDigests::of(&bytes);
-        if got.sha256 != f.sha256 || got.blake3 != f.blake3 || bytes.len() as u64 != f.size {
+        let got = &staged.copied;
+        if got.digests.sha256 != f.sha256 || got.digests.blake3 != f.blake3 || got.size != f.size {
             return Err(BlobError::Corrupt(format!(
-                "/cas/{} holds {} bytes that do not hash to it",
-                f.sha256,
-                bytes.len()
+                "/{path} holds {} bytes that do not hash to it",
+                got.size
             )));
         }
-        Ok(bytes)
+        local.commit_blob(staged).map_err(BlobError::Unwritable)
     }
 
     /// Queues a task's upload (read-write only; a remote that failed gets none).

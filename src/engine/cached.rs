@@ -1,8 +1,9 @@
 //! The engine's side of the output cache: a stale task is looked up by its fingerprint
 //! before it runs, and restored when found; a task that ran is stored after it succeeds.
 //!
-//! A restore is all or nothing: every blob is fetched and checked first, and only then are
-//! the files written (each atomically, with its mode). A record is used only when it holds
+//! A restore is all or nothing: every blob is fetched into the local store, then copied
+//! beside its place and checked on the way, and only then are the files renamed in (each
+//! whole, with its mode). Blobs stream through one bounded buffer, never held whole. A record is used only when it holds
 //! exactly the task's declared outputs (a record from a remote names no other path), and a
 //! blob that does not match its digest is reported and makes the task run. A restored task
 //! hands its dependents what a run would have, and counts as having run for them.
@@ -14,8 +15,7 @@ use super::exchange::{Restored, TaskDone, TaskMsg};
 use super::explain::FingerprintParts;
 use crate::agent::Usage;
 use crate::cache::{
-    mode_of, write_restored, ActionKey, ActionRecord, BlobDigests, BlobError, CachedFile, Source,
-    RECORD_VERSION,
+    mode_of, ActionKey, ActionRecord, BlobError, CachedFile, Source, RECORD_VERSION,
 };
 use crate::clock::{unix_now, Active};
 use crate::disk::Digest;
@@ -96,10 +96,23 @@ impl BuildContext<'_> {
             });
             return None;
         }
-        let mut blobs: Vec<Vec<u8>> = Vec::new();
-        for f in record.files() {
-            match cache.blob(f, source) {
-                Ok(b) => blobs.push(b),
+        let result_path = self.layout.result_file(&self.agent_ids[t]);
+        let mut places: Vec<(&CachedFile, std::path::PathBuf)> = record
+            .outputs
+            .iter()
+            .map(|f| (f, self.plan.root.join(&f.path)))
+            .collect();
+        places.extend(record.result.as_ref().map(|f| (f, result_path.clone())));
+        // Every blob in the local store first (a remote's streamed in and checked), then
+        // each copied beside its place and checked again; only when all are there are they
+        // renamed in.
+        let mut staged = Vec::with_capacity(places.len());
+        for (f, dest) in &places {
+            let copied = cache
+                .ensure_local(f, source)
+                .and_then(|()| cache.stage_restore(f, dest));
+            match copied {
+                Ok(tmp) => staged.push((tmp, dest)),
                 Err(BlobError::Missing) => {
                     self.say_cache_notes(send);
                     return None;
@@ -114,20 +127,33 @@ impl BuildContext<'_> {
                     });
                     return None;
                 }
+                Err(BlobError::Unwritable(e)) => {
+                    send(TaskMsg::Notice {
+                        task: t,
+                        message: format!("cache entry not restored: {e}"),
+                    });
+                    return None;
+                }
             }
         }
-        // Everything is here and checked: now the files.
-        let result_path = self.layout.result_file(&self.agent_ids[t]);
         let written = (|| -> std::io::Result<()> {
-            for (f, bytes) in record.outputs.iter().zip(&blobs) {
-                write_restored(&self.plan.root.join(&f.path), bytes, f.mode)?;
+            let mut dirs: Vec<&std::path::Path> = Vec::new();
+            for (tmp, dest) in staged {
+                tmp.persist(dest)?;
+                dirs.extend(dest.parent());
             }
-            match &record.result {
-                Some(f) => write_restored(&result_path, blobs.last().unwrap(), f.mode)?,
-                None => match std::fs::remove_file(&result_path) {
+            if record.result.is_none() {
+                match std::fs::remove_file(&result_path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                     _ => {}
-                },
+                }
+            }
+            dirs.sort_unstable();
+            dirs.dedup();
+            for d in dirs {
+                if let Ok(d) = std::fs::File::open(d) {
+                    let _ = d.sync_all();
+                }
             }
             Ok(())
         })();
@@ -142,8 +168,7 @@ impl BuildContext<'_> {
         // fingerprint is the same prompt.
         let _ = self.write_task_file(t, parts);
         if source == Source::Remote {
-            let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
-            cache.keep_remote_hit(&key, &record, &refs);
+            cache.keep_remote_hit(&key, &record);
         }
         let mut proof = task.outputs.clone();
         if record.result.is_some() {
@@ -168,10 +193,12 @@ impl BuildContext<'_> {
             finished_at: unix_now(),
             duration_ms: record.duration_ms,
             retries: 0,
+            restored: true,
         };
         let _ = self.done[t].set(DoneInfo {
             handoff: self.handoff(t, &parts.value, &outputs),
             ran: true,
+            restored: true,
             upstream_ran: true,
         });
         Some(TaskDone::Restored {
@@ -225,10 +252,11 @@ impl BuildContext<'_> {
         let mut result = None;
         for (path, hash) in outputs {
             let full = self.plan.root.join(path);
-            let Ok(bytes) = std::fs::read(&full) else {
+            // Copied into the store as it is hashed: what is kept is what was hashed.
+            let Ok(staged) = cache.stage_file(&full) else {
                 return;
             };
-            let d = BlobDigests::of(&bytes);
+            let d = staged.copied.digests.clone();
             if d.blake3[..32] != hash.to_hex() {
                 return;
             }
@@ -241,22 +269,21 @@ impl BuildContext<'_> {
                 },
                 blake3: d.blake3,
                 sha256: d.sha256,
-                size: bytes.len() as u64,
+                size: staged.copied.size,
                 mode: if is_result { 0o644 } else { mode_of(&full) },
             };
             if is_result {
-                result = Some((f, bytes));
+                result = Some((f, staged));
             } else {
                 record.outputs.push(f);
-                blobs.push(bytes);
+                blobs.push(staged);
             }
         }
-        if let Some((f, bytes)) = result {
+        if let Some((f, staged)) = result {
             record.result = Some(f);
-            blobs.push(bytes);
+            blobs.push(staged);
         }
-        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
-        if let Err(e) = cache.store(&ActionKey::of(fingerprint), &record, &refs) {
+        if let Err(e) = cache.store(&ActionKey::of(fingerprint), &record, blobs) {
             send(TaskMsg::Notice {
                 task: t,
                 message: format!("not kept in the cache: {e}"),

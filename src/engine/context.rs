@@ -26,6 +26,8 @@ pub struct DoneInfo {
     pub(crate) handoff: Digest,
     /// Ran in this build (rather than being up to date).
     pub(crate) ran: bool,
+    /// Of those that ran: restored from the output cache rather than run.
+    pub(crate) restored: bool,
     /// It or a task upstream of it ran in this build: what its dependents hashed before
     /// the build began may be out of date (an input of theirs may be a file such a task
     /// wrote), so they hash again, even when early cutoff leaves them up to date.
@@ -146,6 +148,7 @@ impl BuildContext<'_> {
         DoneInfo {
             handoff: self.handoff(t, &r.fingerprint, &r.outputs),
             ran: false,
+            restored: false,
             upstream_ran: false,
         }
     }
@@ -345,6 +348,7 @@ impl BuildContext<'_> {
                 let info = DoneInfo {
                     handoff,
                     ran: false,
+                    restored: false,
                     upstream_ran: false,
                 };
                 let _ = self.done[t].set(info);

@@ -330,23 +330,28 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                 self.rows[t].status = Status::Skipped;
                 self.outcome[t] = Some(Outcome::UpToDate);
                 self.skipped.push(t);
-                let deps_reran: Vec<&str> = ctx.graph.deps[t]
-                    .iter()
-                    .filter(|&&d| ctx.done[d].get().is_some_and(|i| i.ran))
-                    .map(|&d| ctx.task(d).id.as_str())
-                    .collect();
+                let (mut deps_reran, mut deps_restored) = (Vec::new(), Vec::new());
+                for &d in &ctx.graph.deps[t] {
+                    if let Some(i) = ctx.done[d].get().filter(|i| i.ran) {
+                        deps_reran.push(ctx.task(d).id.as_str());
+                        if i.restored {
+                            deps_restored.push(ctx.task(d).id.as_str());
+                        }
+                    }
+                }
                 if !deps_reran.is_empty() {
                     self.log(
                         format!("{agent} Up To Date"),
                         vec![format!(
-                            "{id} not run: {} re-ran and handed over the same outputs and result",
-                            deps_reran.join(", ")
+                            "{id} not run: {} and handed over the same outputs and result",
+                            crate::reporter::how_deps_came(&deps_reran, &deps_restored)
                         )],
                     );
                 }
                 self.events.emit(Event::TaskSkipped {
                     task: task_ref(self.ctx, t),
                     deps_reran: &deps_reran,
+                    deps_restored: &deps_restored,
                 });
                 true
             }

@@ -249,6 +249,7 @@ impl BuildContext<'_> {
                     finished_at: crate::clock::unix_now(),
                     duration_ms,
                     retries,
+                    restored: false,
                 };
                 let reason = format!(
                     "conflict: {} ({why}); the change is kept on branch {branch}: `orch diff {}` \

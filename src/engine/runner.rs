@@ -392,6 +392,7 @@ impl BuildContext<'_> {
             finished_at: unix_now(),
             duration_ms: started.elapsed().as_millis() as u64,
             retries,
+            restored: false,
         };
         let usage = total.into_inner();
         if self.caches(t) {
@@ -405,6 +406,7 @@ impl BuildContext<'_> {
         let _ = self.done[t].set(DoneInfo {
             handoff: self.handoff(t, &parts.value, &outputs),
             ran: true,
+            restored: false,
             upstream_ran: true,
         });
         TaskDone::Ran {

@@ -126,6 +126,7 @@ pub fn replay(
                 runner: &t.runner,
             },
             deps_reran: &[],
+            deps_restored: &[],
         });
     }
     if let Some((path, strategy)) = &record.aggregated {

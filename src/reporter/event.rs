@@ -44,6 +44,8 @@ pub enum Event<'a> {
         /// Deps that re-ran in this build and handed over the outputs and result this task
         /// was built on, so it did not run (early cutoff).
         deps_reran: &'a [&'a str],
+        /// Those of `deps_reran` that were restored from the output cache, not run.
+        deps_restored: &'a [&'a str],
     },
     TaskSucceeded {
         task: TaskRef<'a>,

@@ -83,9 +83,13 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             "agent": task.runner, "tool": activity.tool, "detail": activity.detail,
             "text": activity.to_string(),
         }),
-        Event::TaskSkipped { task, deps_reran } => json!({
+        Event::TaskSkipped {
+            task,
+            deps_reran,
+            deps_restored,
+        } => json!({
             "event": "task_skipped", "task": task.id, "agent_id": task.agent_id,
-            "reason": "up to date", "deps_reran": deps_reran,
+            "reason": "up to date", "deps_reran": deps_reran, "deps_restored": deps_restored,
         }),
         Event::TaskSucceeded {
             task,

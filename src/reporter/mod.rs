@@ -17,5 +17,5 @@ pub use event::{Event, Fanout, JobState, Reporter, Stamped, Stop, Summary, TaskR
 pub use json::{stamped_json, JsonReporter, FORMAT_VERSION};
 pub use paint::use_color;
 pub(crate) use paint::Paint;
-pub use plain::PlainReporter;
+pub use plain::{how_deps_came, PlainReporter};
 pub use progress::{release_screen, retake_screen, ProgressReporter};

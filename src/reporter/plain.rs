@@ -82,13 +82,17 @@ impl PlainReporter {
                     task.id
                 )
             }),
-            Event::TaskSkipped { task, deps_reran } => loud(&|| {
+            Event::TaskSkipped {
+                task,
+                deps_reran,
+                deps_restored,
+            } => loud(&|| {
                 format!(
                     "{} {} [{}] up to date{}",
                     p.dim("   skip"),
                     task.agent_id,
                     task.id,
-                    cutoff_note(deps_reran)
+                    cutoff_note(deps_reran, deps_restored)
                 )
             }),
             Event::TaskRestored {
@@ -296,13 +300,38 @@ impl PlainReporter {
     }
 }
 
-/// `: dep a re-ran, outputs unchanged` for a task early cutoff kept from running.
-fn cutoff_note(deps_reran: &[&str]) -> String {
-    match deps_reran {
-        [] => String::new(),
-        [one] => format!(": dep {one} re-ran, outputs unchanged"),
-        many => format!(": deps {} re-ran, outputs unchanged", many.join(", ")),
+/// `: dep a re-ran, outputs unchanged` for a task early cutoff kept from running (`dep a
+/// was restored from cache` when it was).
+fn cutoff_note(deps_reran: &[&str], deps_restored: &[&str]) -> String {
+    if deps_reran.is_empty() {
+        return String::new();
     }
+    format!(
+        ": {}, outputs unchanged",
+        how_deps_came(deps_reran, deps_restored)
+    )
+}
+
+/// `dep a re-ran`, `deps a, b re-ran and dep c was restored from cache`: what the deps that
+/// did something in this build did (`restored` is a subset of `reran`).
+pub fn how_deps_came(reran: &[&str], restored: &[&str]) -> String {
+    let ran: Vec<&str> = reran
+        .iter()
+        .copied()
+        .filter(|d| !restored.contains(d))
+        .collect();
+    let mut parts = Vec::new();
+    match ran.as_slice() {
+        [] => {}
+        [one] => parts.push(format!("dep {one} re-ran")),
+        many => parts.push(format!("deps {} re-ran", many.join(", "))),
+    }
+    match restored {
+        [] => {}
+        [one] => parts.push(format!("dep {one} was restored from cache")),
+        many => parts.push(format!("deps {} were restored from cache", many.join(", "))),
+    }
+    parts.join(" and ")
 }
 
 impl Reporter for PlainReporter {
@@ -319,5 +348,27 @@ impl Reporter for PlainReporter {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deps_say_whether_they_re_ran_or_were_restored() {
+        assert_eq!(cutoff_note(&[], &[]), "");
+        assert_eq!(
+            cutoff_note(&["a"], &[]),
+            ": dep a re-ran, outputs unchanged"
+        );
+        assert_eq!(
+            how_deps_came(&["a", "b", "c"], &["b", "c"]),
+            "dep a re-ran and deps b, c were restored from cache"
+        );
+        assert_eq!(
+            how_deps_came(&["a", "b"], &["b"]),
+            "dep a re-ran and dep b was restored from cache"
+        );
     }
 }

@@ -166,7 +166,9 @@ impl Reporter for ProgressReporter {
                     self.println(l);
                 }
             }
-            Event::TaskSkipped { task, deps_reran } => {
+            Event::TaskSkipped {
+                task, deps_reran, ..
+            } => {
                 let id = task.id.to_string();
                 self.done(&id);
                 // Up to date only thanks to early cutoff: worth a line, the others are not.

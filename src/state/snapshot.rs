@@ -100,6 +100,10 @@ pub struct TaskRecord {
     pub finished_at: u64,
     pub duration_ms: u64,
     pub retries: u32,
+    /// This success was a restore from the output cache, not a run: what `orch explain`
+    /// says of a dep that came back so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restored: bool,
 }
 
 /// A task's last agent session: which CLI session its last attempt ran in, and whether the
@@ -196,6 +200,7 @@ impl TaskRecord {
             finished_at: d.u64()?,
             duration_ms: d.u64()?,
             retries: d.u32()?,
+            restored: false,
         })
     }
 }
@@ -236,6 +241,17 @@ impl Snapshot {
             for n in r.tokens {
                 e.u64(n);
             }
+        }
+        // After the sessions, so an older snapshot still reads (as no restore).
+        let restored: Vec<&String> = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.restored)
+            .map(|(task, _)| task)
+            .collect();
+        e.usize(restored.len());
+        for task in restored {
+            e.str(task);
         }
         e.finish()
     }
@@ -291,6 +307,14 @@ impl Snapshot {
             }
         }
         if !d.at_end() {
+            for _ in 0..d.count()? {
+                let task = d.string()?;
+                if let Some(r) = records.get_mut(&task) {
+                    Arc::make_mut(r).restored = true;
+                }
+            }
+        }
+        if !d.at_end() {
             return Err(DecodeError::Shape("snapshot (trailing bytes)"));
         }
         Ok(Snapshot {
@@ -321,6 +345,7 @@ pub(crate) mod tests {
             finished_at: 0,
             duration_ms: 1,
             retries: 0,
+            restored: false,
         }
     }
 
@@ -340,6 +365,11 @@ pub(crate) mod tests {
         r.finished_at = 1_700_000_000;
         r.retries = 3;
         snap.records.insert("a".into(), Arc::new(r.clone()));
+        let restored = TaskRecord {
+            restored: true,
+            ..record("y")
+        };
+        snap.records.insert("c".into(), Arc::new(restored.clone()));
         snap.statuses.insert(
             "a".into(),
             StatusRecord {
@@ -375,6 +405,7 @@ pub(crate) mod tests {
             "agent numbers keep their order"
         );
         assert_eq!(*back.records["a"], r);
+        assert_eq!(*back.records["c"], restored, "a restore stays one");
         assert_eq!(back.statuses["a"], snap.statuses["a"]);
         assert_eq!(back.aggregate_digest, snap.aggregate_digest);
         assert_eq!(back.plan_doc_stamp, snap.plan_doc_stamp);
