@@ -9,9 +9,10 @@
 //!   after submit, ~0.5 s of the cluster's own scheduling between one job's end and the next
 //!   one's start. Nothing of it lives on orch's machine while it runs: the right shape for
 //!   agent tasks, which run for minutes;
-//! - a **step** ([`Launch::Step`]) of an allocation orch holds for the build (a batch job that
-//!   only sleeps, submitted when the first step wants it and cancelled when the build ends or
-//!   no step has run for a while): `srun --jobid=<allocation> --overlap` as a local child,
+//! - a **step** ([`Launch::Step`]) of an allocation orch holds for the build (granted at once
+//!   by `salloc --no-shell` when the cluster has room, else a queued batch job that only
+//!   sleeps; asked for when the first step wants it and cancelled when the build ends or no
+//!   step has run for a while): `srun --jobid=<allocation> --overlap` as a local child,
 //!   with stdin, stdout and exit code through srun. Measured here: 51–119 ms a step, against
 //!   95–200 ms for an `srun` with its own allocation and ~0.5 s for a batch job: the shape
 //!   for many short shell tasks.

@@ -1,7 +1,8 @@
 //! Steps: each attempt is `srun --jobid=<allocation> --overlap` run as a local child (stdin,
 //! stdout, stderr and exit code through srun; a timeout or cancel stops srun, which ends the
-//! step), in an allocation orch holds: a batch job that only sleeps, submitted when the first
-//! step wants it. Every step waits (shown as queued) until that job runs. The allocation is
+//! step), in an allocation orch holds, asked for when the first step wants it: granted at once
+//! by `salloc --no-shell --immediate` if the cluster has room, else a batch job that only
+//! sleeps, queued. Every step waits (shown as queued) until that job runs. The allocation is
 //! cancelled when the build ends, and released sooner when no step has run in it for
 //! [`AllocationSpec::idle`], so that the build's batch jobs never wait behind an allocation
 //! nobody uses. One that dies (its node failed) is replaced by the next step that needs it;
