@@ -100,7 +100,7 @@ deps = ["ok-a"]
     assert_eq!(states, ["COMPLETED", "FAILED"]);
     // The job's name is the task's; none is left behind.
     assert_eq!(c.job_info(ids[0]).unwrap()["JobName"], "orch-ok-a");
-    c.wait_none_named("orch-ok-", Duration::from_secs(10));
+    c.wait_none_named("orch-ok-", Duration::from_secs(60));
     // Their files are cleaned up after them.
     let left: Vec<_> = std::fs::read_dir(p.path(".orchestrator/slurm"))
         .unwrap()
@@ -277,22 +277,27 @@ outputs = ["reports/ag.md"]
 #[test]
 fn local_and_slurm_tasks_mix_under_their_own_limits() {
     let c = cluster();
-    // Each task logs where it ran and when it started and ended.
-    let stamp = |name: &str| {
+    // Each task logs where it ran and when it started and ended. A local task holds its slot
+    // until some Slurm job has started (bounded), so that the overlap checked below does not
+    // hang on how soon a loaded cluster starts a job; Slurm jobs sharing the local slot
+    // would never start, and the local tasks would end without one.
+    let stamp = |name: &str, first: &str| {
         format!(
-            "echo \"{name} start $(date +%s.%N) ${{SLURM_JOB_ID:-local}}\" >> log.txt; sleep 1; \
+            "{first}echo \"{name} start $(date +%s.%N) ${{SLURM_JOB_ID:-local}}\" >> log.txt; sleep 1; \
              echo \"{name} end $(date +%s.%N)\" >> log.txt"
         )
     };
+    let wait_for_a_job =
+        "i=0; while [ ! -e job-started ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; ";
     let mut orchfile = String::from("[settings]\njobs = 1\n[settings.slurm]\npoll = \"200ms\"\n");
     for i in 0..3 {
         orchfile.push_str(&format!(
             "\n[tasks.mx-l{i}]\nrun = '{}'\n",
-            stamp(&format!("l{i}"))
+            stamp(&format!("l{i}"), wait_for_a_job)
         ));
         orchfile.push_str(&format!(
             "\n[tasks.mx-s{i}]\nrun = '{}'\nexecutor = \"slurm\"\n",
-            stamp(&format!("s{i}"))
+            stamp(&format!("s{i}"), "touch job-started; ")
         ));
     }
     // A local task after a Slurm one, reading what it wrote.

@@ -161,11 +161,11 @@ fn a_sigkilled_orchs_jobs_are_cancelled_and_the_next_build_resumes() {
     });
     // Its job may be listed a moment after its exit file is read; the guard would cancel it
     // at its very end (CANCELLED for a job that finished). What is tested is the slow one.
-    c.wait_none_named("orch-kill-done", Duration::from_secs(30));
+    c.wait_none_named("orch-kill-done", Duration::from_secs(60));
     b.signal(libc::SIGKILL);
     let (code, _, _) = b.finish(Duration::from_secs(10));
     assert_eq!(code, 128 + libc::SIGKILL);
-    c.wait_none_named("orch-kill-", Duration::from_secs(30));
+    c.wait_none_named("orch-kill-", Duration::from_secs(60));
     assert_eq!(c.ended_states("orch-kill-slow"), ["CANCELLED"]);
     // 2. The guard killed too: the next build finds the job in the journal and cancels it.
     std::fs::remove_file(p.path("again")).unwrap();
