@@ -42,6 +42,21 @@ fn build_json(p: &Project, args: &[&str]) -> (Run, Vec<Value>) {
     (run, events)
 }
 
+/// `orch build --json` with one more variable in orch's environment.
+fn build_json_with(p: &Project, var: (&str, &str)) -> (Run, Vec<Value>) {
+    let run = Run(p
+        .command(&["build", "--json"])
+        .env(var.0, var.1)
+        .output()
+        .unwrap());
+    let events = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (run, events)
+}
+
 fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == name).collect()
 }
@@ -275,15 +290,12 @@ fn tool_calls_stream_as_activity_into_json_and_the_execution_log() {
 
 #[test]
 fn an_interrupted_build_is_continued_in_the_same_session_and_status_shows_it() {
-    let tasks = |sleep: u32| {
-        format!(
-            "[tasks.T-01]\nprompt = \"Think long.\"\n\
-             env = {{ FAKE_MODE = \"session\", FAKE_SESSION_SLEEP = \"{sleep}\" }}\n"
-        )
-    };
-    let p = project(&tasks(30));
+    let p = project("[tasks.T-01]\nprompt = \"Think long.\"\nenv = { FAKE_MODE = \"session\" }\n");
+    // How long the fake thinks comes from orch's own environment, which is not declared and
+    // so not part of the task: changing it leaves the task as it was.
     let mut child = p
         .command(&["build"])
+        .env("FAKE_SESSION_SLEEP", "30")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -309,13 +321,8 @@ fn an_interrupted_build_is_continued_in_the_same_session_and_status_shows_it() {
     assert_eq!(json[0]["session"]["id"], "s-1");
     assert_eq!(json[0]["session"]["resumable"], true);
 
-    // An env value is not part of the definition: the task is unchanged, its session goes on.
-    p.write(
-        "Orchfile.toml",
-        &p.read("Orchfile.toml")
-            .replace("FAKE_SESSION_SLEEP = \"30\"", "FAKE_SESSION_SLEEP = \"0\""),
-    );
-    let (run, events) = build_json(&p, &[]);
+    // The task is unchanged, so its session goes on.
+    let (run, events) = build_json_with(&p, ("FAKE_SESSION_SLEEP", "0"));
     run.success();
     let args = p.lines(ARGS);
     assert!(args[1].ends_with("--resume s-1"), "{args:?}");
@@ -331,14 +338,17 @@ fn an_interrupted_build_is_continued_in_the_same_session_and_status_shows_it() {
 
 #[test]
 fn a_session_the_cli_no_longer_has_is_started_afresh_once() {
-    let p = project("[tasks.T-01]\nprompt = \"Go.\"\nenv = { FAKE_MODE = \"overload_json:1\" }\n");
-    assert_eq!(p.orch(&["build"]).code(), 1);
+    // The fake's behaviour comes from orch's own environment, not declared: the task stays
+    // the same from one build to the next.
+    let p = project("[tasks.T-01]\nprompt = \"Go.\"\n");
+    let first = p
+        .command(&["build"])
+        .env("FAKE_MODE", "overload_json:1")
+        .output()
+        .unwrap();
+    assert_eq!(first.status.code(), Some(1));
     // The next build resumes s-overload; this CLI has forgotten it.
-    p.write(
-        "Orchfile.toml",
-        &p.read("Orchfile.toml").replace("overload_json:1", "forget"),
-    );
-    let (run, events) = build_json(&p, &[]);
+    let (run, events) = build_json_with(&p, ("FAKE_MODE", "forget"));
     run.success();
     let args = p.lines(ARGS);
     assert_eq!(args.len(), 3, "{args:?}");
