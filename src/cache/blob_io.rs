@@ -31,6 +31,8 @@ pub enum CopyError {
     Write(io::Error),
     /// The source held more than the bytes allowed.
     TooLong,
+    /// The build was interrupted: nothing is wrong with the source.
+    Interrupted(io::Error),
 }
 
 /// Which digests a copy computes: blake3 always; SHA-256 when a remote will name the blob
@@ -54,7 +56,7 @@ pub fn copy_hashing(
     let mut sha256 = (hashes == Hashes::Both).then(sha2::Sha256::new);
     let mut size: u64 = 0;
     loop {
-        crate::interrupt::check().map_err(CopyError::Read)?;
+        crate::interrupt::check().map_err(CopyError::Interrupted)?;
         let n = match src.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,

@@ -132,7 +132,9 @@ impl Cache {
         match blob_io::copy_hashing(&mut blob, &mut tmp.file, f.size, Hashes::Blake3) {
             Ok(c) if c.digests.blake3 == f.blake3 && c.size == f.size => {}
             Ok(_) | Err(CopyError::TooLong) | Err(CopyError::Read(_)) => return Err(damaged()),
-            Err(CopyError::Write(e)) => return Err(BlobError::Unwritable(e)),
+            Err(CopyError::Write(e)) | Err(CopyError::Interrupted(e)) => {
+                return Err(BlobError::Unwritable(e))
+            }
         }
         // Permission bits only: a record from a remote may not make a setuid file.
         tmp.file

@@ -326,7 +326,9 @@ impl Remote {
                 self.shared.failed(&format!("GET /{path}"), e);
                 return Err(BlobError::Missing);
             }
-            Err(CopyError::Write(e)) => return Err(BlobError::Unwritable(e)),
+            Err(CopyError::Write(e)) | Err(CopyError::Interrupted(e)) => {
+                return Err(BlobError::Unwritable(e))
+            }
         };
         let got = &staged.copied;
         if got.digests.sha256 != f.sha256 || got.digests.blake3 != f.blake3 || got.size != f.size {
