@@ -49,6 +49,34 @@ fn calls(p: &Project) -> usize {
 }
 
 #[test]
+fn at_a_budget_stop_up_to_date_tasks_not_yet_reached_are_up_to_date_not_unstarted() {
+    let p = tasks(6, 0.1, "jobs = 3", "cost_estimate = 0.1");
+    assert_eq!(p.orch(&["build", "--json"]).code(), 0);
+    // Three tasks change; the budget takes two of them.
+    let text = p.read("Orchfile.toml");
+    let text = ["Task 0.", "Task 1.", "Task 2."]
+        .iter()
+        .fold(text, |t, prompt| {
+            t.replace(prompt, &format!("{prompt} Again."))
+        });
+    p.write(
+        "Orchfile.toml",
+        &text.replace("jobs = 3", "jobs = 3\nmax_cost_usd = 0.25"),
+    );
+    let run = p.orch(&["build", "--json"]);
+    assert_eq!(run.code(), 3, "stderr:\n{}", run.stderr());
+    let ev = events(&run.stdout());
+    let end = finished(&ev);
+    assert_eq!(end["stopped_by"], "budget", "{end}");
+    assert_eq!(end["ran"], 2, "{end}");
+    assert_eq!(
+        end["skipped"], 3,
+        "the unchanged three are up to date: {end}"
+    );
+    assert_eq!(end["not_started"], 1, "{end}");
+}
+
+#[test]
 fn the_budget_stops_the_build_before_a_task_that_would_pass_it() {
     let p = tasks(
         6,

@@ -104,6 +104,19 @@ fn a_usage_limit_is_waited_out_without_spending_a_retry() {
 }
 
 #[test]
+fn every_task_of_a_provider_waiting_for_quota_is_named_queued_ones_too() {
+    // One place: the first task hits the limit, the other two wait to start.
+    let p = project(3, r#"FAKE_MODE = "quota:1", FAKE_RESET_IN = "2""#, "", "");
+    let run = p.orch(&["build", "--json", "-j", "1"]);
+    assert_eq!(run.code(), 0, "stderr:\n{}", run.stderr());
+    let ev = events(&run.stdout());
+    let waiting = of(&ev, "provider_waiting");
+    let tasks = waiting[0]["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3, "all three wait: {:?}", waiting[0]);
+    assert_eq!(ev.last().unwrap()["ran"], 3);
+}
+
+#[test]
 fn a_reset_past_max_quota_wait_stops_the_build_with_exit_4_and_shell_tasks_finish() {
     let p = project(
         1,

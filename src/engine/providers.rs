@@ -82,11 +82,17 @@ impl BuildCoordinator<'_, '_> {
         }
     }
 
-    /// The tasks of provider `p` running now (some of them waiting for a permit).
+    /// The tasks of provider `p` running now (some of them waiting for a permit) or ready to
+    /// start (queued for a place at it): a hold keeps them all waiting.
     fn provider_tasks(&self, p: usize) -> Vec<usize> {
         (0..self.rows.len())
             .filter(|&t| self.ctx.provider_of[t] == Some(p))
-            .filter(|&t| matches!(self.rows[t].status, Status::Running | Status::QuotaWait))
+            .filter(|&t| {
+                matches!(
+                    self.rows[t].status,
+                    Status::Running | Status::Ready | Status::QuotaWait
+                )
+            })
             .collect()
     }
 
@@ -159,7 +165,12 @@ impl BuildCoordinator<'_, '_> {
                 let name = ctx.gate.name(provider);
                 for t in self.provider_tasks(provider) {
                     if self.rows[t].status == Status::QuotaWait {
-                        self.rows[t].status = Status::Running;
+                        // Back to running, or to ready if it was queued when the wait began.
+                        self.rows[t].status = if self.rows[t].start.is_some() {
+                            Status::Running
+                        } else {
+                            Status::Ready
+                        };
                         self.rows[t].waiting_until = None;
                     }
                 }

@@ -97,6 +97,9 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
             }
         }
     };
+    // Once the budget is reached nothing more starts, but what is up to date is still
+    // settled (it costs nothing, and is not "not started").
+    let budget_reached = std::cell::Cell::new(false);
     // Takes ready tasks while fewer than `jobs` run: up-to-date ones are settled on the spot,
     // the others collected in `batch` for the workers.
     let fill = |sched: &mut Scheduler, coord: &mut C, batch: &mut Vec<usize>| {
@@ -116,6 +119,7 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
                         coord.blocked(b, t);
                     }
                 }
+                None if budget_reached.get() => sched.set_aside(t),
                 None => match coord.admit(t) {
                     Admit::Start => batch.push(t),
                     Admit::Wait => {
@@ -123,8 +127,8 @@ pub fn drive<R: Runner, C: Coordinator<R::Message, R::Done>>(
                         break;
                     }
                     Admit::Stop => {
-                        sched.put_back(t);
-                        sched.stop();
+                        budget_reached.set(true);
+                        sched.set_aside(t);
                     }
                 },
             }

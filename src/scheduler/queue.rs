@@ -323,6 +323,14 @@ impl Scheduler {
         });
     }
 
+    /// Sets aside a task handed out that will not start in this build (the budget is
+    /// reached): it is not handed out again, and counts as not started.
+    pub fn set_aside(&mut self, t: usize) {
+        debug_assert_eq!(self.state[t], NodeState::Running);
+        self.release(t);
+        self.state[t] = NodeState::Ready;
+    }
+
     /// Records that a running task was stopped (cancelled): nothing more starts, and its
     /// dependents stay waiting rather than blocked.
     pub fn abandon(&mut self, t: usize) {
