@@ -251,6 +251,7 @@ impl Gate {
                 retry_after,
                 reason,
             } => {
+                let burst = prov.limiter.cut_since(permit.started);
                 let change = prov
                     .limiter
                     .refused(now, permit.started, in_flight, retry_after);
@@ -267,8 +268,9 @@ impl Gate {
                     }
                 }
                 // The retry will wait for a permit (fewer places than calls that were out,
-                // or a hold): that paces it. A lone call at a limit of 1 backs off as before.
-                if retry_after.is_some() || prov.limiter.base_limit() < in_flight {
+                // a cut already made for its burst, or a hold): that paces it. A lone call
+                // at a limit of 1 backs off as before.
+                if retry_after.is_some() || burst || prov.limiter.base_limit() < in_flight {
                     Next::Paced
                 } else {
                     Next::AsBefore
@@ -335,9 +337,10 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// A gate over one provider, its limit at `max` (past the slow start).
     fn gate(max: usize) -> Gate {
         Gate::new(
-            vec![("anthropic".into(), max, None)],
+            vec![("anthropic".into(), max, Some(max))],
             Duration::from_secs(3600),
         )
     }

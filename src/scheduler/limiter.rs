@@ -90,6 +90,12 @@ impl Limiter {
         self.hold_until.filter(|&t| t > now)
     }
 
+    /// Whether the limit was cut after a call started at `started`: its refusal is part of
+    /// a burst the limiter already answered.
+    pub fn cut_since(&self, started: Instant) -> bool {
+        self.last_cut.is_some_and(|cut| started < cut)
+    }
+
     /// Holds every call until `until` (a retry-after, a usage-limit reset).
     pub fn hold(&mut self, until: Instant) {
         self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
@@ -145,7 +151,7 @@ impl Limiter {
         }
         let from = self.limit;
         let beside = in_flight.saturating_sub(1).max(1);
-        let stale = self.last_cut.is_some_and(|cut| started < cut);
+        let stale = self.cut_since(started);
         let to = if stale {
             // Refused in the same burst: the provider admitted at most the calls beside it.
             self.limit.min(beside)
