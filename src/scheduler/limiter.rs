@@ -278,7 +278,7 @@ mod tests {
     fn a_refused_probe_goes_back_to_the_ceiling_and_the_next_waits_twice_as_long() {
         let c = clock();
         let mut l = Limiter::new(16, Some(4));
-        let mut run_to_probe = |l: &mut Limiter| {
+        let run_to_probe = |l: &mut Limiter| {
             let mut run = 1;
             while l.success().is_none() {
                 run += 1;
