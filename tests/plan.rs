@@ -483,6 +483,38 @@ fn a_plan_can_fan_out_and_builds_in_one_go() {
     assert!(p.exists("sum.md") && p.exists("reviews/a.md"));
 }
 
+/// master_plan.md's `## Task Details` section, up to the next section.
+fn details_section(md: &str) -> &str {
+    let start = md.find("## Task Details").expect("a details section");
+    let rest = &md[start..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 4);
+    &rest[..end]
+}
+
+#[test]
+fn a_dynamic_fan_out_with_no_instances_still_has_its_details_block() {
+    let p = Project::empty();
+    p.write("src/a.rs", "fn a() {}\n");
+    p.write("parts.json", "[]");
+    let cmd = p.fake_planner(&[FANS_OUT]);
+    p.plan(&cmd, &["--toml", "--force"]).ok();
+    // Before T-01 answers, `part` has no instances, yet its block is there, once.
+    let md = p.read(".orchestrator/master_plan.md");
+    insta::assert_snapshot!("details_zero_instances", details_section(&md));
+    // T-01 answered `[]`: still none, still one block.
+    let out = p
+        .orch(&["build", "--agent", "sim", "--sim-speed", "1000"])
+        .ok();
+    let md = p.read(".orchestrator/master_plan.md");
+    assert_eq!(
+        md.matches("### part[…]").count(),
+        1,
+        "{}\n{md}",
+        out.stderr()
+    );
+    assert!(md.contains("the answer of `T-01`: 0 instance(s)"), "{md}");
+}
+
 #[test]
 fn a_fan_out_against_the_rules_is_asked_again() {
     let p = Project::empty();

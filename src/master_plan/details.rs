@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::duration::format_exact;
-use crate::plan::{Action, Foreach, Plan};
+use crate::plan::{Action, Fanout, Foreach, Plan, Task};
 
 /// The runner name a details block gives a shell task.
 pub(super) const SHELL: &str = "shell";
@@ -62,100 +62,121 @@ pub fn render_details(plan: &Plan, agent_id: &dyn Fn(&str) -> String) -> String 
         if fanout.is_some_and(|f| f.instances.first() != Some(&t)) {
             continue;
         }
-        let task = fanout.map_or(task, |f| &f.template);
-        let runner = match &task.action {
-            Action::Shell(_) => SHELL.to_string(),
-            _ => task
-                .agent
-                .clone()
-                .unwrap_or_else(|| plan.settings.default_agent.clone()),
-        };
-        match fanout {
-            None => {
-                let _ = writeln!(s, "### {}: {}\n", task.id, heading_title(&task.title));
-                let _ = writeln!(s, "- **Agent**: {} ({runner})", agent_id(&task.id));
-            }
-            Some(f) => {
-                let _ = writeln!(s, "### {}[…]: {}\n", task.id, heading_title(&task.title));
-                let ids = |i: Option<&usize>| i.map(|&i| agent_id(&plan.tasks[i].id));
-                let (first, last) = (ids(f.instances.first()), ids(f.instances.last()));
-                let agents = match (first, last) {
-                    (Some(a), Some(b)) if a != b => format!("{a} … {b}"),
-                    (Some(a), _) => a,
-                    _ => "-".into(),
-                };
-                let _ = writeln!(s, "- **Agent**: {agents} ({runner})");
-                let source = match task.foreach.as_ref() {
-                    Some(Foreach::Glob(g)) => format!("files matching {}", code_span(g)),
-                    Some(Foreach::List(l)) => format!("the list of {}", l.len()),
-                    Some(Foreach::SameAs(o)) => format!("the items of `{o}`"),
-                    Some(Foreach::From(o)) => format!("the answer of `{o}`"),
-                    None => "-".into(),
-                };
-                let _ = writeln!(
-                    s,
-                    "- **Foreach**: {source}: {} instance(s)",
-                    f.instances.len()
-                );
-            }
-        }
-        let list = |items: &[String]| {
-            items
-                .iter()
-                .map(|i| code_span(i))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if !task.inputs.is_empty() {
-            let _ = writeln!(s, "- **Input**: {}", list(&task.inputs));
-        }
-        if !task.outputs.is_empty() {
-            let _ = writeln!(s, "- **Output**: {}", list(&task.outputs));
-        }
-        if let Some(e) = task.estimate {
-            let _ = writeln!(s, "- **Estimated Time**: {}", format_exact(e));
-        }
-        if let Some(t) = task.timeout {
-            let _ = writeln!(s, "- **Timeout**: {}", format_exact(t));
-        }
-        if let Some(n) = task.retries {
-            let _ = writeln!(s, "- **Retries**: {n}");
-        }
-        if !task.locks.is_empty() {
-            let _ = writeln!(s, "- **Locks**: {}", list(&task.locks));
-        }
-        let mut blocks: Vec<String> = Vec::new();
-        if let Some(v) = &task.verify {
-            if one_line(v) {
-                let _ = writeln!(s, "- **Verify**: {}", code_span(v));
-            } else {
-                let _ = writeln!(s, "- **Verify**:");
-                blocks.push(fenced("verify", v));
-            }
-        }
-        match &task.action {
-            Action::Shell(cmd) if one_line(cmd) => {
-                let _ = writeln!(s, "- **Run**: {}", code_span(cmd));
-            }
-            Action::Shell(cmd) => {
-                let _ = writeln!(s, "- **Run**:");
-                blocks.push(fenced("sh", cmd));
-            }
-            Action::PromptFile(f) => {
-                let _ = writeln!(s, "- **Prompt file**: {}", code_span(&f.to_string_lossy()));
-            }
-            Action::Prompt(p) => {
-                let _ = writeln!(s, "- **Prompt**:");
-                blocks.push(fenced("text", p));
-            }
-        }
-        for b in blocks {
-            s.push('\n');
-            s.push_str(&b);
-        }
-        s.push('\n');
+        render_block(
+            &mut s,
+            plan,
+            fanout.map_or(task, |f| &f.template),
+            fanout,
+            agent_id,
+        );
+    }
+    // A fan-out with no instances (a producer that answered `[]`) has no row to sit beside;
+    // its block still says what each instance would do.
+    for f in plan.fanouts.iter().filter(|f| f.instances.is_empty()) {
+        render_block(&mut s, plan, &f.template, Some(f), agent_id);
     }
     s
+}
+
+/// One task's details block; a fan-out's is its template's, with the instances' agent ids.
+fn render_block(
+    s: &mut String,
+    plan: &Plan,
+    task: &Task,
+    fanout: Option<&Fanout>,
+    agent_id: &dyn Fn(&str) -> String,
+) {
+    let runner = match &task.action {
+        Action::Shell(_) => SHELL.to_string(),
+        _ => task
+            .agent
+            .clone()
+            .unwrap_or_else(|| plan.settings.default_agent.clone()),
+    };
+    match fanout {
+        None => {
+            let _ = writeln!(s, "### {}: {}\n", task.id, heading_title(&task.title));
+            let _ = writeln!(s, "- **Agent**: {} ({runner})", agent_id(&task.id));
+        }
+        Some(f) => {
+            let _ = writeln!(s, "### {}[…]: {}\n", task.id, heading_title(&task.title));
+            let ids = |i: Option<&usize>| i.map(|&i| agent_id(&plan.tasks[i].id));
+            let (first, last) = (ids(f.instances.first()), ids(f.instances.last()));
+            let agents = match (first, last) {
+                (Some(a), Some(b)) if a != b => format!("{a} … {b}"),
+                (Some(a), _) => a,
+                _ => "-".into(),
+            };
+            let _ = writeln!(s, "- **Agent**: {agents} ({runner})");
+            let source = match task.foreach.as_ref() {
+                Some(Foreach::Glob(g)) => format!("files matching {}", code_span(g)),
+                Some(Foreach::List(l)) => format!("the list of {}", l.len()),
+                Some(Foreach::SameAs(o)) => format!("the items of `{o}`"),
+                Some(Foreach::From(o)) => format!("the answer of `{o}`"),
+                None => "-".into(),
+            };
+            let _ = writeln!(
+                s,
+                "- **Foreach**: {source}: {} instance(s)",
+                f.instances.len()
+            );
+        }
+    }
+    let list = |items: &[String]| {
+        items
+            .iter()
+            .map(|i| code_span(i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !task.inputs.is_empty() {
+        let _ = writeln!(s, "- **Input**: {}", list(&task.inputs));
+    }
+    if !task.outputs.is_empty() {
+        let _ = writeln!(s, "- **Output**: {}", list(&task.outputs));
+    }
+    if let Some(e) = task.estimate {
+        let _ = writeln!(s, "- **Estimated Time**: {}", format_exact(e));
+    }
+    if let Some(t) = task.timeout {
+        let _ = writeln!(s, "- **Timeout**: {}", format_exact(t));
+    }
+    if let Some(n) = task.retries {
+        let _ = writeln!(s, "- **Retries**: {n}");
+    }
+    if !task.locks.is_empty() {
+        let _ = writeln!(s, "- **Locks**: {}", list(&task.locks));
+    }
+    let mut blocks: Vec<String> = Vec::new();
+    if let Some(v) = &task.verify {
+        if one_line(v) {
+            let _ = writeln!(s, "- **Verify**: {}", code_span(v));
+        } else {
+            let _ = writeln!(s, "- **Verify**:");
+            blocks.push(fenced("verify", v));
+        }
+    }
+    match &task.action {
+        Action::Shell(cmd) if one_line(cmd) => {
+            let _ = writeln!(s, "- **Run**: {}", code_span(cmd));
+        }
+        Action::Shell(cmd) => {
+            let _ = writeln!(s, "- **Run**:");
+            blocks.push(fenced("sh", cmd));
+        }
+        Action::PromptFile(f) => {
+            let _ = writeln!(s, "- **Prompt file**: {}", code_span(&f.to_string_lossy()));
+        }
+        Action::Prompt(p) => {
+            let _ = writeln!(s, "- **Prompt**:");
+            blocks.push(fenced("text", p));
+        }
+    }
+    for b in blocks {
+        s.push('\n');
+        s.push_str(&b);
+    }
+    s.push('\n');
 }
 
 /// Beyond this many tasks the mermaid diagram is left out (`orch graph` still draws it).
