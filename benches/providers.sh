@@ -28,7 +28,7 @@ mkdir -p "$WORK_DIR"
 [[ -x $ORCH ]] || { echo "build orch first: cargo build --release" >&2; exit 1; }
 
 MOCK_PID=
-stop_mock() { [[ -n $MOCK_PID ]] && kill "$MOCK_PID" 2>/dev/null && wait "$MOCK_PID" 2>/dev/null; MOCK_PID=; }
+stop_mock() { [[ -n $MOCK_PID ]] && kill "$MOCK_PID" 2>/dev/null && { wait "$MOCK_PID" 2>/dev/null || true; }; MOCK_PID=; }
 trap stop_mock EXIT
 
 start_mock() { # ARGS...
