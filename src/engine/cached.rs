@@ -19,7 +19,6 @@ use crate::cache::{
 };
 use crate::clock::{unix_now, Active};
 use crate::disk::Digest;
-use crate::fingerprint::FieldName;
 use crate::state::TaskRecord;
 
 /// What a successful run's action record keeps besides its files.
@@ -180,20 +179,8 @@ impl BuildContext<'_> {
             outputs.push((o, h));
         }
         let task_record = TaskRecord {
-            fingerprint: parts.value,
-            definition: parts.definition,
-            definition_fields: parts
-                .definition_fields
-                .iter()
-                .map(|&(name, d)| (FieldName::Borrowed(name), d))
-                .collect(),
-            inputs: parts.inputs.clone(),
-            deps: parts.deps.clone(),
-            outputs: outputs.clone(),
-            finished_at: unix_now(),
-            duration_ms: record.duration_ms,
-            retries: 0,
             restored: true,
+            ..parts.record(outputs.clone(), record.duration_ms, 0)
         };
         let _ = self.done[t].set(DoneInfo {
             handoff: self.handoff(t, &parts.value, &outputs),

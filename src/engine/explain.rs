@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::disk::Digest;
-use crate::fingerprint::DefinitionFields;
+use crate::fingerprint::{DefinitionFields, FieldName};
 use crate::state::TaskRecord;
 
 /// The parts of a fingerprint, kept apart so `explain` can say which one changed.
@@ -15,6 +15,33 @@ pub struct FingerprintParts {
     pub inputs: Vec<(String, Digest)>,
     pub deps: Vec<(String, Digest)>,
     pub value: Digest,
+}
+
+impl FingerprintParts {
+    /// The record of a success with these parts, finished now (by a run: not restored).
+    pub fn record(
+        &self,
+        outputs: Vec<(String, Digest)>,
+        duration_ms: u64,
+        retries: u32,
+    ) -> TaskRecord {
+        TaskRecord {
+            fingerprint: self.value,
+            definition: self.definition,
+            definition_fields: self
+                .definition_fields
+                .iter()
+                .map(|&(name, d)| (FieldName::Borrowed(name), d))
+                .collect(),
+            inputs: self.inputs.clone(),
+            deps: self.deps.clone(),
+            outputs,
+            finished_at: crate::clock::unix_now(),
+            duration_ms,
+            retries,
+            restored: false,
+        }
+    }
 }
 
 /// A one-line reason naming the first part that changed.

@@ -16,8 +16,6 @@ use super::context::BuildContext;
 use super::explain::FingerprintParts;
 use super::worktrees::{InTree, PendingSuccess};
 use crate::agent::{Failure, FailureKind};
-use crate::fingerprint::FieldName;
-use crate::state::TaskRecord;
 use crate::workspace::merge::Merged;
 use crate::workspace::worktree::{self, Change, Kept, KeptAs};
 use std::path::PathBuf;
@@ -235,22 +233,7 @@ impl BuildContext<'_> {
                     .map(|p| iso.repo.from_root(p).unwrap_or(p).to_string())
                     .collect();
                 let branch = worktree::branch(&task.id);
-                let record = TaskRecord {
-                    fingerprint: parts.value,
-                    definition: parts.definition,
-                    definition_fields: parts
-                        .definition_fields
-                        .iter()
-                        .map(|&(name, d)| (FieldName::Borrowed(name), d))
-                        .collect(),
-                    inputs: parts.inputs.clone(),
-                    deps: parts.deps.clone(),
-                    outputs: Vec::new(),
-                    finished_at: crate::clock::unix_now(),
-                    duration_ms,
-                    retries,
-                    restored: false,
-                };
+                let record = parts.record(Vec::new(), duration_ms, retries);
                 let reason = format!(
                     "conflict: {} ({why}); the change is kept on branch {branch}: `orch diff {}` \
                      shows it, `orch merge {}` merges it once resolved",

@@ -9,12 +9,12 @@ use super::context::{BuildContext, DoneInfo};
 use super::exchange::{Resume, TaskDone, TaskMsg, Try};
 use super::prompt::{render_task_file, DepResult};
 use crate::agent::{Failure, FailureKind, Pushback, Usage};
-use crate::clock::{unix_now, Active};
+use crate::clock::Active;
 use crate::disk::{persist_atomic, replace_unsynced, IoResultExt, PathError};
-use crate::fingerprint::{self, FieldName};
+use crate::fingerprint;
 use crate::plan::{Action, AgentSpec, ResultSpec, Task};
 use crate::scheduler::{CallEnd, Next, NoPermit, Runner};
-use crate::state::{SessionRecord, TaskRecord};
+use crate::state::SessionRecord;
 
 impl BuildContext<'_> {
     pub(super) fn env(&self, t: usize, agent: Option<&AgentSpec>) -> Vec<(String, String)> {
@@ -378,22 +378,11 @@ impl BuildContext<'_> {
                 }
             }
         }
-        let record = TaskRecord {
-            fingerprint: parts.value,
-            definition: parts.definition,
-            definition_fields: parts
-                .definition_fields
-                .iter()
-                .map(|&(name, d)| (FieldName::Borrowed(name), d))
-                .collect(),
-            inputs: parts.inputs,
-            deps: parts.deps,
-            outputs: outputs.clone(),
-            finished_at: unix_now(),
-            duration_ms: started.elapsed().as_millis() as u64,
+        let record = parts.record(
+            outputs.clone(),
+            started.elapsed().as_millis() as u64,
             retries,
-            restored: false,
-        };
+        );
         let usage = total.into_inner();
         if self.caches(t) {
             let facts = super::cached::RunFacts {
