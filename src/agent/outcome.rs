@@ -53,6 +53,16 @@ impl Usage {
     pub fn is_empty(&self) -> bool {
         *self == Usage::default()
     }
+
+    /// The cost in dollars, 0 where none was reported.
+    pub fn cost(&self) -> f64 {
+        self.cost_usd.unwrap_or(0.0)
+    }
+
+    /// Input and output tokens, counting an unreported count as 0.
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens.unwrap_or(0) + self.output_tokens.unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

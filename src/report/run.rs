@@ -76,70 +76,36 @@ impl Outcome {
     }
 }
 
-/// Cost and tokens, each `None` where nothing reported it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Usage {
-    pub cost_usd: Option<f64>,
-    pub input_tokens: Option<u64>,
-    pub cache_read_tokens: Option<u64>,
-    pub cache_write_tokens: Option<u64>,
-    pub output_tokens: Option<u64>,
+/// Cost and tokens, each `None` where nothing reported it: the agent's own [`Usage`], read
+/// back from an event's JSON.
+pub use crate::agent::Usage;
+
+/// The usage an event reports; a field missing or of another type is `None`.
+fn usage_of(v: &Value) -> Usage {
+    Usage {
+        cost_usd: v["cost_usd"].as_f64(),
+        input_tokens: v["input_tokens"].as_u64(),
+        cache_read_tokens: v["cache_read_tokens"].as_u64(),
+        cache_write_tokens: v["cache_write_tokens"].as_u64(),
+        output_tokens: v["output_tokens"].as_u64(),
+    }
 }
 
-impl Usage {
-    fn of(v: &Value) -> Usage {
-        Usage {
-            cost_usd: v["cost_usd"].as_f64(),
-            input_tokens: v["input_tokens"].as_u64(),
-            cache_read_tokens: v["cache_read_tokens"].as_u64(),
-            cache_write_tokens: v["cache_write_tokens"].as_u64(),
-            output_tokens: v["output_tokens"].as_u64(),
-        }
+/// `total - before`, field by field, never below zero (what the last attempt cost, from the
+/// task's total).
+fn usage_minus(total: &Usage, before: &Usage) -> Usage {
+    fn f(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+        a.map(|a| (a - b.unwrap_or(0.0)).max(0.0))
     }
-
-    pub fn cost(&self) -> f64 {
-        self.cost_usd.unwrap_or(0.0)
+    fn n(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+        a.map(|a| a.saturating_sub(b.unwrap_or(0)))
     }
-
-    pub fn tokens(&self) -> u64 {
-        self.input_tokens.unwrap_or(0) + self.output_tokens.unwrap_or(0)
-    }
-
-    /// `self - before`, field by field (what the last attempt cost, from the task's total).
-    fn minus(&self, before: &Usage) -> Usage {
-        fn f(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-            a.map(|a| (a - b.unwrap_or(0.0)).max(0.0))
-        }
-        fn n(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-            a.map(|a| a.saturating_sub(b.unwrap_or(0)))
-        }
-        Usage {
-            cost_usd: f(self.cost_usd, before.cost_usd),
-            input_tokens: n(self.input_tokens, before.input_tokens),
-            cache_read_tokens: n(self.cache_read_tokens, before.cache_read_tokens),
-            cache_write_tokens: n(self.cache_write_tokens, before.cache_write_tokens),
-            output_tokens: n(self.output_tokens, before.output_tokens),
-        }
-    }
-
-    fn add(&mut self, o: &Usage) {
-        fn f(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-            match (a, b) {
-                (Some(a), Some(b)) => Some(a + b),
-                (a, b) => a.or(b),
-            }
-        }
-        fn n(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-            match (a, b) {
-                (Some(a), Some(b)) => Some(a + b),
-                (a, b) => a.or(b),
-            }
-        }
-        self.cost_usd = f(self.cost_usd, o.cost_usd);
-        self.input_tokens = n(self.input_tokens, o.input_tokens);
-        self.cache_read_tokens = n(self.cache_read_tokens, o.cache_read_tokens);
-        self.cache_write_tokens = n(self.cache_write_tokens, o.cache_write_tokens);
-        self.output_tokens = n(self.output_tokens, o.output_tokens);
+    Usage {
+        cost_usd: f(total.cost_usd, before.cost_usd),
+        input_tokens: n(total.input_tokens, before.input_tokens),
+        cache_read_tokens: n(total.cache_read_tokens, before.cache_read_tokens),
+        cache_write_tokens: n(total.cache_write_tokens, before.cache_write_tokens),
+        output_tokens: n(total.output_tokens, before.output_tokens),
     }
 }
 
@@ -403,7 +369,7 @@ impl Run {
                 usage: Usage::default(),
             }),
             "task_retried" => {
-                let usage = Usage::of(v);
+                let usage = usage_of(v);
                 let reason = v["reason"].as_str().map(String::from);
                 if let Some(a) = open_attempt(t) {
                     a.end_ms = Some(at);
@@ -433,7 +399,7 @@ impl Run {
                     _ => (Status::Interrupted, Outcome::Interrupted),
                 };
                 t.status = status;
-                t.usage = Usage::of(v);
+                t.usage = usage_of(v);
                 t.duration_ms = v["duration_ms"].as_u64();
                 t.retries = v["retries"].as_u64().unwrap_or(t.retries);
                 t.reason = v["reason"].as_str().map(String::from);
@@ -441,7 +407,7 @@ impl Run {
                 for a in t.attempts.iter().filter(|a| a.outcome != Outcome::Open) {
                     before.add(&a.usage);
                 }
-                let last = t.usage.minus(&before);
+                let last = usage_minus(&t.usage, &before);
                 let reason = t.reason.clone();
                 match open_attempt(t) {
                     Some(a) => {
@@ -479,7 +445,7 @@ impl Run {
             }),
             _ if restored_kind => {
                 t.status = Status::Restored;
-                t.usage = Usage::of(v);
+                t.usage = usage_of(v);
                 // A moment: its `duration_ms` is the restored run's, not this build's.
                 t.attempts.push(Attempt {
                     number: t.attempts.len() as u64 + 1,
@@ -554,7 +520,7 @@ impl Run {
 
     /// The build's totals, from `build_finished`.
     pub fn total_usage(&self) -> Option<Usage> {
-        self.finished.as_ref().map(Usage::of)
+        self.finished.as_ref().map(usage_of)
     }
 }
 
