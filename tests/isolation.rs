@@ -201,6 +201,26 @@ fn edits_of_the_same_lines_conflict_and_keep_the_branch() {
         .find(|r| r["id"] == loser.as_str())
         .unwrap();
     assert_eq!(row["status"], "conflict");
+    // It lists the kept worktree too, on the task's object.
+    assert_eq!(row["worktree"]["branch"], format!("orch/{loser}"), "{row}");
+    assert_eq!(
+        row["worktree"]["path"],
+        format!(".orchestrator/worktrees/{loser}"),
+        "{row}"
+    );
+    assert_eq!(row["worktree"]["kept_as"], "conflict", "{row}");
+    assert_eq!(
+        row["worktree"]["files"],
+        serde_json::json!(["lib.py"]),
+        "{row}"
+    );
+    let merged = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == winner)
+        .unwrap();
+    assert!(merged["worktree"].is_null(), "{merged}");
 }
 
 #[test]

@@ -30,10 +30,11 @@ pub fn run(global: &Global, args: &StatusArgs) -> Result<i32> {
     let rows = inspect::status_rows(&plan, args.agent.as_deref())?;
     let sessions = inspect::agent_sessions(&plan)?;
     if args.json {
+        let mut json = inspect::status_json(&rows, &sessions);
+        add_kept_worktrees(&plan, &mut json);
         println!(
             "{}",
-            serde_json::to_string_pretty(&inspect::status_json(&rows, &sessions))
-                .unwrap_or_default()
+            serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     } else {
         print!("{}", inspect::render_status(&rows));
@@ -41,6 +42,25 @@ pub fn run(global: &Global, args: &StatusArgs) -> Result<i32> {
         print!("{}", kept_worktrees(&plan));
     }
     Ok(0)
+}
+
+/// Gives each task's object its kept worktree (`worktree`: path, branch, what it was kept
+/// for, conflicting files), `null` where none is kept, as the table lists them below it.
+fn add_kept_worktrees(plan: &crate::plan::Plan, json: &mut serde_json::Value) {
+    use crate::workspace::worktree::{kept_in, safe_name};
+    let dir = plan.state_dir().join("worktrees");
+    let kept = kept_in(&dir);
+    for row in json.as_array_mut().into_iter().flatten() {
+        let k = kept.iter().find(|k| row["id"] == k.task.as_str());
+        row["worktree"] = k.map_or(serde_json::Value::Null, |k| {
+            serde_json::json!({
+                "path": plan.relative(&dir.join(safe_name(&k.task))),
+                "branch": k.branch,
+                "kept_as": k.kept_as,
+                "files": k.files,
+            })
+        });
+    }
 }
 
 /// The worktrees kept for tasks that conflicted or failed, with how to deal with them.
