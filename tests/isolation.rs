@@ -302,15 +302,21 @@ fn a_project_that_is_not_a_git_repository_is_refused() {
 
 #[test]
 fn sigkill_during_a_merge_is_finished_by_the_next_build() {
-    let orchfile = r#"
+    // Each run of the task adds a line here, outside the project.
+    let calls_dir = tempfile::tempdir().unwrap();
+    let calls = calls_dir.path().join("calls");
+    let orchfile = format!(
+        r#"
 [settings]
 isolation = "worktree"
 [tasks.gen]
-run = "echo one > a.txt; echo two > b.txt; rm -f gone.txt"
+run = "echo one > a.txt; echo two > b.txt; rm -f gone.txt; echo ran >> '{}'"
 outputs = ["a.txt", "b.txt"]
-"#;
+"#,
+        calls.display()
+    );
     let p = repo(&[
-        ("Orchfile.toml", orchfile),
+        ("Orchfile.toml", &orchfile),
         ("gone.txt", "x\n"),
         ("a.txt", "0\n"),
     ]);
@@ -351,6 +357,16 @@ outputs = ["a.txt", "b.txt"]
     assert_eq!(p.read("notes.txt"), "mine\n");
     // The killed build's worktree was reclaimed; nothing is left over.
     assert_eq!(worktrees(&p).len(), 1, "{:?}", worktrees(&p));
+    // The merge finished, the task's success was recorded from the merge's record: it did
+    // not run again, and is up to date.
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "ran\n");
+    let again = p.orch(&["build", "-v"]).ok();
+    assert!(
+        again.stderr().contains("0 ran, 1 up to date"),
+        "{}",
+        again.stderr()
+    );
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "ran\n");
 }
 
 /// a then b, one at a time (b starts from the base, not from a's change): both turn

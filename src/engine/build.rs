@@ -125,7 +125,7 @@ pub fn run_build(
     } = load(plan, opts, preload, &targets, &*backend, events)?;
     crate::profile::mark("graph, state and stat cache loaded");
     refused_up_front(plan, opts, &wanted)?;
-    let isolated = super::worktrees::setup(plan, opts, &wanted, &store.layout, events)?;
+    let isolated = super::worktrees::setup(plan, opts, &wanted, &mut store, events)?;
     super::gone::remove_results(plan, &store, events);
     let layout = store.layout.clone();
     let mut doc = PlanDoc::load(plan, &layout, &store);

@@ -16,7 +16,7 @@ use super::context::BuildContext;
 use super::explain::FingerprintParts;
 use super::worktrees::{InTree, PendingSuccess};
 use crate::agent::{Failure, FailureKind};
-use crate::workspace::merge::Merged;
+use crate::workspace::merge::{MergeOf, Merged};
 use crate::workspace::worktree::{self, Change, Kept, KeptAs};
 use std::path::PathBuf;
 
@@ -198,13 +198,25 @@ impl BuildContext<'_> {
                 .get(p)
                 .map(|&o| format!("a declared output of {}", self.task(o).id))
         };
+        // Recorded by `orch merge` after a conflict, or by the next build when this one is
+        // killed in the middle of the merge: the task's success, outputs hashed then.
+        let success = serde_json::to_value(PendingSuccess {
+            record: parts.record(Vec::new(), duration_ms, retries),
+            result: result.to_string(),
+            agent_id: agent_id.clone(),
+        })
+        .ok();
         let merged = {
             let _one = iso.merging.lock().unwrap();
+            let of = MergeOf {
+                task: &task.id,
+                agent_id,
+                success: success.clone(),
+            };
             let merged = iso
                 .repo
                 .merge(
-                    &task.id,
-                    agent_id,
+                    of,
                     &change,
                     Some(&change.start),
                     &format!("orch: merge {}\n\n{message}", task.id),
@@ -233,7 +245,6 @@ impl BuildContext<'_> {
                     .map(|p| iso.repo.from_root(p).unwrap_or(p).to_string())
                     .collect();
                 let branch = worktree::branch(&task.id);
-                let record = parts.record(Vec::new(), duration_ms, retries);
                 let reason = format!(
                     "conflict: {} ({why}); the change is kept on branch {branch}: `orch diff {}` \
                      shows it, `orch merge {}` merges it once resolved",
@@ -248,12 +259,7 @@ impl BuildContext<'_> {
                     change: Some(change.clone()),
                     files,
                     reason: reason.clone(),
-                    success: serde_json::to_value(PendingSuccess {
-                        record,
-                        result: result.to_string(),
-                        agent_id: agent_id.clone(),
-                    })
-                    .ok(),
+                    success,
                 };
                 iso.repo
                     .set_branch(&task.id, &change.commit)

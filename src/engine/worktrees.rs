@@ -11,8 +11,8 @@ use miette::{miette, Result};
 use super::options::BuildOptions;
 use crate::plan::{Isolation, Plan};
 use crate::reporter::{Event, Events};
-use crate::state::{StateLayout, TaskRecord};
-use crate::workspace::merge::Merged;
+use crate::state::{StateLayout, StateStore, Status, StatusRecord, TaskRecord};
+use crate::workspace::merge::{MergeOf, Merged};
 use crate::workspace::worktree::{Change, KeptAs, TaskTree};
 use crate::workspace::{OpenError, Repo};
 
@@ -57,7 +57,7 @@ pub(crate) fn setup(
     plan: &Plan,
     opts: &BuildOptions,
     wanted: &[bool],
-    layout: &StateLayout,
+    store: &mut StateStore,
     events: &mut dyn Events,
 ) -> Result<Option<Isolated>> {
     let isolated = isolated_tasks(plan, opts);
@@ -68,7 +68,7 @@ pub(crate) fn setup(
     if ids.is_empty() {
         return Ok(None);
     }
-    let repo = Repo::open(&plan.root, &layout.dir).map_err(|e| match e {
+    let repo = Repo::open(&plan.root, &store.layout.dir).map_err(|e| match e {
         OpenError::NotARepo(_) => miette!(
             code = "orch::not_a_git_repository",
             help = "worktrees are git's: run `git init && git add -A && git commit -m start` \
@@ -87,8 +87,11 @@ pub(crate) fn setup(
         ),
     })?;
     let io = |e: std::io::Error| miette!("isolation: {e}");
-    if let Some(said) = repo.recover().map_err(io)? {
-        events.emit(Event::Notice { message: &said });
+    if let Some(done) = repo.recover().map_err(io)? {
+        events.emit(Event::Notice {
+            message: &done.said,
+        });
+        record_recovered(plan, store, done).map_err(io)?;
     }
     let reclaimed = repo.reclaim();
     if !reclaimed.is_empty() {
@@ -158,6 +161,56 @@ pub struct PendingSuccess {
     pub agent_id: String,
 }
 
+/// The success a merge finished by [`Repo::recover`] carried, recorded: the task's work is
+/// in the tree, so it does not run again.
+fn record_recovered(
+    plan: &Plan,
+    store: &mut StateStore,
+    done: crate::workspace::merge::Recovered,
+) -> std::io::Result<()> {
+    let pending = done
+        .success
+        .and_then(|v| serde_json::from_value::<PendingSuccess>(v).ok());
+    match pending {
+        Some(p) => record_merged_success(plan, store, &done.task, p),
+        None => Ok(()),
+    }
+}
+
+/// Records the success of task `id` once its change is merged: its result written, its
+/// outputs (and result) hashed as they are now, its status completed.
+fn record_merged_success(
+    plan: &Plan,
+    store: &mut StateStore,
+    id: &str,
+    p: PendingSuccess,
+) -> std::io::Result<()> {
+    let Some(task) = plan.task(id) else {
+        return Ok(());
+    };
+    let mut record = p.record;
+    let result = store.layout.result_file(&p.agent_id);
+    crate::disk::persist_atomic(&result, p.result.as_bytes())?;
+    let mut proof: Vec<String> = task.outputs.clone();
+    proof.push(plan.relative(&result));
+    for o in proof {
+        if let Ok(h) = crate::fingerprint::hash_file_contents(&plan.root.join(&o)) {
+            record.outputs.push((o, h));
+        }
+    }
+    store.record_success(id, record)?;
+    let now = crate::clock::Stamp::now().time();
+    store.record_status(
+        id,
+        StatusRecord {
+            status: Status::Completed,
+            start: Some(now.clone()),
+            end: Some(now),
+            retries: 0,
+        },
+    )
+}
+
 /// How `orch merge TASK` ended.
 pub enum MergeReport {
     /// Merged (or found already in the tree), and recorded as the task's success.
@@ -172,13 +225,17 @@ pub enum MergeReport {
 /// hashed after the merge. Takes the run lock.
 pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
     use crate::state::lock::{LockWait, RunLock};
-    use crate::state::{StateStore, Status, StatusRecord};
     let layout = StateLayout::new(plan.state_dir());
     let _lock = RunLock::acquire(&layout.lock(), LockWait::Refuse)
         .map_err(|e| miette!("cannot merge while a build is going on: {e}"))?;
     let repo = Repo::open(&plan.root, &layout.dir).map_err(|e| miette!("orch merge: {e}"))?;
     let io = |e: std::io::Error| miette!("orch merge: {e}");
-    repo.recover().map_err(io)?;
+    let open_store = || StateStore::open(layout.clone()).map_err(|e| miette!("{e}"));
+    if let Some(done) = repo.recover().map_err(io)? {
+        let mut store = open_store()?;
+        record_recovered(plan, &mut store, done).map_err(io)?;
+        store.close().map_err(io)?;
+    }
     let kept = repo
         .kept()
         .into_iter()
@@ -212,10 +269,14 @@ pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
     let agent_id = pending
         .as_ref()
         .map_or_else(|| "Agent-00".to_string(), |p| p.agent_id.clone());
+    let of = MergeOf {
+        task: id,
+        agent_id: &agent_id,
+        success: kept.success.clone(),
+    };
     let merged = repo
         .merge(
-            id,
-            &agent_id,
+            of,
             &Change {
                 start: change.start.clone(),
                 commit: tip,
@@ -236,31 +297,9 @@ pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
         Merged::Clean { commit, .. } => Some(commit),
         Merged::Unchanged => None,
     };
-    if let (Some(p), Some(task)) = (pending, plan.task(id)) {
-        let mut record = p.record;
-        let result = layout.result_file(&p.agent_id);
-        crate::disk::persist_atomic(&result, p.result.as_bytes()).map_err(io)?;
-        let mut proof: Vec<String> = task.outputs.clone();
-        proof.push(plan.relative(&result));
-        for o in proof {
-            if let Ok(h) = crate::fingerprint::hash_file_contents(&plan.root.join(&o)) {
-                record.outputs.push((o, h));
-            }
-        }
-        let mut store = StateStore::open(layout.clone()).map_err(|e| miette!("{e}"))?;
-        store.record_success(id, record).map_err(io)?;
-        let now = crate::clock::Stamp::now().time();
-        store
-            .record_status(
-                id,
-                StatusRecord {
-                    status: Status::Completed,
-                    start: Some(now.clone()),
-                    end: Some(now),
-                    retries: 0,
-                },
-            )
-            .map_err(io)?;
+    if let Some(p) = pending {
+        let mut store = open_store()?;
+        record_merged_success(plan, &mut store, id, p).map_err(io)?;
         store.close().map_err(io)?;
     }
     repo.remove(id, false);

@@ -44,6 +44,28 @@ struct Record {
     new: String,
     write: Vec<String>,
     remove: Vec<String>,
+    /// What the build records as the task's success once the merge is in (opaque here):
+    /// a build that finishes the merge records it, so the task does not run again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    success: Option<serde_json::Value>,
+}
+
+/// Whose change a merge is: the task, the agent id its commits are signed with, and the
+/// success to record once it is in.
+pub struct MergeOf<'a> {
+    pub task: &'a str,
+    pub agent_id: &'a str,
+    pub success: Option<serde_json::Value>,
+}
+
+/// A merge a killed build left, finished (or found complete) by [`Repo::recover`].
+#[derive(Debug, PartialEq)]
+pub struct Recovered {
+    /// What was done, to say.
+    pub said: String,
+    pub task: String,
+    /// The success its record carried, when the merge is now in the tree.
+    pub success: Option<serde_json::Value>,
 }
 
 /// Set by tests only: the merge waits this many seconds between writing its record and
@@ -56,14 +78,13 @@ impl Repo {
         self.state_dir.join("merge.json")
     }
 
-    /// Merges `change` of task `task` into the checkout. `merge_base` is the change's start
+    /// Merges `change` of task `of.task` into the checkout. `merge_base` is the change's start
     /// (`None`: git's own merge base, once the person has reworked the branch). `guarded`
     /// names, for a path the merge would write, why it must not (the declared output of a
     /// task that is not isolated).
     pub fn merge(
         &self,
-        task: &str,
-        agent_id: &str,
+        of: MergeOf,
         change: &Change,
         merge_base: Option<&str>,
         message: &str,
@@ -109,19 +130,20 @@ impl Repo {
             &tree,
             &[&old, &change.commit],
             message,
-            &identity(task, agent_id),
+            &identity(of.task, of.agent_id),
         )?;
         let record = Record {
-            task: task.to_string(),
+            task: of.task.to_string(),
             old,
             new: new.clone(),
             write,
             remove,
+            success: of.success,
         };
         let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
         crate::disk::persist_atomic(&self.record_path(), &json)?;
         if let Some(secs) = std::env::var(PAUSE_ENV).ok().and_then(|s| s.parse().ok()) {
-            let _ = std::fs::write(self.state_dir.join("merge.paused"), task);
+            let _ = std::fs::write(self.state_dir.join("merge.paused"), of.task);
             std::thread::sleep(std::time::Duration::from_secs(secs));
         }
         self.apply(&record)?;
@@ -190,8 +212,8 @@ impl Repo {
     }
 
     /// Finishes a merge a killed build left half done, if there is one: what was done, to
-    /// say.
-    pub fn recover(&self) -> io::Result<Option<String>> {
+    /// say, and the success to record when the merge is in.
+    pub fn recover(&self) -> io::Result<Option<Recovered>> {
         let bytes = match std::fs::read(self.record_path()) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -203,27 +225,41 @@ impl Repo {
             return Ok(None);
         };
         let head = self.head()?;
-        let said = if head == r.new {
-            format!(
-                "the merge of {} an interrupted run made was complete",
-                r.task
+        let (said, merged) = if head == r.new {
+            (
+                format!(
+                    "the merge of {} an interrupted run made was complete",
+                    r.task
+                ),
+                true,
             )
         } else if head == r.old {
             self.apply(&r)?;
-            format!(
-                "finished merging {} into your tree: an interrupted run had started it ({} file(s))",
-                r.task,
-                r.write.len() + r.remove.len()
+            (
+                format!(
+                    "finished merging {} into your tree: an interrupted run had started it ({} \
+                     file(s))",
+                    r.task,
+                    r.write.len() + r.remove.len()
+                ),
+                true,
             )
         } else {
-            format!(
-                "an interrupted run was merging {}, but HEAD has moved since: left as it is \
-                 (the merge commit is {})",
-                r.task, r.new
+            (
+                format!(
+                    "an interrupted run was merging {}, but HEAD has moved since: left as it \
+                     is (the merge commit is {})",
+                    r.task, r.new
+                ),
+                false,
             )
         };
         self.drop_record()?;
-        Ok(Some(said))
+        Ok(Some(Recovered {
+            said,
+            task: r.task,
+            success: r.success.filter(|_| merged),
+        }))
     }
 }
 

@@ -61,7 +61,7 @@ fn a_change_merges_and_an_interrupted_apply_is_finished_idempotently() {
         commit,
     };
     let merged = repo
-        .merge("t", "Agent-01", &change, Some(&base), "merge t", &|_| None)
+        .merge(of_t(), &change, Some(&base), "merge t", &|_| None)
         .unwrap();
     let merge::Merged::Clean { commit: new, paths } = merged else {
         panic!("{merged:?}")
@@ -74,14 +74,14 @@ fn a_change_merges_and_an_interrupted_apply_is_finished_idempotently() {
     );
     // The same change again: already in.
     let again = repo
-        .merge("t", "Agent-01", &change, Some(&base), "merge t", &|_| None)
+        .merge(of_t(), &change, Some(&base), "merge t", &|_| None)
         .unwrap();
     assert_eq!(again, merge::Merged::Unchanged);
     // A record left at HEAD = new (the crash came after update-ref) is only dropped.
     let record =
         format!(r#"{{"task":"t","old":"{base}","new":"{new}","write":["a.txt"],"remove":[]}}"#);
     std::fs::write(repo.state_dir.join("merge.json"), &record).unwrap();
-    let said = repo.recover().unwrap().unwrap();
+    let said = repo.recover().unwrap().unwrap().said;
     assert!(said.contains("was complete"), "{said}");
     assert!(!repo.state_dir.join("merge.json").exists());
     assert_eq!(repo.recover().unwrap(), None);
@@ -100,8 +100,7 @@ fn a_conflict_touches_nothing() {
     let head = repo.head().unwrap();
     let merged = repo
         .merge(
-            "t",
-            "Agent-01",
+            of_t(),
             &Change {
                 start: base.clone(),
                 commit,
@@ -121,4 +120,13 @@ fn a_conflict_touches_nothing() {
         "ours\n"
     );
     assert_eq!(sh(dir.path(), &["status", "--porcelain"]), "");
+}
+
+/// Task `t`'s merge, by Agent-01, with no success to record.
+fn of_t() -> merge::MergeOf<'static> {
+    merge::MergeOf {
+        task: "t",
+        agent_id: "Agent-01",
+        success: None,
+    }
 }
