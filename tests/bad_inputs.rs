@@ -57,6 +57,31 @@ fn fails_naming(run: &Run, what: &str) {
             .any(|l| l.contains("[t]") && l.contains(what) && !l.contains("os error")),
         "expected a line naming [t] and `{what}`:\n{err}"
     );
+    // Its inputs were checked before it was handed out: it never started.
+    assert!(
+        !err.lines().any(|l| l.trim_start().starts_with("start")),
+        "a start line for a task that did not start:\n{err}"
+    );
+}
+
+#[test]
+fn a_task_whose_input_check_fails_never_starts_in_the_json_events_either() {
+    let p = one_task(r#"["named.md"]"#);
+    symlink("gone.md", p.path("named.md")).unwrap();
+    let run = p.orch(&["build", "--json"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    let events: Vec<serde_json::Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter(|e| e["task"] == "t")
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert_eq!(kinds, ["task_failed"], "{events:?}");
+    assert!(!p.exists("ran.log"));
 }
 
 #[test]

@@ -516,8 +516,16 @@ impl Runner for BuildContext<'_> {
                 *self.checked[t].lock().unwrap() = Some(Box::new(stale));
                 None
             }
-            // The worker checks again and reports the error as the task's failure.
-            Err(_) => None,
+            // Interrupted while hashing: the worker says it was cancelled.
+            Err(_) if self.cancel.is_cancelled() => None,
+            // Its inputs cannot be read: it fails here, never handed out nor announced as
+            // started.
+            Err(e) => Some(TaskDone::Failed {
+                failure: Failure::new(FailureKind::Launch, e.to_string()),
+                duration: Duration::ZERO,
+                retries: 0,
+                usage: Usage::default(),
+            }),
         }
     }
 }
