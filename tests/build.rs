@@ -866,19 +866,7 @@ fn interrupted_tasks_do_not_block_their_dependents() {
 
 #[test]
 fn an_output_left_from_an_earlier_run_does_not_count_as_written() {
-    let p = Project::new(
-        r#"
-[agents.maybe]
-command = ["sh", "-c", "cat > /dev/null; if [ -f write-it ]; then echo fresh > report.md; fi; echo done"]
-result = "stdout"
-
-[tasks.r]
-prompt = "write report.md (v1)"
-agent = "maybe"
-outputs = ["report.md"]
-retries = 0
-"#,
-    );
+    let p = Project::new(MAYBE_WRITES);
     p.write("write-it", "");
     p.orch(&["build"]).success();
     // Age the output, so its stamp is settled, then make the agent write nothing.
@@ -894,13 +882,9 @@ retries = 0
         "Orchfile.toml",
         &p.read("Orchfile.toml").replace("(v1)", "(v2)"),
     );
-    let run = p.orch(&["build"]);
-    assert_eq!(run.code(), 1, "{}", run.stderr());
-    assert!(
-        run.stderr()
-            .contains("not written by this run (left from an earlier one): report.md"),
-        "{}",
-        run.stderr()
+    p.orch(&["build"]).fails_with(
+        1,
+        "not written by this run (left from an earlier one): report.md",
     );
 }
 

@@ -36,14 +36,6 @@ deps = ["gen"]
     p
 }
 
-fn calls(p: &Project) -> Vec<String> {
-    if p.exists(".orchestrator/calls.log") {
-        p.lines(".orchestrator/calls.log")
-    } else {
-        Vec::new()
-    }
-}
-
 fn events(stdout: &str) -> Vec<Value> {
     stdout
         .lines()
@@ -59,12 +51,12 @@ fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
 fn a_reverted_input_is_restored_with_no_agent_call_and_its_cost_saved() {
     let p = project("");
     p.orch(&["build"]).success();
-    assert_eq!(calls(&p), ["review"]);
+    assert_eq!(p.agent_calls(), ["review"]);
     let first = p.read("bin/tool.sh");
     let answer = p.read(".orchestrator/results/agent-02-result.md");
     p.write("in.txt", "two\n");
     p.orch(&["build"]).success();
-    assert_eq!(calls(&p), ["review", "review"]);
+    assert_eq!(p.agent_calls(), ["review", "review"]);
     // Back to what the agent already answered: nothing runs, everything is as it was.
     p.write("in.txt", "one\n");
     std::fs::set_permissions(
@@ -73,7 +65,7 @@ fn a_reverted_input_is_restored_with_no_agent_call_and_its_cost_saved() {
     )
     .unwrap();
     let out = p.orch(&["build", "--json"]).ok().stdout();
-    assert_eq!(calls(&p), ["review", "review"], "no agent call");
+    assert_eq!(p.agent_calls(), ["review", "review"], "no agent call");
     assert_eq!(p.read("bin/tool.sh"), first);
     let mode = std::fs::metadata(p.path("bin/tool.sh"))
         .unwrap()
@@ -122,7 +114,7 @@ fn a_reverted_input_is_restored_with_no_agent_call_and_its_cost_saved() {
         "{}",
         plain.stderr()
     );
-    assert_eq!(calls(&p).len(), 2);
+    assert_eq!(p.agent_calls().len(), 2);
     // master_plan.md's log says where the answer came from.
     assert!(p
         .read(".orchestrator/master_plan.md")
@@ -138,7 +130,7 @@ fn cache_false_and_no_cache_run_again() {
     p.write("in.txt", "one\n");
     let out = p.orch(&["build"]).ok();
     assert_eq!(
-        calls(&p),
+        p.agent_calls(),
         ["review", "review", "review"],
         "cache = false runs"
     );
@@ -154,7 +146,7 @@ fn cache_false_and_no_cache_run_again() {
     q.orch(&["build"]).success();
     q.write("in.txt", "one\n");
     let out = q.orch(&["build", "--no-cache"]).ok();
-    assert_eq!(calls(&q).len(), 3, "--no-cache runs");
+    assert_eq!(q.agent_calls().len(), 3, "--no-cache runs");
     assert!(
         out.stderr().contains("2 ran, 0 up to date"),
         "{}",
@@ -182,7 +174,7 @@ fn a_damaged_blob_is_not_restored_and_the_task_runs() {
     p.write("in.txt", "one\n");
     let out = p.orch(&["build"]).ok();
     assert_eq!(
-        calls(&p).len(),
+        p.agent_calls().len(),
         3,
         "ran instead of restoring a damaged answer"
     );
@@ -260,7 +252,7 @@ fn the_dry_run_and_explain_say_what_would_be_restored() {
     assert!(explain.contains("would restore from cache"), "{explain}");
     let dry = p.orch(&["build", "-n", "--no-cache"]).ok().stdout();
     assert!(!dry.contains("would restore"), "{dry}");
-    assert_eq!(calls(&p).len(), 2);
+    assert_eq!(p.agent_calls().len(), 2);
 }
 
 fn records(p: &Project) -> usize {

@@ -48,14 +48,6 @@ env = {{ FAKE_WRITE = "report.md" }}
     p
 }
 
-fn calls(p: &Project) -> usize {
-    if p.exists(".orchestrator/calls.log") {
-        p.lines(".orchestrator/calls.log").len()
-    } else {
-        0
-    }
-}
-
 fn puts(server: &CacheServer) -> usize {
     server
         .requests()
@@ -73,14 +65,18 @@ fn a_second_clone_builds_with_no_agent_call() {
     let server = CacheServer::start(Auth::None);
     let a = clone_of(&server.url(), "");
     a.orch(&["build"]).success();
-    assert_eq!(calls(&a), 2);
+    assert_eq!(a.agent_calls().len(), 2);
     // Blobs first, records last; everything is on the server once the build is over.
     let ac = server.root().join("orch/ac");
     assert_eq!(std::fs::read_dir(&ac).unwrap().count(), 3, "three records");
 
     let b = clone_of(&server.url(), "");
     let out = b.orch(&["build", "--json"]).ok();
-    assert_eq!(calls(&b), 0, "no agent call in the second clone");
+    assert_eq!(
+        b.agent_calls().len(),
+        0,
+        "no agent call in the second clone"
+    );
     let stdout = out.stdout();
     assert_eq!(
         stdout.matches("\"event\":\"task_restored\"").count(),
@@ -99,14 +95,18 @@ fn a_second_clone_builds_with_no_agent_call() {
     drop(server);
     b.write("in.txt", "other notes\n");
     b.orch(&["build"]).success();
-    let ran = calls(&b);
+    let ran = b.agent_calls().len();
     assert_eq!(
         ran, 1,
         "new content runs review (report is kept by early cutoff)"
     );
     b.write("in.txt", "some notes\n");
     let again = stderr_of(&b, &["build"]);
-    assert_eq!(calls(&b), ran, "restored from the local copy: {again}");
+    assert_eq!(
+        b.agent_calls().len(),
+        ran,
+        "restored from the local copy: {again}"
+    );
     assert!(again.contains("0 ran, 2 restored from cache"), "{again}");
 }
 
@@ -124,7 +124,7 @@ fn a_blob_corrupted_on_the_server_is_not_restored() {
     }
     let b = clone_of(&server.url(), "");
     let err = stderr_of(&b, &["build"]);
-    assert_eq!(calls(&b), 2, "every agent task ran: {err}");
+    assert_eq!(b.agent_calls().len(), 2, "every agent task ran: {err}");
     assert!(
         err.contains("remote cache entry not restored: /cas/"),
         "reported: {err}"
@@ -144,12 +144,12 @@ fn read_mode_restores_and_uploads_nothing() {
     assert!(before >= 6, "the writer uploaded: {:?}", server.requests());
     let ci = clone_of(&server.url(), "remote_cache_mode = \"read\"");
     ci.orch(&["build"]).success();
-    assert_eq!(calls(&ci), 0, "restored from the remote");
+    assert_eq!(ci.agent_calls().len(), 0, "restored from the remote");
     // New work in read mode: it runs, and nothing goes up.
     ci.write("in.txt", "a change only CI has\n");
     ci.orch(&["build"]).success();
     assert_eq!(
-        calls(&ci),
+        ci.agent_calls().len(),
         1,
         "review runs (report is kept by early cutoff)"
     );
@@ -180,7 +180,7 @@ fn a_server_that_goes_away_mid_build_warns_once_and_the_build_goes_on() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert_eq!(calls(&p), 2, "the build went on locally");
+    assert_eq!(p.agent_calls().len(), 2, "the build went on locally");
     assert_eq!(err.matches("going on without it").count(), 1, "once: {err}");
     // The local cache still works.
     p.write("in.txt", "x\n");
@@ -199,7 +199,7 @@ fn a_hung_server_costs_one_timeout_and_the_build_goes_on() {
     let hung = Unresponsive::start();
     let p = clone_of(&format!("http://{}", hung.addr()), "");
     let err = stderr_of(&p, &["build"]);
-    assert_eq!(calls(&p), 2);
+    assert_eq!(p.agent_calls().len(), 2);
     assert_eq!(err.matches("going on without it").count(), 1, "{err}");
 }
 
@@ -245,7 +245,11 @@ fn credentials_come_from_the_environment_and_are_never_written() {
             .output()
             .unwrap();
         assert!(out_b.status.success());
-        assert_eq!(calls(&b), 0, "{scheme}: restored with credentials");
+        assert_eq!(
+            b.agent_calls().len(),
+            0,
+            "{scheme}: restored with credentials"
+        );
         let header = auth.header().unwrap();
         let secret_parts = [value.as_str(), header.split(' ').nth(1).unwrap()];
         for (what, text) in [
@@ -273,7 +277,7 @@ fn credentials_come_from_the_environment_and_are_never_written() {
         let err = String::from_utf8_lossy(&err.stderr);
         assert!(err.contains("$ORCH_TEST_CACHE_CREDS is not set"), "{err}");
         assert!(err.contains("HTTP 401"), "{err}");
-        assert_eq!(calls(&c), 2);
+        assert_eq!(c.agent_calls().len(), 2);
     }
 }
 

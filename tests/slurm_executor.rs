@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::slurm::SlurmCluster;
+use common::slurm::{slurm_project, SlurmCluster};
 use common::{Project, Run};
 
 fn cluster() -> Arc<SlurmCluster> {
@@ -45,13 +45,8 @@ fn journaled_jobs(p: &Project) -> Vec<(String, u64)> {
 #[test]
 fn batch_jobs_run_tasks_and_report_success_and_failure() {
     let c = cluster();
-    let p = Project::new(
+    let p = slurm_project(
         r#"
-[settings]
-executor = "slurm"
-[settings.slurm]
-poll = "200ms"
-
 [tasks.ok-a]
 run = "echo \"job=$SLURM_JOB_ID task=$ORCH_TASK_ID\"; echo from-a > a.txt"
 outputs = ["a.txt"]
@@ -120,13 +115,8 @@ deps = ["ok-a"]
 #[test]
 fn the_json_stream_says_when_a_job_runs() {
     let c = cluster();
-    let p = Project::new(
+    let p = slurm_project(
         r#"
-[settings]
-executor = "slurm"
-[settings.slurm]
-poll = "200ms"
-
 [tasks.js-a]
 run = "sleep 2; echo done"
 "#,
@@ -153,13 +143,8 @@ run = "sleep 2; echo done"
 #[test]
 fn orchs_timeout_cancels_the_job() {
     let c = cluster();
-    let p = Project::new(
+    let p = slurm_project(
         r#"
-[settings]
-executor = "slurm"
-[settings.slurm]
-poll = "200ms"
-
 [tasks.to-a]
 run = "echo started > started.txt; sleep 120"
 timeout = "2s"
@@ -393,13 +378,8 @@ fn steps_run_in_one_allocation_that_ends_with_the_build() {
 #[test]
 fn fan_out_instances_run_as_jobs_named_safely() {
     let c = cluster();
-    let p = Project::new(
+    let p = slurm_project(
         r#"
-[settings]
-executor = "slurm"
-[settings.slurm]
-poll = "200ms"
-
 [tasks.fo]
 foreach = ["src/a.ts", "b c"]
 run = "printf '%s\n' {{ item }} >> ran.log"

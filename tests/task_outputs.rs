@@ -7,19 +7,6 @@ mod common;
 
 use common::*;
 
-/// An agent that writes report.md only while `write-it` exists.
-const MAYBE_WRITES: &str = r#"
-[agents.maybe]
-command = ["sh", "-c", "cat > /dev/null; if [ -f write-it ]; then echo fresh > report.md; fi; echo done"]
-result = "stdout"
-
-[tasks.r]
-prompt = "write report.md (v1)"
-agent = "maybe"
-outputs = ["report.md"]
-retries = 0
-"#;
-
 #[test]
 fn an_output_left_untouched_fails_however_soon_the_rebuild_comes() {
     let p = Project::new(MAYBE_WRITES);
@@ -28,13 +15,9 @@ fn an_output_left_untouched_fails_however_soon_the_rebuild_comes() {
     // At once, within the file clock's tick: the agent writes nothing this time.
     std::fs::remove_file(p.path("write-it")).unwrap();
     p.write("Orchfile.toml", &MAYBE_WRITES.replace("(v1)", "(v2)"));
-    let run = p.orch(&["build"]);
-    assert_eq!(run.code(), 1, "{}", run.stderr());
-    assert!(
-        run.stderr()
-            .contains("not written by this run (left from an earlier one): report.md"),
-        "{}",
-        run.stderr()
+    p.orch(&["build"]).fails_with(
+        1,
+        "not written by this run (left from an earlier one): report.md",
     );
 }
 
@@ -54,13 +37,9 @@ outputs = ["report.md"]
 retries = 1
 "#,
     );
-    let run = p.orch(&["build"]);
-    assert_eq!(run.code(), 1, "{}", run.stderr());
-    assert!(
-        run.stderr()
-            .contains("not written by this run (left from an earlier one): report.md"),
-        "{}",
-        run.stderr()
+    p.orch(&["build"]).fails_with(
+        1,
+        "not written by this run (left from an earlier one): report.md",
     );
 }
 

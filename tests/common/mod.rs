@@ -102,10 +102,28 @@ impl Project {
             .collect()
     }
 
+    /// The agent calls the fake agents logged (`.orchestrator/calls.log`), one a line.
+    pub fn agent_calls(&self) -> Vec<String> {
+        self.lines(".orchestrator/calls.log")
+    }
+
     pub fn clear(&self, rel: &str) {
         let _ = std::fs::remove_file(self.path(rel));
     }
 }
+
+/// An agent that writes report.md only while `write-it` exists.
+pub const MAYBE_WRITES: &str = r#"
+[agents.maybe]
+command = ["sh", "-c", "cat > /dev/null; if [ -f write-it ]; then echo fresh > report.md; fi; echo done"]
+result = "stdout"
+
+[tasks.r]
+prompt = "write report.md (v1)"
+agent = "maybe"
+outputs = ["report.md"]
+retries = 0
+"#;
 
 pub struct Run(pub Output);
 
@@ -134,6 +152,13 @@ impl Run {
     #[track_caller]
     pub fn ok(self) -> Run {
         self.success();
+        self
+    }
+    /// Exits with `code`, saying `text` on stderr.
+    #[track_caller]
+    pub fn fails_with(&self, code: i32, text: &str) -> &Self {
+        assert_eq!(self.code(), code, "{}", self.stderr());
+        assert!(self.stderr().contains(text), "{}", self.stderr());
         self
     }
     #[track_caller]

@@ -462,3 +462,10 @@ pub fn median_ms(samples: &mut [Duration]) -> f64 {
     };
     mid.as_secs_f64() * 1000.0
 }
+
+/// A project of `tasks` (Orchfile text) run as Slurm jobs, their state polled every 200 ms.
+pub fn slurm_project(tasks: &str) -> super::Project {
+    super::Project::new(&format!(
+        "[settings]\nexecutor = \"slurm\"\n[settings.slurm]\npoll = \"200ms\"\n{tasks}"
+    ))
+}
