@@ -1,24 +1,19 @@
 //! Every malformed field, path, glob, placeholder or value in a plan is a diagnostic that
-//! names the file and points at the value, exit 2, in well under a second, before anything
-//! runs (no state directory, no task started); what may still turn out fine is a warning.
-//! Issue #14, items 2, 3, 6, 9 and 15, through the real binary.
+//! names the file and points at the value, exit 2, before anything runs (no state directory,
+//! no task started); what may still turn out fine is a warning. How fast a refusal is (well
+//! under a second) is measured by `benches/refusals.sh`, not asserted here: a wall-clock bound
+//! fails on a loaded machine. Issue #14, items 2, 3, 6, 9 and 15, through the real binary.
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 
-/// Runs orch and asserts it refused the plan: exit 2, fast, and nothing started. Returns
-/// stderr.
+/// Runs orch and asserts it refused the plan: exit 2 and nothing started. Returns stderr.
 #[track_caller]
 fn refused(p: &Project, args: &[&str]) -> String {
-    let began = Instant::now();
     let run = p.orch(args);
-    let took = began.elapsed();
     let err = run.stderr();
     assert_eq!(run.code(), 2, "{args:?}: exit {}\n{err}", run.code());
-    assert!(took < Duration::from_secs(1), "{args:?} took {took:?}");
     assert!(
         !p.exists(".orchestrator"),
         "{args:?} touched the state:\n{err}"
