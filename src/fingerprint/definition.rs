@@ -145,7 +145,10 @@ pub fn definition_fields(
         for c in crate::agent::command_line(a, &crate::agent::Call::at(level)) {
             agent_digest.part(c.as_bytes());
         }
-        for (k, v) in &a.env {
+        // By name, as `env_digest` does: reordering the agent's env table changes nothing.
+        let mut vars: Vec<(&String, &String)> = a.env.iter().collect();
+        vars.sort_unstable();
+        for (k, v) in vars {
             agent_digest.part(format!("env:{k}").as_bytes());
             agent_digest.part(v.as_bytes());
         }
@@ -357,6 +360,25 @@ mod tests {
             handoff(&d("fp2"), &[], is_result)
         );
         assert_ne!(base, dep_digest_v1(&d("fp1"), &outputs));
+    }
+
+    #[test]
+    fn reordering_an_agents_env_table_keeps_its_digest() {
+        let agent_digest = |env: &str| {
+            let text = format!(
+                "[agents.claude]\ncommand = [\"claude\"]\nenv = {{ {env} }}\n\n\
+                 [tasks.review]\nprompt = \"Review.\"\nagent = \"claude\"\n"
+            );
+            let plan =
+                crate::plan::orchfile::parse(std::path::Path::new("/p/Orchfile.toml"), &text)
+                    .unwrap();
+            let task = plan.task("review").unwrap();
+            let fields = definition_fields(&plan, task, plan.agent_for(task, None)).unwrap();
+            fields.iter().find(|(f, _)| *f == "agent").unwrap().1
+        };
+        let base = agent_digest(r#"A = "1", B = "2""#);
+        assert_eq!(base, agent_digest(r#"B = "2", A = "1""#));
+        assert_ne!(base, agent_digest(r#"A = "1", B = "3""#));
     }
 
     #[test]
