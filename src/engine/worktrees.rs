@@ -92,6 +92,10 @@ pub(crate) fn setup(
             message: &done.said,
         });
         record_recovered(plan, store, done).map_err(io)?;
+        // The success reaches the journal before the merge record goes: a kill in between
+        // finds the record again and records it twice, which is harmless.
+        store.flush_journal().map_err(io)?;
+        repo.drop_record().map_err(io)?;
     }
     let reclaimed = repo.reclaim();
     if !reclaimed.is_empty() {
@@ -235,6 +239,7 @@ pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
         let mut store = open_store()?;
         record_recovered(plan, &mut store, done).map_err(io)?;
         store.close().map_err(io)?;
+        repo.drop_record().map_err(io)?;
     }
     let kept = repo
         .kept()

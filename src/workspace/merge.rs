@@ -198,7 +198,9 @@ impl Repo {
         .map(drop)
     }
 
-    fn drop_record(&self) -> io::Result<()> {
+    /// Removes the record of a merge in progress: once its success is recorded (a kill
+    /// before that finds the record again, and recording twice is harmless).
+    pub fn drop_record(&self) -> io::Result<()> {
         match std::fs::remove_file(self.record_path()) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => {
@@ -212,7 +214,8 @@ impl Repo {
     }
 
     /// Finishes a merge a killed build left half done, if there is one: what was done, to
-    /// say, and the success to record when the merge is in.
+    /// say, and the success to record when the merge is in. The caller removes the record
+    /// (`drop_record`) once it has recorded that success.
     pub fn recover(&self) -> io::Result<Option<Recovered>> {
         let bytes = match std::fs::read(self.record_path()) {
             Ok(b) => b,
@@ -254,7 +257,8 @@ impl Repo {
                 false,
             )
         };
-        self.drop_record()?;
+        // The record stays until the caller has recorded the success (`drop_record`): a kill
+        // in between must not lose it.
         Ok(Some(Recovered {
             said,
             task: r.task,

@@ -83,6 +83,9 @@ fn a_change_merges_and_an_interrupted_apply_is_finished_idempotently() {
     std::fs::write(repo.state_dir.join("merge.json"), &record).unwrap();
     let said = repo.recover().unwrap().unwrap().said;
     assert!(said.contains("was complete"), "{said}");
+    // Kept until the caller has recorded the success.
+    assert!(repo.state_dir.join("merge.json").exists());
+    repo.drop_record().unwrap();
     assert!(!repo.state_dir.join("merge.json").exists());
     assert_eq!(repo.recover().unwrap(), None);
 }
