@@ -27,8 +27,12 @@ use crate::executor::local::Local;
 const HOLDER_SCRIPT: &str =
     "#!/bin/sh\n# orch: an allocation for steps\nwhile :; do sleep 86400; done\n";
 
-/// How often the queue is asked whether the allocation runs yet, while steps wait for it.
+/// How often the queue is asked whether the allocation runs yet, while steps wait for it,
+/// for the first `FAST_START_WINDOW` after it was submitted (a holder job with room starts
+/// within a second or two). A holder still queued after that may wait hours for room: it is
+/// asked at the executor's `poll`, like any job.
 const ALLOCATION_START_POLL: Duration = Duration::from_millis(100);
+const FAST_START_WINDOW: Duration = Duration::from_secs(5);
 
 pub(super) struct Allocation {
     spec: AllocationSpec,
@@ -51,6 +55,8 @@ struct Held {
     /// Steps running in it now.
     active: usize,
     idle_since: Option<Instant>,
+    /// When it was submitted: the steps waiting for it poll fast only at first.
+    submitted: Instant,
 }
 
 impl Allocation {
@@ -84,10 +90,16 @@ impl Allocation {
                     return Ok(Some((h.job, node.clone())));
                 }
                 let job = h.job;
+                let waited = h.submitted.elapsed();
                 drop(st);
                 // Every step waits on this one job: learn its start sooner than the poll
-                // interval would (one `squeue` of the build's jobs each time, while it waits).
-                let fresh = cluster.monitor.poll().min(ALLOCATION_START_POLL);
+                // interval would (one `squeue` of the build's jobs each time), but only while
+                // a start soon is likely.
+                let fresh = if waited < FAST_START_WINDOW {
+                    cluster.monitor.poll().min(ALLOCATION_START_POLL)
+                } else {
+                    cluster.monitor.poll()
+                };
                 match cluster.monitor.state(job, fresh) {
                     Seen::Is(State::Running(node)) => {
                         let mut st = self.state.lock().unwrap();
@@ -141,6 +153,7 @@ impl Allocation {
                 node: None,
                 active: 0,
                 idle_since: None,
+                submitted: Instant::now(),
             });
             drop(st);
             on_event(JobEvent::Holding(JobRecord::Slurm { job }));
