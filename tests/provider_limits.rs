@@ -55,7 +55,6 @@ fn a_refused_call_cuts_its_providers_concurrency_and_the_retry_is_paced() {
         "retry_backoff = \"30s\"",
         "",
     );
-    let started = Instant::now();
     let run = p.orch(&["build", "--json", "-j", "4"]).ok();
     let ev = events(&run.stdout());
     let limits = of(&ev, "provider_limit");
@@ -66,14 +65,14 @@ fn a_refused_call_cuts_its_providers_concurrency_and_the_retry_is_paced() {
         "a cut: {limits:?}"
     );
     assert!(limits.iter().all(|e| e["max"] == 4), "{limits:?}");
-    // A 30 s backoff would show: the limiter paced the retries instead.
+    // No retry waited the 30 s backoff (15 s at least, with its jitter): the limiter paced
+    // them instead.
     let retried = of(&ev, "task_retried");
     assert!(!retried.is_empty());
     assert!(
-        retried.iter().any(|e| e["delay_ms"] == 0),
+        retried.iter().all(|e| e["delay_ms"] == 0),
         "paced, not backed off: {retried:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(30));
     let end = ev.last().unwrap();
     assert_eq!(end["ran"], 2, "{end}");
 }

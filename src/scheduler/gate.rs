@@ -213,13 +213,13 @@ impl Gate {
         std::mem::take(&mut self.lock().news)
     }
 
-    /// Each provider's limit as this build leaves it (and its most), for the next build
-    /// to start from.
+    /// What each provider's limiter learnt in this build (and its most), for the next build
+    /// to start from: providers it taught nothing (no refusal, below the most) are left out.
     pub fn learnt(&self) -> Vec<(String, usize, usize)> {
         self.lock()
             .providers
             .iter()
-            .map(|p| (p.name.clone(), p.limiter.base_limit(), p.limiter.max()))
+            .filter_map(|p| Some((p.name.clone(), p.limiter.learnt()?, p.limiter.max())))
             .collect()
     }
 
@@ -379,6 +379,36 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn a_build_with_no_refusal_leaves_no_limit_to_keep_and_a_refusal_leaves_one() {
+        let cold = || {
+            Gate::new(
+                vec![("anthropic".into(), 16, None)],
+                Duration::from_secs(60),
+            )
+        };
+        let cancel = Cancel::new();
+        assert_eq!(
+            cold().learnt(),
+            vec![],
+            "no calls: the starting 2 is not kept"
+        );
+        let g = cold();
+        for _ in 0..3 {
+            g.acquire(0, &cancel).unwrap().end(CallEnd::Succeeded);
+        }
+        assert_eq!(g.limits(), vec![5]);
+        assert_eq!(g.learnt(), vec![], "the slow start's level is not kept");
+        let first = g.acquire(0, &cancel).unwrap();
+        let refused = g.acquire(0, &cancel).unwrap();
+        refused.end(CallEnd::Refused {
+            retry_after: None,
+            reason: "HTTP 429",
+        });
+        first.end(CallEnd::Succeeded);
+        assert_eq!(g.learnt(), vec![("anthropic".to_string(), 1, 16)]);
     }
 
     #[test]

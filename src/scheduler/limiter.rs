@@ -85,6 +85,20 @@ impl Limiter {
         self.limit
     }
 
+    /// What this run learnt for the next build to start from: its limit once a refusal
+    /// taught it one, its maximum (nothing to keep) once it got there. `None` while it only
+    /// ramped (the slow start's level, or where a build with no calls left it, says nothing
+    /// of the provider, and a build starting from it would skip the slow start).
+    pub fn learnt(&self) -> Option<usize> {
+        if self.limit >= self.max {
+            Some(self.max)
+        } else if self.last_cut.is_some() {
+            Some(self.limit)
+        } else {
+            None
+        }
+    }
+
     /// When a hold in force at `now` ends.
     pub fn held_until(&self, now: Instant) -> Option<Instant> {
         self.hold_until.filter(|&t| t > now)
@@ -377,6 +391,31 @@ mod tests {
         l.hold(c.at(30_000));
         assert_eq!(l.held_until(c.at(10_000)), Some(c.at(60_000)));
         assert_eq!(l.limit(c.at(60_001)), 1);
+    }
+
+    #[test]
+    fn only_a_refusal_teaches_a_limit_to_keep() {
+        let c = clock();
+        let no_calls = Limiter::new(16, None);
+        assert_eq!(no_calls.learnt(), None, "the starting 2 is not learnt");
+        let mut ramping = Limiter::new(16, None);
+        for _ in 0..3 {
+            ramping.success();
+        }
+        assert_eq!(ramping.base_limit(), 5);
+        assert_eq!(ramping.learnt(), None, "nor is the slow start's level");
+        for _ in 0..20 {
+            ramping.success();
+        }
+        assert_eq!(
+            ramping.learnt(),
+            Some(16),
+            "at its maximum: nothing to keep"
+        );
+        let mut refused = Limiter::new(16, None);
+        refused.success();
+        refused.refused(c.at(10), c.at(5), 3, None);
+        assert_eq!(refused.learnt(), Some(2), "the calls it admitted");
     }
 
     #[test]
