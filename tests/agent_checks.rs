@@ -34,11 +34,7 @@ fn build_json(p: &Project, args: &[&str]) -> (Run, Vec<Value>) {
     let mut all = vec!["build", "--json"];
     all.extend_from_slice(args);
     let run = p.orch(&all);
-    let events = run
-        .stdout()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let events = run.json_lines();
     (run, events)
 }
 
@@ -49,11 +45,7 @@ fn build_json_with(p: &Project, var: (&str, &str)) -> (Run, Vec<Value>) {
         .env(var.0, var.1)
         .output()
         .unwrap());
-    let events = run
-        .stdout()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let events = run.json_lines();
     (run, events)
 }
 

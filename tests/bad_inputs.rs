@@ -70,11 +70,7 @@ fn a_task_whose_input_check_fails_never_starts_in_the_json_events_either() {
     symlink("gone.md", p.path("named.md")).unwrap();
     let run = p.orch(&["build", "--json"]);
     assert_eq!(run.code(), 1, "{}", run.stderr());
-    let events: Vec<serde_json::Value> = run
-        .stdout()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events: Vec<serde_json::Value> = run.json_lines();
     let kinds: Vec<&str> = events
         .iter()
         .filter(|e| e["task"] == "t")

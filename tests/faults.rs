@@ -44,11 +44,7 @@ fn build_json(p: &Project, args: &[&str]) -> (Run, Vec<Value>) {
     let mut all = vec!["build", "--json"];
     all.extend_from_slice(args);
     let run = p.orch(&all);
-    let events = run
-        .stdout()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let events = run.json_lines();
     (run, events)
 }
 
@@ -241,11 +237,7 @@ fn build_json_measured(p: &Project) -> (Run, Vec<Value>, u64) {
     });
     let run = Run(child.wait_with_output().unwrap());
     let peak = sampler.join().unwrap();
-    let events = run
-        .stdout()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = run.json_lines();
     (run, events, peak)
 }
 

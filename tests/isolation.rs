@@ -150,11 +150,7 @@ fn edits_of_the_same_lines_conflict_and_keep_the_branch() {
     let p = repo(&[("Orchfile.toml", &orchfile), ("lib.py", LIB)]);
     let run = p.orch(&["build", "-k", "--json"]);
     assert_eq!(run.code(), 1, "{}", run.stderr());
-    let events: Vec<serde_json::Value> = run
-        .stdout()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events: Vec<serde_json::Value> = run.json_lines();
     let failed: Vec<&serde_json::Value> = events
         .iter()
         .filter(|e| e["event"] == "task_failed")

@@ -212,16 +212,7 @@ fn a_drained_node_holds_new_jobs_queued_until_it_is_resumed() {
     ));
     let b = Background::start(&c, &p, &["build", "--json"]);
     wait_running(&c, &["orch-dr-a"]);
-    let node = c.node().to_string();
-    c.run(
-        "scontrol",
-        &[
-            "update",
-            &format!("nodename={node}"),
-            "state=drain",
-            "reason=orch-test",
-        ],
-    );
+    c.drain();
     // The running job finishes; the next one waits in the queue, and says so.
     wait_for("dr-b queued", Duration::from_secs(60), || {
         c.queued_named("orch-dr-b")
@@ -232,10 +223,7 @@ fn a_drained_node_holds_new_jobs_queued_until_it_is_resumed() {
         std::fs::read_to_string(p.path(".orchestrator/master_plan.md"))
             .is_ok_and(|t| t.lines().any(|l| l.contains("dr-b") && l.contains("⏳")))
     });
-    c.run(
-        "scontrol",
-        &["update", &format!("nodename={node}"), "state=resume"],
-    );
+    c.resume();
     let (code, out, err) = b.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{err}");
     let evs: Vec<serde_json::Value> = out
@@ -263,16 +251,7 @@ fn a_drained_node_holds_new_jobs_queued_until_it_is_resumed() {
 #[test]
 fn steps_wait_for_their_allocation_queued_while_the_node_is_drained() {
     let c = SlurmCluster::start();
-    let node = c.node().to_string();
-    c.run(
-        "scontrol",
-        &[
-            "update",
-            &format!("nodename={node}"),
-            "state=drain",
-            "reason=orch-test",
-        ],
-    );
+    c.drain();
     let p = Project::new(&slurm_plan(
         "launch = \"step\"\n[tasks.qa-a]\nrun = \"echo $SLURM_JOB_ID > a.txt\"\noutputs = [\"a.txt\"]\n",
     ));
@@ -283,10 +262,7 @@ fn steps_wait_for_their_allocation_queued_while_the_node_is_drained() {
             .iter()
             .any(|j| j.state == "PENDING")
     });
-    c.run(
-        "scontrol",
-        &["update", &format!("nodename={node}"), "state=resume"],
-    );
+    c.resume();
     let (code, _, err) = b.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{err}");
     let alloc: u64 = p.read("a.txt").trim().parse().unwrap();

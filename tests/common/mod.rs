@@ -154,6 +154,14 @@ impl Run {
         self.success();
         self
     }
+    /// stdout read as JSON lines (`--json`'s events), one value a line.
+    #[track_caller]
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
     /// Exits with `code`, saying `text` on stderr.
     #[track_caller]
     pub fn fails_with(&self, code: i32, text: &str) -> &Self {

@@ -349,6 +349,21 @@ impl SlurmCluster {
         }
     }
 
+    /// Drains the node: its running jobs finish, new ones wait in the queue.
+    pub fn drain(&self) {
+        let node = format!("nodename={}", self.node);
+        self.run(
+            "scontrol",
+            &["update", &node, "state=drain", "reason=orch-test"],
+        );
+    }
+
+    /// Returns a drained node to service.
+    pub fn resume(&self) {
+        let node = format!("nodename={}", self.node);
+        self.run("scontrol", &["update", &node, "state=resume"]);
+    }
+
     /// `sinfo`'s compact state of the node (`idle`, `alloc`, `mix`, `drain`, `drng`, `down`...).
     pub fn node_state(&self) -> String {
         self.run(
