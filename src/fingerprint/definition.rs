@@ -145,10 +145,7 @@ pub fn definition_fields(
         for c in crate::agent::command_line(a, &crate::agent::Call::at(level)) {
             agent_digest.part(c.as_bytes());
         }
-        // By name, as `env_digest` does: reordering the agent's env table changes nothing.
-        let mut vars: Vec<(&String, &String)> = a.env.iter().collect();
-        vars.sort_unstable();
-        for (k, v) in vars {
+        for (k, v) in by_name(&a.env) {
             agent_digest.part(format!("env:{k}").as_bytes());
             agent_digest.part(v.as_bytes());
         }
@@ -184,15 +181,20 @@ pub fn definition_fields(
 /// The process's own environment is not declared and is left out: a rotated API key
 /// exported in the shell re-runs nothing.
 fn env_digest(env: &indexmap::IndexMap<String, String>) -> Digest {
-    // By name: the table's order in the Orchfile changes nothing.
-    let mut vars: Vec<(&String, &String)> = env.iter().collect();
-    vars.sort_unstable();
     let mut h = Pieces::new();
-    for (name, value) in vars {
+    for (name, value) in by_name(env) {
         h.part(name.as_bytes());
         h.part(value.as_bytes());
     }
     h.finish()
+}
+
+/// An env table's variables sorted by name (task's and agent's alike): the table's order in
+/// the Orchfile changes nothing.
+fn by_name(env: &indexmap::IndexMap<String, String>) -> Vec<(&String, &String)> {
+    let mut vars: Vec<(&String, &String)> = env.iter().collect();
+    vars.sort_unstable();
+    vars
 }
 
 /// What one finished dep hands its dependents (contract v2, "early cutoff"): the hashes of
