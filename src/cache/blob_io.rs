@@ -3,10 +3,7 @@
 //! what went through checks out. An output of gigabytes costs the build [`BUFFER`] bytes of
 //! memory, not its size.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::Digest as _;
 
@@ -83,59 +80,6 @@ pub fn copy_hashing(
     })
 }
 
-/// A file being written under a temp name in the directory it will be renamed within;
-/// removed unless [`TempFile::persist`]ed.
-#[derive(Debug)]
-pub struct TempFile {
-    path: PathBuf,
-    pub file: File,
-    kept: bool,
-}
-
-impl TempFile {
-    /// A new temp file in `dir` (created if need be), named after `name`.
-    pub fn new_in(dir: &Path, name: &str) -> io::Result<TempFile> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!(
-            ".{name}.orch-tmp.{}.{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = File::options().write(true).create_new(true).open(&path)?;
-        Ok(TempFile {
-            path,
-            file,
-            kept: false,
-        })
-    }
-
-    /// One beside `path`, so it can be renamed over it.
-    pub fn beside(path: &Path) -> io::Result<TempFile> {
-        let dir = path.parent().unwrap_or_else(|| Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        TempFile::new_in(dir, &name)
-    }
-
-    /// Renames it to `to`: whole or not at all for a reader there.
-    pub fn persist(mut self, to: &Path) -> io::Result<()> {
-        std::fs::rename(&self.path, to)?;
-        self.kept = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.kept {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,26 +100,5 @@ mod tests {
             copy_hashing(&mut &bytes[..], &mut io::sink(), limit, Hashes::Both),
             Err(CopyError::TooLong)
         ));
-    }
-
-    #[test]
-    fn a_temp_file_is_gone_unless_persisted() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("sub/out.txt");
-        let mut t = TempFile::beside(&target).unwrap();
-        t.file.write_all(b"x").unwrap();
-        drop(t);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
-            0
-        );
-        let mut t = TempFile::beside(&target).unwrap();
-        t.file.write_all(b"y").unwrap();
-        t.persist(&target).unwrap();
-        assert_eq!(std::fs::read(&target).unwrap(), b"y");
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
-            1
-        );
     }
 }

@@ -18,10 +18,11 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::blob_io::{copy_hashing, Copied, CopyError, Hashes, TempFile};
+use super::blob_io::{copy_hashing, Copied, CopyError, Hashes};
 use super::key::{is_hex64, ActionKey};
 use super::record::ActionRecord;
 use crate::disk::replace_unsynced;
+use crate::disk::TempFile;
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {

@@ -22,7 +22,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use blob_io::{CopyError, Hashes, TempFile, BUFFER};
+pub use crate::disk::TempFile;
+pub use blob_io::{CopyError, Hashes, BUFFER};
 pub use key::{is_hex64, ActionKey, BlobDigests};
 pub use local::{LocalStore, StagedBlob, Stats};
 pub use record::{ActionRecord, CachedFile, RECORD_VERSION};

@@ -13,5 +13,5 @@ pub mod tree;
 
 pub use digest::Digest;
 pub use path_error::{names_a_path, IoResultExt, PathError};
-pub use replace::{persist_atomic, replace_unsynced};
+pub use replace::{persist_atomic, replace_unsynced, TempFile};
 pub use stamp::FileStamp;
