@@ -137,6 +137,9 @@ fn parallel_edits_of_different_functions_both_merge() {
     assert_eq!(worktrees(&p).len(), 1, "{:?}", worktrees(&p));
     assert_eq!(branches(&p), ["main"]);
     assert_eq!(git(&p, &["status", "--porcelain"]), "");
+    // Each merge's record went once its task's success was in the journal.
+    let records = std::fs::read_dir(p.path(".orchestrator/merges")).unwrap();
+    assert_eq!(records.count(), 0);
 }
 
 #[test]
@@ -296,9 +299,10 @@ fn a_project_that_is_not_a_git_repository_is_refused() {
     assert!(!p.exists("x"));
 }
 
-#[test]
-fn sigkill_during_a_merge_is_finished_by_the_next_build() {
-    // Each run of the task adds a line here, outside the project.
+/// A worktree task `gen` that writes a.txt and b.txt and removes gone.txt, adding a line to
+/// the file returned (outside the project) each time it runs; with an uncommitted edit of
+/// the person's own elsewhere, which no merge may touch.
+fn counted_gen() -> (tempfile::TempDir, std::path::PathBuf, Project) {
     let calls_dir = tempfile::tempdir().unwrap();
     let calls = calls_dir.path().join("calls");
     let orchfile = format!(
@@ -316,12 +320,15 @@ outputs = ["a.txt", "b.txt"]
         ("gone.txt", "x\n"),
         ("a.txt", "0\n"),
     ]);
-    // The person's own uncommitted edit elsewhere, which no merge may touch.
     p.write("notes.txt", "mine\n");
-    let head = git(&p, &["rev-parse", "HEAD"]);
+    (calls_dir, calls, p)
+}
+
+/// Runs `orch build` with the merge pause `env` set and SIGKILLs it once paused.
+fn build_killed_at(p: &Project, env: &str) {
     let mut child = p
         .command(&["build"])
-        .env("ORCH_TEST_MERGE_PAUSE", "60")
+        .env(env, "60")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -332,37 +339,69 @@ outputs = ["a.txt", "b.txt"]
     // SAFETY: plain syscall on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    // Killed between the record and the files: nothing of the merge is in the tree yet.
-    assert!(p.exists(".orchestrator/merge.json"));
-    assert_eq!(git(&p, &["rev-parse", "HEAD"]), head);
-    assert_eq!(p.read("a.txt"), "0\n");
-    assert!(p.exists("gone.txt"));
-    // The next build finishes that merge (rolls it forward) before anything else.
-    let run = p.orch(&["build"]).ok();
-    assert!(
-        run.stderr().contains("finished merging gen into your tree"),
-        "{}",
-        run.stderr()
-    );
-    assert!(!p.exists(".orchestrator/merge.json"));
+}
+
+/// After the build that finished a killed one's merge: the tree holds the change and the
+/// person's edit, nothing is left over, and gen ran once and is up to date.
+fn assert_merged_once(p: &Project, calls: &std::path::Path, head: &str) {
+    assert!(!p.exists(".orchestrator/merges/gen.json"));
     assert_eq!(p.read("a.txt"), "one\n");
     assert_eq!(p.read("b.txt"), "two\n");
     assert!(!p.exists("gone.txt"));
-    assert_ne!(git(&p, &["rev-parse", "HEAD"]), head);
-    assert_eq!(git(&p, &["status", "--porcelain"]), "?? notes.txt\n");
+    assert_ne!(git(p, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(p, &["status", "--porcelain"]), "?? notes.txt\n");
     assert_eq!(p.read("notes.txt"), "mine\n");
     // The killed build's worktree was reclaimed; nothing is left over.
-    assert_eq!(worktrees(&p).len(), 1, "{:?}", worktrees(&p));
-    // The merge finished, the task's success was recorded from the merge's record: it did
-    // not run again, and is up to date.
-    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "ran\n");
+    assert_eq!(worktrees(p).len(), 1, "{:?}", worktrees(p));
+    assert_eq!(std::fs::read_to_string(calls).unwrap(), "ran\n");
     let again = p.orch(&["build", "-v"]).ok();
     assert!(
         again.stderr().contains("0 ran, 1 up to date"),
         "{}",
         again.stderr()
     );
-    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "ran\n");
+    assert_eq!(std::fs::read_to_string(calls).unwrap(), "ran\n");
+}
+
+#[test]
+fn sigkill_during_a_merge_is_finished_by_the_next_build() {
+    let (_calls_dir, calls, p) = counted_gen();
+    let head = git(&p, &["rev-parse", "HEAD"]);
+    build_killed_at(&p, "ORCH_TEST_MERGE_PAUSE");
+    // Killed between the record and the files: nothing of the merge is in the tree yet.
+    assert!(p.exists(".orchestrator/merges/gen.json"));
+    assert_eq!(git(&p, &["rev-parse", "HEAD"]), head);
+    assert_eq!(p.read("a.txt"), "0\n");
+    assert!(p.exists("gone.txt"));
+    // The next build finishes that merge (rolls it forward) before anything else, and
+    // records the task's success from the merge's record: it does not run again.
+    let run = p.orch(&["build"]).ok();
+    assert!(
+        run.stderr().contains("finished merging gen into your tree"),
+        "{}",
+        run.stderr()
+    );
+    assert_merged_once(&p, &calls, &head);
+}
+
+#[test]
+fn sigkill_after_a_merge_before_its_success_is_recorded_does_not_run_the_task_again() {
+    let (_calls_dir, calls, p) = counted_gen();
+    let head = git(&p, &["rev-parse", "HEAD"]);
+    build_killed_at(&p, "ORCH_TEST_MERGE_PAUSE_AFTER");
+    // Killed with the merge in the tree and HEAD moved, before the journal heard of the
+    // success: the record is still there, carrying it.
+    assert_ne!(git(&p, &["rev-parse", "HEAD"]), head);
+    assert_eq!(p.read("a.txt"), "one\n");
+    assert!(p.exists(".orchestrator/merges/gen.json"));
+    let run = p.orch(&["build"]).ok();
+    assert!(
+        run.stderr()
+            .contains("the merge of gen an interrupted run made was complete"),
+        "{}",
+        run.stderr()
+    );
+    assert_merged_once(&p, &calls, &head);
 }
 
 /// a then b, one at a time (b starts from the base, not from a's change): both turn
@@ -434,6 +473,7 @@ fn a_conflict_is_shown_resolved_and_merged_with_orch_diff_and_orch_merge() {
     );
     assert_eq!(git(&p, &["status", "--porcelain"]), "");
     assert!(!branches(&p).contains(&"orch/b".to_string()));
+    assert!(!p.exists(".orchestrator/merges/b.json"));
     // b counts as done: the next build runs only what it blocked.
     let run = p.orch(&["build", "-v"]).ok();
     assert!(

@@ -174,6 +174,28 @@ impl BuildCoordinator<'_, '_> {
         self.doc.touch();
     }
 
+    /// A worktree task's merge record goes once the journal holds how the task ended: until
+    /// then it is what a killed build's successor records the task's success from (the
+    /// change is in the tree; running the task again would pay for it twice).
+    pub(super) fn drop_merge_record(&mut self, t: usize) {
+        let ctx = self.ctx;
+        let Some(iso) = ctx.isolation.as_ref().filter(|i| i.isolated[t]) else {
+            return;
+        };
+        let id = &ctx.task(t).id;
+        if !iso.repo.has_record(id) {
+            return;
+        }
+        let flushed = self.store.flush_journal();
+        if flushed.is_ok() {
+            if let Err(e) = iso.repo.drop_record(id) {
+                self.io_error
+                    .get_or_insert(format!("cannot remove {id}'s merge record: {e}"));
+            }
+        }
+        self.journal(flushed);
+    }
+
     pub(super) fn save_status(&mut self, t: usize) {
         let row = &self.rows[t];
         let id = &self.ctx.task(t).id;
@@ -515,6 +537,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
             }
         };
         self.save_status(t);
+        self.drop_merge_record(t);
         ok
     }
 

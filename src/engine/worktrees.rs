@@ -87,15 +87,12 @@ pub(crate) fn setup(
         ),
     })?;
     let io = |e: std::io::Error| miette!("isolation: {e}");
-    if let Some(done) = repo.recover().map_err(io)? {
+    for done in repo.recover().map_err(io)? {
         events.emit(Event::Notice {
             message: &done.said,
         });
-        record_recovered(plan, store, done).map_err(io)?;
-        // The success reaches the journal before the merge record goes: a kill in between
-        // finds the record again and records it twice, which is harmless.
-        store.flush_journal().map_err(io)?;
-        repo.drop_record().map_err(io)?;
+        let pending = pending_success(done.success);
+        record_and_drop(plan, store, &repo, &done.task, pending).map_err(io)?;
     }
     let reclaimed = repo.reclaim();
     if !reclaimed.is_empty() {
@@ -165,20 +162,27 @@ pub struct PendingSuccess {
     pub agent_id: String,
 }
 
-/// The success a merge finished by [`Repo::recover`] carried, recorded: the task's work is
-/// in the tree, so it does not run again.
-fn record_recovered(
+/// The success a merge record or a kept worktree carried, as the build wrote it.
+fn pending_success(value: Option<serde_json::Value>) -> Option<PendingSuccess> {
+    value.and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// The end of a merge done outside the build's own flow (finished after a kill, or by
+/// `orch merge`): task `id`'s success recorded, the journal flushed, then its merge record
+/// dropped. In that order: a kill before the drop finds the record again and records the
+/// success twice, which is harmless (outputs hashed as they are then either way).
+fn record_and_drop(
     plan: &Plan,
     store: &mut StateStore,
-    done: crate::workspace::merge::Recovered,
+    repo: &Repo,
+    id: &str,
+    pending: Option<PendingSuccess>,
 ) -> std::io::Result<()> {
-    let pending = done
-        .success
-        .and_then(|v| serde_json::from_value::<PendingSuccess>(v).ok());
-    match pending {
-        Some(p) => record_merged_success(plan, store, &done.task, p),
-        None => Ok(()),
+    if let Some(p) = pending {
+        record_merged_success(plan, store, id, p)?;
     }
+    store.flush_journal()?;
+    repo.drop_record(id)
 }
 
 /// Records the success of task `id` once its change is merged: its result written, its
@@ -235,11 +239,14 @@ pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
     let repo = Repo::open(&plan.root, &layout.dir).map_err(|e| miette!("orch merge: {e}"))?;
     let io = |e: std::io::Error| miette!("orch merge: {e}");
     let open_store = || StateStore::open(layout.clone()).map_err(|e| miette!("{e}"));
-    if let Some(done) = repo.recover().map_err(io)? {
+    let recovered = repo.recover().map_err(io)?;
+    if !recovered.is_empty() {
         let mut store = open_store()?;
-        record_recovered(plan, &mut store, done).map_err(io)?;
+        for done in recovered {
+            let pending = pending_success(done.success);
+            record_and_drop(plan, &mut store, &repo, &done.task, pending).map_err(io)?;
+        }
         store.close().map_err(io)?;
-        repo.drop_record().map_err(io)?;
     }
     let kept = repo
         .kept()
@@ -267,10 +274,7 @@ pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
         .or_else(|| repo.branch_commit(id))
         .unwrap_or_else(|| change.commit.clone());
     let base = (tip == change.commit).then_some(change.start.as_str());
-    let pending: Option<PendingSuccess> = kept
-        .success
-        .clone()
-        .and_then(|v| serde_json::from_value(v).ok());
+    let pending = pending_success(kept.success.clone());
     let agent_id = pending
         .as_ref()
         .map_or_else(|| "Agent-00".to_string(), |p| p.agent_id.clone());
@@ -302,11 +306,9 @@ pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
         Merged::Clean { commit, .. } => Some(commit),
         Merged::Unchanged => None,
     };
-    if let Some(p) = pending {
-        let mut store = open_store()?;
-        record_merged_success(plan, &mut store, id, p).map_err(io)?;
-        store.close().map_err(io)?;
-    }
+    let mut store = open_store()?;
+    record_and_drop(plan, &mut store, &repo, id, pending).map_err(io)?;
+    store.close().map_err(io)?;
     repo.remove(id, false);
     Ok(MergeReport::Merged { commit })
 }

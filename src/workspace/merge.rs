@@ -11,13 +11,16 @@
 //!    and working tree of just those paths, so the person's other uncommitted changes stay;
 //! 4. `git update-ref HEAD <new> <old>` (the old value checked: a commit the person made
 //!    meanwhile is never overwritten);
-//! 5. the record is removed.
+//! 5. the record is removed by the caller ([`Repo::drop_record`]), once the task's success
+//!    is in the journal: a kill before that finds the record, which carries the success.
 //!
-//! A build that finds a record ([`Repo::recover`]) finishes the merge: with HEAD still at
+//! Records are one per task (`merges/<task>.json`): merges go one at a time, but the task
+//! whose merge is done may not have its success recorded before the next task merges.
+//! A build that finds records ([`Repo::recover`]) finishes each merge: with HEAD still at
 //! the old commit it does 3 and 4 again (both are idempotent: they set paths and a ref to
-//! given values), with HEAD at the new one only 5. Rolling forward rather than back keeps
-//! the work a task was paid for. If HEAD is at neither, the person has moved on; the
-//! record is dropped and that said.
+//! given values), with the new commit in HEAD's history only 5. Rolling forward rather than
+//! back keeps the work a task was paid for. If HEAD is at neither, the person has moved on;
+//! the record is dropped and that said.
 
 use std::io;
 use std::path::PathBuf;
@@ -73,9 +76,35 @@ pub struct Recovered {
 /// can SIGKILL orch exactly there.
 pub const PAUSE_ENV: &str = "ORCH_TEST_MERGE_PAUSE";
 
+/// Set by tests only: as [`PAUSE_ENV`], once the merge is in the tree and HEAD moved, before
+/// the task's success is recorded.
+pub const PAUSE_AFTER_ENV: &str = "ORCH_TEST_MERGE_PAUSE_AFTER";
+
+/// Where orch before per-task records kept the one merge in progress; read on recovery.
+const LEGACY_RECORD: &str = "merge.json";
+
 impl Repo {
-    fn record_path(&self) -> PathBuf {
-        self.state_dir.join("merge.json")
+    fn records_dir(&self) -> PathBuf {
+        self.state_dir.join("merges")
+    }
+
+    fn record_path(&self, task: &str) -> PathBuf {
+        self.records_dir()
+            .join(format!("{}.json", super::worktree::safe_name(task)))
+    }
+
+    /// Whether task `task` has a merge record (its merge done or under way, its success not
+    /// yet dropped by [`Self::drop_record`]).
+    pub fn has_record(&self, task: &str) -> bool {
+        self.record_path(task).exists()
+    }
+
+    /// A test's pause at a point of the merge (see [`PAUSE_ENV`]).
+    fn pause_for_tests(&self, env: &str, task: &str) {
+        if let Some(secs) = std::env::var(env).ok().and_then(|s| s.parse().ok()) {
+            let _ = std::fs::write(self.state_dir.join("merge.paused"), task);
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+        }
     }
 
     /// Merges `change` of task `of.task` into the checkout. `merge_base` is the change's start
@@ -141,13 +170,12 @@ impl Repo {
             success: of.success,
         };
         let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        crate::disk::persist_atomic(&self.record_path(), &json)?;
-        if let Some(secs) = std::env::var(PAUSE_ENV).ok().and_then(|s| s.parse().ok()) {
-            let _ = std::fs::write(self.state_dir.join("merge.paused"), of.task);
-            std::thread::sleep(std::time::Duration::from_secs(secs));
-        }
+        std::fs::create_dir_all(self.records_dir())?;
+        crate::disk::persist_atomic(&self.record_path(of.task), &json)?;
+        self.pause_for_tests(PAUSE_ENV, of.task);
         self.apply(&record)?;
-        self.drop_record()?;
+        // The record stays: the caller drops it once the task's success is recorded.
+        self.pause_for_tests(PAUSE_AFTER_ENV, of.task);
         Ok(Merged::Clean {
             commit: new,
             paths: all,
@@ -198,14 +226,15 @@ impl Repo {
         .map(drop)
     }
 
-    /// Removes the record of a merge in progress: once its success is recorded (a kill
-    /// before that finds the record again, and recording twice is harmless).
-    pub fn drop_record(&self) -> io::Result<()> {
-        match std::fs::remove_file(self.record_path()) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => {
+    /// Removes task `task`'s merge record: once its success is recorded (a kill before that
+    /// finds the record again, and recording twice is harmless).
+    pub fn drop_record(&self, task: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.record_path(task)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+            Ok(()) => {
                 // The removal lasts only once the directory is synced.
-                if let Ok(d) = std::fs::File::open(&self.state_dir) {
+                if let Ok(d) = std::fs::File::open(self.records_dir()) {
                     let _ = d.sync_all();
                 }
                 Ok(())
@@ -213,22 +242,58 @@ impl Repo {
         }
     }
 
-    /// Finishes a merge a killed build left half done, if there is one: what was done, to
-    /// say, and the success to record when the merge is in. The caller removes the record
-    /// (`drop_record`) once it has recorded that success.
-    pub fn recover(&self) -> io::Result<Option<Recovered>> {
-        let bytes = match std::fs::read(self.record_path()) {
+    /// Finishes the merges a killed build left, done or half done: for each, what was done,
+    /// to say, and the success to record when the merge is in. The caller removes each
+    /// record (`drop_record`) once it has recorded that success.
+    pub fn recover(&self) -> io::Result<Vec<Recovered>> {
+        let mut records = Vec::new();
+        let legacy = self.state_dir.join(LEGACY_RECORD);
+        if let Some(r) = self.read_record(&legacy)? {
+            // Moved where this version keeps it, so that `drop_record` finds it.
+            std::fs::create_dir_all(self.records_dir())?;
+            std::fs::rename(&legacy, self.record_path(&r.task))?;
+        }
+        let entries = match std::fs::read_dir(self.records_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let path = e?.path();
+            if path.extension().is_some_and(|x| x == "json") {
+                if let Some(r) = self.read_record(&path)? {
+                    records.push(r);
+                }
+            }
+        }
+        // At most one merge was under way (they go one at a time), the others are complete:
+        // those first, so that each is judged against the HEAD the kill left.
+        let head = self.head()?;
+        records.sort_by_cached_key(|r| !is_ancestor(self, &r.new, &head));
+        records.into_iter().map(|r| self.finish(r)).collect()
+    }
+
+    /// A record on disk; a file that does not read as one is not orch's, and is removed (a
+    /// record is renamed into place whole).
+    fn read_record(&self, path: &std::path::Path) -> io::Result<Option<Record>> {
+        let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let Ok(r) = serde_json::from_slice::<Record>(&bytes) else {
-            // A record is renamed into place whole; one that does not read was not orch's.
-            self.drop_record()?;
-            return Ok(None);
-        };
+        match serde_json::from_slice::<Record>(&bytes) {
+            Ok(r) => Ok(Some(r)),
+            Err(_) => {
+                std::fs::remove_file(path)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// One record's merge finished, or found complete.
+    fn finish(&self, r: Record) -> io::Result<Recovered> {
         let head = self.head()?;
-        let (said, merged) = if head == r.new {
+        let (said, merged) = if is_ancestor(self, &r.new, &head) {
             (
                 format!(
                     "the merge of {} an interrupted run made was complete",
@@ -259,11 +324,11 @@ impl Repo {
         };
         // The record stays until the caller has recorded the success (`drop_record`): a kill
         // in between must not lose it.
-        Ok(Some(Recovered {
+        Ok(Recovered {
             said,
             task: r.task,
             success: r.success.filter(|_| merged),
-        }))
+        })
     }
 }
 

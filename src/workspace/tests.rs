@@ -77,17 +77,26 @@ fn a_change_merges_and_an_interrupted_apply_is_finished_idempotently() {
         .merge(of_t(), &change, Some(&base), "merge t", &|_| None)
         .unwrap();
     assert_eq!(again, merge::Merged::Unchanged);
-    // A record left at HEAD = new (the crash came after update-ref) is only dropped.
-    let record =
+    // The merge's record stays until the caller has recorded the success; found again, it
+    // is complete (HEAD is at its new commit).
+    let record = repo.state_dir.join("merges/t.json");
+    assert!(record.exists());
+    let found = repo.recover().unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(found[0].said.contains("was complete"), "{}", found[0].said);
+    assert!(record.exists());
+    repo.drop_record("t").unwrap();
+    assert!(!record.exists());
+    assert_eq!(repo.recover().unwrap(), []);
+    // A record an older orch left as merge.json is found too, moved under merges/.
+    let legacy =
         format!(r#"{{"task":"t","old":"{base}","new":"{new}","write":["a.txt"],"remove":[]}}"#);
-    std::fs::write(repo.state_dir.join("merge.json"), &record).unwrap();
-    let said = repo.recover().unwrap().unwrap().said;
-    assert!(said.contains("was complete"), "{said}");
-    // Kept until the caller has recorded the success.
-    assert!(repo.state_dir.join("merge.json").exists());
-    repo.drop_record().unwrap();
+    std::fs::write(repo.state_dir.join("merge.json"), &legacy).unwrap();
+    let found = repo.recover().unwrap();
+    assert_eq!(found.len(), 1);
     assert!(!repo.state_dir.join("merge.json").exists());
-    assert_eq!(repo.recover().unwrap(), None);
+    repo.drop_record("t").unwrap();
+    assert_eq!(repo.recover().unwrap(), []);
 }
 
 #[test]
