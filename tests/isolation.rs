@@ -485,6 +485,89 @@ fn a_conflict_is_shown_resolved_and_merged_with_orch_diff_and_orch_merge() {
 }
 
 #[test]
+fn deps_whose_changes_conflict_keep_a_record_that_orch_merge_clears() {
+    // a then b, one at a time, both turning `return 1` into something else; before b
+    // merges, the person commits b's value over a's, so b merges into their tree (its
+    // change is already there) while a's and b's changes conflict with each other: c, which
+    // depends on both, cannot start from them.
+    let barrier = tempfile::tempdir().unwrap();
+    let orchfile = coder(barrier.path()).replace("jobs = 4", "jobs = 1")
+        + &task("a", "1", "10", "", &[]).replace("agent = ", "priority = \"P0\"\nagent = ")
+        + &task("b", "1", "30", "release", &[])
+        + &task("c", "2", "20", "", &["a", "b"]);
+    let p = repo(&[("Orchfile.toml", &orchfile), ("lib.py", LIB)]);
+    let child = p
+        .command(&["build"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // b's agent started, so a's change is merged (one job at a time).
+    wait_for("b to start", Duration::from_secs(60), || {
+        barrier.path().join("b").exists()
+    });
+    assert!(p.read("lib.py").contains("return 10"));
+    p.write("lib.py", &LIB.replace("return 1\n", "return 30\n"));
+    git(&p, &["commit", "-qam", "mine"]);
+    std::fs::write(barrier.path().join("release"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        one_line(&stderr).contains("its deps' changes do not merge with each other: lib.py"),
+        "{stderr}"
+    );
+    // Recorded for orch status (and --json) and orch merge, not as a worktree.
+    let status = p.orch(&["status"]).ok().stdout();
+    assert!(
+        status.contains("c  (not started)  its deps' changes conflict: lib.py ("),
+        "{status}"
+    );
+    let json = p.orch(&["status", "--json"]).ok().stdout();
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "c")
+        .unwrap();
+    assert_eq!(row["status"], "conflict", "{row}");
+    assert_eq!(row["worktree"]["kept_as"], "deps_conflict", "{row}");
+    assert_eq!(row["worktree"]["files"], serde_json::json!(["lib.py"]));
+    assert!(row["worktree"]["path"].is_null(), "{row}");
+    let mut deps: Vec<&str> = row["worktree"]["deps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d.as_str())
+        .collect();
+    deps.sort();
+    assert_eq!(deps, ["a", "b"], "{row}");
+    assert!(!p.exists(".orchestrator/worktrees/c"));
+    // The person's tree is right as it is: orch merge clears the record and says what next.
+    let run = p.orch(&["merge", "c"]).ok();
+    assert!(
+        one_line(&run.stdout()).contains("c had not run: its deps' changes"),
+        "{}",
+        run.stdout()
+    );
+    assert!(!p.orch(&["status"]).ok().stdout().contains("not started"));
+    assert!(!p.exists(".orchestrator/worktrees/c.json"));
+    // The next build runs c alone, from the person's tree.
+    let run = p.orch(&["build", "-v"]).ok();
+    assert!(
+        run.stderr().contains("1 ran, 2 up to date"),
+        "{}",
+        run.stderr()
+    );
+    let lib = p.read("lib.py");
+    assert!(
+        lib.contains("return 30") && lib.contains("return 20"),
+        "{lib}"
+    );
+}
+
+#[test]
 fn orch_clean_removes_kept_worktrees_and_their_branches() {
     let (_barrier, p) = one_conflict();
     assert!(branches(&p).contains(&"orch/b".to_string()));

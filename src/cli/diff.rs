@@ -6,6 +6,7 @@ use miette::{miette, Result};
 
 use super::common::Global;
 use super::completions;
+use crate::workspace::worktree::KeptAs;
 use crate::workspace::Repo;
 
 #[derive(Args, Debug, Clone, Default)]
@@ -33,6 +34,10 @@ pub fn run(global: &Global, args: &DiffArgs) -> Result<i32> {
             args.task
         ));
     };
+    if kept.kept_as == KeptAs::DepsConflict {
+        println!("{} did not start: {}", args.task, kept.reason);
+        return Ok(0);
+    }
     let Some(change) = kept.change else {
         println!("{} changed nothing ({})", args.task, kept.reason);
         return Ok(0);

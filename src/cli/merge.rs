@@ -16,7 +16,8 @@ pub struct MergeArgs {
     pub task: String,
 }
 
-/// Exit 0 when merged (the task then counts as completed), 1 when it still conflicts.
+/// Exit 0 when merged (the task then counts as completed) or when a task its deps' conflict
+/// kept from starting is cleared to run from the person's tree; 1 when it still conflicts.
 pub fn run(global: &Global, args: &MergeArgs) -> Result<i32> {
     let plan = global.plan()?;
     match merge_kept(&plan, &args.task)? {
@@ -32,6 +33,17 @@ pub fn run(global: &Global, args: &MergeArgs) -> Result<i32> {
                     args.task
                 ),
             }
+            Ok(0)
+        }
+        MergeReport::DepsCleared { deps } => {
+            println!(
+                "{} had not run: its deps' changes ({}) did not merge with each other, and each \
+                 is in your tree as it merged there; the next `orch build` runs {} from your \
+                 tree as it is now",
+                args.task,
+                deps.join(", "),
+                args.task
+            );
             Ok(0)
         }
         MergeReport::Conflict { files, why } => {

@@ -47,17 +47,26 @@ pub fn run(global: &Global, args: &StatusArgs) -> Result<i32> {
 /// Gives each task's object its kept worktree (`worktree`: path, branch, what it was kept
 /// for, conflicting files), `null` where none is kept, as the table lists them below it.
 fn add_kept_worktrees(plan: &crate::plan::Plan, json: &mut serde_json::Value) {
-    use crate::workspace::worktree::{kept_in, safe_name};
+    use crate::workspace::worktree::{kept_in, safe_name, KeptAs};
     let dir = plan.state_dir().join("worktrees");
     let kept = kept_in(&dir);
     for row in json.as_array_mut().into_iter().flatten() {
         let k = kept.iter().find(|k| row["id"] == k.task.as_str());
         row["worktree"] = k.map_or(serde_json::Value::Null, |k| {
+            // A deps conflict keeps a record only: the task never had a worktree.
+            let (path, branch) = match k.kept_as {
+                KeptAs::DepsConflict => (None, None),
+                _ => (
+                    Some(plan.relative(&dir.join(safe_name(&k.task)))),
+                    Some(k.branch.as_str()),
+                ),
+            };
             serde_json::json!({
-                "path": plan.relative(&dir.join(safe_name(&k.task))),
-                "branch": k.branch,
+                "path": path,
+                "branch": branch,
                 "kept_as": k.kept_as,
                 "files": k.files,
+                "deps": k.deps,
             })
         });
     }
@@ -78,14 +87,22 @@ fn kept_worktrees(plan: &crate::plan::Plan) -> String {
     );
     for k in &kept {
         let path = plan.relative(&dir.join(safe_name(&k.task)));
-        let what = match k.kept_as {
-            KeptAs::Conflict => format!("conflict: {}", k.files.join(", ")),
-            KeptAs::Failed => "failed".to_string(),
+        let line = match k.kept_as {
+            KeptAs::Conflict => format!(
+                "{path}  branch {}  conflict: {}",
+                k.branch,
+                k.files.join(", ")
+            ),
+            KeptAs::Failed => format!("{path}  branch {}  failed", k.branch),
+            KeptAs::DepsConflict => format!(
+                "(not started)  its deps' changes conflict: {} ({}); `orch merge {}` once your \
+                 tree is right",
+                k.files.join(", "),
+                k.deps.join(", "),
+                k.task
+            ),
         };
-        out.push_str(&format!(
-            "  {}  {path}  branch {}  {what}\n",
-            k.task, k.branch
-        ));
+        out.push_str(&format!("  {}  {line}\n", k.task));
     }
     out
 }

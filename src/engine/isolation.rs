@@ -17,7 +17,7 @@ use super::explain::FingerprintParts;
 use super::worktrees::{InTree, PendingSuccess};
 use crate::agent::{Failure, FailureKind};
 use crate::workspace::merge::{MergeOf, Merged};
-use crate::workspace::worktree::{self, Change, Kept, KeptAs};
+use crate::workspace::worktree::{self, Change, Kept, KeptAs, StartConflict};
 use std::path::PathBuf;
 
 fn conflict(message: String) -> Failure {
@@ -86,12 +86,7 @@ impl BuildContext<'_> {
             .map_err(|e| launch("worktree start", e))?
         {
             Ok(start) => start,
-            Err(files) => {
-                return Err(conflict(format!(
-                    "conflict: the changes of its deps do not merge with each other: {}",
-                    files.join(", ")
-                )))
-            }
+            Err(c) => return Err(self.keep_deps_conflict(t, c)),
         };
         let mut tree = iso
             .repo
@@ -128,6 +123,51 @@ impl BuildContext<'_> {
         }
         *iso.trees[t].lock().unwrap() = Some(InTree { tree, included });
         Ok(())
+    }
+
+    /// Task `t` cannot start: its deps' changes do not merge with each other. Kept as a
+    /// record (no worktree: the task has not run) for `orch status` and `orch merge`.
+    fn keep_deps_conflict(&self, t: usize, c: StartConflict) -> Failure {
+        let Some(iso) = self.isolation.as_ref() else {
+            return conflict("conflict: its deps' changes do not merge".into());
+        };
+        let id = &self.task(t).id;
+        let files: Vec<String> = c
+            .files
+            .iter()
+            .map(|p| iso.repo.from_root(p).unwrap_or(p).to_string())
+            .collect();
+        let which = if c.onto.is_empty() {
+            format!("{}'s change does not merge onto the build's start", c.dep)
+        } else {
+            format!(
+                "{}'s change does not merge with {}'s",
+                c.dep,
+                c.onto.join(", ")
+            )
+        };
+        let reason = format!(
+            "conflict: its deps' changes do not merge with each other: {} ({which}; each \
+             merged into your tree on its own); check them in your tree, then `orch merge {id}` \
+             and the next build runs {id} from your tree",
+            files.join(", ")
+        );
+        // Whatever an earlier build kept for the task is of no use now.
+        iso.repo.remove(id, false);
+        let kept = Kept {
+            task: id.clone(),
+            branch: String::new(),
+            kept_as: KeptAs::DepsConflict,
+            change: None,
+            files,
+            reason: reason.clone(),
+            success: None,
+            deps: std::iter::once(c.dep).chain(c.onto).collect(),
+        };
+        match iso.repo.keep(&kept) {
+            Ok(()) => conflict(reason),
+            Err(e) => launch("keeping the record of its deps' conflict", e),
+        }
     }
 
     /// After a successful run in a worktree: the change committed to `orch/<task-id>` and
@@ -260,6 +300,7 @@ impl BuildContext<'_> {
                     files,
                     reason: reason.clone(),
                     success,
+                    deps: Vec::new(),
                 };
                 iso.repo
                     .set_branch(&task.id, &change.commit)
@@ -305,6 +346,7 @@ impl BuildContext<'_> {
                     files: Vec::new(),
                     reason: f.message.clone(),
                     success: None,
+                    deps: Vec::new(),
                 });
             }
             _ => iso.repo.remove(&task.id, false),

@@ -225,6 +225,9 @@ pub enum MergeReport {
     Merged { commit: Option<String> },
     /// Still does not merge: these files, for this reason.
     Conflict { files: Vec<String>, why: String },
+    /// The task had not started, as its deps' changes (these) did not merge with each
+    /// other: its record is removed, and the next build starts it from the person's tree.
+    DepsCleared { deps: Vec<String> },
 }
 
 /// `orch merge TASK`: the kept change of a task that ended as a conflict, merged into the
@@ -258,6 +261,12 @@ pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
                 "task {id} has no kept change to merge"
             )
         })?;
+    if kept.kept_as == KeptAs::DepsConflict {
+        // Nothing of the task's own to merge (it did not run): each dep's change is in the
+        // person's tree, merged there; the person says that tree is right.
+        repo.remove(id, false);
+        return Ok(MergeReport::DepsCleared { deps: kept.deps });
+    }
     let (KeptAs::Conflict, Some(change)) = (kept.kept_as, kept.change.clone()) else {
         return Err(miette!(
             help = "`orch diff` shows how far it got; `orch build` runs it again",

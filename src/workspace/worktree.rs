@@ -37,6 +37,10 @@ pub enum KeptAs {
     Conflict,
     /// The task failed; its worktree shows how far it got.
     Failed,
+    /// The task did not start: the changes of its deps do not merge with each other (the
+    /// files in `files`, the deps in `deps`). Each of those changes merged into the person's
+    /// tree on its own; no worktree or branch is kept.
+    DepsConflict,
 }
 
 /// The record beside a kept worktree.
@@ -53,6 +57,19 @@ pub struct Kept {
     /// The success a clean `orch merge` records, as the build would have (opaque here).
     #[serde(default)]
     pub success: Option<serde_json::Value>,
+    /// For [`KeptAs::DepsConflict`]: the dep whose change did not merge, then those merged
+    /// before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deps: Vec<String>,
+}
+
+/// Why a task's start could not be made: merging `dep`'s change onto `onto`'s (and the
+/// build's base) conflicts in `files` (relative to the top).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartConflict {
+    pub files: Vec<String>,
+    pub dep: String,
+    pub onto: Vec<String>,
 }
 
 /// A name for `id` that is a safe file name and ref component: ids of fan-out instances
@@ -189,16 +206,16 @@ impl Repo {
     }
 
     /// The commit a task starts from: `base` with each dep's change merged in, in the order
-    /// given (dependency order); the files that conflict if two of them do not merge.
+    /// given (dependency order); which of them do not merge, and where, if two do not.
     pub fn start(
         &self,
         base: &str,
         task: &str,
         agent_id: &str,
         deps: &[(&str, &Change)],
-    ) -> io::Result<Result<String, Vec<String>>> {
+    ) -> io::Result<Result<String, StartConflict>> {
         let mut current = base.to_string();
-        for (dep, change) in deps {
+        for (i, (dep, change)) in deps.iter().enumerate() {
             if current == change.start {
                 // Nothing between: the dep's own commit is where this task starts.
                 current = change.commit.clone();
@@ -214,7 +231,13 @@ impl Repo {
                         &identity(task, agent_id),
                     )?;
                 }
-                TreeMerge::Conflict(files) => return Ok(Err(files)),
+                TreeMerge::Conflict(files) => {
+                    return Ok(Err(StartConflict {
+                        files,
+                        dep: dep.to_string(),
+                        onto: deps[..i].iter().map(|(d, _)| d.to_string()).collect(),
+                    }))
+                }
             }
         }
         Ok(Ok(current))
