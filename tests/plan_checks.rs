@@ -420,6 +420,16 @@ fn more_malformed_values_are_plan_errors_with_their_span() {
             "the [aggregate] prompt takes no placeholders, and has `{{ inputs }}`",
             "Orchfile.toml:5:17]",
         ),
+        (
+            "[tasks.t]\nrun = \"true\"\n[aggregate]\nstrategy = \"structured\"\ncost_estimate = 0.1\n",
+            "[aggregate] cost_estimate applies to the `agent` strategy only",
+            "Orchfile.toml:5:17]",
+        ),
+        (
+            "[tasks.t]\nrun = \"true\"\n[aggregate]\nstrategy = \"agent\"\ncost_estimate = -2\n",
+            "cost_estimate must be",
+            "Orchfile.toml:5:17]",
+        ),
         ("[tasks.t]\nprompt = \"Say {{ }}.\"\n", "empty placeholder `{{ }}`", "Orchfile.toml:2:15]"),
         ("[tasks.t]\nrun = \"true\"\nretries = 1.5\n", "invalid type: decimal number `1.5`, expected a whole", "Orchfile.toml:3:11]"),
         ("[tasks.t]\nrun = \"true\"\ninputs = \"a.txt\"\n", "expected a list", "Orchfile.toml:3:10]"),

@@ -6,12 +6,16 @@
 use std::fmt::Write as _;
 
 use super::context::BuildContext;
-use crate::agent::{self, sim, FailureKind, Usage};
-use crate::disk::persist_atomic;
+use crate::agent::{self, sim, Judged};
+use crate::disk::{persist_atomic, Digest};
 use crate::executor::{JobEvent, ProcessSpec};
-use crate::plan::{AgentKind, AggregateSpec, AggregateStrategy, Plan};
+use crate::plan::{AgentKind, AgentSpec, AggregateSpec, AggregateStrategy, Plan};
 use crate::reporter::{Event, Events};
 use crate::state::{JournalEntry, StateStore};
+
+/// How the merge stands where a task would be named (`budget_reached`, a provider's waiting
+/// tasks, the journal's job records).
+pub(crate) const MERGE_ID: &str = "aggregate";
 
 /// Aggregation runs when the plan asks for it, or when it has agent tasks at all.
 pub(crate) fn enabled(plan: &Plan) -> bool {
@@ -25,6 +29,7 @@ fn spec(plan: &Plan) -> AggregateSpec {
         title: "Final Output".into(),
         on_missing: crate::plan::OnMissing::Rerun,
         prompt: None,
+        cost_estimate: None,
     })
 }
 
@@ -56,19 +61,51 @@ struct Part {
     text: String,
 }
 
-/// Merges the results and writes final_output.md; returns a line for the execution log.
-pub(crate) fn run(
-    ctx: &BuildContext,
-    store: &mut StateStore,
-    events: &mut dyn Events,
-    usage: &mut Usage,
-) -> Result<String, String> {
+/// The agent of the `agent` strategy: `--agent`, else the `[aggregate]` one, else the default
+/// agent; `None` for a strategy that calls none.
+pub(crate) fn merge_agent<'p>(
+    plan: &'p Plan,
+    agent_override: Option<&str>,
+) -> Option<Result<&'p AgentSpec, String>> {
+    let spec = plan.aggregate.as_ref()?;
+    if spec.strategy != AggregateStrategy::Agent {
+        return None;
+    }
+    let name = agent_override
+        .or(spec.agent.as_deref())
+        .unwrap_or(&plan.settings.default_agent);
+    Some(
+        plan.agents
+            .get(name)
+            .ok_or_else(|| format!("unknown aggregate agent `{name}`")),
+    )
+}
+
+/// The merge a build is about to make: the results in order, and what decides whether
+/// final_output.md is up to date.
+pub(super) struct Merge {
+    spec: AggregateSpec,
+    parts: Vec<Part>,
+    pub(super) agent: Option<AgentSpec>,
+    /// Strategy, title, prompt, agent and each result's text.
+    digest: Digest,
+    /// The same with the results' texts left out: what the merge's last cost is kept
+    /// under, for projecting the next one (the results change every time it runs).
+    pub(super) definition: Digest,
+}
+
+/// Reads every result for the merge; `missing_as_empty` for a look ahead (the dry run),
+/// where results a build would write are not there yet.
+pub(super) fn prepare(ctx: &BuildContext, missing_as_empty: bool) -> Result<Merge, String> {
     let spec = spec(ctx.plan);
     let mut parts = Vec::new();
     for &t in &ctx.graph.topo {
         let path = ctx.layout.result_file(&ctx.agent_ids[t]);
         let bytes = match std::fs::read(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ctx.task(t).action.is_shell() => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && (missing_as_empty || ctx.task(t).action.is_shell()) =>
+            {
                 Vec::new()
             }
             other => other.map_err(|e| format!("reading {}: {e}", path.display()))?,
@@ -84,69 +121,225 @@ pub(crate) fn run(
             text: String::from_utf8_lossy(&bytes).into_owned(),
         });
     }
-    let merge_agent = match spec.strategy {
-        AggregateStrategy::Agent => {
-            let name = ctx
-                .opts
-                .agent_override
-                .clone()
-                .or(spec.agent.clone())
-                .unwrap_or_else(|| ctx.plan.settings.default_agent.clone());
-            Some(
-                ctx.plan
-                    .agents
-                    .get(&name)
-                    .ok_or_else(|| format!("unknown aggregate agent `{name}`"))?
-                    .clone(),
-            )
-        }
-        _ => None,
-    };
-    let digest = {
-        let mut h = blake3::Hasher::new();
-        h.update(format!("{:?}|{}|{:?}", spec.strategy, spec.title, spec.prompt).as_bytes());
-        if let Some(a) = &merge_agent {
-            h.update(format!("{}|{:?}|{:?}", a.name, a.command, a.result).as_bytes());
-        }
-        for p in &parts {
-            h.update(p.id.as_bytes());
-            h.update(blake3::hash(p.text.as_bytes()).as_bytes());
-        }
-        crate::disk::Digest::from_hash(h.finalize())
-    };
-    let out_path = ctx.layout.final_output();
-    let (rel, strategy) = reported_as(ctx);
-    if store.snapshot.aggregate_digest == Some(digest) && out_path.is_file() {
+    let agent = merge_agent(ctx.plan, ctx.opts.agent_override.as_deref())
+        .transpose()?
+        .cloned();
+    let mut h = blake3::Hasher::new();
+    h.update(format!("{:?}|{}|{:?}", spec.strategy, spec.title, spec.prompt).as_bytes());
+    if let Some(a) = &agent {
+        h.update(format!("{}|{:?}|{:?}", a.name, a.command, a.result).as_bytes());
+    }
+    // The digest is the one earlier builds kept: a merge an agent was paid for stays up to
+    // date across versions.
+    let mut def = h.clone();
+    for p in &parts {
+        h.update(p.id.as_bytes());
+        h.update(blake3::hash(p.text.as_bytes()).as_bytes());
+        def.update(p.id.as_bytes());
+    }
+    let definition = Digest::from_hash(def.finalize());
+    Ok(Merge {
+        spec,
+        parts,
+        agent,
+        digest: Digest::from_hash(h.finalize()),
+        definition,
+    })
+}
+
+impl Merge {
+    /// final_output.md was merged from these very results, and is still there.
+    pub(super) fn up_to_date(&self, ctx: &BuildContext, store: &StateStore) -> bool {
+        self.merged_from(ctx, store.snapshot.aggregate_digest)
+    }
+
+    /// final_output.md is there, merged from results whose digest was `kept`: these.
+    pub(super) fn merged_from(&self, ctx: &BuildContext, kept: Option<Digest>) -> bool {
+        kept == Some(self.digest) && ctx.layout.final_output().is_file()
+    }
+
+    pub(super) fn title(&self) -> &str {
+        &self.spec.title
+    }
+
+    /// The `[aggregate]` `cost_estimate`.
+    pub(super) fn cost_estimate(&self) -> Option<f64> {
+        self.spec.cost_estimate
+    }
+
+    /// The merged text, unless an agent that costs money has to write it (`None`).
+    pub(super) fn text_without_agent(&self, ctx: &BuildContext) -> Result<Option<String>, String> {
+        Ok(match (&self.spec.strategy, &self.agent) {
+            (AggregateStrategy::Concat, _) => Some(concat(&self.spec, &self.parts)),
+            (AggregateStrategy::Structured, _) => Some(structured(&self.spec, &self.parts)),
+            (AggregateStrategy::Agent, Some(a)) if a.kind == AgentKind::Sim => {
+                let prompt = self.write_prompt(ctx)?;
+                Some(sim::reply(
+                    "aggregate",
+                    &self.spec.title,
+                    "aggregator",
+                    &prompt,
+                ))
+            }
+            (AggregateStrategy::Agent, _) => None,
+        })
+    }
+
+    /// Writes final_output.md and notes what it was merged from; a line for the execution
+    /// log.
+    pub(super) fn write(
+        &self,
+        ctx: &BuildContext,
+        store: &mut StateStore,
+        events: &mut dyn Events,
+        text: &str,
+    ) -> Result<String, String> {
+        let (rel, strategy) = reported_as(ctx);
+        persist_atomic(&ctx.layout.final_output(), text.as_bytes())
+            .map_err(|e| format!("writing {rel}: {e}"))?;
+        store.snapshot.aggregate_digest = Some(self.digest);
         events.emit(Event::Aggregated {
             path: &rel,
             strategy: &strategy,
-            up_to_date: true,
+            up_to_date: false,
         });
-        return Ok(format!("Final output up to date: {rel}"));
+        Ok(format!(
+            "Final output: {rel} ({strategy}, {} results)",
+            self.parts.len()
+        ))
     }
-    let text = match spec.strategy {
-        AggregateStrategy::Concat => concat(&spec, &parts),
-        AggregateStrategy::Structured => structured(&spec, &parts),
-        AggregateStrategy::Agent => merge_with_agent(
-            ctx,
-            store,
-            &spec,
-            merge_agent.as_ref().unwrap(),
-            &parts,
-            usage,
-        )?,
-    };
-    persist_atomic(&out_path, text.as_bytes()).map_err(|e| format!("writing {rel}: {e}"))?;
-    store.snapshot.aggregate_digest = Some(digest);
+
+    /// The merge prompt, written to `agent_tasks/aggregate.md` (the seed's "intelligent
+    /// merge").
+    fn write_prompt(&self, ctx: &BuildContext) -> Result<String, String> {
+        let mut prompt = format!(
+            "Please merge the following {} subtask results into one complete report titled \"{}\".\n\n",
+            self.parts.len(),
+            self.spec.title
+        );
+        for p in &self.parts {
+            let _ = write!(
+                prompt,
+                "## {} ({}, {})\n\n{}\n\n",
+                p.title,
+                p.id,
+                p.agent_id,
+                p.text.trim_end()
+            );
+        }
+        prompt.push_str(
+            "Requirements:\n1. Preserve all key information\n2. Eliminate duplicate content\n\
+             3. Organize in logical order\n4. Generate an executive summary\n",
+        );
+        if let Some(extra) = &self.spec.prompt {
+            let _ = write!(prompt, "\n{extra}\n");
+        }
+        persist_atomic(&prompt_path(ctx), prompt.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(prompt)
+    }
+
+    /// The merge agent's process, its prompt written: as a task's agent runs, from the
+    /// project root, with its per-attempt `max_cost_usd` passed down where the CLI takes one.
+    pub(super) fn agent_call(&self, ctx: &BuildContext) -> Result<MergeCall, String> {
+        let agent_spec = self
+            .agent
+            .as_ref()
+            .ok_or("the agent strategy has no agent")?;
+        let prompt = self.write_prompt(ctx)?;
+        let prompt_path = prompt_path(ctx);
+        // As a task's agent would: where the project and its prompt are, then its own env.
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "ORCH_ROOT".into(),
+                ctx.plan.root.to_string_lossy().into_owned(),
+            ),
+            (
+                "ORCH_TASK_FILE".into(),
+                prompt_path.to_string_lossy().into_owned(),
+            ),
+        ];
+        env.extend(agent_spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut knobs = agent::internal_retry_knobs(agent_spec, &|k| {
+            env.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(k).ok())
+        });
+        knobs
+            .args
+            .extend(agent::budget_args(agent_spec, agent_spec.max_cost_usd));
+        let level = crate::plan::Permission::Read;
+        let call = agent::Call {
+            level,
+            resume: None,
+            extra_args: &knobs.args,
+        };
+        let (argv, stdin) = agent::invocation(agent_spec, &call, &prompt, &prompt_path);
+        env.extend(knobs.env);
+        Ok(MergeCall {
+            process: ProcessSpec {
+                argv,
+                cwd: ctx.plan.root.clone(),
+                env,
+                unset: Vec::new(),
+                stdin,
+                timeout: agent_spec.timeout,
+                grace: ctx.plan.settings.kill_grace,
+                max_output: 64 << 20,
+                // The merge runs where orch runs: it reads every result, and is one job.
+                slurm: None,
+            },
+            level,
+        })
+    }
+}
+
+fn prompt_path(ctx: &BuildContext) -> std::path::PathBuf {
+    ctx.layout.agent_tasks_dir().join("aggregate.md")
+}
+
+/// final_output.md found up to date: said, and a line for the execution log.
+pub(super) fn said_up_to_date(ctx: &BuildContext, events: &mut dyn Events) -> String {
+    let (rel, strategy) = reported_as(ctx);
     events.emit(Event::Aggregated {
         path: &rel,
         strategy: &strategy,
-        up_to_date: false,
+        up_to_date: true,
     });
-    Ok(format!(
-        "Final output: {rel} ({strategy}, {} results)",
-        parts.len()
-    ))
+    format!("Final output up to date: {rel}")
+}
+
+/// One call of the merge agent, ready to run.
+pub(super) struct MergeCall {
+    process: ProcessSpec,
+    level: crate::plan::Permission,
+}
+
+impl MergeCall {
+    /// Runs one attempt and judges it. The same crash bookkeeping as a task's process: the
+    /// journal keeps the job's record while it runs.
+    pub(super) fn run(
+        &self,
+        ctx: &BuildContext,
+        agent_spec: &AgentSpec,
+        store: &mut StateStore,
+    ) -> Result<Judged, String> {
+        let mut started = Vec::new();
+        let out = ctx.backend.run(&self.process, ctx.cancel, &mut |event| {
+            if let JobEvent::Started(job) = event {
+                started.push(job);
+                let _ = store.append(&JournalEntry::spawned(MERGE_ID.into(), &job));
+                // On disk before the wait: the merge agent may run for minutes.
+                let _ = store.flush_journal();
+            }
+        });
+        for job in &started {
+            let _ = store.append(&JournalEntry::reaped(job));
+        }
+        let out = out.map_err(|e| e.to_string())?;
+        Ok(agent::judge(agent_spec, self.level, &out, &ctx.plan.root))
+    }
 }
 
 /// Strategy A: each result under its agent's heading, in dependency order.
@@ -234,124 +427,6 @@ fn demote_headings(text: &str, level: usize) -> String {
     out.trim_end().to_string()
 }
 
-/// Strategy C: an agent merges the results (the seed's "intelligent merge").
-fn merge_with_agent(
-    ctx: &BuildContext,
-    store: &mut StateStore,
-    spec: &AggregateSpec,
-    agent_spec: &crate::plan::AgentSpec,
-    parts: &[Part],
-    usage: &mut Usage,
-) -> Result<String, String> {
-    let mut prompt = format!(
-        "Please merge the following {} subtask results into one complete report titled \"{}\".\n\n",
-        parts.len(),
-        spec.title
-    );
-    for p in parts {
-        let _ = write!(
-            prompt,
-            "## {} ({}, {})\n\n{}\n\n",
-            p.title,
-            p.id,
-            p.agent_id,
-            p.text.trim_end()
-        );
-    }
-    prompt.push_str(
-        "Requirements:\n1. Preserve all key information\n2. Eliminate duplicate content\n\
-         3. Organize in logical order\n4. Generate an executive summary\n",
-    );
-    if let Some(extra) = &spec.prompt {
-        let _ = write!(prompt, "\n{extra}\n");
-    }
-    let prompt_path = ctx.layout.agent_tasks_dir().join("aggregate.md");
-    persist_atomic(&prompt_path, prompt.as_bytes()).map_err(|e| e.to_string())?;
-    if agent_spec.kind == AgentKind::Sim {
-        return Ok(sim::reply("aggregate", &spec.title, "aggregator", &prompt));
-    }
-    // As a task's agent would: where the project and its prompt are, then its own env.
-    let mut env: Vec<(String, String)> = vec![
-        (
-            "ORCH_ROOT".into(),
-            ctx.plan.root.to_string_lossy().into_owned(),
-        ),
-        (
-            "ORCH_TASK_FILE".into(),
-            prompt_path.to_string_lossy().into_owned(),
-        ),
-    ];
-    env.extend(agent_spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let knobs = agent::internal_retry_knobs(agent_spec, &|k| {
-        env.iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(k).ok())
-    });
-    let call = agent::Call {
-        level: crate::plan::Permission::Read,
-        resume: None,
-        extra_args: &knobs.args,
-    };
-    let (argv, stdin) = agent::invocation(agent_spec, &call, &prompt, &prompt_path);
-    let attempts = agent_spec.retries + 1;
-    let mut last = String::new();
-    for attempt in 1..=attempts {
-        let mut env = env.clone();
-        env.extend(knobs.env.iter().cloned());
-        let process = ProcessSpec {
-            argv: argv.clone(),
-            cwd: ctx.plan.root.clone(),
-            env,
-            unset: Vec::new(),
-            stdin: stdin.clone(),
-            timeout: agent_spec.timeout,
-            grace: ctx.plan.settings.kill_grace,
-            max_output: 64 << 20,
-            // The merge runs where orch runs: it reads every result, and is one job.
-            slurm: None,
-        };
-        // The same crash bookkeeping as a task's process: the journal keeps the job's
-        // record while it runs.
-        let mut started = Vec::new();
-        let out = ctx.backend.run(&process, ctx.cancel, &mut |event| {
-            if let JobEvent::Started(job) = event {
-                started.push(job);
-                let _ = store.append(&JournalEntry::spawned("aggregate".into(), &job));
-                // On disk before the wait: the merge agent may run for minutes.
-                let _ = store.flush_journal();
-            }
-        });
-        for job in &started {
-            let _ = store.append(&JournalEntry::reaped(job));
-        }
-        let out = out.map_err(|e| e.to_string())?;
-        let judged = agent::judge(agent_spec, call.level, &out, &ctx.plan.root);
-        // Paid for whether or not it answered.
-        usage.add(&judged.usage);
-        match judged.result {
-            Ok(text) => return Ok(text),
-            Err(f) if f.kind == FailureKind::Cancelled => return Err("cancelled".into()),
-            Err(f) => {
-                last = ctx.redactor.redact(&f.message);
-                if f.kind == FailureKind::Transient && attempt < attempts {
-                    let wait = ctx.backoff(attempt, u64::from(attempt));
-                    if !ctx.sleep_unless_cancelled(wait) {
-                        return Err("cancelled".into());
-                    }
-                } else if attempt < attempts && !f.retryable() {
-                    break;
-                }
-            }
-        }
-    }
-    Err(format!(
-        "aggregate agent `{}` failed: {last}",
-        agent_spec.name
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +455,7 @@ mod tests {
             title: "Code Review Report".into(),
             on_missing: crate::plan::OnMissing::Rerun,
             prompt: None,
+            cost_estimate: None,
         }
     }
 

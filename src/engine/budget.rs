@@ -88,6 +88,18 @@ impl CostHistory {
         }
     }
 
+    /// The aggregation's merge (all its attempts) cost `cost` under `definition`. Kept out of
+    /// its agent's mean: a merge reads every result, so it says little of what a task costs.
+    pub fn record_merge(&mut self, definition: &Digest, cost: f64) {
+        self.tasks.insert(
+            MERGE_KEY.to_string(),
+            TaskCost {
+                definition: definition.to_hex(),
+                cost_usd: cost,
+            },
+        );
+    }
+
     /// What `task` cost last, if its definition was `definition` then.
     pub fn last(&self, task: &str, definition: &Digest) -> Option<f64> {
         self.tasks
@@ -166,16 +178,54 @@ pub fn project(
     agent: &AgentSpec,
     definition: Option<&Digest>,
 ) -> Option<Projection> {
-    let cap = attempt_cap(task, agent);
-    let known = definition
-        .and_then(|d| history.last(&task.id, d))
+    projection(
+        history,
+        definition.and_then(|d| history.last(&task.id, d)),
+        agent,
+        task.cost_estimate,
+        attempt_cap(task, agent),
+    )
+}
+
+/// The history's key of the aggregation's merge: a task id never starts with a bracket.
+const MERGE_KEY: &str = "[aggregate]";
+
+/// The budget's key of the aggregation's merge, which runs after every task.
+pub const MERGE: usize = usize::MAX;
+
+/// What the aggregation's merge by `agent` (its definition now `definition`) is projected to
+/// cost, as a task's is: its own last cost for this definition, its agent's mean, the
+/// `[aggregate]` `cost_estimate`, the agent's per-attempt `max_cost_usd`.
+pub fn project_merge(
+    history: &CostHistory,
+    agent: &AgentSpec,
+    definition: &Digest,
+    estimate: Option<f64>,
+) -> Option<Projection> {
+    projection(
+        history,
+        history.last(MERGE_KEY, definition),
+        agent,
+        estimate,
+        agent.max_cost_usd,
+    )
+}
+
+fn projection(
+    history: &CostHistory,
+    last: Option<f64>,
+    agent: &AgentSpec,
+    estimate: Option<f64>,
+    cap: Option<f64>,
+) -> Option<Projection> {
+    let known = last
         .map(|usd| (usd, Basis::LastRun))
         .or_else(|| {
             history
                 .agent_mean(&agent.name)
                 .map(|usd| (usd, Basis::AgentMean))
         })
-        .or_else(|| task.cost_estimate.map(|usd| (usd, Basis::Estimate)));
+        .or_else(|| estimate.map(|usd| (usd, Basis::Estimate)));
     match (known, cap) {
         (Some((usd, basis)), Some(cap)) => Some(Projection {
             usd: usd.min(cap),
@@ -237,7 +287,10 @@ impl Budget {
 
     /// What the running tasks are projected to cost (or have cost, if more).
     pub fn committed(&self) -> f64 {
-        self.running.values().map(Running::committed).sum()
+        // Folded from +0.0: an empty f64 sum is -0.0, which would print as "$-0.0000".
+        self.running
+            .values()
+            .fold(0.0, |sum, r| sum + r.committed())
     }
 
     /// Whether a task projected at `projected` may start now; on success it counts as
@@ -280,11 +333,6 @@ impl Budget {
     /// A task ended (however), its attempts having cost `cost` in all.
     pub fn finish(&mut self, t: usize, cost: f64) {
         self.running.remove(&t);
-        self.spent += cost;
-    }
-
-    /// Money spent outside any task (the aggregation's merge).
-    pub fn paid(&mut self, cost: f64) {
         self.spent += cost;
     }
 }
@@ -365,6 +413,48 @@ mod tests {
             project(&fresh, &t, &a, None),
             Some(Projection {
                 usd: 0.25,
+                basis: Basis::Cap
+            })
+        );
+    }
+
+    #[test]
+    fn the_merge_is_projected_from_its_own_last_cost_then_the_agents_mean_then_its_estimate() {
+        let mut h = CostHistory::default();
+        let mut a = agent();
+        let def = Digest::of(b"merge v1");
+        assert_eq!(project_merge(&h, &a, &def, None), None, "nothing known");
+        assert_eq!(
+            project_merge(&h, &a, &def, Some(0.3)),
+            Some(Projection {
+                usd: 0.3,
+                basis: Basis::Estimate
+            })
+        );
+        h.record("t", &Digest::of(b"x"), "claude", 0.1);
+        let p = project_merge(&h, &a, &def, Some(0.3)).unwrap();
+        assert_eq!((p.usd, p.basis), (0.1, Basis::AgentMean));
+        h.record_merge(&def, 0.7);
+        let p = project_merge(&h, &a, &def, Some(0.3)).unwrap();
+        assert_eq!((p.usd, p.basis), (0.7, Basis::LastRun));
+        assert_eq!(
+            h.agent_mean("claude"),
+            Some(0.1),
+            "the merge's cost is not its agent's mean"
+        );
+        let other = Digest::of(b"merge v2");
+        assert_eq!(
+            project_merge(&h, &a, &other, None).unwrap().basis,
+            Basis::AgentMean,
+            "a changed merge: its old cost says nothing"
+        );
+        // The agent's per-attempt limit caps it, and stands in for nothing known.
+        a.max_cost_usd = Some(0.5);
+        assert_eq!(project_merge(&h, &a, &def, None).unwrap().usd, 0.5);
+        assert_eq!(
+            project_merge(&CostHistory::default(), &a, &def, None),
+            Some(Projection {
+                usd: 0.5,
                 basis: Basis::Cap
             })
         );

@@ -407,8 +407,7 @@ fn context<'a>(
     crate::executor::forget_resolved_programs();
     let history = super::budget::CostHistory::load(&store.layout.costs());
     // A provider may take as many calls as the build runs tasks (Slurm's included).
-    let (gate, provider_of) =
-        super::providers::gate(plan, opts.agent_override.as_deref(), jobs, &history);
+    let providers = super::providers::gate(plan, opts.agent_override.as_deref(), jobs, &history);
     let ctx = BuildContext {
         backend,
         plan,
@@ -437,8 +436,9 @@ fn context<'a>(
             .caching(plan)
             .then(|| crate::cache::Cache::open(&plan.settings.cache, &store.layout.dir)),
         isolation: None,
-        gate,
-        provider_of,
+        gate: providers.gate,
+        provider_of: providers.of_task,
+        merge_provider: providers.of_merge,
     };
     for (t, _) in wanted.iter().enumerate().filter(|(_, &w)| !w) {
         if let Some(r) = &ctx.previous[t] {
@@ -502,7 +502,7 @@ fn aggregated(
         None
     } else if missing.is_empty() {
         let before = coord.store.snapshot.aggregate_digest;
-        match aggregate::run(ctx, coord.store, coord.events, &mut coord.usage) {
+        match coord.aggregate() {
             Ok(line) => {
                 if let Some(digest) = coord
                     .store

@@ -103,6 +103,9 @@ pub struct BuildContext<'a> {
     pub(crate) gate: crate::scheduler::Gate,
     /// Each task's provider in the gate (`None`: a shell or sim task).
     pub(crate) provider_of: Vec<Option<usize>>,
+    /// The aggregation's merge agent's provider in the gate (`None`: no merge by an agent
+    /// that calls one).
+    pub(crate) merge_provider: Option<usize>,
 }
 
 impl BuildContext<'_> {

@@ -55,6 +55,8 @@ pub(super) struct BuildCoordinator<'a, 'c> {
     /// The scheduler class of each provider, and the limits last handed to them.
     pub(super) provider_classes: Vec<usize>,
     pub(super) sent_limits: Vec<usize>,
+    /// The provider the aggregation's merge calls, while it does: its waits name it.
+    pub(super) merge_waits_on: Option<usize>,
 }
 
 pub(super) fn task_ref<'x>(ctx: &'x BuildContext, t: usize) -> TaskRef<'x> {
@@ -94,6 +96,7 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
             money: super::budget::Money::new(ctx),
             provider_classes: Vec::new(),
             sent_limits: Vec::new(),
+            merge_waits_on: None,
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use super::budget;
 use super::context::BuildContext;
 use super::queue::Queue;
+use crate::disk::Digest;
 use crate::duration::format_duration;
 use crate::fingerprint;
 use crate::graph::TaskGraph;
@@ -240,7 +241,14 @@ fn at(d: Duration) -> String {
     }
 }
 
-pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize, expand: bool) -> String {
+/// `merged_from`: the results final_output.md was last merged from (the state's digest).
+pub fn render(
+    ctx: &BuildContext,
+    wanted: &[bool],
+    jobs: usize,
+    expand: bool,
+    merged_from: Option<Digest>,
+) -> String {
     let verdicts = verdicts(ctx, wanted);
     let plan = schedule(ctx, wanted, &verdicts, jobs);
     let rows = rows(ctx, &plan, &verdicts, expand);
@@ -358,14 +366,19 @@ pub fn render(ctx: &BuildContext, wanted: &[bool], jobs: usize, expand: bool) ->
             "  ?: no estimate and no earlier run ({unknown} task(s)); counted as no time"
         );
     }
-    s.push_str(&projected_cost(ctx, &plan, &verdicts));
+    s.push_str(&projected_cost(ctx, &plan, &verdicts, merged_from));
     s
 }
 
 /// The dry run's cost line: what the agent tasks that would run are projected to cost (see
 /// [`budget::project`]), and where a budget would stop the build, taking them in the
 /// schedule's start order. Empty when nothing is known of money and no budget is set.
-fn projected_cost(ctx: &BuildContext, plan: &Schedule, verdicts: &[Verdict]) -> String {
+fn projected_cost(
+    ctx: &BuildContext,
+    plan: &Schedule,
+    verdicts: &[Verdict],
+    merged_from: Option<Digest>,
+) -> String {
     let history = budget::CostHistory::load(&ctx.layout.costs());
     let limit = ctx.opts.budget(ctx.plan);
     let mut total = 0.0;
@@ -394,7 +407,9 @@ fn projected_cost(ctx: &BuildContext, plan: &Schedule, verdicts: &[Verdict]) -> 
             None => unknown += 1,
         }
     }
-    if counted == 0 && limit.is_none() {
+    let anything_runs = plan.planned.iter().any(|p| p.slot.is_some());
+    let merge = merge_projection(ctx, &history, anything_runs, merged_from);
+    if counted == 0 && merge.is_none() && limit.is_none() {
         return String::new();
     }
     let from: Vec<String> = bases
@@ -414,6 +429,23 @@ fn projected_cost(ctx: &BuildContext, plan: &Schedule, verdicts: &[Verdict]) -> 
             "; {unknown} more of unknown cost (no history, cost_estimate or max_cost_usd)"
         ));
     }
+    let mut stops_at_merge = false;
+    match merge {
+        Some(Some(proj)) => {
+            line.push_str(&format!(
+                "; then ${:.4} for the merge into final_output.md (from {})",
+                proj.usd,
+                proj.basis.word()
+            ));
+            stops_at_merge = limit.is_some_and(|l| total + proj.usd > l + 1e-9);
+            total += proj.usd;
+        }
+        Some(None) => line.push_str("; then the merge into final_output.md, of unknown cost"),
+        None => {}
+    }
+    if merge.is_some() {
+        line.push_str(&format!(" (${total:.4} in all)"));
+    }
     if let Some(l) = limit {
         match stops_before {
             Some((t, k)) => {
@@ -427,10 +459,40 @@ fn projected_cost(ctx: &BuildContext, plan: &Schedule, verdicts: &[Verdict]) -> 
                     ctx.task(t).id
                 ));
             }
+            None if stops_at_merge => line.push_str(&format!(
+                "; budget ${l:.4}: the build would stop before the merge (final_output.md not \
+                 written)"
+            )),
             None => line.push_str(&format!("; within the budget of ${l:.4}")),
         }
     }
     format!("{line}\n")
+}
+
+/// The aggregation's merge by an agent, if this build would make it (a task runs, or the
+/// results changed since the last merge): its projection, `None` inside when unknown.
+fn merge_projection(
+    ctx: &BuildContext,
+    history: &budget::CostHistory,
+    anything_runs: bool,
+    merged_from: Option<Digest>,
+) -> Option<Option<budget::Projection>> {
+    let agent = super::aggregate::merge_agent(ctx.plan, ctx.opts.agent_override.as_deref())?
+        .ok()
+        .filter(|a| a.kind != crate::plan::AgentKind::Sim)?;
+    if !ctx.opts.targets.is_empty() {
+        return None;
+    }
+    let merge = super::aggregate::prepare(ctx, true).ok()?;
+    if !anything_runs && merge.merged_from(ctx, merged_from) {
+        return None;
+    }
+    Some(budget::project_merge(
+        history,
+        agent,
+        &merge.definition,
+        merge.cost_estimate(),
+    ))
 }
 
 /// A line of the dry run: one task, or (unless expanded) every instance of a fan-out
@@ -511,6 +573,7 @@ pub fn run(
         .map_err(|_| miette::miette!("the plan has a dependency cycle"))?;
     let wanted = super::wanted_tasks(plan, &graph, &opts.targets)?;
     let cancel = crate::cancel::Cancel::new();
-    let (ctx, _) = super::readonly::read_only_context(plan, &graph, opts, &cancel, &wanted)?;
-    Ok(render(&ctx, &wanted, opts.jobs(plan), expand))
+    let (ctx, state) = super::readonly::read_only_context(plan, &graph, opts, &cancel, &wanted)?;
+    let merged_from = state.store.snapshot.aggregate_digest;
+    Ok(render(&ctx, &wanted, opts.jobs(plan), expand, merged_from))
 }

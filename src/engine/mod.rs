@@ -10,7 +10,8 @@
 //!   output cache; `agent_run`: one run of an agent CLI, read
 //!   as it streams; `writes`: the undeclared-write check;
 //! - `coordinator`: the scheduling thread's side: journal, status rows, log, events;
-//! - `aggregate`: `final_output.md`; `prompt`: the task file an agent gets;
+//! - `aggregate`: `final_output.md`; `merge`: its merge by an agent, a paid call under the
+//!   budget and the limiter; `prompt`: the task file an agent gets;
 //! - `budget`: what a build may spend, and each agent task's projected cost; `money`: the
 //!   coordinator's side of it; `providers`: the providers' limiters, and their news;
 //! - `gone`: instances whose fan-out item went away;
@@ -37,6 +38,7 @@ mod exchange;
 pub mod explain;
 mod gone;
 mod isolation;
+mod merge;
 mod migrate;
 mod money;
 mod options;

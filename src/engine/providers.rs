@@ -14,29 +14,41 @@ use crate::reporter::{Event, Stop, TaskRef};
 use crate::scheduler::{Gate, News};
 use crate::state::Status;
 
-/// The gate over the providers of `plan`'s agent tasks, allowed `jobs` calls each, and each
-/// task's provider.
+/// The providers of a build: the gate over those of `plan`'s agent tasks and its
+/// aggregation's merge agent, and where in it each calls.
+pub(super) struct Providers {
+    pub(super) gate: Gate,
+    /// Each task's provider (`None`: a shell or sim task).
+    pub(super) of_task: Vec<Option<usize>>,
+    /// The merge agent's (`None`: no merge by an agent, or the sim agent's).
+    pub(super) of_merge: Option<usize>,
+}
+
+/// The gate over the providers of `plan`'s agent tasks and merge agent, allowed `jobs` calls
+/// each.
 pub(super) fn gate(
     plan: &Plan,
     agent_override: Option<&str>,
     jobs: usize,
     history: &CostHistory,
-) -> (Gate, Vec<Option<usize>>) {
+) -> Providers {
     let mut names: Vec<String> = Vec::new();
-    let provider_of = plan
+    let mut index = |name: &str| match names.iter().position(|n| n == name) {
+        Some(i) => i,
+        None => {
+            names.push(name.to_string());
+            names.len() - 1
+        }
+    };
+    let of_task = plan
         .tasks
         .iter()
-        .map(|t| {
-            let name = plan.agent_for(t, agent_override)?.provider()?;
-            Some(match names.iter().position(|n| n == name) {
-                Some(i) => i,
-                None => {
-                    names.push(name.to_string());
-                    names.len() - 1
-                }
-            })
-        })
+        .map(|t| Some(index(plan.agent_for(t, agent_override)?.provider()?)))
         .collect();
+    let of_merge = super::aggregate::merge_agent(plan, agent_override)
+        .and_then(Result::ok)
+        .and_then(|a| a.provider())
+        .map(&mut index);
     let now = unix_now();
     let providers = names
         .into_iter()
@@ -45,10 +57,11 @@ pub(super) fn gate(
             (n, jobs, start)
         })
         .collect();
-    (
-        Gate::new(providers, plan.settings.max_quota_wait),
-        provider_of,
-    )
+    Providers {
+        gate: Gate::new(providers, plan.settings.max_quota_wait),
+        of_task,
+        of_merge,
+    }
 }
 
 /// A gate for a context that runs nothing.
@@ -133,7 +146,10 @@ impl BuildCoordinator<'_, '_> {
                     }
                 }
                 let refs: Vec<TaskRef> = tasks.iter().map(|&t| task_ref(ctx, t)).collect();
-                let ids: Vec<&str> = refs.iter().map(|r| r.id).collect();
+                let mut ids: Vec<&str> = refs.iter().map(|r| r.id).collect();
+                if self.merge_waits_on == Some(provider) {
+                    ids.push(super::aggregate::MERGE_ID);
+                }
                 let reason = super::coordinator::one_line(&reason);
                 self.events.emit(Event::ProviderWaiting {
                     provider: &name,

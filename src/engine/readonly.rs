@@ -99,6 +99,7 @@ pub fn read_only_context_from<'a>(
         isolation: None,
         gate: super::providers::no_gate(),
         provider_of: vec![None; n],
+        merge_provider: None,
     };
     for (t, &w) in wanted.iter().enumerate() {
         if !w {

@@ -463,7 +463,7 @@ impl BuildContext<'_> {
 }
 
 /// What a call's result says to its provider's limiter.
-fn call_end(result: &Result<crate::agent::Reply, Failure>) -> CallEnd<'_> {
+pub(super) fn call_end<T>(result: &Result<T, Failure>) -> CallEnd<'_> {
     match result {
         Ok(_) => CallEnd::Succeeded,
         Err(f) => match f.pushback {

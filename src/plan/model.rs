@@ -266,6 +266,8 @@ pub struct AggregateSpec {
     pub on_missing: OnMissing,
     /// Extra instructions for the `agent` strategy's merge prompt.
     pub prompt: Option<String>,
+    /// What the `agent` strategy's merge is expected to cost, until it has run once.
+    pub cost_estimate: Option<f64>,
 }
 
 impl Plan {

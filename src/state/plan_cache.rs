@@ -239,6 +239,7 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
         e.str(&a.title);
         e.bool(a.on_missing == OnMissing::Rerun);
         e.opt_str(a.prompt.as_deref());
+        opt_f64(&mut e, a.cost_estimate);
     }
     e.opt_str(plan.request.as_deref());
     // Worked out once here, so that an unchanged Orchfile's builds need not hash every
@@ -401,6 +402,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
                 OnMissing::Fail
             },
             prompt: d.opt_string()?,
+            cost_estimate: read_opt_f64(d)?,
         })
     } else {
         None

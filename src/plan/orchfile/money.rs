@@ -3,11 +3,11 @@
 
 use toml::Spanned;
 
-use super::raw::{RawAgent, RawSettings, RawTask};
+use super::raw::{RawAgent, RawAggregate, RawSettings, RawTask};
 use super::validate::Validator;
 use crate::agent::spec::AgentSpec;
 use crate::plan::limits;
-use crate::plan::{Settings, Task};
+use crate::plan::{AggregateStrategy, Settings, Task};
 
 impl Validator<'_> {
     /// A dollar amount: a number from 0 up.
@@ -81,5 +81,25 @@ impl Validator<'_> {
                 }
             }
         }
+    }
+
+    /// The `[aggregate]` merge's `cost_estimate`: only the `agent` strategy costs money.
+    pub(super) fn aggregate_cost_estimate(
+        &mut self,
+        r: &RawAggregate,
+        strategy: AggregateStrategy,
+    ) -> Option<f64> {
+        let estimate = self.cost(&r.cost_estimate, "cost_estimate");
+        if let Some(v) = r.cost_estimate.as_ref() {
+            if strategy != AggregateStrategy::Agent {
+                self.err(
+                    "orch::bad_value",
+                    "[aggregate] cost_estimate applies to the `agent` strategy only".into(),
+                    v.span(),
+                    "remove this",
+                );
+            }
+        }
+        estimate
     }
 }

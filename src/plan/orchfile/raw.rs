@@ -453,6 +453,11 @@ pub(super) struct RawAggregate {
     /// Extra instructions for the merging agent.
     #[schemars(with = "Option<String>")]
     pub(super) prompt: Option<Spanned<String>>,
+    /// What the `agent` strategy's merge is expected to cost in US dollars: its projection
+    /// under a budget until it (or its agent) has run before.
+    #[serde(default)]
+    #[schemars(schema_with = "s::cost")]
+    pub(super) cost_estimate: Option<Spanned<toml::Value>>,
 }
 
 /// Tasks by id: each id as [`checks::valid_task_id`] allows.

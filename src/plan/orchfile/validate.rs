@@ -1223,6 +1223,7 @@ impl Validator<'_> {
             let problems = placeholder::check_without_names(p.get_ref(), "the [aggregate] prompt");
             self.placeholder_problems(p, problems);
         }
+        let cost_estimate = self.aggregate_cost_estimate(&raw, strategy);
         Some(AggregateSpec {
             strategy,
             agent: raw.agent.map(|a| a.into_inner()),
@@ -1233,6 +1234,7 @@ impl Validator<'_> {
             prompt: raw
                 .prompt
                 .map(|p| placeholder::render_literals(&p.into_inner())),
+            cost_estimate,
         })
     }
 }
