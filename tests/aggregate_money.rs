@@ -74,6 +74,8 @@ fn the_budget_refuses_a_merge_that_would_pass_it() {
     assert_eq!(end["stopped_by"], "budget", "{end}");
     assert_eq!(end["ran"], 2, "the tasks ran: {end}");
     assert_eq!(end["not_started"], 0, "{end}");
+    assert_eq!(end["not_aggregated"], true, "{end}");
+    assert_eq!(end["success"], false, "{end}");
     assert!(
         (end["cost_usd"].as_f64().unwrap() - 0.2).abs() < 1e-9,
         "{end}"
@@ -110,9 +112,12 @@ fn the_budget_refuses_a_merge_that_would_pass_it() {
         .filter(|l| l.contains("budget") || l.contains("aggregation"))
         .map(str::trim)
         // The summary's duration varies.
-        .map(|l| match l.strip_prefix("done:") {
-            Some(_) => l.rsplit_once(" in ").map_or(l, |(said, _)| said),
-            None => l,
+        .map(|l| {
+            if l.starts_with("failed:") {
+                l.rsplit_once(" in ").map_or(l, |(said, _)| said)
+            } else {
+                l
+            }
         })
         .collect::<Vec<_>>();
     insta::assert_snapshot!("merge_refused_plain", said.join("\n"));

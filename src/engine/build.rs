@@ -206,7 +206,8 @@ pub fn run_build(
         crate::profile::mark("cache drained and pruned");
     }
     coord.keep_learnt_limits();
-    let summary = coord.summary(cancel.is_cancelled(), unstarted.len(), started);
+    let mut summary = coord.summary(cancel.is_cancelled(), unstarted.len(), started);
+    summary.not_aggregated = aggregate_error.is_some();
     let recorded = recorded(&mut coord, &summary, &forced_by_person).into_diagnostic()?;
     let leak = LEAK_ON_RETURN.load(Ordering::Relaxed);
     if leak {

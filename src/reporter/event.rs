@@ -203,6 +203,9 @@ pub struct Summary {
     pub interrupted: bool,
     /// What stopped the build before its end, when not a signal or a failure.
     pub stopped_by: Option<Stop>,
+    /// final_output.md was due and not written: results missing, the merge failed, or the
+    /// budget or a usage limit refused the merge agent (`aggregate_failed` says why).
+    pub not_aggregated: bool,
 }
 
 /// Why a build stopped starting tasks though nothing failed.
@@ -253,6 +256,7 @@ impl Summary {
             && self.not_started == 0
             && self.interrupted_tasks == 0
             && !self.interrupted
+            && !self.not_aggregated
     }
 
     pub fn line(&self) -> String {
@@ -282,6 +286,9 @@ impl Summary {
         }
         if self.retries > 0 {
             parts.push(plural(self.retries as u64, "retry", "retries"));
+        }
+        if self.not_aggregated {
+            parts.push("final_output.md not aggregated".into());
         }
         if let Some(c) = self.usage.cost_usd.filter(|&c| c > 0.0) {
             parts.push(format!("${c:.4}"));

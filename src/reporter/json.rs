@@ -246,6 +246,7 @@ pub fn to_json(event: &Event) -> serde_json::Value {
                 "cache_write_tokens": u.cache_write_tokens.unwrap_or(0),
                 "output_tokens": u.output_tokens.unwrap_or(0),
                 "duration_ms": ms(&summary.duration), "interrupted": summary.interrupted,
+                "not_aggregated": summary.not_aggregated,
                 "stopped_by": summary.stopped_by.as_ref().map(|s| s.word()),
                 "max_cost_usd": match &summary.stopped_by {
                     Some(Stop::Budget { limit_usd }) => json!(limit_usd),
