@@ -300,8 +300,8 @@ fn a_project_that_is_not_a_git_repository_is_refused() {
 }
 
 /// A worktree task `gen` that writes a.txt and b.txt and removes gone.txt, adding a line to
-/// the file returned (outside the project) each time it runs; with an uncommitted edit of
-/// the person's own elsewhere, which no merge may touch.
+/// the file returned (outside the project) each time it runs, and `other`, not isolated;
+/// with an uncommitted edit of the person's own elsewhere, which no merge may touch.
 fn counted_gen() -> (tempfile::TempDir, std::path::PathBuf, Project) {
     let calls_dir = tempfile::tempdir().unwrap();
     let calls = calls_dir.path().join("calls");
@@ -312,6 +312,9 @@ isolation = "worktree"
 [tasks.gen]
 run = "echo one > a.txt; echo two > b.txt; rm -f gone.txt; echo ran >> '{}'"
 outputs = ["a.txt", "b.txt"]
+[tasks.other]
+run = "true"
+isolation = "none"
 "#,
         calls.display()
     );
@@ -324,18 +327,24 @@ outputs = ["a.txt", "b.txt"]
     (calls_dir, calls, p)
 }
 
-/// Runs `orch build` with the merge pause `env` set and SIGKILLs it once paused.
-fn build_killed_at(p: &Project, env: &str) {
-    let mut child = p
+/// `orch build` started with the merge pause `env` set, once paused.
+fn build_paused_at(p: &Project, env: &str) -> std::process::Child {
+    let child = p
         .command(&["build"])
         .env(env, "60")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     wait_for("the merge to pause", Duration::from_secs(30), || {
         p.exists(".orchestrator/merge.paused")
     });
+    child
+}
+
+/// Runs `orch build` with the merge pause `env` set and SIGKILLs it once paused.
+fn build_killed_at(p: &Project, env: &str) {
+    let mut child = build_paused_at(p, env);
     // SAFETY: plain syscall on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
@@ -351,16 +360,17 @@ fn assert_merged_once(p: &Project, calls: &std::path::Path, head: &str) {
     assert_ne!(git(p, &["rev-parse", "HEAD"]), head);
     assert_eq!(git(p, &["status", "--porcelain"]), "?? notes.txt\n");
     assert_eq!(p.read("notes.txt"), "mine\n");
-    // The killed build's worktree was reclaimed; nothing is left over.
-    assert_eq!(worktrees(p).len(), 1, "{:?}", worktrees(p));
     assert_eq!(std::fs::read_to_string(calls).unwrap(), "ran\n");
     let again = p.orch(&["build", "-v"]).ok();
     assert!(
-        again.stderr().contains("0 ran, 1 up to date"),
+        again.stderr().contains("0 ran, 2 up to date"),
         "{}",
         again.stderr()
     );
     assert_eq!(std::fs::read_to_string(calls).unwrap(), "ran\n");
+    // The killed build's worktree was reclaimed; nothing is left over.
+    assert_eq!(worktrees(p).len(), 1, "{:?}", worktrees(p));
+    assert!(!p.orch(&["status"]).ok().stdout().contains("kept"));
 }
 
 #[test]
@@ -398,6 +408,47 @@ fn sigkill_after_a_merge_before_its_success_is_recorded_does_not_run_the_task_ag
     assert!(
         run.stderr()
             .contains("the merge of gen an interrupted run made was complete"),
+        "{}",
+        run.stderr()
+    );
+    assert_merged_once(&p, &calls, &head);
+}
+
+#[test]
+fn a_merge_left_by_a_kill_is_finished_by_a_build_of_tasks_that_are_not_isolated() {
+    let (_calls_dir, calls, p) = counted_gen();
+    let head = git(&p, &["rev-parse", "HEAD"]);
+    build_killed_at(&p, "ORCH_TEST_MERGE_PAUSE");
+    // No worktree task is wanted; the half-done merge is finished all the same.
+    let run = p.orch(&["build", "other"]).ok();
+    assert!(
+        run.stderr().contains("finished merging gen into your tree"),
+        "{}",
+        run.stderr()
+    );
+    assert_merged_once(&p, &calls, &head);
+}
+
+#[test]
+fn a_merge_that_fails_half_way_keeps_its_record_and_the_next_build_finishes_it() {
+    let (_calls_dir, calls, p) = counted_gen();
+    let head = git(&p, &["rev-parse", "HEAD"]);
+    let child = build_paused_at(&p, "ORCH_TEST_MERGE_PAUSE");
+    // Another git holds the index: the merge's checkout fails, with the record written.
+    let index_lock = p.path(".git/index.lock");
+    std::fs::write(&index_lock, "").unwrap();
+    p.write(".orchestrator/merge.resume", "");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("index.lock"), "{stderr}");
+    assert!(p.exists(".orchestrator/merges/gen.json"));
+    assert_eq!(git(&p, &["rev-parse", "HEAD"]), head);
+    std::fs::remove_file(&index_lock).unwrap();
+    std::fs::remove_file(p.path(".orchestrator/merge.resume")).unwrap();
+    let run = p.orch(&["build"]).ok();
+    assert!(
+        run.stderr().contains("finished merging gen into your tree"),
         "{}",
         run.stderr()
     );

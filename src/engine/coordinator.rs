@@ -179,14 +179,16 @@ impl BuildCoordinator<'_, '_> {
 
     /// A worktree task's merge record goes once the journal holds how the task ended: until
     /// then it is what a killed build's successor records the task's success from (the
-    /// change is in the tree; running the task again would pay for it twice).
-    pub(super) fn drop_merge_record(&mut self, t: usize) {
+    /// change is in the tree; running the task again would pay for it twice). A merge that
+    /// failed half way (a git command killed or refused) keeps its record, so that the next
+    /// build finishes it and records the success, rather than leave the tree half merged.
+    pub(super) fn drop_merge_record(&mut self, t: usize, succeeded: bool) {
         let ctx = self.ctx;
         let Some(iso) = ctx.isolation.as_ref().filter(|i| i.isolated[t]) else {
             return;
         };
         let id = &ctx.task(t).id;
-        if !iso.repo.has_record(id) {
+        if !iso.repo.has_record(id) || !(succeeded || iso.repo.record_merged(id)) {
             return;
         }
         let flushed = self.store.flush_journal();
@@ -540,7 +542,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
             }
         };
         self.save_status(t);
-        self.drop_merge_record(t);
+        self.drop_merge_record(t, ok);
         ok
     }
 

@@ -302,9 +302,11 @@ impl BuildContext<'_> {
                     success,
                     deps: Vec::new(),
                 };
+                // The record first: it names the change, which `orch merge` needs, while a
+                // worktree without one is what the next build reclaims (and runs again).
                 iso.repo
-                    .set_branch(&task.id, &change.commit)
-                    .and_then(|()| iso.repo.keep(&kept))
+                    .keep(&kept)
+                    .and_then(|()| iso.repo.set_branch(&task.id, &change.commit))
                     .map_err(|e| launch("keeping its branch", e))?;
                 *slot = None;
                 Err(conflict(reason))

@@ -105,7 +105,8 @@ pub fn replay(
     // Held while the stamps are read: no other build of this directory is changing them.
     // A held lock is the full build's to report (or wait for).
     let _lock = RunLock::acquire(&layout.lock(), LockWait::Refuse).ok()?;
-    if !record.still_holds() {
+    // A merge a killed build left is the full build's to finish.
+    if !record.still_holds() || crate::workspace::merge::records_pending(state_dir) {
         return None;
     }
     crate::profile::mark("up-to-date record holds");

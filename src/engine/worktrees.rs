@@ -66,6 +66,14 @@ pub(crate) fn setup(
         .map(|t| plan.tasks[t].id.as_str())
         .collect();
     if ids.is_empty() {
+        // A merge a killed build left is finished whatever this build runs: the tree must
+        // not stay half merged, nor the paid-for success unrecorded, until the next build
+        // of a worktree task.
+        if crate::workspace::merge::records_pending(&store.layout.dir) {
+            let repo = Repo::open(&plan.root, &store.layout.dir)
+                .map_err(|e| miette!("finishing an interrupted merge: {e}"))?;
+            finish_merges(plan, store, &repo, events)?;
+        }
         return Ok(None);
     }
     let repo = Repo::open(&plan.root, &store.layout.dir).map_err(|e| match e {
@@ -87,13 +95,7 @@ pub(crate) fn setup(
         ),
     })?;
     let io = |e: std::io::Error| miette!("isolation: {e}");
-    for done in repo.recover().map_err(io)? {
-        events.emit(Event::Notice {
-            message: &done.said,
-        });
-        let pending = pending_success(done.success);
-        record_and_drop(plan, store, &repo, &done.task, pending).map_err(io)?;
-    }
+    finish_merges(plan, store, &repo, events)?;
     let reclaimed = repo.reclaim();
     if !reclaimed.is_empty() {
         events.emit(Event::Notice {
@@ -142,6 +144,30 @@ pub(crate) fn setup(
         guarded,
         started: crate::clock::Stamp::now().date_time(),
     }))
+}
+
+/// The merges a killed build left, finished (or found complete), each said, and their
+/// successes recorded.
+fn finish_merges(
+    plan: &Plan,
+    store: &mut StateStore,
+    repo: &Repo,
+    events: &mut dyn Events,
+) -> Result<()> {
+    let io = |e: std::io::Error| miette!("isolation: {e}");
+    for done in repo.recover().map_err(io)? {
+        events.emit(Event::Notice {
+            message: &done.said,
+        });
+        let pending = pending_success(done.success);
+        let succeeded = pending.is_some();
+        record_and_drop(plan, store, repo, &done.task, pending).map_err(io)?;
+        if succeeded {
+            // A worktree kept when the merge failed half way is of no use now.
+            repo.remove(&done.task, false);
+        }
+    }
+    Ok(())
 }
 
 /// Up to five items, and how many more.
@@ -315,9 +341,17 @@ pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
         Merged::Clean { commit, .. } => Some(commit),
         Merged::Unchanged => None,
     };
+    // After a merge, its record carries the success: the kept worktree may go first, so
+    // that a kill leaves no stale one listed. With nothing merged (the change was already
+    // in), the kept record is what holds the success until it is recorded.
+    if commit.is_some() {
+        repo.remove(id, false);
+    }
     let mut store = open_store()?;
     record_and_drop(plan, &mut store, &repo, id, pending).map_err(io)?;
     store.close().map_err(io)?;
-    repo.remove(id, false);
+    if commit.is_none() {
+        repo.remove(id, false);
+    }
     Ok(MergeReport::Merged { commit })
 }

@@ -26,7 +26,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::worktree::{commit_tree, identity, merge_tree, Change, TreeMerge};
-use super::{git, git_with, nul_split, pathspecs, Repo};
+use super::{git, git_shielded, nul_split, pathspecs, Repo};
 
 /// How a merge ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +71,10 @@ pub struct Recovered {
     pub success: Option<serde_json::Value>,
 }
 
-/// Set by tests only: the merge waits this many seconds between writing its record and
-/// touching any file (after creating `merge.paused` in the state directory), so that a test
-/// can SIGKILL orch exactly there.
+/// Set by tests only: the merge waits up to this many seconds between writing its record
+/// and touching any file (after creating `merge.paused` in the state directory, until
+/// `merge.resume` appears there), so that a test can SIGKILL orch exactly there, or change
+/// something before it goes on.
 pub const PAUSE_ENV: &str = "ORCH_TEST_MERGE_PAUSE";
 
 /// Set by tests only: as [`PAUSE_ENV`], once the merge is in the tree and HEAD moved, before
@@ -83,9 +84,31 @@ pub const PAUSE_AFTER_ENV: &str = "ORCH_TEST_MERGE_PAUSE_AFTER";
 /// Where orch before per-task records kept the one merge in progress; read on recovery.
 const LEGACY_RECORD: &str = "merge.json";
 
+/// Whether the state directory holds a merge record (a merge a killed build left, or one
+/// whose task's success is not yet recorded), without git: a build must then finish it
+/// before it may say that everything is up to date.
+pub fn records_pending(state_dir: &std::path::Path) -> bool {
+    state_dir.join(LEGACY_RECORD).exists()
+        || std::fs::read_dir(state_dir.join("merges")).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+        })
+}
+
 impl Repo {
     fn records_dir(&self) -> PathBuf {
         self.state_dir.join("merges")
+    }
+
+    /// Whether task `task`'s recorded merge is in the tree (its new commit in HEAD's
+    /// history); false without a record.
+    pub fn record_merged(&self, task: &str) -> bool {
+        let Ok(Some(r)) = self.read_record(&self.record_path(task)) else {
+            return false;
+        };
+        self.head()
+            .is_ok_and(|head| is_ancestor(self, &r.new, &head))
     }
 
     fn record_path(&self, task: &str) -> PathBuf {
@@ -101,9 +124,15 @@ impl Repo {
 
     /// A test's pause at a point of the merge (see [`PAUSE_ENV`]).
     fn pause_for_tests(&self, env: &str, task: &str) {
-        if let Some(secs) = std::env::var(env).ok().and_then(|s| s.parse().ok()) {
+        if let Some(secs) = std::env::var(env).ok().and_then(|s| s.parse::<u64>().ok()) {
             let _ = std::fs::write(self.state_dir.join("merge.paused"), task);
-            std::thread::sleep(std::time::Duration::from_secs(secs));
+            let resume = self.state_dir.join("merge.resume");
+            for _ in 0..secs * 50 {
+                if resume.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
     }
 
@@ -182,10 +211,12 @@ impl Repo {
         })
     }
 
-    /// Steps 3 and 4: the record's paths set to the new commit's, then HEAD moved.
+    /// Steps 3 and 4: the record's paths set to the new commit's, then HEAD moved. The git
+    /// commands run in a process group of their own: a Ctrl-C at the terminal (sent to
+    /// orch's group) must not stop a checkout half way; orch stops after the merge.
     fn apply(&self, r: &Record) -> io::Result<()> {
         if !r.write.is_empty() {
-            git_with(
+            git_shielded(
                 &self.top,
                 &[
                     "checkout",
@@ -194,11 +225,10 @@ impl Repo {
                     "--pathspec-file-nul",
                 ],
                 Some(&pathspecs(r.write.iter().map(String::as_str))),
-                &[],
             )?;
         }
         if !r.remove.is_empty() {
-            git_with(
+            git_shielded(
                 &self.top,
                 &[
                     "rm",
@@ -209,10 +239,9 @@ impl Repo {
                     "--pathspec-file-nul",
                 ],
                 Some(&pathspecs(r.remove.iter().map(String::as_str))),
-                &[],
             )?;
         }
-        git(
+        git_shielded(
             &self.top,
             &[
                 "update-ref",
@@ -222,6 +251,7 @@ impl Repo {
                 &r.new,
                 &r.old,
             ],
+            None,
         )
         .map(drop)
     }

@@ -73,7 +73,18 @@ pub(crate) fn git_with(
     stdin: Option<&[u8]>,
     env: &[(&str, &str)],
 ) -> io::Result<String> {
-    let out = git_output(dir, args, stdin, env)?;
+    checked(args, git_output(dir, args, stdin, env)?)
+}
+
+/// [`git_with`] in a process group of its own, out of reach of a Ctrl-C at the terminal
+/// (which goes to orch's group): for the commands that write the person's tree, which must
+/// not stop half way.
+pub(crate) fn git_shielded(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> io::Result<String> {
+    checked(args, run_git(dir, args, stdin, &[], true)?)
+}
+
+/// Stdout of a git command that succeeded; else an error with the first line of its stderr.
+fn checked(args: &[&str], out: std::process::Output) -> io::Result<String> {
     if !out.status.success() {
         // The first line says what went wrong; a usage text after it would not help.
         let err = String::from_utf8_lossy(&out.stderr);
@@ -96,7 +107,21 @@ pub(crate) fn git_output(
     stdin: Option<&[u8]>,
     env: &[(&str, &str)],
 ) -> io::Result<std::process::Output> {
+    run_git(dir, args, stdin, env, false)
+}
+
+fn run_git(
+    dir: &Path,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+    own_group: bool,
+) -> io::Result<std::process::Output> {
     let mut cmd = Command::new("git");
+    if own_group {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
     cmd.arg("-C")
         .arg(dir)
         .args(["-c", "core.hooksPath=/dev/null", "-c", "gc.auto=0"])
