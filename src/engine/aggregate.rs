@@ -15,7 +15,7 @@ use crate::state::{JournalEntry, StateStore};
 
 /// How the merge stands where a task would be named (`budget_reached`, a provider's waiting
 /// tasks, the journal's job records).
-pub(crate) const MERGE_ID: &str = "aggregate";
+pub(crate) const MERGE_ID: &str = crate::reporter::MERGE_ID;
 
 /// Aggregation runs when the plan asks for it, or when it has agent tasks at all.
 pub(crate) fn enabled(plan: &Plan) -> bool {

@@ -181,6 +181,10 @@ impl JobState<'_> {
     }
 }
 
+/// The `task` (and `agent_id`) of events about the aggregation's merge, which is no task:
+/// agent ids are `Agent-NN`, so no task's is this.
+pub const MERGE_ID: &str = "aggregate";
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub ran: usize,

@@ -13,7 +13,7 @@ pub mod record;
 mod terminal;
 
 pub use emit::{Emitter, Events};
-pub use event::{Event, Fanout, JobState, Reporter, Stamped, Stop, Summary, TaskRef};
+pub use event::{Event, Fanout, JobState, Reporter, Stamped, Stop, Summary, TaskRef, MERGE_ID};
 pub use json::{stamped_json, JsonReporter, FORMAT_VERSION};
 pub use paint::use_color;
 pub(crate) use paint::Paint;

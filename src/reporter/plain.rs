@@ -231,6 +231,22 @@ impl PlainReporter {
                 task,
                 projected,
                 spent,
+                limit,
+                ..
+            } if task.agent_id == super::event::MERGE_ID => Some(format!(
+                "{} budget ${limit:.4}: ${spent:.4} spent; the merge into final_output.md by \
+                 {} ({}) not started",
+                p.yellow(" budget"),
+                task.runner,
+                match projected {
+                    Some(c) => format!("projected ${c:.4}"),
+                    None => "cost unknown".to_string(),
+                }
+            )),
+            Event::BudgetReached {
+                task,
+                projected,
+                spent,
                 running,
                 limit,
             } => Some(format!(
