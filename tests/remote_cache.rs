@@ -197,10 +197,17 @@ fn a_server_that_goes_away_mid_build_warns_once_and_the_build_goes_on() {
 #[test]
 fn a_hung_server_costs_one_timeout_and_the_build_goes_on() {
     let hung = Unresponsive::start();
-    let p = clone_of(&format!("http://{}", hung.addr()), "");
+    let p = clone_of(
+        &format!("http://{}", hung.addr()),
+        "remote_cache_stall_timeout = \"1s\"",
+    );
     let err = stderr_of(&p, &["build"]);
     assert_eq!(p.agent_calls().len(), 2);
     assert_eq!(err.matches("going on without it").count(), 1, "{err}");
+    assert!(
+        err.contains("stalled: nothing received for 1s (remote_cache_stall_timeout)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -4,8 +4,12 @@
 //! nginx with WebDAV `PUT`, or any server that stores what it is given speaks it.
 //!
 //! The client is ureq, with its default features off: blocking, plain HTTP, a handful of
-//! small crates (no TLS stack, no async runtime), and per-request timeouts, which is all a
-//! cache on the local network needs; an https cache is reached through a local TLS proxy.
+//! small crates (no TLS stack, no async runtime), which is all a cache on the local network
+//! needs; an https cache is reached through a local TLS proxy. Its connections are kept
+//! alive and reused. No request has a limit on its whole duration: there is a connect
+//! timeout, and a stall timeout on every read and write (no byte moving for that long), so a
+//! multi-GB blob on a slow link takes what it takes while a hung server costs the stall
+//! timeout once.
 //!
 //! A remote is a help, never a dependency: the first request that fails (refused, timed
 //! out, a 5xx, an unexpected status) is reported once and the remote is left alone for the
@@ -30,15 +34,6 @@ use super::local::LocalStore;
 use super::record::{ActionRecord, CachedFile};
 use crate::plan::{AuthScheme, RemoteCache, RemoteMode};
 
-/// A cache on the network answers in milliseconds; a connection that takes longer than
-/// this is a server that is not there.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A server that took the connection answers a cache request in milliseconds; one that has
-/// said nothing after this is hung, and costs the build this once.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// One request, body included: generous for a large blob, short enough that a trickling
-/// server costs a build seconds, not minutes.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a build waits at its end for the uploads still queued.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 /// Uploads queued at most; a worker that finds the queue full waits (the server is slower
@@ -56,6 +51,8 @@ struct Upload {
 
 struct Shared {
     base: String,
+    connect_timeout: Duration,
+    stall_timeout: Duration,
     agent: ureq::Agent,
     auth: Option<String>,
     down: AtomicBool,
@@ -101,6 +98,38 @@ impl Shared {
         }
     }
 
+    /// A request that failed, a timeout named by the setting that bounds it.
+    fn request_failed(&self, what: &str, e: &ureq::Error) {
+        self.failed(what, self.why(e));
+    }
+
+    fn why(&self, e: &ureq::Error) -> String {
+        use crate::duration::format_exact;
+        match e {
+            ureq::Error::Timeout(ureq::Timeout::PerRead) => format!(
+                "stalled: nothing received for {} (remote_cache_stall_timeout)",
+                format_exact(self.stall_timeout)
+            ),
+            ureq::Error::Timeout(ureq::Timeout::PerWrite) => format!(
+                "stalled: nothing sent for {} (remote_cache_stall_timeout)",
+                format_exact(self.stall_timeout)
+            ),
+            ureq::Error::Timeout(ureq::Timeout::Connect) => format!(
+                "no connection after {} (remote_cache_connect_timeout)",
+                format_exact(self.connect_timeout)
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// As [`Shared::why`], for what a body reader returned (a ureq error inside).
+    fn why_io(&self, e: &std::io::Error) -> String {
+        match e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
+            Some(inner) => self.why(inner),
+            None => e.to_string(),
+        }
+    }
+
     fn note(&self, message: String) {
         self.notes.lock().unwrap().push(message);
     }
@@ -141,7 +170,7 @@ impl Shared {
                 }
             },
             Err(e) => {
-                self.failed(&format!("GET /{path}"), e);
+                self.request_failed(&format!("GET /{path}"), &e);
                 None
             }
         }
@@ -157,7 +186,7 @@ impl Shared {
             // Longer than what is asked for: not the entry, but the server works.
             Err(ureq::Error::BodyExceedsLimit(_)) => Got::TooLong,
             Err(e) => {
-                self.failed(&format!("GET /{path}"), e);
+                self.request_failed(&format!("GET /{path}"), &e);
                 Got::Absent
             }
         }
@@ -168,7 +197,7 @@ impl Shared {
         match self.request("HEAD", path).call() {
             Ok(resp) => resp.status().as_u16() == 200,
             Err(e) => {
-                self.failed(&format!("HEAD /{path}"), e);
+                self.request_failed(&format!("HEAD /{path}"), &e);
                 false
             }
         }
@@ -191,7 +220,7 @@ impl Shared {
                 false
             }
             Err(e) => {
-                self.failed(&format!("PUT /{path}"), e);
+                self.request_failed(&format!("PUT /{path}"), &e);
                 false
             }
         }
@@ -226,10 +255,12 @@ impl Remote {
     /// The remote of these settings, its credentials read from the environment now. A
     /// variable that is not set is said once; the remote is then used without them.
     pub fn new(config: &RemoteCache) -> Remote {
+        // No global or per-phase deadline: besides costing a resolver thread per request,
+        // it would cut off a large blob that is still moving.
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(Some(RESPONSE_TIMEOUT))
-            .timeout_global(Some(REQUEST_TIMEOUT))
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_per_read(Some(config.stall_timeout))
+            .timeout_per_write(Some(config.stall_timeout))
             .http_status_as_error(false)
             // A cache named by its address is reached directly, not through $http_proxy.
             .proxy(None)
@@ -254,6 +285,8 @@ impl Remote {
             });
         let shared = Arc::new(Shared {
             base: config.url.clone(),
+            connect_timeout: config.connect_timeout,
+            stall_timeout: config.stall_timeout,
             agent,
             auth,
             down: AtomicBool::new(false),
@@ -323,7 +356,8 @@ impl Remote {
                 )))
             }
             Err(CopyError::Read(e)) => {
-                self.shared.failed(&format!("GET /{path}"), e);
+                self.shared
+                    .failed(&format!("GET /{path}"), self.shared.why_io(&e));
                 return Err(BlobError::Missing);
             }
             Err(CopyError::Write(e)) | Err(CopyError::Interrupted(e)) => {

@@ -2,6 +2,8 @@
 //! `remote_cache*` fields of `[settings]`), and the size values `cache_max_size` takes.
 //! What the cache does with them is [`crate::cache`]'s.
 
+use std::time::Duration;
+
 /// `[settings]`'s cache fields, resolved.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheSettings {
@@ -41,7 +43,20 @@ pub struct RemoteCache {
     pub mode: RemoteMode,
     /// Where the credentials are read from at build time (never the credentials).
     pub auth: Option<RemoteAuth>,
+    /// `remote_cache_connect_timeout`: a server that has not taken the connection by then
+    /// is not there.
+    pub connect_timeout: Duration,
+    /// `remote_cache_stall_timeout`: how long a request may go without a byte moving either
+    /// way (waiting for an answer, or in the middle of a body). Never a limit on a whole
+    /// transfer: a multi-GB blob on a slow link takes what it takes while it moves.
+    pub stall_timeout: Duration,
 }
+
+/// A cache on the network takes a connection in milliseconds.
+pub const DEFAULT_REMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A server answers a cache request in milliseconds and a body moves without pause; this
+/// much silence is a server or link that hangs, and costs the build this once.
+pub const DEFAULT_REMOTE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RemoteMode {

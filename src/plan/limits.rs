@@ -130,6 +130,20 @@ pub const MAX_QUOTA_WAIT: Span = Span {
     max: Duration::from_secs(7 * 24 * 3600),
 };
 
+/// `settings.remote_cache_connect_timeout`: zero would refuse every server.
+pub const REMOTE_CACHE_CONNECT_TIMEOUT: Span = Span {
+    name: "remote_cache_connect_timeout",
+    positive: true,
+    max: Duration::from_secs(3600),
+};
+
+/// `settings.remote_cache_stall_timeout`: zero would fail every request.
+pub const REMOTE_CACHE_STALL_TIMEOUT: Span = Span {
+    name: "remote_cache_stall_timeout",
+    positive: true,
+    max: Duration::from_secs(3600),
+};
+
 /// The largest dollar amount a cost field takes: past it a number is a typo.
 pub const MAX_COST_USD: f64 = 1e9;
 

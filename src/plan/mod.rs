@@ -22,7 +22,7 @@ pub use crate::agent::spec::{
 };
 pub use cache::{
     format_size, parse_size, AuthScheme, CacheSettings, RemoteAuth, RemoteCache, RemoteMode,
-    DEFAULT_CACHE_MAX_SIZE,
+    DEFAULT_CACHE_MAX_SIZE, DEFAULT_REMOTE_CONNECT_TIMEOUT, DEFAULT_REMOTE_STALL_TIMEOUT,
 };
 pub use diagnostic::PlanError;
 pub use model::{

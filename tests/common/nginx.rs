@@ -10,8 +10,9 @@
 //! that uses it (a test's own thread), not in a helper thread or a shared static.
 //!
 //! Nothing here skips: if nginx cannot be installed or started, the test panics and shows why.
-//! Also here: [`Unresponsive`], a listener that accepts and never answers (a hung server), and
-//! [`http`], a std-only HTTP/1.1 client for seeding and inspecting the server.
+//! Also here: [`Unresponsive`], a listener that accepts and never answers (a hung server),
+//! [`Stalling`], a proxy that stops passing a response midway (a link that hangs mid-blob),
+//! and [`http`], a std-only HTTP/1.1 client for seeding and inspecting the server.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -448,6 +449,89 @@ impl Unresponsive {
 }
 
 impl Drop for Unresponsive {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A proxy on 127.0.0.1 in front of a server that passes each connection's requests whole
+/// but only the first `pass` bytes of what comes back; the rest it reads and drops, so the
+/// server is not held up and the client sees a transfer that stops mid-body and never
+/// resumes. Dropping it closes every connection it holds.
+pub struct Stalling {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stalling {
+    pub fn start(upstream: SocketAddr, pass: usize) -> Stalling {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut sockets = Vec::new();
+                let mut pumps = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((client, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    client.set_nonblocking(false).unwrap();
+                    let server = TcpStream::connect(upstream).expect("connecting upstream");
+                    sockets.push(client.try_clone().unwrap());
+                    sockets.push(server.try_clone().unwrap());
+                    let (mut from_client, mut to_server) =
+                        (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    pumps.push(std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from_client, &mut to_server);
+                        // The client is gone: so is the other pump's server.
+                        let _ = to_server.shutdown(std::net::Shutdown::Both);
+                    }));
+                    let (mut from_server, mut to_client) = (server, client);
+                    pumps.push(std::thread::spawn(move || {
+                        let mut left = pass;
+                        let mut buf = [0u8; 16 << 10];
+                        // Ends when the server closes or the socket is shut down.
+                        while let Ok(n) = from_server.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            let passed = n.min(left);
+                            if passed > 0 && to_client.write_all(&buf[..passed]).is_err() {
+                                break;
+                            }
+                            left -= passed;
+                        }
+                    }));
+                }
+                for s in &sockets {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+                for p in pumps {
+                    let _ = p.join();
+                }
+            }
+        });
+        Stalling {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Stalling {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {

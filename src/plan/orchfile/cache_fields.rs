@@ -4,7 +4,11 @@
 
 use super::raw::RawSettings;
 use super::validate::Validator;
-use crate::plan::{parse_size, AuthScheme, CacheSettings, RemoteAuth, RemoteCache, RemoteMode};
+use crate::plan::limits::{REMOTE_CACHE_CONNECT_TIMEOUT, REMOTE_CACHE_STALL_TIMEOUT};
+use crate::plan::{
+    parse_size, AuthScheme, CacheSettings, RemoteAuth, RemoteCache, RemoteMode,
+    DEFAULT_REMOTE_CONNECT_TIMEOUT, DEFAULT_REMOTE_STALL_TIMEOUT,
+};
 
 impl Validator<'_> {
     pub(super) fn cache_settings(&mut self, raw: &RawSettings) -> CacheSettings {
@@ -86,6 +90,15 @@ impl Validator<'_> {
                 env: name.clone(),
             })
         });
+        let connect_timeout = self
+            .duration(
+                &raw.remote_cache_connect_timeout,
+                REMOTE_CACHE_CONNECT_TIMEOUT,
+            )
+            .unwrap_or(DEFAULT_REMOTE_CONNECT_TIMEOUT);
+        let stall_timeout = self
+            .duration(&raw.remote_cache_stall_timeout, REMOTE_CACHE_STALL_TIMEOUT)
+            .unwrap_or(DEFAULT_REMOTE_STALL_TIMEOUT);
         if let Some(url) = &raw.remote_cache {
             let u = url.get_ref().trim();
             let rest = u.strip_prefix("http://");
@@ -95,6 +108,8 @@ impl Validator<'_> {
                         url: u.trim_end_matches('/').to_string(),
                         mode,
                         auth,
+                        connect_timeout,
+                        stall_timeout,
                     });
                 }
                 _ => {
@@ -150,6 +165,7 @@ remote_cache = "http://127.0.0.1:9090/orch/"
 remote_cache_mode = "read"
 remote_cache_auth = "basic"
 remote_cache_auth_env = "CACHE_CREDS"
+remote_cache_stall_timeout = "2m"
 
 [tasks.a]
 run = "true"
@@ -165,6 +181,11 @@ run = "true"
         let r = c.remote.as_ref().unwrap();
         assert_eq!(r.url, "http://127.0.0.1:9090/orch");
         assert_eq!(r.mode, RemoteMode::Read);
+        assert_eq!(r.stall_timeout, std::time::Duration::from_secs(120));
+        assert_eq!(
+            r.connect_timeout,
+            crate::plan::DEFAULT_REMOTE_CONNECT_TIMEOUT
+        );
         let auth = r.auth.as_ref().unwrap();
         assert_eq!(
             (auth.scheme, auth.env.as_str()),
@@ -185,6 +206,14 @@ run = "true"
                 "remote_cache_mode must be",
             ),
             ("remote_cache_mode = \"read\"", "without remote_cache"),
+            (
+                "remote_cache = \"http://x\"\nremote_cache_stall_timeout = \"0s\"",
+                "remote_cache_stall_timeout must be",
+            ),
+            (
+                "remote_cache = \"http://x\"\nremote_cache_connect_timeout = \"soon\"",
+                "invalid remote_cache_connect_timeout",
+            ),
             (
                 "remote_cache = \"http://x\"\nremote_cache_auth = \"basic\"",
                 "needs remote_cache_auth_env",

@@ -213,6 +213,14 @@ pub(super) fn remote_cache_mode(_: &mut SchemaGenerator) -> Schema {
     one_of(&["read", "read-write"])
 }
 
+pub(super) fn remote_cache_connect_timeout(_: &mut SchemaGenerator) -> Schema {
+    duration(limits::REMOTE_CACHE_CONNECT_TIMEOUT)
+}
+
+pub(super) fn remote_cache_stall_timeout(_: &mut SchemaGenerator) -> Schema {
+    duration(limits::REMOTE_CACHE_STALL_TIMEOUT)
+}
+
 pub(super) fn remote_cache_auth(_: &mut SchemaGenerator) -> Schema {
     one_of(&["bearer", "basic"])
 }

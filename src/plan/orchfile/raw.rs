@@ -123,6 +123,15 @@ pub(super) struct RawSettings {
     /// they are never written to logs or state.
     #[schemars(with = "Option<String>")]
     pub(super) remote_cache_auth_env: Option<Spanned<String>>,
+    /// How long connecting to the remote cache may take (default 2s).
+    #[serde(default)]
+    #[schemars(schema_with = "s::remote_cache_connect_timeout")]
+    pub(super) remote_cache_connect_timeout: Option<Spanned<toml::Value>>,
+    /// How long a remote cache request may go without a byte moving either way (default
+    /// 10s); a slow transfer that keeps moving is never cut off.
+    #[serde(default)]
+    #[schemars(schema_with = "s::remote_cache_stall_timeout")]
+    pub(super) remote_cache_stall_timeout: Option<Spanned<toml::Value>>,
     /// `worktree`: each task runs in a git worktree of its own under the state directory,
     /// and its committed change is merged back in dependency order; `none` (the default):
     /// in the project tree. An agent or a task may say otherwise.

@@ -88,6 +88,16 @@ fn add_defaults(v: &mut Value) {
         ),
         ("RawSettings", "remote_cache_mode", json!("read-write")),
         ("RawSettings", "remote_cache_auth", json!("bearer")),
+        (
+            "RawSettings",
+            "remote_cache_connect_timeout",
+            json!(format_exact(crate::plan::DEFAULT_REMOTE_CONNECT_TIMEOUT)),
+        ),
+        (
+            "RawSettings",
+            "remote_cache_stall_timeout",
+            json!(format_exact(crate::plan::DEFAULT_REMOTE_STALL_TIMEOUT)),
+        ),
         ("RawTask", "cache", json!(true)),
         (
             "RawTask",
