@@ -3,7 +3,9 @@
 //!
 //! A restore is all or nothing: every blob is fetched into the local store, then copied
 //! beside its place and checked on the way, and only then are the files renamed in (each
-//! whole, with its mode). Blobs stream through one bounded buffer, never held whole. A record is used only when it holds
+//! whole, with its mode). The restored files are synced together at the build's end, before
+//! the state that names them closes (one fsync at a time was most of a restore's cost).
+//! Blobs stream through one bounded buffer, never held whole. A record is used only when it holds
 //! exactly the task's declared outputs (a record from a remote names no other path), and a
 //! blob that does not match its digest is reported and makes the task run. A restored task
 //! hands its dependents what a run would have, and counts as having run for them.
@@ -136,22 +138,14 @@ impl BuildContext<'_> {
             }
         }
         let written = (|| -> std::io::Result<()> {
-            let mut dirs: Vec<&std::path::Path> = Vec::new();
             for (tmp, dest) in staged {
                 tmp.persist(dest)?;
-                dirs.extend(dest.parent());
+                cache.restored(dest.clone());
             }
             if record.result.is_none() {
                 match std::fs::remove_file(&result_path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                     _ => {}
-                }
-            }
-            dirs.sort_unstable();
-            dirs.dedup();
-            for d in dirs {
-                if let Ok(d) = std::fs::File::open(d) {
-                    let _ = d.sync_all();
                 }
             }
             Ok(())
@@ -164,8 +158,10 @@ impl BuildContext<'_> {
             return None;
         }
         // The task file says what the answer was given for, as after a run: the same
-        // fingerprint is the same prompt.
-        let _ = self.write_task_file(t, parts);
+        // fingerprint is the same prompt. Synced with the restored files.
+        if let Ok(Some(path)) = self.write_task_file_unsynced(t, parts) {
+            cache.restored(path);
+        }
         if source == Source::Remote {
             cache.keep_remote_hit(&key, &record);
         }

@@ -417,9 +417,36 @@ impl BuildContext<'_> {
         t: usize,
         parts: &super::explain::FingerprintParts,
     ) -> Result<String, Failure> {
+        let Some((path, text)) = self.task_file(t, parts)? else {
+            return Ok(String::new());
+        };
+        self.put_task_file(&path, &text, persist_atomic)?;
+        Ok(text)
+    }
+
+    /// As [`Self::write_task_file`], unsynced, for a restore (whose files are synced
+    /// together later): the file's path, `None` for a shell task.
+    pub(super) fn write_task_file_unsynced(
+        &self,
+        t: usize,
+        parts: &super::explain::FingerprintParts,
+    ) -> Result<Option<std::path::PathBuf>, Failure> {
+        let Some((path, text)) = self.task_file(t, parts)? else {
+            return Ok(None);
+        };
+        self.put_task_file(&path, &text, replace_unsynced)?;
+        Ok(Some(path))
+    }
+
+    /// An agent task's task file: where it goes and its text; `None` for a shell task.
+    fn task_file(
+        &self,
+        t: usize,
+        parts: &super::explain::FingerprintParts,
+    ) -> Result<Option<(std::path::PathBuf, String)>, Failure> {
         let task = self.task(t);
         if task.action.is_shell() {
-            return Ok(String::new());
+            return Ok(None);
         }
         let prompt = self
             .prompt_text(task)
@@ -436,12 +463,19 @@ impl BuildContext<'_> {
                 .collect::<Vec<_>>(),
             &deps,
         );
-        let path = self.layout.task_file(&self.agent_ids[t]);
-        if let Err(e) = persist_atomic(&path, text.as_bytes()) {
-            let e = PathError::wrap("task file", self.plan.relative(&path), e);
-            return Err(Failure::new(FailureKind::Launch, e.to_string()));
-        }
-        Ok(text)
+        Ok(Some((self.layout.task_file(&self.agent_ids[t]), text)))
+    }
+
+    fn put_task_file(
+        &self,
+        path: &std::path::Path,
+        text: &str,
+        write: fn(&std::path::Path, &[u8]) -> io::Result<()>,
+    ) -> Result<(), Failure> {
+        write(path, text.as_bytes()).map_err(|e| {
+            let e = PathError::wrap("task file", self.plan.relative(path), e);
+            Failure::new(FailureKind::Launch, e.to_string())
+        })
     }
 
     /// The session a task's first attempt continues: the one an interrupted build (or a
