@@ -4,7 +4,8 @@
 //! success and failure exit codes, time limits, scancel of a process tree, a drained or downed
 //! node, the job options the executor passes. Also measures submit and start latency, and a step
 //! in a held allocation against one job per task (figures printed; tests/support/slurm/README.md
-//! records them). One cluster per test: one starts in well under a second.
+//! records them). One cluster per test: one starts in well under a second. A cluster whose test
+//! process was SIGKILLed is stopped by the next start.
 
 mod common;
 
@@ -48,6 +49,89 @@ fn cluster_starts_and_stops_without_leaving_a_daemon() {
     );
     assert!(pids.iter().all(|&p| !alive(p)), "daemons {pids:?} gone");
     assert!(!dir.exists(), "{} removed", dir.display());
+}
+
+/// Set in the child of [`a_sigkilled_owners_cluster_is_stopped_by_the_next_start`]: that
+/// test, run again, then only starts a cluster and waits to be killed.
+const OWNER_CHILD: &str = "ORCH_TEST_CLUSTER_OWNER_CHILD";
+
+/// Whether `pid` is alive and one of the cluster's in `dir` (its command line names it), so a
+/// recycled pid does not count.
+fn daemon_of(dir: &Path, pid: i32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    alive(pid) && String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy())
+}
+
+#[test]
+fn a_sigkilled_owners_cluster_is_stopped_by_the_next_start() {
+    const NAME: &str = "a_sigkilled_owners_cluster_is_stopped_by_the_next_start";
+    if std::env::var_os(OWNER_CHILD).is_some() {
+        let cluster = SlurmCluster::start();
+        println!("cluster-dir={}", cluster.dir().display());
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        // The parent SIGKILLs this process long before; if it does not, Drop stops the cluster.
+        std::thread::sleep(Duration::from_secs(300));
+        return;
+    }
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture"])
+        .env(OWNER_CHILD, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(dir) = line.strip_prefix("cluster-dir=") {
+                let _ = tx.send(std::path::PathBuf::from(dir));
+            }
+        }
+    });
+    let dir = rx
+        .recv_timeout(Duration::from_secs(180))
+        .unwrap_or_else(|_| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the child never said its cluster was up:\n{}",
+                read(log.path())
+            )
+        });
+    let pids: Vec<(&str, i32)> = ["munged", "slurmctld", "slurmd"]
+        .into_iter()
+        .map(|d| {
+            (
+                d,
+                read(&dir.join(format!("run/{d}.pid")))
+                    .trim()
+                    .parse()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    child.kill().unwrap(); // SIGKILL: the child's Drop never runs
+    child.wait().unwrap();
+    assert!(
+        pids.iter().all(|&(_, pid)| daemon_of(&dir, pid)),
+        "the killed owner's daemons {pids:?} outlive it (what the next start must clean up)"
+    );
+
+    let next = SlurmCluster::start();
+    wait_for(
+        "the SIGKILLed owner's daemons to exit",
+        Duration::from_secs(60),
+        || pids.iter().all(|&(_, pid)| !daemon_of(&dir, pid)),
+    );
+    assert!(!dir.exists(), "{} removed", dir.display());
+    assert_eq!(next.node_state(), "idle", "the new cluster runs");
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! A real one-node Slurm cluster for tests: [`SlurmCluster::start`] installs the Debian packages
 //! when missing (tests/support/slurm/setup.sh), starts munged, slurmctld and slurmd under a temp
 //! dir (tests/support/slurm/cluster.sh) and hands back a guard whose Drop cancels every job, stops
-//! the daemons and removes the dir, also when the test panics. A cluster that cannot be installed
-//! or started fails the test with the reason and the daemons' log tails: it never skips.
+//! the daemons and removes the dir, also when the test panics. A test process killed outright
+//! (SIGKILL) never runs that Drop: each cluster names its owner process, and the next start, in
+//! any test process, first stops the clusters whose owner is gone. A cluster that cannot be
+//! installed or started fails the test with the reason and the daemons' log tails: it never skips.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -31,7 +33,12 @@ pub struct ClusterOptions {
     pub accounting: bool,
     /// Slurm's own scheduler delays (batch_sched_delay=3) instead of the test config's 0.
     pub stock_scheduler: bool,
+    /// The node is also in a partition named [`SECOND_PARTITION`] (not the default).
+    pub second_partition: bool,
 }
+
+/// The partition `ClusterOptions::second_partition` adds.
+pub const SECOND_PARTITION: &str = "second";
 
 pub struct SlurmCluster {
     dir: PathBuf,
@@ -76,20 +83,45 @@ fn install(accounting: bool) {
     });
 }
 
-/// A fresh, empty directory for one cluster (cluster.sh removes it at stop). Short, because
-/// munged's socket lives inside it and a Unix socket path has at most 107 bytes.
-fn cluster_dir() -> PathBuf {
+/// Where the clusters' directories are: short, because munged's socket lives inside them and a
+/// Unix socket path has at most 107 bytes.
+pub fn clusters_base() -> PathBuf {
     let tmp = std::env::temp_dir();
-    let base = if tmp.as_os_str().len() <= 40 {
+    if tmp.as_os_str().len() <= 40 {
         tmp
     } else {
         PathBuf::from("/tmp")
-    };
+    }
+}
+
+/// A fresh, empty directory for one cluster (cluster.sh removes it at stop).
+fn cluster_dir() -> PathBuf {
     tempfile::Builder::new()
         .prefix("orch-slurm-")
-        .tempdir_in(base)
+        .tempdir_in(clusters_base())
         .expect("creating the cluster's dir")
         .keep()
+}
+
+/// Stops the clusters (`cluster.sh sweep`) whose owner process is gone: a test process
+/// SIGKILLed before its guards' Drop ran left them. Only those: a cluster names its owner
+/// (pid and start time) and its daemons by pid files, so nothing else on the machine is touched.
+fn stop_orphaned_clusters() {
+    let out = scrubbed(Command::new(support_dir().join("cluster.sh")))
+        .arg("sweep")
+        .arg(clusters_base())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running cluster.sh sweep");
+    let said = String::from_utf8_lossy(&out.stderr);
+    if !said.trim().is_empty() {
+        eprintln!("{}", said.trim_end());
+    }
+    assert!(
+        out.status.success(),
+        "cluster.sh sweep failed ({}): {said}",
+        out.status
+    );
 }
 
 /// A job as the controller's job-completion log records its end.
@@ -172,6 +204,7 @@ impl SlurmCluster {
 
     pub fn start_with(options: ClusterOptions) -> SlurmCluster {
         install(options.accounting);
+        stop_orphaned_clusters();
         let began = Instant::now();
         // A second try in a fresh dir with fresh ports: the free ports cluster.sh picks may be
         // taken between its look and the daemons' bind (by a cluster another test starts).
@@ -179,12 +212,19 @@ impl SlurmCluster {
         let dir = loop {
             let dir = cluster_dir();
             let mut start = Command::new(support_dir().join("cluster.sh"));
-            start.arg("start").arg(&dir);
+            start
+                .arg("start")
+                .arg(&dir)
+                .arg("--owner")
+                .arg(std::process::id().to_string());
             if options.accounting {
                 start.arg("--accounting");
             }
             if options.stock_scheduler {
                 start.arg("--stock-scheduler");
+            }
+            if options.second_partition {
+                start.arg("--second-partition");
             }
             let out = scrubbed(start).output().expect("running cluster.sh start");
             if out.status.success() {

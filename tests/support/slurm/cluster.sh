@@ -5,10 +5,15 @@
 # two clusters can run side by side. The Rust tests (tests/common/slurm.rs) and the benches use
 # it; README.md beside this file says why the config is as it is.
 #
-#   cluster.sh start DIR [--accounting] [--stock-scheduler]
+#   cluster.sh start DIR [--accounting] [--stock-scheduler] [--second-partition] [--owner PID]
 #                                          prints `export SLURM_CONF=DIR/slurm.conf PATH=DIR/bin:$PATH`
 #   cluster.sh stop DIR [--keep]           cancels every job, stops the daemons, removes DIR
 #   cluster.sh logs DIR                    the last lines of each daemon's log
+#   cluster.sh sweep BASE                  stops the clusters in BASE/orch-slurm-* whose --owner
+#                                          process is gone (SIGKILLed before it could stop them)
+#
+# --owner PID records that process (and its start time, so a recycled pid is not mistaken
+# for it) in DIR/owner; a cluster started without it is never swept.
 #
 # Every wait is bounded; a failed start prints the logs' tails, stops what it started, exits 1.
 set -Eeuo pipefail
@@ -164,19 +169,71 @@ start_slurmdbd() {
 
 port_listening() { listening_ports | grep -qx "$1"; }
 
-node_idle() { [[ "$(sinfo -h -n "$host" -o %t)" == idle ]]; }
+# One line per partition the node is in.
+node_idle() { [[ "$(sinfo -h -n "$host" -o %t | sort -u)" == idle ]]; }
+
+# Field 22 of /proc/PID/stat, the process's start time in clock ticks since boot; fails when
+# there is no such process or it is a zombie.
+process_start_time() {
+    local stat rest fields
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+    # The command name (field 2) is in parentheses and may hold spaces.
+    rest=${stat##*) }
+    read -ra fields <<<"$rest"
+    [[ "${fields[0]}" != Z ]] || return 1
+    echo "${fields[19]}"
+}
+
+write_owner() {
+    local start
+    start=$(process_start_time "$1") || die "owner process $1 is not running"
+    echo "$1 $start" >"$dir/owner"
+}
+
+# Whether DIR/owner names a process that is still running (the same one, by its start time).
+owner_alive() {
+    local pid start now
+    read -r pid start <"$1/owner" || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    now=$(process_start_time "$pid") || return 1
+    [[ "$now" == "$start" ]]
+}
+
+sweep() {
+    local base=$dir cluster
+    for cluster in "$base"/orch-slurm-*; do
+        [[ -f "$cluster/owner" ]] || continue
+        owner_alive "$cluster" && continue
+        echo "cluster.sh: the owner of $cluster ($(<"$cluster/owner")) is gone: stopping its cluster" >&2
+        # stop works on the global dir: a subshell each, so the base's stays.
+        (
+            dir=$cluster
+            stop
+        )
+    done
+}
 
 start() {
     local accounting=false scheduler_parameters="SchedulerParameters=batch_sched_delay=0"
-    for arg in "$@"; do
-        case "$arg" in
+    local second_partition=false owner=""
+    while (($#)); do
+        case "$1" in
         --accounting) accounting=true ;;
         --stock-scheduler) scheduler_parameters="" ;;
-        *) die "unknown option $arg" ;;
+        --second-partition) second_partition=true ;;
+        --owner)
+            owner=${2:-}
+            [[ "$owner" =~ ^[0-9]+$ ]] || die "--owner takes a pid, not '$owner'"
+            shift
+            ;;
+        *) die "unknown option $1" ;;
         esac
+        shift
     done
     mkdir -p "$dir"
     [[ -z "$(ls -A "$dir")" ]] || die "$dir is not empty"
+    # First, so that a sweep finds the cluster whenever its owner dies from here on.
+    [[ -z "$owner" ]] || write_owner "$owner"
     # munged wants every directory above its socket searchable by all.
     chmod 755 "$dir"
     mkdir -p "$dir"/{munge,ctld-state,slurmd-spool,run,log}
@@ -205,6 +262,10 @@ start() {
         CTLD_PORT="$ctld_port" SLURMD_PORT="$slurmd_port" OVERSUBSCRIBE="$oversubscribe" \
         DEF_MEM_PER_CPU="$def_mem" MIN_JOB_AGE=300 NODE_LINE="${node_line#NodeName=}" \
         ACCOUNTING="$accounting_lines" SCHEDULER_PARAMETERS="$scheduler_parameters"
+    if $second_partition; then
+        # The same node in a partition of its own, for tests of where a job lands.
+        echo "PartitionName=second Nodes=$host MaxTime=INFINITE State=UP OverSubscribe=FORCE:$oversubscribe" >>"$dir/slurm.conf"
+    fi
     if $accounting; then
         # The "none" gatherer set above the accounting block would win otherwise.
         sed -i '/^JobAcctGatherType=jobacct_gather\/none$/d' "$dir/slurm.conf"
@@ -262,12 +323,13 @@ stop() {
 }
 
 command=${1:-}
-[[ $# -ge 2 ]] || die "usage: cluster.sh start|stop|logs DIR [options]"
+[[ $# -ge 2 ]] || die "usage: cluster.sh start|stop|logs|sweep DIR [options]"
 dir=$(realpath -m "$2")
 shift 2
 case "$command" in
 start) start "$@" ;;
 stop) stop "$@" ;;
 logs) logs ;;
+sweep) sweep ;;
 *) die "unknown command $command" ;;
 esac
