@@ -433,6 +433,12 @@ fn more_malformed_values_are_plan_errors_with_their_span() {
         ("[tasks.t]\nprompt = \"Say {{ }}.\"\n", "empty placeholder `{{ }}`", "Orchfile.toml:2:15]"),
         ("[tasks.t]\nrun = \"true\"\nretries = 1.5\n", "invalid type: decimal number `1.5`, expected a whole", "Orchfile.toml:3:11]"),
         ("[tasks.t]\nrun = \"true\"\ninputs = \"a.txt\"\n", "expected a list", "Orchfile.toml:3:10]"),
+        // An allocation whose id salloc would not print is one orch could not release.
+        (
+            "[settings.slurm]\nallocation = [\"--nodes=1\", \"--quiet\"]\n[tasks.t]\nrun = \"true\"\n",
+            "allocation may not set `--quiet`",
+            "Orchfile.toml:2:28]",
+        ),
     ];
     for (fields, message, at) in cases {
         let p = Project::new(&orchfile(fields));

@@ -3,15 +3,16 @@
 //! the shared filesystem, orch's timeout cancels the job, agent tasks run as jobs, local and
 //! Slurm tasks mix in one build under their own limits, `--json` tells queued from running, and
 //! fan-out instances (ids holding `/` and spaces) run as safely named jobs.
-//! The tests share one cluster (each names its tasks apart); the faults that change the node's
-//! state are in slurm_faults.rs.
+//! The tests share one cluster (each names its tasks apart), except the one that needs a second
+//! partition and a node with room; the faults that change the node's state are in
+//! slurm_faults.rs.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::slurm::{slurm_project, SlurmCluster};
+use common::slurm::{slurm_project, ClusterOptions, SlurmCluster, SECOND_PARTITION};
 use common::{Project, Run};
 
 fn cluster() -> Arc<SlurmCluster> {
@@ -369,8 +370,8 @@ fn steps_run_in_one_allocation_that_ends_with_the_build() {
     );
     let info = c.job_info(alloc).unwrap();
     assert_eq!(info["JobName"], "orch-allocation");
-    // The node had room: salloc granted it at once, no batch job waited for the scheduler.
-    assert_eq!(info["BatchFlag"], "0", "{info:?}");
+    // Granted by salloc or queued as a holder batch job, as the shared node's room allowed:
+    // the_step_allocation_lands_where_sbatch_variables_send_batch_jobs checks the grant.
     assert!(c.squeue_jobs().iter().all(|j| j.id != alloc));
     assert_eq!(c.job_state(alloc).as_deref(), Some("CANCELLED"));
 }
@@ -399,4 +400,52 @@ run = "printf '%s\n' {{ item }} >> ran.log"
     assert!(events(&run)
         .iter()
         .any(|e| e["event"] == "task_job" && e["task"] == "fo[src/a.ts]"));
+}
+
+#[test]
+fn the_step_allocation_lands_where_sbatch_variables_send_batch_jobs() {
+    // A cluster of its own: the second partition, and a node with room, so that salloc grants
+    // the allocation at once rather than orch queueing a holder batch job (which would read
+    // SBATCH_* itself). The step comes after the batch job: salloc --immediate is refused
+    // while a batch job waits ahead of it in the queue.
+    let c = SlurmCluster::start_with(ClusterOptions {
+        second_partition: true,
+        ..Default::default()
+    });
+    let p = slurm_project(
+        r#"
+[tasks.sb-batch]
+run = "echo batch"
+[tasks.sb-step]
+run = "echo step"
+deps = ["sb-batch"]
+slurm = { launch = "step" }
+"#,
+    );
+    let run = Run(p
+        .command(&["build", "--json"])
+        .envs(c.env())
+        .env("SBATCH_PARTITION", SECOND_PARTITION)
+        .env("SBATCH_ACCOUNT", "orch-lab")
+        .env_remove("SALLOC_PARTITION")
+        .env_remove("SALLOC_ACCOUNT")
+        .output()
+        .unwrap())
+    .ok();
+    let job_of = |task: &str| -> u64 {
+        events(&run)
+            .iter()
+            .find(|e| e["event"] == "task_job" && e["task"] == task)
+            .and_then(|e| e["job"].as_str()?.parse().ok())
+            .unwrap_or_else(|| panic!("no task_job event of {task}: {}", run.stdout()))
+    };
+    let batch = c.job_info(job_of("sb-batch")).unwrap();
+    let allocation = c.job_info(job_of("sb-step")).unwrap();
+    assert_eq!(allocation["JobName"], "orch-allocation");
+    // The node had room: salloc granted it at once, no batch job waited for the scheduler.
+    assert_eq!(allocation["BatchFlag"], "0", "{allocation:?}");
+    for (what, info) in [("the batch job", &batch), ("the allocation", &allocation)] {
+        assert_eq!(info["Partition"], SECOND_PARTITION, "{what}: {info:?}");
+        assert_eq!(info["Account"], "orch-lab", "{what}: {info:?}");
+    }
 }

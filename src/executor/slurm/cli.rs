@@ -61,11 +61,22 @@ impl Reply {
 
 /// Runs `program args` (stdin from `input`), bounded by [`COMMAND_LIMIT`].
 pub(crate) fn run(program: &str, args: &[String], input: Option<&str>) -> io::Result<Reply> {
+    run_with_env(program, args, input, Vec::new())
+}
+
+/// [`run`] with these variables added to orch's environment.
+fn run_with_env(
+    program: &str,
+    args: &[String],
+    input: Option<&str>,
+    env: Vec<(String, String)>,
+) -> io::Result<Reply> {
     let mut argv = Vec::with_capacity(args.len() + 1);
     argv.push(program.to_string());
     argv.extend(args.iter().cloned());
     let mut spec = ProcessSpec::shell("", std::env::temp_dir());
     spec.argv = argv;
+    spec.env = env;
     spec.unset = inherited_job_env();
     spec.stdin = input.map(|s| s.as_bytes().to_vec());
     spec.timeout = Some(COMMAND_LIMIT);
@@ -98,23 +109,59 @@ pub(crate) fn submit(args: &[String], script: &str) -> io::Result<u64> {
     })
 }
 
+/// What `salloc --no-shell --immediate` answered.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Grant {
+    /// Granted now: the allocation's id.
+    Granted(u64),
+    /// Not granted at once (or salloc failed): the caller queues a batch job instead.
+    NotNow,
+    /// salloc succeeded but did not say which allocation it granted: what it said.
+    Unreadable(String),
+}
+
 /// `salloc --no-shell --immediate ARGS`: an allocation granted now, if the cluster has room
 /// for it now, as an interactive allocation is (in the request, not at the batch scheduler's
-/// next pass, ~0.9 s or more later); its id. `None` if it was not granted at once (or salloc
-/// failed): the caller then queues a batch job instead.
-pub(crate) fn allocate_now(args: &[String]) -> io::Result<Option<u64>> {
+/// next pass, ~0.9 s or more later). salloc reads `SALLOC_*` where sbatch reads `SBATCH_*`:
+/// the user's `SBATCH_*` of [`SALLOC_FROM_SBATCH`] are passed on as their `SALLOC_*`, so the
+/// allocation lands where the holder batch job (and every batch job) would.
+pub(crate) fn allocate_now(args: &[String]) -> io::Result<Grant> {
     let mut all = vec!["--no-shell".to_string(), "--immediate".to_string()];
     all.extend(args.iter().cloned());
-    let reply = run("salloc", &all, None)?;
+    let env = salloc_env_from_sbatch(|k| std::env::var(k).ok());
+    let reply = run_with_env("salloc", &all, None, env)?;
     if !reply.ok() {
-        return Ok(None);
+        return Ok(Grant::NotNow);
     }
-    parse_granted(&reply.stderr).map(Some).ok_or_else(|| {
-        io::Error::other(format!(
-            "salloc said {:?}, not the allocation it granted",
-            reply.stderr.trim()
-        ))
+    Ok(match parse_granted(&reply.stderr) {
+        Some(job) => Grant::Granted(job),
+        None => Grant::Unreadable(reply.stderr.trim().to_string()),
     })
+}
+
+/// The `SBATCH_*` variables that decide where a job runs and whom it is charged to, each with
+/// the `SALLOC_*` that means the same to salloc.
+pub(crate) const SALLOC_FROM_SBATCH: &[(&str, &str)] = &[
+    ("SBATCH_ACCOUNT", "SALLOC_ACCOUNT"),
+    ("SBATCH_PARTITION", "SALLOC_PARTITION"),
+    ("SBATCH_QOS", "SALLOC_QOS"),
+    ("SBATCH_RESERVATION", "SALLOC_RESERVATION"),
+    ("SBATCH_CONSTRAINT", "SALLOC_CONSTRAINT"),
+    ("SBATCH_WCKEY", "SALLOC_WCKEY"),
+    ("SBATCH_TIMELIMIT", "SALLOC_TIMELIMIT"),
+];
+
+/// `SALLOC_X=value` for each `SBATCH_X` set (as `lookup` finds it) whose `SALLOC_X` is not:
+/// a `SALLOC_*` the user set still wins, and options on the command line win over both, as
+/// they do over `SBATCH_*` for sbatch.
+pub(crate) fn salloc_env_from_sbatch(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Vec<(String, String)> {
+    SALLOC_FROM_SBATCH
+        .iter()
+        .filter(|(_, salloc)| lookup(salloc).is_none())
+        .filter_map(|(sbatch, salloc)| Some((salloc.to_string(), lookup(sbatch)?)))
+        .collect()
 }
 
 /// The id in salloc's `salloc: Granted job allocation ID`.
@@ -301,6 +348,27 @@ mod tests {
             parse_granted("salloc: error: Unable to allocate resources\n"),
             None
         );
+    }
+
+    #[test]
+    fn sbatch_placement_variables_reach_salloc_unless_salloc_has_its_own() {
+        let user = |k: &str| match k {
+            "SBATCH_ACCOUNT" => Some("lab".to_string()),
+            "SBATCH_PARTITION" => Some("gpu".to_string()),
+            "SALLOC_PARTITION" => Some("short".to_string()),
+            "SBATCH_QOS" => Some("high".to_string()),
+            "SBATCH_EXPORT" => Some("NONE".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            salloc_env_from_sbatch(user),
+            [
+                ("SALLOC_ACCOUNT".to_string(), "lab".to_string()),
+                ("SALLOC_QOS".to_string(), "high".to_string()),
+            ],
+            "SALLOC_PARTITION is the user's own; SBATCH_EXPORT has no salloc twin"
+        );
+        assert!(salloc_env_from_sbatch(|_| None).is_empty());
     }
 
     #[test]

@@ -27,6 +27,9 @@ use crate::executor::local::Local;
 const HOLDER_SCRIPT: &str =
     "#!/bin/sh\n# orch: an allocation for steps\nwhile :; do sleep 86400; done\n";
 
+/// The allocation's job name.
+const ALLOCATION_NAME: &str = "orch-allocation";
+
 /// How often the queue is asked whether the allocation runs yet, while steps wait for it,
 /// for the first `FAST_START_WINDOW` after it was submitted (a holder job with room starts
 /// within a second or two). A holder still queued after that may wait hours for room: it is
@@ -164,7 +167,7 @@ impl Allocation {
     /// scheduler would start a holder job a second or more later, and every step waits for
     /// it), else a holder batch job, queued until there is room.
     fn request(&self, cluster: &Cluster) -> io::Result<u64> {
-        let mut common = vec!["--job-name=orch-allocation".to_string(), cluster.comment()];
+        let mut common = vec![format!("--job-name={ALLOCATION_NAME}"), cluster.comment()];
         if let Some(p) = &self.spec.partition {
             common.push(format!("--partition={p}"));
         }
@@ -172,8 +175,10 @@ impl Allocation {
             common.push(format!("--time={t}"));
         }
         common.extend(self.spec.args.iter().cloned());
-        if let Some(job) = cli::allocate_now(&common)? {
-            return Ok(job);
+        match cli::allocate_now(&common)? {
+            cli::Grant::Granted(job) => return Ok(job),
+            cli::Grant::Unreadable(said) => return Err(self.unreadable_grant(cluster, &said)),
+            cli::Grant::NotNow => {}
         }
         let mut args = vec![
             format!("--chdir={}", cluster.config.work_dir.display()),
@@ -182,6 +187,27 @@ impl Allocation {
         ];
         args.extend(common);
         cli::submit(&args, HOLDER_SCRIPT)
+    }
+
+    /// salloc granted an allocation without saying which (the plan refuses `--quiet`, but
+    /// the salloc orch finds may be another's): none of this run's allocations is held now,
+    /// so every one the queue lists is cancelled rather than left to its time limit.
+    fn unreadable_grant(&self, cluster: &Cluster, said: &str) -> io::Error {
+        let comment = format!("{}{}", cli::COMMENT_PREFIX, cluster.run_id);
+        let listed = cli::list(&[format!("--name={ALLOCATION_NAME}")]).unwrap_or_default();
+        let strays: Vec<u64> = listed
+            .iter()
+            .filter(|j| j.comment == comment)
+            .map(|j| j.id)
+            .collect();
+        let cancelled = match cli::cancel(&strays) {
+            Ok(()) if strays.is_empty() => String::new(),
+            Ok(()) => format!("; cancelled {strays:?}"),
+            Err(e) => format!("; cancelling {strays:?} failed: {e}"),
+        };
+        io::Error::other(format!(
+            "salloc said {said:?}, not the allocation it granted{cancelled}"
+        ))
     }
 
     /// A step of `job` ended.

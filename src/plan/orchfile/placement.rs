@@ -32,6 +32,35 @@ const ORCH_OWNS: &[(&str, &str)] = &[
     ("-W", "orch waits for the job itself"),
 ];
 
+/// What `allocation` may not say on top of [`ORCH_OWNS`]: orch reads the allocation's id from
+/// salloc's `Granted job allocation N`, which `--quiet` hides (an allocation orch cannot name
+/// is one it cannot release).
+const ALLOCATION_REFUSES: &[(&str, &str)] = &[
+    (
+        "--quiet",
+        "orch reads the allocation's id from salloc's \"Granted job allocation\" line",
+    ),
+    (
+        "-Q",
+        "orch reads the allocation's id from salloc's \"Granted job allocation\" line",
+    ),
+];
+
+/// Whether the word `word` sets the option `opt`: `--opt`, `--opt=value`, `-o`, `-ovalue`,
+/// or (for `--quiet`, which takes no value) an abbreviation Slurm's getopt accepts (`--qui`).
+fn sets_option(word: &str, opt: &str) -> bool {
+    if word == opt {
+        return true;
+    }
+    match opt.strip_prefix("--") {
+        Some(long) if long == "quiet" => word
+            .strip_prefix("--")
+            .is_some_and(|w| w.len() >= 2 && long.starts_with(w)),
+        Some(_) => word.starts_with(&format!("{opt}=")),
+        None => word.starts_with(opt) && word.len() > 2,
+    }
+}
+
 impl Validator<'_> {
     pub(super) fn executor(&mut self, raw: &Option<Spanned<String>>) -> Option<ExecutorKind> {
         let raw = raw.as_ref()?;
@@ -154,24 +183,29 @@ impl Validator<'_> {
         o
     }
 
-    /// Extra `sbatch`/`srun` options, as given, except those orch sets itself.
+    /// Extra `sbatch`/`srun` options, as given, except those orch sets itself (and, in
+    /// `allocation`, those that would hide the allocation's id).
     fn slurm_args(&mut self, raw: &Spanned<Vec<Spanned<String>>>, field: &str) -> Vec<String> {
+        let refused = match field {
+            "allocation" => ALLOCATION_REFUSES,
+            _ => &[],
+        };
         let mut args = Vec::new();
         for a in raw.get_ref() {
             let word = a.get_ref();
-            let owned = ORCH_OWNS.iter().find(|(opt, _)| {
-                word == opt
-                    || (opt.starts_with("--") && word.starts_with(&format!("{opt}=")))
-                    || (!opt.starts_with("--") && word.starts_with(opt) && word.len() > 2)
-            });
-            if let Some((opt, why)) = owned {
+            let owned = ORCH_OWNS
+                .iter()
+                .map(|o| (o, "orch sets this"))
+                .chain(refused.iter().map(|o| (o, "salloc would not print the id")))
+                .find(|((opt, _), _)| sets_option(word, opt));
+            if let Some(((opt, why), label)) = owned {
                 self.errors.push(
                     self.src
                         .error(
                             "orch::slurm_option",
                             format!("{field} may not set `{opt}`: {why}"),
                             Some(a.span()),
-                            "orch sets this",
+                            label,
                         )
                         .with_help("see the Slurm executor section of the README"),
                 );
@@ -290,6 +324,30 @@ slurm = { cpus = 0, mem = "lots", launch = "srun", args = ["--output=x", "-J", "
             assert!(msgs.iter().any(|m| m.contains(want)), "{want}: {msgs:?}");
         }
         assert_eq!(msgs.len(), 8, "{msgs:?}");
+    }
+
+    #[test]
+    fn an_allocation_that_would_hide_its_id_is_refused() {
+        let text = r#"
+[settings.slurm]
+allocation = ["--nodes=1", "--quiet", "-Q", "--qui", "--qos=high", "-J", "x"]
+args = ["--quiet"]
+[tasks.a]
+run = "x"
+"#;
+        let e = parse_str(text).unwrap_err();
+        let msgs = e.messages();
+        let quiet: Vec<&String> = msgs
+            .iter()
+            .filter(|m| m.contains("Granted job allocation"))
+            .collect();
+        assert_eq!(quiet.len(), 3, "--quiet, -Q and --qui, not --qos: {msgs:?}");
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("allocation may not set `-J`")),
+            "{msgs:?}"
+        );
+        assert_eq!(msgs.len(), 4, "a job's own args may be quiet: {msgs:?}");
     }
 
     #[test]
