@@ -147,7 +147,6 @@ fn a_page_that_fetches_is_caught_and_reaches_nothing() {
 #[test]
 fn a_hanging_page_is_killed_at_the_timeout() {
     let (_dir, html) = page("<html><body><script>while (true) {}</script></body></html>");
-    let started = std::time::Instant::now();
     let outcome = std::panic::catch_unwind(|| {
         render_with(
             &html,
@@ -162,8 +161,13 @@ fn a_hanging_page_is_killed_at_the_timeout() {
         .expect("a hung render fails")
         .downcast::<String>()
         .unwrap();
+    // The outcome, not the time it took: render_with killed chromium at its timeout (a hang
+    // would never get here) and says so.
     assert!(message.contains("did not finish"), "{message}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(
+        message.contains("within 3s"),
+        "names the timeout: {message}"
+    );
 }
 
 #[test]

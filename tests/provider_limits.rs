@@ -169,13 +169,21 @@ fn sigint_during_a_quota_wait_interrupts_the_build_at_once() {
     wait_for("the quota wait", Duration::from_secs(60), || {
         std::fs::read_to_string(&out).is_ok_and(|s| s.contains("provider_waiting"))
     });
-    let sent = Instant::now();
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert!(
-        sent.elapsed() < Duration::from_secs(10),
-        "stopped waiting at once"
-    );
+    // The quota resets in 10 minutes: an orch still running 2 minutes after the signal is
+    // waiting it out, not interrupted (killed, so that it does not outlive the test).
+    let end = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("orch did not exit within 120 s of SIGINT: still waiting for the quota?");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(status.code(), Some(130));
     let ev = events(&std::fs::read_to_string(&out).unwrap());
     assert!(of(&ev, "task_failed").is_empty(), "{ev:?}");

