@@ -274,3 +274,58 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A PID that ran a moment ago and is gone.
+fn gone_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// Writes a temp file as a killed writer leaves one, last written an hour ago.
+fn plant_left_over(p: &Project, rel: &str) {
+    p.write(rel, "half a copy");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(p.path(rel))
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+}
+
+#[test]
+fn temp_files_a_killed_build_left_are_swept() {
+    let p = project("");
+    p.orch(&["build"]).success();
+    let dead = gone_pid();
+    let in_store = format!(".orchestrator/cache/tmp/.blob.orch-tmp.{dead}.0");
+    let beside_output = format!("bin/.tool.sh.orch-tmp.{dead}.3");
+    let beside_result = format!(".orchestrator/results/.agent-02-result.md.orch-tmp.{dead}.1");
+    let beside_record = format!(".orchestrator/cache/ac/.x.json.orch-tmp.{dead}.2");
+    for rel in [&in_store, &beside_output, &beside_result, &beside_record] {
+        plant_left_over(&p, rel);
+    }
+    // Not orch's, or still being written: left alone.
+    plant_left_over(&p, "bin/.tool.sh.orch-tmp.notes");
+    p.write(&format!("bin/.fresh.orch-tmp.{dead}.4"), "being written");
+    // A build sweeps its store's temp directory (cheap: one small directory).
+    p.orch(&["build"]).success();
+    assert!(!p.exists(&in_store));
+    assert!(p.exists(&beside_output) && p.exists(&beside_result));
+    // `orch cache prune` looks everywhere orch writes temp files.
+    let out = p.orch(&["cache", "prune"]).ok().stdout();
+    assert!(
+        out.contains("removed 3 temp files (33 B) that killed builds left"),
+        "{out}"
+    );
+    for rel in [&beside_output, &beside_result, &beside_record] {
+        assert!(!p.exists(rel), "{rel} left");
+    }
+    assert!(p.exists("bin/.tool.sh.orch-tmp.notes"));
+    assert!(p.exists(&format!("bin/.fresh.orch-tmp.{dead}.4")));
+    assert_eq!(p.read("bin/tool.sh"), "ONE\n");
+    p.orch(&["build"]).success();
+    assert_eq!(p.agent_calls(), ["review"]);
+}

@@ -21,8 +21,7 @@ use std::path::{Path, PathBuf};
 use super::blob_io::{copy_hashing, Copied, CopyError, Hashes};
 use super::key::{is_hex64, ActionKey};
 use super::record::ActionRecord;
-use crate::disk::replace_unsynced;
-use crate::disk::TempFile;
+use crate::disk::{replace_unsynced, sweep_left_over_temps, Swept, TempFile};
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -131,6 +130,16 @@ impl LocalStore {
         }
         std::fs::create_dir_all(path.parent().unwrap())?;
         staged.tmp.persist(&path)
+    }
+
+    /// Removes the temp files killed writers left in `tmp/` (blobs being copied in) and,
+    /// with `records`, beside the records in `ac/` (a longer look, for `orch cache prune`).
+    pub fn sweep_left_overs(&self, records: bool) -> Swept {
+        let mut swept = sweep_left_over_temps(&self.dir.join("tmp"));
+        if records {
+            swept += sweep_left_over_temps(&self.dir.join("ac"));
+        }
+        swept
     }
 
     /// Every entry: (last used, size, path).

@@ -64,9 +64,13 @@ pub fn dir_of(state_dir: &Path) -> PathBuf {
 }
 
 impl Cache {
+    /// The cache of a build, which starts by removing the temp files a killed build left in
+    /// the store's `tmp/` (one small directory, read once).
     pub fn open(settings: &CacheSettings, state_dir: &Path) -> Cache {
+        let local = LocalStore::new(dir_of(state_dir));
+        local.sweep_left_overs(false);
         Cache {
-            local: LocalStore::new(dir_of(state_dir)),
+            local,
             remote: settings.remote.as_ref().map(Remote::new),
             max_size: settings.max_size,
             stored: AtomicU64::new(0),

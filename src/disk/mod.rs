@@ -14,6 +14,6 @@ pub mod tree;
 
 pub use digest::Digest;
 pub use path_error::{names_a_path, IoResultExt, PathError};
-pub use replace::{persist_atomic, replace_unsynced, TempFile};
+pub use replace::{persist_atomic, replace_unsynced, sweep_left_over_temps, Swept, TempFile};
 pub use stamp::FileStamp;
 pub use sync_batch::SyncBatch;
