@@ -266,6 +266,34 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupt_during_a_restore_is_not_a_damaged_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cache(dir.path());
+        let bytes = b"an answer that cost money\n";
+        let d = local::tests::put(&c.local, bytes);
+        let dest = dir.path().join("out/answer.md");
+        let f = file_of(&d, bytes.len() as u64, 0o644);
+        {
+            let _stop = crate::interrupt::tests::interrupt_this_thread();
+            match c.stage_restore(&f, &dest) {
+                Err(BlobError::Unwritable(e)) => {
+                    assert_eq!(e.kind(), io::ErrorKind::Interrupted)
+                }
+                other => panic!("an interrupt, not {other:?}"),
+            }
+        }
+        // The good blob stays, nothing is left beside the destination, and the next
+        // restore (not interrupted) works.
+        assert!(c.local.has_blob(&d.blake3));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+            0
+        );
+        c.stage_restore(&f, &dest).unwrap().persist(&dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    }
+
+    #[test]
     fn a_restore_copies_out_with_its_mode_and_never_a_damaged_blob() {
         let dir = tempfile::tempdir().unwrap();
         let c = cache(dir.path());

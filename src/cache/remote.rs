@@ -435,6 +435,71 @@ fn base64(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::cache::key::BlobDigests;
+
+    /// A server on 127.0.0.1 that answers one request with `body`, then closes.
+    fn serve_once(body: &'static [u8]) -> (String, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/orch", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+                request.push(byte[0]);
+            }
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(body);
+        });
+        (url, server)
+    }
+
+    #[test]
+    fn an_interrupt_during_a_fetch_is_not_a_failed_remote() {
+        let body = b"a blob on the server";
+        let (url, server) = serve_once(body);
+        let remote = Remote::new(&RemoteCache {
+            url,
+            mode: RemoteMode::Read,
+            auth: None,
+            connect_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(5),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalStore::new(dir.path());
+        let d = BlobDigests::of(body);
+        let f = CachedFile {
+            path: "out".into(),
+            blake3: d.blake3.clone(),
+            sha256: d.sha256.clone(),
+            size: body.len() as u64,
+            mode: 0o644,
+        };
+        {
+            let _stop = crate::interrupt::tests::interrupt_this_thread();
+            match remote.fetch_into(&f, &local) {
+                Err(BlobError::Unwritable(e)) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::Interrupted)
+                }
+                other => panic!("an interrupt, not {other:?}"),
+            }
+        }
+        server.join().unwrap();
+        // Nothing is said against the server, which the rest of the build may still ask,
+        // and nothing half-copied is kept.
+        assert!(remote.take_notes().is_empty());
+        assert!(!remote.shared.down.load(Ordering::SeqCst));
+        assert!(!local.has_blob(&d.blake3));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
     #[test]
     fn base64_matches_the_rfc_examples() {
         for (plain, coded) in [
