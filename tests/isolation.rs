@@ -64,6 +64,7 @@ for t in $TOGETHER; do
   while [ ! -e "{b}/$t" ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done
 done
 sed -i "s/return $FROM\$/return $TO/" lib.py
+echo "$ORCH_TASK_ID" >> "{b}/calls"
 echo "ran in $(pwd)"
 ''']
 "#,
@@ -533,6 +534,107 @@ fn a_conflict_is_shown_resolved_and_merged_with_orch_diff_and_orch_merge() {
         run.stderr()
     );
     assert!(p.read("lib.py").contains("return 20"));
+}
+
+/// How many times the coder agent was called for `task`.
+fn calls_of(barrier: &std::path::Path, task: &str) -> usize {
+    std::fs::read_to_string(barrier.join("calls"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == task)
+        .count()
+}
+
+#[test]
+fn a_kept_conflict_is_not_run_again_until_merged_or_discarded() {
+    let (barrier, p) = one_conflict();
+    let barrier = barrier.path();
+    assert_eq!(calls_of(barrier, "b"), 1);
+    // A task added since, independent of b: it runs though b does not (no -k).
+    let orchfile = p.read("Orchfile.toml");
+    p.write(
+        "Orchfile.toml",
+        &format!(
+            "{orchfile}\n[tasks.other]\nrun = \"echo other >> '{}/calls'\"\nisolation = \"none\"\n",
+            barrier.display()
+        ),
+    );
+    let run = p.orch(&["build"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    let said: Vec<String> = run
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("[b]") || l.contains("[after_b]"))
+        .map(one_line)
+        .collect();
+    insta::assert_snapshot!("kept_conflict_not_started", said.join("\n"));
+    assert_eq!(calls_of(barrier, "b"), 1, "the agent is not called again");
+    assert_eq!(calls_of(barrier, "other"), 1, "{}", run.stderr());
+    assert_eq!(calls_of(barrier, "after_b"), 0);
+    // Its change stays where orch merge finds it.
+    assert!(branches(&p).contains(&"orch/b".to_string()));
+    assert!(p.exists(".orchestrator/worktrees/b/lib.py"));
+    assert!(p
+        .read(".orchestrator/worktrees/b/lib.py")
+        .contains("return 30"));
+    // The same in the event stream, with -B too.
+    let run = p.orch(&["build", "--json", "-B"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    let events = run.json_lines();
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "task_failed" && e["task"] == "b")
+        .expect("b's task_failed");
+    assert_eq!(failed["status"], "conflict", "{failed}");
+    assert_eq!(failed["not_started"], true, "{failed}");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("its change is kept with a merge conflict (branch orch/b: lib.py)"),
+        "{reason}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "task_blocked" && e["task"] == "after_b"));
+    assert_eq!(events.last().unwrap()["conflicts"], 1);
+    assert_eq!(calls_of(barrier, "b"), 1);
+    // b's prompt changed: still kept (the change is the person's to drop), and said.
+    let orchfile = p.read("Orchfile.toml");
+    p.write(
+        "Orchfile.toml",
+        &orchfile.replace(
+            "[tasks.b]\nprompt = \"edit\"",
+            "[tasks.b]\nprompt = \"edit it\"",
+        ),
+    );
+    let run = p.orch(&["build"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(
+        one_line(&run.stderr()).contains(
+            "b's definition or inputs changed since that run: to run it as it is now, discard \
+             the kept change"
+        ),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(calls_of(barrier, "b"), 1);
+    // Discarded on purpose: gone, and the next build runs b (and after_b).
+    let run = p.orch(&["merge", "--discard", "b"]).ok();
+    assert!(
+        one_line(&run.stdout()).starts_with("discarded b's kept change (branch orch/b, commit "),
+        "{}",
+        run.stdout()
+    );
+    assert!(!branches(&p).contains(&"orch/b".to_string()));
+    assert!(!p.exists(".orchestrator/worktrees/b"));
+    assert!(!p.exists(".orchestrator/worktrees/b.json"));
+    let run = p.orch(&["merge", "--discard", "b"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(run
+        .stderr()
+        .contains("task b has no kept change to discard"));
+    p.orch(&["build"]).success();
+    assert_eq!(calls_of(barrier, "b"), 2);
+    assert_eq!(calls_of(barrier, "after_b"), 1);
 }
 
 #[test]

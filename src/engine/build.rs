@@ -182,6 +182,7 @@ pub fn run_build(
     coord.provider_classes = queue.provider_classes();
     coord.sent_limits = ctx.gate.limits();
     let mut sched = queue.scheduler(&wanted, keep_going);
+    coord.hold_kept_conflicts(&mut sched, &wanted);
     crate::profile::mark("status rows, scheduler");
     ctx.precheck(&wanted);
     crate::profile::mark("up-to-date precheck");

@@ -45,9 +45,9 @@ pub(crate) fn is_result_path(results_rel: &str, agent_id: &str, path: &str) -> b
 
 /// The task-local parts of a fingerprint (see [`BuildContext::precheck`]).
 pub(crate) struct LocalParts {
-    definition: Digest,
+    pub(super) definition: Digest,
     definition_fields: DefinitionFields,
-    inputs: Vec<(String, Digest)>,
+    pub(super) inputs: Vec<(String, Digest)>,
 }
 
 /// What [`BuildContext::precheck`] keeps of a task that will be stale even if no dep runs.

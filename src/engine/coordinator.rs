@@ -534,6 +534,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
                         retries,
                         reason: &failure.message,
                         conflict,
+                        not_started: false,
                         usage: &usage,
                         session: self.sessions[t].as_deref(),
                     });

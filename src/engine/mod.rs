@@ -14,6 +14,8 @@
 //!   budget and the limiter; `prompt`: the task file an agent gets;
 //! - `budget`: what a build may spend, and each agent task's projected cost; `money`: the
 //!   coordinator's side of it; `providers`: the providers' limiters, and their news;
+//! - `kept`: a task whose change an earlier build kept with a merge conflict does not
+//!   start again until `orch merge` (or `--discard`);
 //! - `gone`: instances whose fan-out item went away;
 //! - `migrate`: records of orch before early cutoff carried over, so an upgrade re-runs
 //!   nothing;
@@ -38,6 +40,7 @@ mod exchange;
 pub mod explain;
 mod gone;
 mod isolation;
+mod kept;
 mod merge;
 mod migrate;
 mod money;

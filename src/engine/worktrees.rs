@@ -256,6 +256,46 @@ pub enum MergeReport {
     DepsCleared { deps: Vec<String> },
 }
 
+/// What `orch merge --discard TASK` dropped: the branch and the commit it named (still in
+/// git's objects until they are pruned), if the task had a change.
+pub struct Discarded {
+    pub branch: String,
+    pub commit: Option<String>,
+}
+
+/// `orch merge --discard TASK`: the task's kept worktree, branch and record removed on
+/// purpose, so that the next build runs it again. Takes the run lock.
+pub fn discard_kept(plan: &Plan, id: &str) -> Result<Discarded> {
+    use crate::state::lock::{LockWait, RunLock};
+    let layout = StateLayout::new(plan.state_dir());
+    let _lock = RunLock::acquire(&layout.lock(), LockWait::Refuse)
+        .map_err(|e| miette!("cannot discard while a build is going on: {e}"))?;
+    let repo = Repo::open(&plan.root, &layout.dir).map_err(|e| miette!("orch merge: {e}"))?;
+    let kept = repo
+        .kept()
+        .into_iter()
+        .find(|k| k.task == id)
+        .ok_or_else(|| {
+            miette!(
+                help = "`orch status` lists the kept worktrees",
+                "task {id} has no kept change to discard"
+            )
+        })?;
+    let dir = repo.tree_dir(id);
+    // A resolution committed in the kept worktree is what is dropped, else the branch's.
+    let commit = crate::workspace::git(&dir, &["rev-parse", "--verify", "HEAD^{commit}"])
+        .ok()
+        .filter(|_| dir.exists())
+        .map(|s| s.trim().to_string())
+        .or_else(|| repo.branch_commit(id))
+        .or_else(|| kept.change.as_ref().map(|c| c.commit.clone()));
+    repo.remove(id, false);
+    Ok(Discarded {
+        branch: kept.branch,
+        commit,
+    })
+}
+
 /// `orch merge TASK`: the kept change of a task that ended as a conflict, merged into the
 /// person's tree now (they resolved it: in the kept worktree, by committing there, or in
 /// their own tree), and recorded as the success the build would have recorded, outputs

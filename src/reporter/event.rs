@@ -80,6 +80,9 @@ pub enum Event<'a> {
         reason: &'a str,
         /// Its change did not merge (a worktree task): it ends as `conflict`.
         conflict: bool,
+        /// It did not start in this build: its change from an earlier one is kept with a
+        /// merge conflict, waiting for `orch merge`.
+        not_started: bool,
         usage: &'a Usage,
         session: Option<&'a str>,
     },

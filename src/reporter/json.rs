@@ -135,6 +135,7 @@ pub fn to_json(event: &Event) -> serde_json::Value {
             retries,
             reason,
             conflict,
+            not_started,
             usage,
             session,
         } => with_usage(
@@ -143,6 +144,7 @@ pub fn to_json(event: &Event) -> serde_json::Value {
                 "agent": task.runner, "duration_ms": ms(duration), "retries": retries,
                 "reason": reason, "session_id": session,
                 "status": if *conflict { "conflict" } else { "failed" },
+                "not_started": not_started,
             }),
             usage,
         ),

@@ -161,14 +161,21 @@ impl PlainReporter {
                 duration,
                 reason,
                 conflict,
+                not_started,
                 ..
-            } => Some(format!(
-                "{} {} [{}] after {}: {reason}",
-                p.red(if *conflict { "CONFLICT" } else { " FAILED" }),
-                task.agent_id,
-                task.id,
-                format_duration(*duration)
-            )),
+            } => {
+                let when = if *not_started {
+                    "not started".to_string()
+                } else {
+                    format!("after {}", format_duration(*duration))
+                };
+                Some(format!(
+                    "{} {} [{}] {when}: {reason}",
+                    p.red(if *conflict { "CONFLICT" } else { " FAILED" }),
+                    task.agent_id,
+                    task.id,
+                ))
+            }
             Event::TaskInterrupted { task, duration, .. } => Some(format!(
                 "{} {} [{}] after {}: interrupted",
                 p.yellow("stopped"),

@@ -296,18 +296,34 @@ impl Scheduler {
             if !self.keep_going {
                 self.stopped = true;
             }
-            let mut blocked = Vec::new();
-            let mut stack = self.dependents[t].clone();
-            while let Some(d) = stack.pop() {
-                if matches!(self.state[d], NodeState::Waiting | NodeState::Ready) {
-                    self.state[d] = NodeState::Blocked;
-                    blocked.push(d);
-                    stack.extend(self.dependents[d].iter().copied());
-                }
-            }
-            blocked.sort_unstable();
-            blocked
+            self.block_dependents(t)
         }
+    }
+
+    /// Settles a wanted task that is not to start in this build, before anything runs, as
+    /// failed but without stopping the build (a worktree task whose kept change waits for
+    /// `orch merge`): the other tasks go on. Returns the tasks this blocks.
+    pub fn hold(&mut self, t: usize) -> Vec<usize> {
+        if !matches!(self.state[t], NodeState::Waiting | NodeState::Ready) {
+            return Vec::new();
+        }
+        self.state[t] = NodeState::Failed;
+        self.block_dependents(t)
+    }
+
+    /// Every task downstream of `t` that has not started, blocked; in plan order.
+    fn block_dependents(&mut self, t: usize) -> Vec<usize> {
+        let mut blocked = Vec::new();
+        let mut stack = self.dependents[t].clone();
+        while let Some(d) = stack.pop() {
+            if matches!(self.state[d], NodeState::Waiting | NodeState::Ready) {
+                self.state[d] = NodeState::Blocked;
+                blocked.push(d);
+                stack.extend(self.dependents[d].iter().copied());
+            }
+        }
+        blocked.sort_unstable();
+        blocked
     }
 
     /// Hands back a task [`next_task`](Self::next_task) gave out that did not start after
@@ -462,6 +478,21 @@ pub(crate) mod tests {
         assert_eq!(s.next_task(), Some(0));
         s.finish(0, false);
         assert_eq!(s.next_task(), Some(3), "keep-going starts unrelated work");
+    }
+
+    #[test]
+    fn a_held_task_blocks_its_dependents_and_the_rest_goes_on_without_keep_going() {
+        // 1 waits on 0; 1 is held (2 after it is blocked), 3 is independent.
+        let g = graph(vec![vec![], vec![0], vec![1], vec![]]);
+        let mut s = Scheduler::new(&g, plain(&g), &[true; 4], vec![], 0, false);
+        assert_eq!(s.hold(1), vec![2]);
+        assert_eq!(s.hold(1), Vec::<usize>::new(), "held once");
+        assert_eq!(s.next_task(), Some(0));
+        assert_eq!(s.next_task(), Some(3));
+        assert!(s.finish(0, true).is_empty());
+        assert_eq!(s.next_task(), None, "neither 1 nor 2 starts");
+        assert!(!s.is_stopped());
+        assert!(s.not_started().is_empty(), "settled, not left waiting");
     }
 
     #[test]
