@@ -14,8 +14,7 @@
 //! probe goes back to the ceiling and doubles the run the next probe waits for (up to
 //! [`PROBE_RUN_MAX`]), so probes at a level that keeps refusing get rarer; a probe that
 //! holds (a round of successes at its level) becomes the ceiling and resets the run. A
-//! retry-after or a usage-limit reset holds the provider at 0 until then, and leaves its
-//! limit as it was (the provider said when, not how many).
+//! retry-after or a usage-limit reset holds the provider at 0 until then.
 
 use std::time::{Duration, Instant};
 
@@ -162,14 +161,7 @@ impl Limiter {
         retry_after: Option<Duration>,
     ) -> Option<Change> {
         if let Some(d) = retry_after {
-            // The provider said when it takes calls again: holding until then is the whole
-            // answer. Halving as well would leave it below what it admits once the hold
-            // ends (a rate limit's window reopens in full).
             self.hold(now + d);
-            self.streak = 0;
-            // No more doubling past a level the provider pushed back at.
-            self.slow_start = false;
-            return None;
         }
         let from = self.limit;
         let beside = in_flight.saturating_sub(1).max(1);
@@ -386,32 +378,19 @@ mod tests {
     fn a_retry_after_or_a_reset_holds_the_provider_at_zero_until_then() {
         let c = clock();
         let mut l = Limiter::new(8, None);
-        for _ in 0..6 {
-            l.success();
-        }
-        assert_eq!(l.limit(c.at(0)), 8);
-        assert_eq!(
-            l.refused(c.at(0), c.at(0), 8, Some(Duration::from_secs(2))),
-            None,
-            "a hold, not a cut"
-        );
-        // A burst of the calls out then says the same.
-        for in_flight in (2..8).rev() {
-            assert_eq!(
-                l.refused(c.at(5), c.at(0), in_flight, Some(Duration::from_secs(2))),
-                None
-            );
-        }
+        l.refused(c.at(0), c.at(0), 1, Some(Duration::from_secs(2)));
         assert_eq!(l.limit(c.at(1_999)), 0);
-        assert_eq!(l.held_until(c.at(1_000)), Some(c.at(2_005)));
-        assert_eq!(l.limit(c.at(2_005)), 8, "then its limit as it was");
-        assert_eq!(l.success(), None, "and the slow start is over");
-        assert_eq!(l.base_limit(), 8);
+        assert_eq!(l.held_until(c.at(1_000)), Some(c.at(2_000)));
+        assert_eq!(
+            l.limit(c.at(2_000)),
+            1,
+            "then its limit (1 in flight, cut to 1)"
+        );
         // A later reset extends the hold; an earlier one does not shorten it.
         l.hold(c.at(60_000));
         l.hold(c.at(30_000));
         assert_eq!(l.held_until(c.at(10_000)), Some(c.at(60_000)));
-        assert_eq!(l.limit(c.at(60_001)), 8);
+        assert_eq!(l.limit(c.at(60_001)), 1);
     }
 
     #[test]
