@@ -132,7 +132,7 @@ impl BuildContext<'_> {
             }
         };
         let out = self
-            .run_process(t, &spec, send, &mut on_line)
+            .run_process_in_place(t, &spec, send, &mut on_line, try_.place)
             .map_err(|e| Failure::new(FailureKind::Launch, e.to_string()))?;
         let judged = agent::judge(agent, level, &out, root);
         let usage = if judged.usage_is_session_total {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::context::BuildContext;
 use super::exchange::{AttemptEnd, TaskMsg, Try};
+use super::place::TakePlace;
 use crate::agent::{self, sim, Failure, FailureKind, Reply, Usage};
 use crate::cancel::Cancel;
 use crate::disk::persist_atomic;
@@ -48,21 +49,46 @@ impl BuildContext<'_> {
         send: &dyn Fn(TaskMsg),
         on_line: &mut dyn FnMut(&[u8]),
     ) -> std::io::Result<executor::ProcessOutput> {
+        self.run_process_in_place(t, spec, send, on_line, None)
+    }
+
+    /// As [`BuildContext::run_process`], the call taking `place` first: while the process,
+    /// started early, waits at its stdin where the backend can hold it there (the prompt
+    /// goes on stdin), else before it starts. Without a place, a cancelled `Launch`.
+    pub(super) fn run_process_in_place(
+        &self,
+        t: usize,
+        spec: &ProcessSpec,
+        send: &dyn Fn(TaskMsg),
+        on_line: &mut dyn FnMut(&[u8]),
+        place: Option<&dyn TakePlace>,
+    ) -> std::io::Result<executor::ProcessOutput> {
+        let held = place.filter(|_| spec.stdin.is_some() && self.backend.holds_stdin(spec));
+        if let Some(place) = place.filter(|_| held.is_none()) {
+            if !place.take() {
+                return Err(std::io::Error::other("cancelled before its call"));
+            }
+        }
         let mut started = Vec::new();
-        let out = self.backend.run_lines(
-            spec,
-            self.cancel,
-            &mut |event| match event {
-                JobEvent::Started(job) => {
-                    started.push(job);
-                    send(TaskMsg::Spawned { task: t, job });
-                }
-                // Ends with the build (or sooner, told by a tick), not with this attempt.
-                JobEvent::Holding(job) => send(TaskMsg::Spawned { task: t, job }),
-                state => send(TaskMsg::JobState { task: t, state }),
-            },
-            on_line,
-        );
+        let mut on_event = |event| match event {
+            JobEvent::Started(job) => {
+                started.push(job);
+                send(TaskMsg::Spawned { task: t, job });
+            }
+            // Ends with the build (or sooner, told by a tick), not with this attempt.
+            JobEvent::Holding(job) => send(TaskMsg::Spawned { task: t, job }),
+            state => send(TaskMsg::JobState { task: t, state }),
+        };
+        let out = match held {
+            Some(place) => self.backend.start(spec).and_then(|job| {
+                job.wait_lines_admitted(self.cancel, &mut on_event, on_line, &mut || {
+                    place.try_take()
+                })
+            }),
+            None => self
+                .backend
+                .run_lines(spec, self.cancel, &mut on_event, on_line),
+        };
         for job in started {
             send(TaskMsg::ProcessEnded { job });
         }
@@ -95,7 +121,12 @@ impl BuildContext<'_> {
                     reply
                 })
             }
-            (_, Some(a)) if a.kind == AgentKind::Sim => self.run_sim(t, task_file),
+            (_, Some(a)) if a.kind == AgentKind::Sim => match try_.place {
+                Some(place) if !place.take() => {
+                    Err(Failure::new(FailureKind::Cancelled, "cancelled"))
+                }
+                _ => self.run_sim(t, task_file),
+            },
             (_, Some(a)) => {
                 let a = self.with_result_path(t, a);
                 if let ResultSpec::File(rel) = &a.result {

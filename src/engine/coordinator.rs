@@ -57,6 +57,8 @@ pub(super) struct BuildCoordinator<'a, 'c> {
     pub(super) sent_limits: Vec<usize>,
     /// The provider the aggregation's merge calls, while it does: its waits name it.
     pub(super) merge_waits_on: Option<usize>,
+    /// Which providers' CLIs start before their turn (see `early_start::starts_early`).
+    pub(super) provider_early: Vec<bool>,
 }
 
 pub(super) fn task_ref<'x>(ctx: &'x BuildContext, t: usize) -> TaskRef<'x> {
@@ -97,6 +99,7 @@ impl<'a, 'c> BuildCoordinator<'a, 'c> {
             provider_classes: Vec::new(),
             sent_limits: Vec::new(),
             merge_waits_on: None,
+            provider_early: super::early_start::starts_early(ctx),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::context::DoneInfo;
+use super::place::TakePlace;
 use crate::agent::{Activity, Failure, Reply, Usage};
 use crate::disk::Digest;
 use crate::executor::{JobEvent, JobRecord};
@@ -115,6 +116,8 @@ pub(super) struct Try<'a> {
     pub(super) task_file: &'a str,
     pub(super) fingerprint: &'a Digest,
     pub(super) resume: Option<&'a Resume<'a>>,
+    /// An agent task's place at its provider, taken by the attempt before its call.
+    pub(super) place: Option<&'a dyn TakePlace>,
 }
 
 /// How an attempt ended, with what it cost and the agent session it ran in.

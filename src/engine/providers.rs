@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::budget::CostHistory;
 use super::coordinator::{task_ref, BuildCoordinator};
+use super::early_start::tasks_at_once;
 use crate::clock::unix_now;
 use crate::plan::Plan;
 use crate::reporter::{Event, Stop, TaskRef};
@@ -80,7 +81,8 @@ impl BuildCoordinator<'_, '_> {
         for (p, &limit) in limits.iter().enumerate() {
             if self.sent_limits.get(p) != Some(&limit) {
                 if let Some(&class) = self.provider_classes.get(p) {
-                    changed.push((class, Some(limit)));
+                    let early = self.provider_early.get(p) == Some(&true);
+                    changed.push((class, Some(tasks_at_once(limit, early))));
                 }
             }
         }

@@ -43,7 +43,13 @@ impl<'g> Queue<'g> {
         // limits change.
         let base = class_limit.len();
         let limits = ctx.gate.limits();
-        class_limit.extend(limits.iter().map(|&l| Some(l)));
+        let early = super::early_start::starts_early(ctx);
+        class_limit.extend(
+            limits
+                .iter()
+                .zip(early)
+                .map(|(&l, early)| Some(super::early_start::tasks_at_once(l, early))),
+        );
         let provider_classes = (0..limits.len()).map(|p| base + p).collect();
         let providers = ctx
             .provider_of

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::context::{BuildContext, DoneInfo};
 use super::exchange::{Resume, TaskDone, TaskMsg, Try};
+use super::place::{Place, TakePlace};
 use super::prompt::{render_task_file, DepResult};
 use crate::agent::{Failure, FailureKind, Pushback, Usage};
 use crate::clock::Active;
@@ -229,24 +230,18 @@ impl BuildContext<'_> {
                 record,
                 reason: &reason,
             });
-            // An agent call waits for its provider to take one more (see `scheduler::Gate`).
-            let permit = match self.provider_of[t].map(|p| self.gate.acquire(p, self.cancel)) {
-                None => None,
-                Some(Ok(permit)) => {
-                    if std::mem::take(&mut after_quota) {
-                        // The wait is over: the same attempt starts again.
-                        send(TaskMsg::AttemptStarted {
-                            task: t,
-                            attempt: retries + 1,
-                        });
-                    }
-                    Some(permit)
-                }
-                Some(Err(NoPermit::Cancelled)) => {
-                    return fail(Failure::new(FailureKind::Cancelled, "cancelled"), retries)
-                }
-                Some(Err(NoPermit::Stopped)) => return fail(quota_stopped(), retries),
-            };
+            // An agent call waits for its provider to take one more (see `scheduler::Gate`):
+            // the attempt takes the place, its CLI started or not (see `place`).
+            let place = self.provider_of[t].map(|p| Place::new(&self.gate, p, self.cancel));
+            if let Some(place) = place.as_ref().filter(|_| std::mem::take(&mut after_quota)) {
+                // The wait is over when the place comes: the same attempt starts again.
+                place.on_taken(Box::new(move || {
+                    send(TaskMsg::AttemptStarted {
+                        task: t,
+                        attempt: retries + 1,
+                    })
+                }));
+            }
             let end = self.attempt(
                 t,
                 &Try {
@@ -254,10 +249,18 @@ impl BuildContext<'_> {
                     task_file: &task_file,
                     fingerprint: &parts.value,
                     resume: resume.as_ref(),
+                    place: place.as_ref().map(|p| p as &dyn TakePlace),
                 },
                 send,
             );
-            let next = permit.map(|p| p.end(call_end(&end.result)));
+            match place.as_ref().and_then(Place::refused) {
+                Some(NoPermit::Cancelled) => {
+                    return fail(Failure::new(FailureKind::Cancelled, "cancelled"), retries)
+                }
+                Some(NoPermit::Stopped) => return fail(quota_stopped(), retries),
+                None => {}
+            }
+            let next = place.and_then(|p| p.end(call_end(&end.result)));
             let resumed = resume.is_some();
             total.borrow_mut().add(&end.usage);
             let mut last = end.session;

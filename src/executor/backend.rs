@@ -38,6 +38,13 @@ pub trait Backend: Send + Sync {
         Vec::new()
     }
 
+    /// Whether a job of `spec` can start before its turn and wait at its stdin for it
+    /// ([`Job::wait_lines_admitted`]): a local child can; a batch job, which waits in its own
+    /// queue and reads its input when it runs, cannot.
+    fn holds_stdin(&self, _spec: &ProcessSpec) -> bool {
+        false
+    }
+
     /// Starts `spec` and waits for it; `on_event` hears what happens to the job meanwhile
     /// (first of all its record, so the caller can journal it while the job runs).
     fn run(
@@ -95,6 +102,42 @@ pub trait Job {
         }
         Ok(out)
     }
+
+    /// As [`Job::wait_lines`] for a job started before its turn (its backend
+    /// [`holds_stdin`](Backend::holds_stdin)): all of its stdin but the last byte goes in at
+    /// once (a CLI that gives up on a silent stdin, as `gemini` does after 0.5 s and
+    /// `claude` after 3 s, has started reading and waits for the end), the last byte and
+    /// EOF once `admit` says [`Admission::Go`]; its timeout runs from then. On
+    /// [`Admission::GiveUp`] it is stopped as on a cancel. A job that cannot hold its stdin
+    /// waits for the go before it is waited for.
+    fn wait_lines_admitted(
+        self: Box<Self>,
+        cancel: &Cancel,
+        on_event: &mut dyn FnMut(JobEvent),
+        on_line: &mut dyn FnMut(&[u8]),
+        admit: &mut dyn FnMut() -> Admission,
+    ) -> io::Result<ProcessOutput> {
+        for _ in 0.. {
+            match admit() {
+                Admission::Wait => std::thread::sleep(ADMISSION_POLL),
+                Admission::Go | Admission::GiveUp => break,
+            }
+        }
+        self.wait_lines(cancel, on_event, on_line)
+    }
+}
+
+/// How often a job held at its stdin asks whether it may go on.
+pub const ADMISSION_POLL: Duration = Duration::from_millis(10);
+
+/// What a job started before its turn hears when it asks whether it may go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Wait,
+    /// Its turn: the rest of its stdin, and its timeout starts.
+    Go,
+    /// It will not get one (the build is cancelled, its provider stopped): stop it.
+    GiveUp,
 }
 
 /// What a job's caller hears while it waits.

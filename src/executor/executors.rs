@@ -40,6 +40,10 @@ impl Backend for Executors {
         }
     }
 
+    fn holds_stdin(&self, spec: &ProcessSpec) -> bool {
+        spec.slurm.is_none()
+    }
+
     fn reap_stale(&self, left: &[JobRecord]) -> usize {
         let jobs: Vec<u64> = left
             .iter()

@@ -17,7 +17,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::backend::{
-    Backend, Exit, Job, JobEvent, JobRecord, ProcessOutput, ProcessSpec, Stopped, STRIPPED_ENV,
+    Admission, Backend, Exit, Job, JobEvent, JobRecord, ProcessOutput, ProcessSpec, Stopped,
+    ADMISSION_POLL, STRIPPED_ENV,
 };
 use super::guard::Guard;
 use super::procgroup;
@@ -78,6 +79,10 @@ impl Backend for Local {
         Ok(Box::new(self.spawn_job(Cow::Borrowed(spec))?))
     }
 
+    fn holds_stdin(&self, _spec: &ProcessSpec) -> bool {
+        true
+    }
+
     fn reap_stale(&self, left: &[JobRecord]) -> usize {
         let groups: Vec<(i32, StartWindow)> = left
             .iter()
@@ -118,10 +123,32 @@ impl Job for LocalJob<'_> {
     }
 
     fn wait_lines(
+        self: Box<Self>,
+        cancel: &Cancel,
+        on_event: &mut dyn FnMut(JobEvent),
+        on_line: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<ProcessOutput> {
+        self.supervised(cancel, on_event, on_line, None)
+    }
+
+    fn wait_lines_admitted(
+        self: Box<Self>,
+        cancel: &Cancel,
+        on_event: &mut dyn FnMut(JobEvent),
+        on_line: &mut dyn FnMut(&[u8]),
+        admit: &mut dyn FnMut() -> Admission,
+    ) -> io::Result<ProcessOutput> {
+        self.supervised(cancel, on_event, on_line, Some(admit))
+    }
+}
+
+impl LocalJob<'_> {
+    fn supervised(
         mut self: Box<Self>,
         cancel: &Cancel,
         on_event: &mut dyn FnMut(JobEvent),
         on_line: &mut dyn FnMut(&[u8]),
+        admit: Option<&mut dyn FnMut() -> Admission>,
     ) -> io::Result<ProcessOutput> {
         on_event(JobEvent::Started(JobRecord::Local {
             pgid: self.pgid,
@@ -135,6 +162,7 @@ impl Job for LocalJob<'_> {
             cancel,
             self.started,
             on_line,
+            admit,
         );
         if supervised.is_err() {
             // Supervision failed midway: stop the group rather than leave it unwatched. (On
@@ -385,7 +413,9 @@ type Supervised = (Exit, Vec<u8>, Vec<u8>, bool);
 /// Feeds stdin, drains stdout/stderr and waits for exit on the calling thread, with one
 /// `poll` over the pipes and a pidfd: no helper threads, and no sleeping on the happy path.
 /// The timeout and the grace period are on the active clock: a stop of orch (Ctrl-Z, which
-/// stops the group too) does not count.
+/// stops the group too) does not count. With `admit`, the last byte of stdin waits for its
+/// go (asked every [`ADMISSION_POLL`]), and the timeout starts then.
+#[allow(clippy::too_many_arguments)]
 fn supervise(
     child: &mut Child,
     pgid: i32,
@@ -393,10 +423,17 @@ fn supervise(
     cancel: &Cancel,
     started: Active,
     on_line: &mut dyn FnMut(&[u8]),
+    mut admit: Option<&mut dyn FnMut() -> Admission>,
 ) -> io::Result<Supervised> {
     use std::os::fd::OwnedFd;
     let mut stdin: Option<OwnedFd> = child.stdin.take().map(OwnedFd::from);
     let input = spec.stdin.as_deref().unwrap_or(&[]);
+    // What may be written before the go: all but the last byte.
+    let mut allowed = match admit {
+        Some(_) => input.len().saturating_sub(1),
+        None => input.len(),
+    };
+    let mut gave_up = false;
     let mut written = 0usize;
     if let Some(fd) = &stdin {
         set_nonblocking(fd.as_raw_fd());
@@ -404,12 +441,29 @@ fn supervise(
     let mut out = Sink::new(child.stdout.take().map(OwnedFd::from));
     let mut err = Sink::new(child.stderr.take().map(OwnedFd::from));
     let pidfd = pidfd_open(child.id() as i32);
-    let deadline = spec.timeout.map(|t| started + t);
+    let mut deadline = spec.timeout.map(|t| started + t);
     let mut stopping: Option<(Exit, Active)> = None;
     let mut status: Option<std::process::ExitStatus> = None;
     // After the leader exits, leaked descendants may hold the pipes; give them this long.
     let mut drain_until: Option<Instant> = None;
     loop {
+        if let Some(ask) = admit
+            .as_mut()
+            .filter(|_| status.is_none() && stopping.is_none())
+        {
+            match ask() {
+                Admission::Wait => {}
+                Admission::Go => {
+                    admit = None;
+                    allowed = input.len();
+                    deadline = spec.timeout.map(|t| Active::now() + t);
+                }
+                Admission::GiveUp => {
+                    admit = None;
+                    gave_up = true;
+                }
+            }
+        }
         if status.is_none() {
             status = child.try_wait()?;
             if status.is_some() {
@@ -433,7 +487,8 @@ fn supervise(
         };
         push(out.fd.as_ref().map_or(-1, |f| f.as_raw_fd()), libc::POLLIN);
         push(err.fd.as_ref().map_or(-1, |f| f.as_raw_fd()), libc::POLLIN);
-        push(stdin.as_ref().map_or(-1, |f| f.as_raw_fd()), libc::POLLOUT);
+        let stdin_wanted = stdin.as_ref().filter(|_| written < allowed);
+        push(stdin_wanted.map_or(-1, |f| f.as_raw_fd()), libc::POLLOUT);
         let pid_watch = if status.is_none() {
             pidfd.as_ref()
         } else {
@@ -446,6 +501,9 @@ fn supervise(
         } else {
             Duration::from_millis(5)
         };
+        if admit.is_some() {
+            wait = wait.min(ADMISSION_POLL);
+        }
         if let Some(d) = deadline.filter(|_| stopping.is_none()) {
             wait = wait.min(d.remaining());
         }
@@ -471,9 +529,9 @@ fn supervise(
             err.drain(spec.max_output);
         }
         if fds[2].revents != 0 {
-            if fds[2].revents & libc::POLLOUT != 0 && written < input.len() {
+            if fds[2].revents & libc::POLLOUT != 0 && written < allowed {
                 let fd = stdin.as_ref().unwrap().as_raw_fd();
-                let rest = &input[written..];
+                let rest = &input[written..allowed];
                 // SAFETY: writing from a live slice to a pipe we own.
                 let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
                 if n > 0 {
@@ -485,13 +543,15 @@ fn supervise(
                 written = input.len();
             }
         }
-        if stdin.is_some() && written >= input.len() {
+        if stdin.is_some() && written >= input.len() && admit.is_none() && !gave_up {
             stdin = None; // EOF for the child
         }
         match stopping {
             None => {
                 let why = if cancel.is_cancelled() {
                     Some((Exit::Cancelled, cancel.forwarded_signal()))
+                } else if gave_up {
+                    Some((Exit::Cancelled, libc::SIGTERM))
                 } else if deadline.is_some_and(Active::has_passed) {
                     Some((Exit::TimedOut(Stopped::ProcessGroup), libc::SIGTERM))
                 } else {
@@ -543,6 +603,9 @@ fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
         Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
     }
 }
+
+#[cfg(test)]
+mod admitted_tests;
 
 #[cfg(test)]
 mod tests {

@@ -14,8 +14,8 @@ pub mod procgroup;
 pub mod slurm;
 
 pub use backend::{
-    Backend, Exit, Job, JobEnd, JobEvent, JobRecord, ProcessOutput, ProcessSpec, Stopped,
-    STRIPPED_ENV,
+    Admission, Backend, Exit, Job, JobEnd, JobEvent, JobRecord, ProcessOutput, ProcessSpec,
+    Stopped, STRIPPED_ENV,
 };
 pub use executors::Executors;
 pub use local::{forget_resolved_programs, Local};

@@ -154,24 +154,8 @@ impl Gate {
     pub fn acquire(&self, p: usize, cancel: &Cancel) -> Result<Permit<'_>, NoPermit> {
         let mut g = self.lock();
         loop {
-            if cancel.is_cancelled() {
-                return Err(NoPermit::Cancelled);
-            }
-            if g.providers[p].stopped {
-                return Err(NoPermit::Stopped);
-            }
-            let now = Instant::now();
-            if g.providers[p].active.len() < g.providers[p].limiter.limit(now) {
-                g.next_id += 1;
-                let id = g.next_id;
-                g.providers[p].active.push((id, now));
-                return Ok(Permit {
-                    gate: self,
-                    provider: p,
-                    id,
-                    started: now,
-                    ended: false,
-                });
+            if let Some(permit) = self.take_place(&mut g, p, cancel)? {
+                return Ok(permit);
             }
             g = self
                 .freed
@@ -179,6 +163,39 @@ impl Gate {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// As [`Gate::acquire`], without waiting: `None` while the provider takes no more.
+    pub fn try_acquire(&self, p: usize, cancel: &Cancel) -> Result<Option<Permit<'_>>, NoPermit> {
+        self.take_place(&mut self.lock(), p, cancel)
+    }
+
+    fn take_place(
+        &self,
+        g: &mut Inner,
+        p: usize,
+        cancel: &Cancel,
+    ) -> Result<Option<Permit<'_>>, NoPermit> {
+        if cancel.is_cancelled() {
+            return Err(NoPermit::Cancelled);
+        }
+        if g.providers[p].stopped {
+            return Err(NoPermit::Stopped);
+        }
+        let now = Instant::now();
+        if g.providers[p].active.len() >= g.providers[p].limiter.limit(now) {
+            return Ok(None);
+        }
+        g.next_id += 1;
+        let id = g.next_id;
+        g.providers[p].active.push((id, now));
+        Ok(Some(Permit {
+            gate: self,
+            provider: p,
+            id,
+            started: now,
+            ended: false,
+        }))
     }
 
     /// Each provider's limit now (0 while held); a hold that ended is news.
@@ -379,6 +396,18 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn try_acquire_takes_a_free_place_and_says_none_at_the_limit() {
+        let g = gate(1);
+        let cancel = Cancel::new();
+        let first = g.try_acquire(0, &cancel).unwrap().expect("a free place");
+        assert!(g.try_acquire(0, &cancel).unwrap().is_none(), "at the limit");
+        first.end(CallEnd::Succeeded);
+        assert!(g.try_acquire(0, &cancel).unwrap().is_some());
+        cancel.cancel(crate::cancel::CancelReason::Signal(libc::SIGINT));
+        assert_eq!(g.try_acquire(0, &cancel).err(), Some(NoPermit::Cancelled));
     }
 
     #[test]
