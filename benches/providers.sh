@@ -12,8 +12,11 @@
 #   baseline   $ORCH_BASELINE, an orch without the limiter (main before it), if given:
 #              today's fixed -j 16, each refused call retried after the backoff
 #
+# With BREAKDOWN=1, each build's calls are logged and support/provider/breakdown.py says where
+# the provider's K places went (process start, calls, refused calls, idle) and its limit cuts.
+#
 # Usage: benches/providers.sh  (env: ORCH, ORCH_BASELINE, TASKS=200, K=4, WORK=2,
-# PER_MINUTE=120, MODES="concurrent rate")
+# PER_MINUTE=120, MODES="concurrent rate", BREAKDOWN)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -33,7 +36,8 @@ trap stop_mock EXIT
 
 start_mock() { # ARGS...
     rm -f "$WORK_DIR/port"
-    python3 "$HERE/support/provider/mock_provider.py" --port-file "$WORK_DIR/port" "$@" &
+    python3 "$HERE/support/provider/mock_provider.py" --port-file "$WORK_DIR/port" \
+        --log "$WORK_DIR/calls.log" "$@" &
     MOCK_PID=$!
     for _ in $(seq 100); do [[ -s $WORK_DIR/port ]] && break; sleep 0.1; done
     [[ -s $WORK_DIR/port ]] || { echo "mock provider did not start" >&2; exit 1; }
@@ -58,8 +62,13 @@ project() { # DIR [baseline]: an orch without the limiter knows no `provider`
 build() { # BIN DIR ARGS...
     local bin=$1 dir=$2; shift 2
     curl -s -X POST "$MOCK_URL/reset" >/dev/null
+    rm -f "$WORK_DIR/calls.log"
     (cd "$dir" && "$bin" build --json "$@" >"$dir/events.jsonl" 2>"$dir/stderr") || {
         echo "build failed in $dir:" >&2; tail -5 "$dir/stderr" >&2; }
+    if [[ -n ${BREAKDOWN:-} ]]; then
+        python3 "$HERE/support/provider/breakdown.py" "$dir/events.jsonl" "$WORK_DIR/calls.log" \
+            "$K" >&2
+    fi
     python3 - "$dir/events.jsonl" "$MOCK_URL" <<'PY'
 import json, sys, urllib.request
 starts, ends = [], []

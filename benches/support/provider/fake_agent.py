@@ -3,14 +3,21 @@
 --output-format stream-json` does: a result object with a cost, or, for a 429, claude's
 error result with `api_error_status` 429 and the provider's Retry-After in its message
 (which orch reads as a retry-after). For benches/providers.sh."""
-import json
-import os
-import sys
-import urllib.error
-import urllib.request
+import time
 
-sys.stdin.read()
-req = urllib.request.Request(os.environ["MOCK_URL"] + "/call", data=b"{}", method="POST")
+STARTED = time.time()  # before the imports: how long they take is process start too
+
+import json  # noqa: E402
+import os
+import re  # noqa: E402
+import sys  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+task = re.search(r"Task (\w+)\.", sys.stdin.read())
+req = urllib.request.Request(os.environ["MOCK_URL"] + "/call", data=b"{}", method="POST",
+                             headers={"X-Task": task.group(1) if task else "-",
+                                      "X-Started": "%.4f" % STARTED})
 try:
     with urllib.request.urlopen(req, timeout=600) as r:
         body = json.load(r)

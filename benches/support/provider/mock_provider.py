@@ -7,7 +7,9 @@ POST /call: with --concurrent K, at most K calls are served at once (each takes 
 and a call beyond them is answered 429 at once; with --per-minute N, at most N calls start
 in any 60 s window and one beyond is answered 429 with a Retry-After of the seconds until a
 place frees. GET /stats: {"calls", "refused", "served", "busy_s"} as JSON; POST /reset
-zeroes them. Binds 127.0.0.1 only; writes the port it got to F.
+zeroes them. With --log F, one line a call is appended to F: its task (the X-Task header),
+its arrival and end (Unix seconds), its status and the agent's first line (X-Started), for
+support/provider/breakdown.py. Binds 127.0.0.1 only; writes the port it got to F.
 """
 import argparse
 import json
@@ -45,6 +47,13 @@ def admit(args):
         return True, None
 
 
+def log_call(headers, arrived, status):
+    if ARGS.log:
+        task, started = headers.get("X-Task", "-"), headers.get("X-Started", "0")
+        with lock, open(ARGS.log, "a") as f:
+            f.write("%s %.4f %.4f %d %s\n" % (task, arrived, time.time(), status, started))
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
@@ -76,8 +85,10 @@ class Handler(BaseHTTPRequestHandler):
                     stats[k] = 0
                 starts.clear()
             return self.reply(200, {})
+        t_arrived = time.time()
         ok, retry_after = admit(ARGS)
         if not ok:
+            log_call(self.headers, t_arrived, 429)
             headers = [("Retry-After", str(retry_after))] if retry_after else []
             return self.reply(
                 429,
@@ -91,6 +102,7 @@ class Handler(BaseHTTPRequestHandler):
             active -= 1
             stats["served"] += 1
             stats["busy_s"] += time.monotonic() - t0
+        log_call(self.headers, t_arrived, 200)
         self.reply(200, {"text": "done", "cost_usd": 0.01})
 
 
@@ -102,6 +114,7 @@ def main():
     g.add_argument("--concurrent", type=int)
     g.add_argument("--per-minute", type=int)
     p.add_argument("--work", type=float, default=2.0)
+    p.add_argument("--log")
     ARGS = p.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
