@@ -54,7 +54,8 @@ impl BuildContext<'_> {
 
     /// As [`BuildContext::run_process`], the call taking `place` first: while the process,
     /// started early, waits at its stdin where the backend can hold it there (the prompt
-    /// goes on stdin), else before it starts. Without a place, a cancelled `Launch`.
+    /// goes on stdin), else before it starts, and so while the provider is held (a usage
+    /// limit may keep it for hours). Without a place, an error.
     pub(super) fn run_process_in_place(
         &self,
         t: usize,
@@ -63,7 +64,8 @@ impl BuildContext<'_> {
         on_line: &mut dyn FnMut(&[u8]),
         place: Option<&dyn TakePlace>,
     ) -> std::io::Result<executor::ProcessOutput> {
-        let held = place.filter(|_| spec.stdin.is_some() && self.backend.holds_stdin(spec));
+        let held =
+            place.filter(|p| spec.stdin.is_some() && self.backend.holds_stdin(spec) && !p.held());
         if let Some(place) = place.filter(|_| held.is_none()) {
             if !place.take() {
                 return Err(std::io::Error::other("cancelled before its call"));

@@ -15,6 +15,8 @@ pub(super) trait TakePlace {
     fn try_take(&self) -> Admission;
     /// Waits for it; false when none will come (cancelled, the provider stopped).
     fn take(&self) -> bool;
+    /// Whether the provider takes no calls for a while (a CLI started now would wait long).
+    fn held(&self) -> bool;
 }
 
 pub(super) struct Place<'a> {
@@ -91,6 +93,10 @@ impl TakePlace for Place<'_> {
             .settled()
             .unwrap_or_else(|| self.taken(self.gate.acquire(self.provider, self.cancel).map(Some)));
         admission == Admission::Go
+    }
+
+    fn held(&self) -> bool {
+        self.gate.held(self.provider)
     }
 }
 

@@ -165,6 +165,13 @@ impl Gate {
         }
     }
 
+    /// Whether provider `p` takes no calls now for a while (held for a retry-after or a
+    /// usage-limit reset, or stopped).
+    pub fn held(&self, p: usize) -> bool {
+        let g = self.lock();
+        g.providers[p].stopped || g.providers[p].limiter.held_until(Instant::now()).is_some()
+    }
+
     /// As [`Gate::acquire`], without waiting: `None` while the provider takes no more.
     pub fn try_acquire(&self, p: usize, cancel: &Cancel) -> Result<Option<Permit<'_>>, NoPermit> {
         self.take_place(&mut self.lock(), p, cancel)
@@ -454,6 +461,7 @@ mod tests {
             Next::QuotaWait
         );
         assert_eq!(g.limits(), vec![0]);
+        assert!(g.held(0));
         let started = Instant::now();
         let p = g.acquire(0, &cancel).unwrap();
         assert!(
@@ -461,6 +469,7 @@ mod tests {
             "waited for the reset"
         );
         drop(p);
+        assert!(!g.held(0));
         assert_eq!(g.limits(), vec![2]);
         let news = g.take_news();
         assert!(
