@@ -383,10 +383,60 @@ fn fan_out_instances_run_as_jobs_named_safely() {
         r#"
 [tasks.fo]
 foreach = ["src/a.ts", "b c"]
-run = "printf '%s\n' {{ item }} >> ran.log"
+run = "i=0; while [ ! -e go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; printf '%s\n' {{ item }} >> ran.log"
 "#,
     );
-    let run = orch(&c, &p, &["build", "--json"]).ok();
+    // The jobs wait for `go` until orch has said they are queued or run: a job that ends before
+    // orch's first look at the queue is never seen queued or running, so has no task_job event.
+    let out = p.path("events.jsonl");
+    let err = p.path("orch.err");
+    let mut child = p
+        .command(&["build", "--json"])
+        .envs(c.env())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let seen = |task: &str| {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .is_ok_and(|e| e["event"] == "task_job" && e["task"] == task)
+            })
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    while !(seen("fo[src/a.ts]") && seen("fo[b c]")) {
+        if std::time::Instant::now() >= end || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "no task_job event of each instance within 120 s:\n{}\n{}",
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p.write("go", "");
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("orch did not finish within 120 s of `go`");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(&err).unwrap()
+    );
     let mut ran: Vec<String> = p.read("ran.log").lines().map(str::to_string).collect();
     ran.sort();
     assert_eq!(ran, ["b c", "src/a.ts"]);
@@ -397,9 +447,6 @@ run = "printf '%s\n' {{ item }} >> ran.log"
         .collect();
     names.sort();
     assert_eq!(names, ["orch-fo[b_c]", "orch-fo[src_a.ts]"]);
-    assert!(events(&run)
-        .iter()
-        .any(|e| e["event"] == "task_job" && e["task"] == "fo[src/a.ts]"));
 }
 
 /// A directory holding `salloc`: a script that runs `body` and then the cluster's own salloc.
