@@ -416,6 +416,35 @@ fn sigkill_after_a_merge_before_its_success_is_recorded_does_not_run_the_task_ag
 }
 
 #[test]
+fn sigkill_after_the_run_before_its_change_is_committed_lands_it_without_running_again() {
+    let (_calls_dir, calls, p) = counted_gen();
+    let head = git(&p, &["rev-parse", "HEAD"]);
+    build_killed_at(&p, "ORCH_TEST_LAND_PAUSE");
+    // Killed with the run done and its worktree holding the change, nothing committed or
+    // merged yet: the landing marker says so.
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "ran\n");
+    assert!(p.exists(".orchestrator/worktrees/gen.landing"));
+    assert!(!p.exists(".orchestrator/merges/gen.json"));
+    assert_eq!(git(&p, &["rev-parse", "HEAD"]), head);
+    assert_eq!(p.read("a.txt"), "0\n");
+    // The next build commits and merges that change instead of reclaiming the worktree.
+    let run = p.orch(&["build"]).ok();
+    assert!(
+        run.stderr()
+            .contains("landed gen's change, which an interrupted run had finished, into your tree"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        !run.stderr().contains("removed 1 worktree"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!p.exists(".orchestrator/worktrees/gen.landing"));
+    assert_merged_once(&p, &calls, &head);
+}
+
+#[test]
 fn a_merge_left_by_a_kill_is_finished_by_a_build_of_tasks_that_are_not_isolated() {
     let (_calls_dir, calls, p) = counted_gen();
     let head = git(&p, &["rev-parse", "HEAD"]);

@@ -16,6 +16,7 @@ use super::context::BuildContext;
 use super::explain::FingerprintParts;
 use super::worktrees::{InTree, PendingSuccess};
 use crate::agent::{Failure, FailureKind};
+use crate::workspace::landing::Landing;
 use crate::workspace::merge::{MergeOf, Merged};
 use crate::workspace::worktree::{self, Change, Kept, KeptAs, StartConflict};
 use std::path::PathBuf;
@@ -172,7 +173,9 @@ impl BuildContext<'_> {
 
     /// After a successful run in a worktree: the change committed to `orch/<task-id>` and
     /// merged into the person's tree. A conflict keeps the worktree and the branch, with
-    /// what `orch merge` needs to record the success once it merges.
+    /// what `orch merge` needs to record the success once it merges. From before the commit
+    /// until the merge record (or a kept record) takes over, a landing marker says what to
+    /// record, so that a build stopped in between lands the change rather than re-run it.
     pub(super) fn land(
         &self,
         t: usize,
@@ -186,10 +189,6 @@ impl BuildContext<'_> {
         };
         let task = self.task(t);
         let agent_id = &self.agent_ids[t];
-        let mut slot = iso.trees[t].lock().unwrap();
-        let Some(InTree { tree, included }) = slot.as_mut() else {
-            return Ok(());
-        };
         let message = format!(
             "{}: {}\n\nTask {} of the orch build started {}, run by {} as {}.\n",
             task.id,
@@ -199,11 +198,53 @@ impl BuildContext<'_> {
             self.runner_name(t),
             agent_id
         );
+        // Recorded by `orch merge` after a conflict, or by the next build when this one is
+        // stopped before the merge is recorded: the task's success, outputs hashed then.
+        let success = serde_json::to_value(PendingSuccess {
+            record: parts.record(Vec::new(), duration_ms, retries),
+            result: result.to_string(),
+            agent_id: agent_id.clone(),
+        })
+        .ok();
+        let landing = iso.trees[t].lock().unwrap().as_ref().map(|w| Landing {
+            task: task.id.clone(),
+            agent_id: agent_id.clone(),
+            start: w.tree.start.clone(),
+            included: w.included.clone(),
+            message: message.clone(),
+            success: success.clone(),
+        });
+        let Some(landing) = landing else {
+            return Ok(());
+        };
+        iso.repo
+            .begin_landing(&landing)
+            .map_err(|e| launch("recording that it finished", e))?;
+        let landed = self.land_change(t, &message, success);
+        iso.repo.drop_landing(&task.id);
+        landed
+    }
+
+    fn land_change(
+        &self,
+        t: usize,
+        message: &str,
+        success: Option<serde_json::Value>,
+    ) -> Result<(), Failure> {
+        let Some(iso) = self.isolation.as_ref().filter(|i| i.isolated[t]) else {
+            return Ok(());
+        };
+        let task = self.task(t);
+        let agent_id = &self.agent_ids[t];
+        let mut slot = iso.trees[t].lock().unwrap();
+        let Some(InTree { tree, included }) = slot.as_mut() else {
+            return Ok(());
+        };
         let who = worktree::identity(&task.id, agent_id);
         let start = tree.start.clone();
         let commit = iso
             .repo
-            .commit(tree, included, &message, &who)
+            .commit(tree, included, message, &who)
             .map_err(|e| launch("committing its change", e))?;
         let tip = commit.clone().unwrap_or_else(|| start.clone());
         let held = iso
@@ -238,14 +279,6 @@ impl BuildContext<'_> {
                 .get(p)
                 .map(|&o| format!("a declared output of {}", self.task(o).id))
         };
-        // Recorded by `orch merge` after a conflict, or by the next build when this one is
-        // killed in the middle of the merge: the task's success, outputs hashed then.
-        let success = serde_json::to_value(PendingSuccess {
-            record: parts.record(Vec::new(), duration_ms, retries),
-            result: result.to_string(),
-            agent_id: agent_id.clone(),
-        })
-        .ok();
         let merged = {
             let _one = iso.merging.lock().unwrap();
             let of = MergeOf {

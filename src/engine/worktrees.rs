@@ -13,7 +13,7 @@ use crate::plan::{Isolation, Plan};
 use crate::reporter::{Event, Events};
 use crate::state::{StateLayout, StateStore, Status, StatusRecord, TaskRecord};
 use crate::workspace::merge::{MergeOf, Merged};
-use crate::workspace::worktree::{Change, KeptAs, TaskTree};
+use crate::workspace::worktree::{Change, Kept, KeptAs, TaskTree};
 use crate::workspace::{OpenError, Repo};
 
 /// A running task's worktree, and what was brought into it that is not its change.
@@ -96,6 +96,8 @@ pub(crate) fn setup(
     })?;
     let io = |e: std::io::Error| miette!("isolation: {e}");
     finish_merges(plan, store, &repo, events)?;
+    let guarded = guarded_outputs(plan, &isolated, &repo);
+    finish_landings(plan, store, &repo, &guarded, events).map_err(io)?;
     let reclaimed = repo.reclaim();
     if !reclaimed.is_empty() {
         events.emit(Event::Notice {
@@ -127,12 +129,6 @@ pub(crate) fn setup(
         ));
     }
     let base = repo.head().map_err(io)?;
-    let mut guarded = HashMap::new();
-    for (t, task) in plan.tasks.iter().enumerate().filter(|(t, _)| !isolated[*t]) {
-        for o in &task.outputs {
-            guarded.insert(repo.from_top(&crate::plan::normalize(o)), t);
-        }
-    }
     let n = plan.tasks.len();
     Ok(Some(Isolated {
         repo,
@@ -168,6 +164,166 @@ fn finish_merges(
         }
     }
     Ok(())
+}
+
+/// The declared outputs of the tasks that are not isolated, by path from the top: a
+/// change must not touch them.
+fn guarded_outputs(plan: &Plan, isolated: &[bool], repo: &Repo) -> HashMap<String, usize> {
+    let mut guarded = HashMap::new();
+    for (t, task) in plan.tasks.iter().enumerate().filter(|(t, _)| !isolated[*t]) {
+        for o in &task.outputs {
+            guarded.insert(repo.from_top(&crate::plan::normalize(o)), t);
+        }
+    }
+    guarded
+}
+
+/// The changes of runs a stopped build left finished but not landed (a landing marker
+/// beside the worktree), landed as that build would have: committed and merged, the
+/// success recorded, so that the task does not run (and is not paid for) again; or kept as
+/// a conflict for `orch merge`, or as failed when a declared output is not in the change.
+fn finish_landings(
+    plan: &Plan,
+    store: &mut StateStore,
+    repo: &Repo,
+    guarded: &HashMap<String, usize>,
+    events: &mut dyn Events,
+) -> std::io::Result<()> {
+    let kept: Vec<String> = repo.kept().into_iter().map(|k| k.task).collect();
+    for landing in repo.landings() {
+        let id = landing.task.clone();
+        // Taken over already (a merge record finished above, a kept record), or its task
+        // is gone from the plan: the marker has nothing left to say.
+        if !repo.tree_dir(&id).is_dir() || kept.contains(&id) || plan.task(&id).is_none() {
+            repo.drop_landing(&id);
+            continue;
+        }
+        let said = land_left(plan, store, repo, guarded, landing)?;
+        events.emit(Event::Notice { message: &said });
+    }
+    Ok(())
+}
+
+/// One change a stopped build left finished and not landed, landed; what happened, to say.
+fn land_left(
+    plan: &Plan,
+    store: &mut StateStore,
+    repo: &Repo,
+    guarded: &HashMap<String, usize>,
+    landing: crate::workspace::landing::Landing,
+) -> std::io::Result<String> {
+    let id = landing.task.as_str();
+    let Some(task) = plan.task(id) else {
+        return Ok(String::new());
+    };
+    let dir = repo.tree_dir(id);
+    let mut tree = TaskTree {
+        root: dir.join(&repo.prefix),
+        dir,
+        start: landing.start.clone(),
+    };
+    let who = crate::workspace::worktree::identity(id, &landing.agent_id);
+    let commit = repo.commit(&mut tree, &landing.included, &landing.message, &who)?;
+    let pending = pending_success(landing.success.clone());
+    let Some(commit) = commit else {
+        // It changed nothing: its outputs are the tree's, as they are.
+        record_and_drop(plan, store, repo, id, pending)?;
+        repo.remove(id, false);
+        return Ok(format!(
+            "{id}: an interrupted run had finished it, with no change to merge; recorded as \
+             completed"
+        ));
+    };
+    let change = Change {
+        start: landing.start.clone(),
+        commit,
+    };
+    let held = repo.holds(&change.commit, &task.outputs)?;
+    let absent: Vec<&str> = task
+        .outputs
+        .iter()
+        .zip(held)
+        .filter(|(_, h)| !h)
+        .map(|(o, _)| o.as_str())
+        .collect();
+    let branch = crate::workspace::worktree::branch(id);
+    let keep = |kept_as, files: Vec<String>, reason: String, success| {
+        repo.keep(&Kept {
+            task: id.to_string(),
+            branch: branch.clone(),
+            kept_as,
+            change: Some(change.clone()),
+            files,
+            reason,
+            success,
+            deps: Vec::new(),
+        })
+        .and_then(|()| repo.set_branch(id, &change.commit))
+        .map(|()| repo.drop_landing(id))
+    };
+    if !absent.is_empty() {
+        let reason = format!(
+            "declared output not in the task's change (ignored by git?): {}",
+            absent.join(", ")
+        );
+        keep(KeptAs::Failed, Vec::new(), reason.clone(), None)?;
+        return Ok(format!(
+            "{id}: an interrupted run had finished it, but {reason}; kept as failed"
+        ));
+    }
+    let of = MergeOf {
+        task: id,
+        agent_id: &landing.agent_id,
+        success: landing.success.clone(),
+    };
+    let guard = |p: &str| {
+        guarded
+            .get(p)
+            .map(|&o| format!("a declared output of {}", plan.tasks[o].id))
+    };
+    let merged = repo.merge(
+        of,
+        &change,
+        Some(&change.start),
+        &format!("orch: merge {id}\n\n{}", landing.message),
+        &guard,
+    )?;
+    match merged {
+        Merged::Clean { .. } => {
+            // The merge record carries the success now: the worktree may go first.
+            repo.remove(id, false);
+            record_and_drop(plan, store, repo, id, pending)?;
+        }
+        Merged::Unchanged => {
+            record_and_drop(plan, store, repo, id, pending)?;
+            repo.remove(id, false);
+        }
+        Merged::Conflict { files, why } => {
+            let files: Vec<String> = files
+                .iter()
+                .map(|p| repo.from_root(p).unwrap_or(p).to_string())
+                .collect();
+            let reason = format!(
+                "conflict: {} ({why}); the change is kept on branch {branch}: `orch diff {id}` \
+                 shows it, `orch merge {id}` merges it once resolved",
+                files.join(", ")
+            );
+            keep(
+                KeptAs::Conflict,
+                files,
+                reason.clone(),
+                landing.success.clone(),
+            )?;
+            return Ok(format!(
+                "{id}: an interrupted run had finished it; its change is kept, as it does not \
+                 merge: {reason}"
+            ));
+        }
+    }
+    Ok(format!(
+        "landed {id}'s change, which an interrupted run had finished, into your tree; recorded \
+         as completed"
+    ))
 }
 
 /// Up to five items, and how many more.

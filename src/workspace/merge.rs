@@ -123,7 +123,7 @@ impl Repo {
     }
 
     /// A test's pause at a point of the merge (see [`PAUSE_ENV`]).
-    fn pause_for_tests(&self, env: &str, task: &str) {
+    pub(crate) fn pause_for_tests(&self, env: &str, task: &str) {
         if let Some(secs) = std::env::var(env).ok().and_then(|s| s.parse::<u64>().ok()) {
             let _ = std::fs::write(self.state_dir.join("merge.paused"), task);
             let resume = self.state_dir.join("merge.resume");

@@ -9,6 +9,8 @@
 //!   worktrees of failed or conflicting tasks (listed, cleaned, reclaimed after a crash);
 //! - [`merge`]: a change merged into the person's checkout so that a crash leaves the merge
 //!   either not started or complete (a fsynced record, then the files, then the ref);
+//! - [`landing`]: the marker a finished run leaves until its change is committed and its
+//!   merge recorded, so that a build stopped in between lands it rather than re-run it;
 //! - [`include`]: the untracked files a worktree gets from the project (`worktree_include`).
 //!
 //! Everything goes through the `git` CLI rather than a library: the merge must be the one
@@ -22,6 +24,7 @@
 //! nothing of plans: it gets paths, ids and commits.
 
 pub mod include;
+pub mod landing;
 pub mod merge;
 pub mod worktree;
 

@@ -346,7 +346,8 @@ impl Repo {
         .map(|s| s.trim().to_string())
     }
 
-    /// Removes the task's worktree, its record and (unless `keep_branch`) its branch.
+    /// Removes the task's worktree, its record, its landing marker and (unless
+    /// `keep_branch`) its branch.
     /// Best effort: what git cannot remove is removed from the disk, and `worktree prune`
     /// forgets it.
     pub fn remove(&self, id: &str, keep_branch: bool) {
@@ -359,6 +360,7 @@ impl Repo {
         }
         let _ = git(&self.top, &["worktree", "prune"]);
         let _ = std::fs::remove_file(self.kept_path(id));
+        self.drop_landing(id);
         if !keep_branch {
             let _ = git(
                 &self.top,
