@@ -445,6 +445,31 @@ fn sigkill_after_the_run_before_its_change_is_committed_lands_it_without_running
 }
 
 #[test]
+fn a_change_left_unlanded_by_a_kill_that_no_longer_merges_is_kept_and_not_run_again() {
+    let (_calls_dir, calls, p) = counted_gen();
+    build_killed_at(&p, "ORCH_TEST_LAND_PAUSE");
+    // Meanwhile the person commits their own a.txt: gen's change no longer merges.
+    p.write("a.txt", "mine\n");
+    git(&p, &["commit", "-qam", "mine"]);
+    let run = p.orch(&["build"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    let said = one_line(&run.stderr());
+    assert!(
+        said.contains("gen: an interrupted run had finished it; its change is kept, as it does not merge: conflict: a.txt"),
+        "{said}"
+    );
+    assert!(
+        said.contains("CONFLICT Agent-01 [gen] not started: its change is kept with a merge conflict (branch orch/gen: a.txt)"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "ran\n");
+    assert_eq!(p.read("a.txt"), "mine\n");
+    assert!(branches(&p).contains(&"orch/gen".to_string()));
+    assert!(!p.exists(".orchestrator/worktrees/gen.landing"));
+    assert!(p.read(".orchestrator/worktrees/gen/a.txt").contains("one"));
+}
+
+#[test]
 fn a_merge_left_by_a_kill_is_finished_by_a_build_of_tasks_that_are_not_isolated() {
     let (_calls_dir, calls, p) = counted_gen();
     let head = git(&p, &["rev-parse", "HEAD"]);
