@@ -441,7 +441,11 @@ fn supervise(
     let mut out = Sink::new(child.stdout.take().map(OwnedFd::from));
     let mut err = Sink::new(child.stderr.take().map(OwnedFd::from));
     let pidfd = pidfd_open(child.id() as i32);
-    let mut deadline = spec.timeout.map(|t| started + t);
+    // A job held at its stdin has made no call yet: its timeout starts at the go.
+    let mut deadline = match admit {
+        Some(_) => None,
+        None => spec.timeout.map(|t| started + t),
+    };
     let mut stopping: Option<(Exit, Active)> = None;
     let mut status: Option<std::process::ExitStatus> = None;
     // After the leader exits, leaked descendants may hold the pipes; give them this long.

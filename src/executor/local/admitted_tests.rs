@@ -96,15 +96,16 @@ fn a_held_job_that_gets_no_go_is_stopped_without_its_stdin_ending() {
 #[test]
 fn a_held_jobs_timeout_runs_from_its_go() {
     let dir = tempfile::tempdir().unwrap();
-    // 150 asks of 10 ms at least: past the 1 s timeout before the go.
+    // 350 asks of 10 ms at least (each ask sleeps): past the 3 s timeout before the go, which
+    // leaves the job 3 s after it (1 s was seen to run out on a loaded machine).
     let out = run_admitted(
         dir.path(),
         "cat >/dev/null; echo ran",
         "hello",
-        150,
+        350,
         Admission::Go,
-        &mut |_| {},
-        Some(Duration::from_secs(1)),
+        &mut |_| std::thread::sleep(Duration::from_millis(10)),
+        Some(Duration::from_secs(3)),
     );
     assert_eq!(out.exit, Exit::Code(0), "{out:?}");
     assert_eq!(out.stdout, b"ran\n");
