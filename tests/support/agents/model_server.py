@@ -36,7 +36,8 @@
 # tokens inside the input total), so token parsing can be checked exactly.
 #
 # Each request is one JSONL line in --log: n, api, method, path, model, stream, tools (names),
-# last_is_tool_result, prompt (first line), prompts, step, directive, action, status.
+# last_is_tool_result, prompt (first line), prompt_text (the whole latest prompt), prompts, step,
+# directive, action, status, ts (arrival) and done_ts (answered), in Unix seconds.
 # Usage: model_server.py --port-file F --log L [--dump-dir D]; prints `port N` once listening.
 # --dump-dir keeps each request whole (headers and body), for reading what a new CLI sends.
 
@@ -358,7 +359,7 @@ class Handler(BaseHTTPRequestHandler):
         e = {"n": n, "method": method, "api": api, "path": self.path, "model": body.get("model"),
              "stream": bool(body.get("stream")) or ":streamGenerateContent" in self.path, "ts": time.time()}
         if conv is not None:
-            e.update(prompt=first_line(conv.prompt), prompts=len(conv.prompts), step=len(conv.results),
+            e.update(prompt=first_line(conv.prompt), prompt_text=conv.prompt, prompts=len(conv.prompts), step=len(conv.results),
                      last_is_tool_result=conv.last_is_tool_result, tools=tools)
         return e
 
@@ -398,6 +399,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def finish_entry(self, entry, status):
         entry["status"] = status
+        entry["done_ts"] = time.time()
         self.server.state.log(entry)
 
     def escape(self):
