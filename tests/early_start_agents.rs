@@ -49,7 +49,10 @@ struct Call {
     prompt: String,
 }
 
-fn check_started_early_and_got_the_whole_prompt(cli: Cli) {
+/// One build of two tasks of `cli` at a limit of 1 (with `start_early` set in its agent
+/// table when given): both succeed, their calls do not overlap and each carries its task file
+/// whole. Returns when the second CLI was spawned and the calls.
+fn two_tasks_at_a_limit_of_1(cli: Cli, start_early: Option<bool>) -> (f64, Vec<Call>) {
     let n = name(cli);
     let server = ModelServer::start();
     let mut env = AgentEnv::new(cli, &server);
@@ -80,6 +83,7 @@ fn check_started_early_and_got_the_whole_prompt(cli: Cli) {
 
     // Each prompt ends with a line of its own; the task file (what goes on stdin) ends with
     // it and a newline, the byte held back.
+    let early = start_early.map_or(String::new(), |e| format!("start_early = {e}"));
     let p = Project::new(&format!(
         r#"
 [settings]
@@ -89,6 +93,7 @@ default_agent = "{n}"
 [agents.{n}]
 retries = 0
 timeout = "120s"
+{early}
 
 [tasks.first]
 prompt = """
@@ -145,8 +150,6 @@ The second task's prompt ends here: 2nd~"""
         "{n}: the limit of 1 held the second call until the first was answered: {calls:#?}"
     );
 
-    // Both CLIs were spawned before the first call was answered: the second waited at its
-    // stdin while the first call ran.
     let spawned: Vec<f64> = std::fs::read_to_string(&spawn_log)
         .unwrap()
         .lines()
@@ -154,15 +157,6 @@ The second task's prompt ends here: 2nd~"""
         .collect();
     assert_eq!(spawned.len(), 2, "{n}: one CLI a task: {spawned:?}");
     let last_spawn = spawned.iter().copied().fold(f64::MIN, f64::max);
-    assert!(
-        last_spawn < earlier.answered,
-        "{n}: the second CLI started before the first call ended: spawned {spawned:?}, \
-         calls {calls:#?}"
-    );
-    eprintln!(
-        "{n}: the second CLI waited {:.1} s from its spawn to its call",
-        later.arrived - last_spawn
-    );
 
     // Each call carried its task's whole task file, last line included.
     for task in ["first", "second"] {
@@ -181,6 +175,22 @@ The second task's prompt ends here: 2nd~"""
             "{n}: the server got {task}'s whole prompt {file:?}; it got {calls:#?}"
         );
     }
+    (last_spawn, calls)
+}
+
+/// Both CLIs were spawned before the first call was answered: the second waited at its
+/// stdin while the first call ran, and then sent its whole prompt.
+fn check_started_early_and_got_the_whole_prompt(cli: Cli) {
+    let (last_spawn, calls) = two_tasks_at_a_limit_of_1(cli, None);
+    assert!(
+        last_spawn < calls[0].answered,
+        "{cli:?}: the second CLI started before the first call ended: last spawn \
+         {last_spawn}, calls {calls:#?}"
+    );
+    eprintln!(
+        "{cli:?}: the second CLI waited {:.1} s from its spawn to its call",
+        calls[1].arrived - last_spawn
+    );
 }
 
 #[test]
@@ -196,4 +206,14 @@ fn codex_started_early_waits_at_stdin_and_sends_its_whole_prompt() {
 #[test]
 fn gemini_started_early_waits_at_stdin_and_sends_its_whole_prompt() {
     check_started_early_and_got_the_whole_prompt(Cli::Gemini);
+}
+
+#[test]
+fn start_early_false_spawns_the_cli_once_its_place_is_free() {
+    let (last_spawn, calls) = two_tasks_at_a_limit_of_1(Cli::Claude, Some(false));
+    assert!(
+        last_spawn >= calls[0].answered,
+        "the second CLI started only after the first call ended: last spawn {last_spawn}, \
+         calls {calls:#?}"
+    );
 }

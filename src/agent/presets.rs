@@ -52,6 +52,7 @@ fn spec(name: &str, command: &[&str], prompt_via: PromptVia, result: ResultSpec)
         placement: Default::default(),
         max_cost_usd: None,
         provider: None,
+        start_early: false,
     }
 }
 
@@ -71,6 +72,9 @@ fn cli(
             full: strings(levels[2]),
         },
         resume_args: strings(resume),
+        // Each of these waits at its stdin for EOF once some of the prompt came
+        // (tests/early_start_agents.rs); ollama and llm were never checked, so wait for a place.
+        start_early: true,
         ..spec(name, command, PromptVia::Stdin, ResultSpec::Reply)
     }
 }

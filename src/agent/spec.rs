@@ -204,6 +204,11 @@ pub struct AgentSpec {
     /// takes [`AgentSpec::provider`]'s default.
     #[serde(default)]
     pub provider: Option<String>,
+    /// Whether the CLI may be started before its provider has a place for its call: it
+    /// reads its whole prompt on stdin up to EOF however long the last byte takes
+    /// (verified for the real claude, codex and gemini by tests/early_start_agents.rs).
+    #[serde(default)]
+    pub start_early: bool,
 }
 
 impl AgentSpec {

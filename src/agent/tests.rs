@@ -466,3 +466,13 @@ fn numeric_patterns_match_whole_numbers_only() {
         Some("rate limit")
     );
 }
+
+#[test]
+fn only_the_clis_checked_to_wait_at_their_stdin_start_early() {
+    let early: Vec<&str> = crate::agent::presets::PRESET_NAMES
+        .iter()
+        .copied()
+        .filter(|n| crate::agent::presets::preset(n).unwrap().start_early)
+        .collect();
+    assert_eq!(early, ["claude", "codex", "gemini"]);
+}

@@ -6,18 +6,17 @@ use super::context::BuildContext;
 use crate::plan::{AgentKind, PromptVia};
 
 /// Which providers start their tasks' CLIs before their turn (each of its tasks sends its
-/// prompt on stdin and runs locally, where the CLI can wait at its stdin: see
-/// `Backend::holds_stdin`).
+/// prompt on stdin to an agent known to wait for its end, `start_early`, and runs locally,
+/// where the CLI can wait at its stdin: see `Backend::holds_stdin`).
 pub(super) fn starts_early(ctx: &BuildContext) -> Vec<bool> {
     let mut early = vec![true; ctx.gate.limits().len()];
     let agent_override = ctx.opts.agent_override.as_deref();
     for (t, p) in ctx.provider_of.iter().enumerate() {
         let Some(p) = *p else { continue };
         let task = ctx.task(t);
-        let on_stdin = ctx
-            .plan
-            .agent_for(task, agent_override)
-            .is_some_and(|a| a.kind == AgentKind::Command && a.prompt_via == PromptVia::Stdin);
+        let on_stdin = ctx.plan.agent_for(task, agent_override).is_some_and(|a| {
+            a.kind == AgentKind::Command && a.prompt_via == PromptVia::Stdin && a.start_early
+        });
         let local = ctx
             .plan
             .slurm_job(task, agent_override, ctx.opts.executor)

@@ -170,6 +170,7 @@ fn encode_plan(key: &Digest, plan: &Plan) -> Option<Vec<u8>> {
         placement(&mut e, &a.placement);
         opt_f64(&mut e, a.max_cost_usd);
         e.opt_str(a.provider.as_deref());
+        e.bool(a.start_early);
     }
     e.usize(plan.tasks.len());
     for t in &plan.tasks {
@@ -334,6 +335,7 @@ fn decode_plan(d: &mut Decoder) -> Result<Plan, DecodeError> {
             placement: read_placement(d)?,
             max_cost_usd: read_opt_f64(d)?,
             provider: d.opt_string()?,
+            start_early: d.bool()?,
         };
         agents.insert(key, spec);
     }

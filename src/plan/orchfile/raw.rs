@@ -319,6 +319,10 @@ pub(super) struct RawAgent {
     #[serde(default)]
     #[schemars(schema_with = "s::isolation")]
     pub(super) isolation: Option<Spanned<String>>,
+    /// Whether the CLI starts before its provider has a place for it, its prompt on stdin
+    /// but the last byte until then: the preset's (true for claude, codex and gemini, which
+    /// wait for the end of their stdin; false otherwise).
+    pub(super) start_early: Option<bool>,
 }
 
 /// `permission_args = { read = [...], write = [...], full = [...] }`; a level left out keeps

@@ -549,6 +549,9 @@ impl Validator<'_> {
         if let Some(m) = self.count(&r.max_parallel, limits::MAX_PARALLEL) {
             spec.max_parallel = Some(m as usize);
         }
+        if let Some(early) = r.start_early {
+            spec.start_early = early;
+        }
         if let Some(t) = self.duration(&r.timeout, limits::TIMEOUT) {
             spec.timeout = Some(t);
         }
