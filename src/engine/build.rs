@@ -514,6 +514,11 @@ fn aggregated(
                 {
                     let r = coord.store.append(&JournalEntry::Aggregated { digest });
                     coord.journal(r);
+                    // On disk at once, as a paid task's success is: the remote cache's drain
+                    // and the state's close come after, and a kill there would pay the merge
+                    // agent again next build.
+                    let r = coord.store.flush_journal();
+                    coord.journal(r);
                     coord.eventful = true;
                     coord.log("Result Aggregation Completed".into(), vec![line]);
                 }
