@@ -19,13 +19,16 @@
 //! A build that finds records ([`Repo::recover`]) finishes each merge: with HEAD still at
 //! the old commit it does 3 and 4 again (both are idempotent: they set paths and a ref to
 //! given values), with the new commit in HEAD's history only 5. Rolling forward rather than
-//! back keeps the work a task was paid for. If HEAD is at neither, the person has moved on;
+//! back keeps the work a task was paid for. With the old commit in HEAD's history but not
+//! the new one (a merge that failed half way, then later merges of the same build moved
+//! HEAD on), the record's change is merged again onto HEAD as a task's change is, or kept
+//! as a conflict for `orch merge`. If HEAD is at none of these, the person has moved on;
 //! the record is dropped and that said.
 
 use std::io;
 use std::path::PathBuf;
 
-use super::worktree::{commit_tree, identity, merge_tree, Change, TreeMerge};
+use super::worktree::{commit_tree, identity, merge_tree, Change, Kept, KeptAs, TreeMerge};
 use super::{git, git_shielded, nul_split, pathspecs, Repo};
 
 /// How a merge ended.
@@ -47,6 +50,10 @@ struct Record {
     new: String,
     write: Vec<String>,
     remove: Vec<String>,
+    /// Whose commits these are (older records have none: a merge carried forward is then
+    /// signed as `orch merge` signs one it knows no agent of).
+    #[serde(default)]
+    agent_id: Option<String>,
     /// What the build records as the task's success once the merge is in (opaque here):
     /// a build that finishes the merge records it, so the task does not run again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +203,7 @@ impl Repo {
             new: new.clone(),
             write,
             remove,
+            agent_id: Some(of.agent_id.to_string()),
             success: of.success,
         };
         let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
@@ -211,12 +219,86 @@ impl Repo {
         })
     }
 
+    /// A record whose merge failed half way, carried onto the HEAD later merges moved on
+    /// (the old commit is in its history): its change (old to new) merged as a task's is,
+    /// a new record replacing this one; or, when it does not merge, kept as a conflict on
+    /// the task's branch for `orch merge`, so that the task is not run (and paid) again.
+    fn merge_forward(&self, r: Record) -> io::Result<Recovered> {
+        let change = Change {
+            start: r.old.clone(),
+            commit: r.new.clone(),
+        };
+        let of = MergeOf {
+            task: &r.task,
+            agent_id: r.agent_id.as_deref().unwrap_or("Agent-00"),
+            success: r.success.clone(),
+        };
+        let message = format!(
+            "orch: merge {}\n\nA merge that failed half way, carried onto the later ones.\n",
+            r.task
+        );
+        let merged = self.merge(of, &change, Some(&r.old), &message, &|_| None)?;
+        let (said, success) = match merged {
+            Merged::Clean { paths, .. } => (
+                format!(
+                    "finished merging {} into your tree, onto the merges made since it was \
+                     started ({} file(s))",
+                    r.task,
+                    paths.len()
+                ),
+                r.success,
+            ),
+            Merged::Unchanged => (
+                format!("the change of {} was in your tree already", r.task),
+                r.success,
+            ),
+            Merged::Conflict { files, why } => {
+                let files: Vec<String> = files
+                    .iter()
+                    .map(|p| self.from_root(p).unwrap_or(p).to_string())
+                    .collect();
+                let branch = super::worktree::branch(&r.task);
+                let reason = format!(
+                    "conflict: {} ({why}); the change is kept on branch {branch}: `orch diff {}` \
+                     shows it, `orch merge {}` merges it once resolved",
+                    files.join(", "),
+                    r.task,
+                    r.task
+                );
+                // The kept record before the branch: it names the change `orch merge` needs.
+                self.keep(&Kept {
+                    task: r.task.clone(),
+                    branch,
+                    kept_as: KeptAs::Conflict,
+                    change: Some(change),
+                    files,
+                    reason: reason.clone(),
+                    success: r.success,
+                    deps: Vec::new(),
+                })?;
+                self.set_branch(&r.task, &r.new)?;
+                (
+                    format!(
+                        "an interrupted merge of {} no longer merges onto your tree: {reason}",
+                        r.task
+                    ),
+                    None,
+                )
+            }
+        };
+        Ok(Recovered {
+            said,
+            task: r.task,
+            success,
+        })
+    }
+
     /// Steps 3 and 4: the record's paths set to the new commit's, then HEAD moved. The git
     /// commands run in a process group of their own: a Ctrl-C at the terminal (sent to
     /// orch's group) must not stop a checkout half way; orch stops after the merge.
     fn apply(&self, r: &Record) -> io::Result<()> {
         if !r.write.is_empty() {
-            git_shielded(
+            git_retried(
                 &self.top,
                 &[
                     "checkout",
@@ -228,7 +310,7 @@ impl Repo {
             )?;
         }
         if !r.remove.is_empty() {
-            git_shielded(
+            git_retried(
                 &self.top,
                 &[
                     "rm",
@@ -342,6 +424,8 @@ impl Repo {
                 ),
                 true,
             )
+        } else if is_ancestor(self, &r.old, &head) {
+            return self.merge_forward(r);
         } else {
             (
                 format!(
@@ -359,6 +443,22 @@ impl Repo {
             task: r.task,
             success: r.success.filter(|_| merged),
         })
+    }
+}
+
+/// A shielded git command that writes the index, tried again a few times while another
+/// git holds `index.lock` (an editor's, a prompt's): a short wait, not a half-done merge.
+fn git_retried(top: &std::path::Path, args: &[&str], stdin: Option<&[u8]>) -> io::Result<String> {
+    const TRIES: u32 = 5;
+    let mut tried = 1;
+    loop {
+        match git_shielded(top, args, stdin) {
+            Err(e) if tried < TRIES && e.to_string().contains("index.lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(100 << tried));
+                tried += 1;
+            }
+            done => return done,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod chromium;
+pub mod git_repo;
 pub mod nginx;
 pub mod shells;
 pub mod slurm;
