@@ -330,3 +330,72 @@ prompt = "Be brief."
     p.orch(&["build"]).success();
     assert_eq!(merge_calls(&p), 3);
 }
+
+/// A remote cache on 127.0.0.1 that answers every lookup "not there" at once and never
+/// answers an upload: the build's end then waits on the uploads (the stall timeout), after
+/// final_output.md is written and before the state is closed. Its listener lives as long as
+/// the test process.
+fn cache_that_never_takes_uploads() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut out = conn;
+                loop {
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut header = String::new();
+                    while reader.read_line(&mut header).unwrap_or(0) > 2 {
+                        header.clear();
+                    }
+                    if request.starts_with("PUT") {
+                        // Hold the upload until the client goes away.
+                        let _ = reader.read_to_end(&mut Vec::new());
+                        return;
+                    }
+                    let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    format!("http://{addr}/orch")
+}
+
+#[test]
+fn a_kill_after_the_merge_does_not_pay_for_it_again() {
+    let url = cache_that_never_takes_uploads();
+    let p = project(
+        "ok",
+        "",
+        &format!("remote_cache = \"{url}\"\nremote_cache_stall_timeout = \"60s\""),
+    );
+    let log = std::fs::File::create(p.path("orch.err")).unwrap();
+    let mut child = p.command(&["build"]).stderr(log).spawn().unwrap();
+    // final_output.md is written before the uploads are waited for: kill orch there.
+    let limit = std::time::Duration::from_secs(30);
+    let written = (0..limit.as_millis() / 50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        p.exists(".orchestrator/final_output.md")
+    });
+    let alive = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(written, "no final_output.md:\n{}", p.read("orch.err"));
+    assert!(
+        alive,
+        "orch had ended before the kill: the test proves nothing"
+    );
+    assert_eq!(merge_calls(&p), 1);
+    p.orch(&["build"]).success();
+    assert_eq!(
+        merge_calls(&p),
+        1,
+        "the merge agent was called again after the kill"
+    );
+}
