@@ -56,6 +56,17 @@ fn every_orchfile_the_project_ships_is_valid() {
     }
 }
 
+/// The schema judges shapes; orch's own checks go further (a field valid only with another,
+/// a glob, a placeholder): every shipped Orchfile passes those too.
+#[test]
+fn every_orchfile_the_project_ships_is_accepted_by_orch() {
+    for f in shipped_orchfiles() {
+        let p = Project::new(&std::fs::read_to_string(&f).unwrap());
+        let run = p.orch(&["list"]);
+        assert_eq!(run.code(), 0, "{}:\n{}", f.display(), run.stderr());
+    }
+}
+
 #[test]
 fn unknown_fields_are_refused_at_every_level() {
     let v = validator();
