@@ -327,3 +327,56 @@ fn a_half_failed_merge_that_no_longer_merges_onto_later_ones_is_kept_not_run_aga
     );
     assert_eq!(std::fs::read_to_string(&calls).unwrap(), "ran\n");
 }
+
+/// The Ctrl-C lands while the merged output (1 MB, so its hash checks for an interrupt)
+/// is being hashed: the task was stopped, not failed, and its change is in the tree, so
+/// the next build records its success instead of running it again.
+#[test]
+fn a_ctrl_c_after_the_merge_does_not_lose_the_merged_success() {
+    let calls_dir = tempfile::tempdir().unwrap();
+    let calls = calls_dir.path().join("calls");
+    let orchfile = format!(
+        r#"
+[settings]
+isolation = "worktree"
+[tasks.gen]
+run = "head -c 1000000 /dev/zero | tr '\\0' x > big.txt; echo ran >> '{}'"
+outputs = ["big.txt"]
+"#,
+        calls.display()
+    );
+    let p = repo(&[("Orchfile.toml", &orchfile)]);
+    let child = p
+        .command(&["build"])
+        .env("ORCH_TEST_MERGE_PAUSE_AFTER", "60")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the merge to pause", Duration::from_secs(60), || {
+        p.exists(".orchestrator/merge.paused")
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    // The interrupt is seen before the merge resumes (the pause polls for the resume file).
+    std::thread::sleep(Duration::from_millis(500));
+    p.write(".orchestrator/merge.resume", "");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("first build ({:?}):\n{stderr}", out.status);
+    assert_eq!(p.read("big.txt").len(), 1_000_000, "merged into the tree");
+    assert!(!stderr.contains("FAILED"), "reported failed: {stderr}");
+    assert!(
+        p.exists(".orchestrator/merges/gen.json"),
+        "the merge record was dropped: {stderr}"
+    );
+    std::fs::remove_file(p.path(".orchestrator/merge.resume")).unwrap();
+    let run = p.orch(&["build"]);
+    eprintln!("second build:\n{}", run.stderr());
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "ran\n",
+        "gen ran again though its change was merged: {}",
+        run.stderr()
+    );
+    assert_eq!(p.read("big.txt").len(), 1_000_000);
+}

@@ -185,13 +185,16 @@ impl BuildCoordinator<'_, '_> {
     /// change is in the tree; running the task again would pay for it twice). A merge that
     /// failed half way (a git command killed or refused) keeps its record, so that the next
     /// build finishes it and records the success, rather than leave the tree half merged.
-    pub(super) fn drop_merge_record(&mut self, t: usize, succeeded: bool) {
+    /// A failed task's merged change keeps its record too unless the failure is a `verdict`
+    /// on the run (an output missing, `verify` failed): after a cancel or an I/O error the
+    /// next build records the success rather than pay for the run again.
+    pub(super) fn drop_merge_record(&mut self, t: usize, succeeded: bool, verdict: bool) {
         let ctx = self.ctx;
         let Some(iso) = ctx.isolation.as_ref().filter(|i| i.isolated[t]) else {
             return;
         };
         let id = &ctx.task(t).id;
-        if !iso.repo.has_record(id) || !(succeeded || iso.repo.record_merged(id)) {
+        if !iso.repo.has_record(id) || !(succeeded || (verdict && iso.repo.record_merged(id))) {
             return;
         }
         let flushed = self.store.flush_journal();
@@ -355,6 +358,12 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
             self.eventful = true;
             self.doc.touch();
         }
+        // A verdict on the run (not a cancel or an I/O error) settles a merged change.
+        let verdict = matches!(
+            &done,
+            TaskDone::Failed { failure, .. }
+                if matches!(failure.kind, FailureKind::MissingOutput | FailureKind::Verify)
+        );
         let ok = match done {
             TaskDone::UpToDate(_) => {
                 self.rows[t].status = Status::Skipped;
@@ -546,7 +555,7 @@ impl Coordinator<TaskMsg, TaskDone> for BuildCoordinator<'_, '_> {
             }
         };
         self.save_status(t);
-        self.drop_merge_record(t, ok);
+        self.drop_merge_record(t, ok, verdict);
         ok
     }
 

@@ -373,6 +373,10 @@ impl BuildContext<'_> {
                         retries,
                     )
                 }
+                // An interrupt stops a long hash: the run is not failed, the build stopped.
+                Err(_) if self.cancel.is_cancelled() => {
+                    return fail(Failure::new(FailureKind::Cancelled, "cancelled"), retries)
+                }
                 Err(e) => {
                     return fail(
                         Failure::new(FailureKind::Launch, format!("hashing {o}: {e}")),
