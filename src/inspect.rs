@@ -60,9 +60,7 @@ pub fn status_rows(plan: &Plan, agent: Option<&str>) -> Result<Vec<StatusRow>> {
         if state.reset_by_person[t] {
             row.status = Status::Ready;
         } else if done && stale {
-            let dep_runs = graph.deps[t]
-                .iter()
-                .any(|&d| verdicts[d] != dry_run::Verdict::UpToDate);
+            let dep_runs = graph.deps[t].iter().any(|&d| verdicts[d].runs());
             row.status = if dep_runs {
                 Status::Waiting
             } else {
@@ -364,6 +362,10 @@ pub fn explain(plan: &Plan, opts: &BuildOptions, ids: &[String]) -> Result<Vec<E
                     }
                 }
             }
+            if let Some(why) = verdicts[t].not_started(&ctx, t) {
+                // Due or not, the build does not start it: that is what to know first.
+                reasons.insert(0, why);
+            }
             if reasons.is_empty() {
                 if let Some(why) = verdicts[t].reason() {
                     reasons.push(why.to_string());
@@ -428,6 +430,11 @@ fn changes(
             }
             dry_run::Verdict::MayRun(_) => {
                 out.push(format!("dep {id} may run"));
+                continue;
+            }
+            v @ (dry_run::Verdict::Held | dry_run::Verdict::Blocked(_)) => {
+                let why = v.not_started(ctx, d).unwrap_or_default();
+                out.push(format!("dep {id} does not run ({why})"));
                 continue;
             }
         }

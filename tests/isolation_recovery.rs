@@ -1,6 +1,7 @@
 //! `isolation = "worktree"` when a build is killed or a merge fails half way: the next build
 //! finishes what was merged or landed (rolls it forward) and records the task's success, so
-//! that a task already paid for does not run again. Real git repositories, the real binary.
+//! that a task already paid for does not run again; a change kept with a conflict holds its
+//! task, in the dry run as in the build. Real git repositories, the real binary.
 
 mod common;
 
@@ -379,4 +380,53 @@ outputs = ["big.txt"]
         run.stderr()
     );
     assert_eq!(p.read("big.txt").len(), 1_000_000);
+}
+
+/// An agent that replaces `return $FROM` by `return $TO` in lib.py where it runs.
+const CODER: &str = r#"
+[settings]
+isolation = "worktree"
+jobs = 1
+
+[agents.coder]
+command = ["sh", "-c", 'sed -i "s/return $FROM\$/return $TO/" lib.py; echo "$ORCH_TASK_ID"']
+"#;
+
+fn edit(id: &str, from: &str, to: &str, deps: &[&str], extra: &str) -> String {
+    format!(
+        "\n[tasks.{id}]\nprompt = \"edit\"\nagent = \"coder\"\ndeps = {deps:?}\ncost_estimate = 0.25\n\
+         env = {{ FROM = \"{from}\", TO = \"{to}\" }}\n{extra}"
+    )
+}
+
+/// `b` edits the line `a` (run first) edited from the same start: its change is kept with
+/// a conflict. The dry run shows it held and `after_b` blocked, as the build does, and
+/// counts neither in the projected cost; `orch explain` says so too.
+#[test]
+fn the_dry_run_shows_a_task_held_by_a_kept_conflict_and_its_dependents_blocked() {
+    let orchfile = CODER.to_string()
+        + &edit("a", "1", "10", &[], "priority = \"P0\"\n")
+        + &edit("b", "1", "30", &[], "")
+        + &edit("after_b", "2", "20", &["b"], "");
+    let lib = "def alpha():\n    return 1\n\n\ndef beta():\n    return 2\n";
+    let p = repo(&[("Orchfile.toml", &orchfile), ("lib.py", lib)]);
+    let run = p.orch(&["build"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(
+        run.stderr().contains("CONFLICT Agent-02 [b]"),
+        "{}",
+        run.stderr()
+    );
+    let out = p.orch(&["build", "-n", "--max-cost", "1"]).ok().stdout();
+    insta::assert_snapshot!("dry_run_held_by_a_kept_conflict", out);
+    let explained = p.orch(&["explain", "after_b"]).ok().stdout();
+    assert!(
+        explained.contains("blocked: b is kept with a merge conflict"),
+        "{explained}"
+    );
+    let explained = p.orch(&["explain", "b"]).ok().stdout();
+    assert!(
+        explained.contains("held: kept with a merge conflict: orch merge b"),
+        "{explained}"
+    );
 }

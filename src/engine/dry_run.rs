@@ -19,6 +19,7 @@ use crate::disk::Digest;
 use crate::duration::format_duration;
 use crate::fingerprint;
 use crate::graph::TaskGraph;
+use crate::workspace::worktree::{kept_in, KeptAs};
 
 /// What the dry run says after a reason to run when the task's fingerprint is in the local
 /// output cache.
@@ -34,30 +35,81 @@ pub enum Verdict {
     /// if that dep leaves other outputs or another result than it was built on (early
     /// cutoff), which only running the dep can tell.
     MayRun(String),
+    /// Its change is kept with a merge conflict from an earlier build: the build holds it
+    /// (not run) until `orch merge TASK` or `--discard` (see [`super::kept`]).
+    Held,
+    /// A dep (transitively) is held, named here: the build blocks it.
+    Blocked(String),
 }
 
 impl Verdict {
-    /// The reason, unless the task is up to date.
+    /// The reason, if the task would or may run.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Verdict::UpToDate => None,
+            Verdict::UpToDate | Verdict::Held | Verdict::Blocked(_) => None,
             Verdict::Runs(why) | Verdict::MayRun(why) => Some(why),
         }
     }
+
+    /// Whether the task would or may run.
+    pub fn runs(&self) -> bool {
+        self.reason().is_some()
+    }
+
+    /// Why the build would not start it though it is due, if it is held or blocked.
+    pub fn not_started(&self, ctx: &BuildContext, t: usize) -> Option<String> {
+        match self {
+            Verdict::Held => Some(format!(
+                "held: kept with a merge conflict: orch merge {}",
+                ctx.task(t).id
+            )),
+            Verdict::Blocked(held) => {
+                Some(format!("blocked: {held} is kept with a merge conflict"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Which tasks the build would hold: those whose change is kept with a merge conflict.
+fn held_conflicts(ctx: &BuildContext) -> Vec<bool> {
+    let mut held = vec![false; ctx.plan.tasks.len()];
+    for k in kept_in(&ctx.layout.dir.join("worktrees")) {
+        if k.kept_as == KeptAs::Conflict {
+            if let Some(&t) = ctx.plan.index.get(&k.task) {
+                held[t] = true;
+            }
+        }
+    }
+    held
 }
 
 /// What a build would do with each wanted task (`UpToDate` for the others).
 pub fn verdicts(ctx: &BuildContext, wanted: &[bool]) -> Vec<Verdict> {
     let n = ctx.plan.tasks.len();
     let mut verdicts = vec![Verdict::UpToDate; n];
+    let held = held_conflicts(ctx);
     for &t in &ctx.graph.topo {
         if !wanted[t] {
+            continue;
+        }
+        if held[t] {
+            verdicts[t] = Verdict::Held;
+            continue;
+        }
+        let held_dep = ctx.graph.deps[t].iter().find_map(|&d| match &verdicts[d] {
+            Verdict::Held => Some(ctx.task(d).id.clone()),
+            Verdict::Blocked(by) => Some(by.clone()),
+            _ => None,
+        });
+        if let Some(by) = held_dep {
+            verdicts[t] = Verdict::Blocked(by);
             continue;
         }
         let running: Vec<usize> = ctx.graph.deps[t]
             .iter()
             .copied()
-            .filter(|&d| verdicts[d] != Verdict::UpToDate)
+            .filter(|&d| verdicts[d].runs())
             .collect();
         let mut parts = match ctx.fingerprint(t) {
             Ok(parts) => parts,
@@ -177,7 +229,7 @@ pub fn schedule(
     loop {
         while !free.is_empty() {
             let Some(t) = sched.next_task() else { break };
-            let slot = if verdicts[t] == Verdict::UpToDate {
+            let slot = if !verdicts[t].runs() {
                 sched.finish(t, true);
                 None
             } else {
@@ -214,7 +266,7 @@ pub fn schedule(
     }
     let weights: Vec<f64> = (0..n)
         .map(|t| {
-            let runs = wanted[t] && verdicts[t] != Verdict::UpToDate;
+            let runs = wanted[t] && verdicts[t].runs();
             if runs {
                 takes[t].as_secs_f64()
             } else {
@@ -302,6 +354,12 @@ pub fn render(
             Verdict::UpToDate => "up to date: skipped".to_string(),
             Verdict::Runs(why) => why.clone(),
             Verdict::MayRun(why) => format!("may run: {why}; {MAY_RUN_NOTE}"),
+            v => v.not_started(ctx, p.task).unwrap_or_default(),
+        };
+        let slot = match &verdicts[p.task] {
+            Verdict::Held => "held".to_string(),
+            Verdict::Blocked(_) => "-".to_string(),
+            _ => p.slot.map_or("skip".to_string(), |n| n.to_string()),
         };
         let why = if r.count > 1 && !r.same_why {
             format!("{why} (first of {})", r.count)
@@ -312,7 +370,7 @@ pub fn render(
             s,
             "  {:>7}  {:>4}  {:id_w$}  {:runner_w$}  {:takes_w$}  {why}",
             at(p.start),
-            p.slot.map_or("skip".to_string(), |n| n.to_string()),
+            slot,
             r.id,
             runs_with(p),
             takes(p),
@@ -326,9 +384,19 @@ pub fn render(
     let up_to_date: Vec<&str> = plan
         .planned
         .iter()
-        .filter(|p| p.slot.is_none())
+        .filter(|p| verdicts[p.task] == Verdict::UpToDate)
         .map(|p| ctx.task(p.task).id.as_str())
         .collect();
+    let held: Vec<&str> = plan
+        .planned
+        .iter()
+        .filter(|p| verdicts[p.task] == Verdict::Held)
+        .map(|p| ctx.task(p.task).id.as_str())
+        .collect();
+    let blocked = verdicts
+        .iter()
+        .filter(|v| matches!(v, Verdict::Blocked(_)))
+        .count();
     let unknown = plan
         .planned
         .iter()
@@ -353,6 +421,15 @@ pub fn render(
             format!(": {}", up_to_date.join(", "))
         }
     );
+    if !held.is_empty() {
+        let _ = writeln!(
+            s,
+            "Held: {} kept with a merge conflict ({}); {blocked} dependent(s) blocked until \
+             `orch merge TASK` (or `orch merge --discard TASK`)",
+            held.len(),
+            held.join(", ")
+        );
+    }
     if plan
         .planned
         .iter()
@@ -388,7 +465,7 @@ fn projected_cost(
     let mut stops_before: Option<(usize, usize)> = None;
     for (k, p) in plan.planned.iter().enumerate() {
         let t = p.task;
-        let Some(agent) = ctx.agent(t).filter(|_| verdicts[t] != Verdict::UpToDate) else {
+        let Some(agent) = ctx.agent(t).filter(|_| verdicts[t].runs()) else {
             continue;
         };
         let definition = ctx.fingerprint(t).ok().map(|parts| parts.definition);
@@ -451,7 +528,7 @@ fn projected_cost(
             Some((t, k)) => {
                 let left = plan.planned[k..]
                     .iter()
-                    .filter(|p| verdicts[p.task] != Verdict::UpToDate)
+                    .filter(|p| verdicts[p.task].runs())
                     .count();
                 line.push_str(&format!(
                     "; budget ${l:.4}: the build would stop before {} ({left} task(s) not \
@@ -511,6 +588,8 @@ fn rows(ctx: &BuildContext, plan: &Schedule, verdicts: &[Verdict], expand: bool)
         Verdict::UpToDate => 0,
         Verdict::Runs(_) => 1,
         Verdict::MayRun(_) => 2,
+        Verdict::Held => 3,
+        Verdict::Blocked(_) => 4,
     };
     let mut rows: Vec<Row> = Vec::new();
     let mut group: std::collections::HashMap<(&str, u8), usize> = Default::default();
