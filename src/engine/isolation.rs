@@ -247,17 +247,10 @@ impl BuildContext<'_> {
             .commit(tree, included, message, &who)
             .map_err(|e| launch("committing its change", e))?;
         let tip = commit.clone().unwrap_or_else(|| start.clone());
-        let held = iso
+        let absent = iso
             .repo
-            .holds(&tip, &task.outputs)
+            .missing_from(&tip, &task.outputs)
             .map_err(|e| launch("reading its change", e))?;
-        let absent: Vec<&str> = task
-            .outputs
-            .iter()
-            .zip(held)
-            .filter(|(_, h)| !h)
-            .map(|(o, _)| o.as_str())
-            .collect();
         if !absent.is_empty() {
             return Err(Failure::new(
                 FailureKind::MissingOutput,

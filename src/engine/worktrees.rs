@@ -238,14 +238,7 @@ fn land_left(
         start: landing.start.clone(),
         commit,
     };
-    let held = repo.holds(&change.commit, &task.outputs)?;
-    let absent: Vec<&str> = task
-        .outputs
-        .iter()
-        .zip(held)
-        .filter(|(_, h)| !h)
-        .map(|(o, _)| o.as_str())
-        .collect();
+    let absent = repo.missing_from(&change.commit, &task.outputs)?;
     let branch = crate::workspace::worktree::branch(id);
     let keep = |kept_as, files: Vec<String>, reason: String, success| {
         repo.keep(&Kept {
@@ -419,24 +412,38 @@ pub struct Discarded {
     pub commit: Option<String>,
 }
 
-/// `orch merge --discard TASK`: the task's kept worktree, branch and record removed on
-/// purpose, so that the next build runs it again. Takes the run lock.
-pub fn discard_kept(plan: &Plan, id: &str) -> Result<Discarded> {
+/// The run lock (refused while a build goes on) and the project's repository, for `orch
+/// merge` doing `what` to a kept change.
+fn locked_repo(
+    plan: &Plan,
+    what: &str,
+) -> Result<(crate::state::lock::RunLock, StateLayout, Repo)> {
     use crate::state::lock::{LockWait, RunLock};
     let layout = StateLayout::new(plan.state_dir());
-    let _lock = RunLock::acquire(&layout.lock(), LockWait::Refuse)
-        .map_err(|e| miette!("cannot discard while a build is going on: {e}"))?;
+    let lock = RunLock::acquire(&layout.lock(), LockWait::Refuse)
+        .map_err(|e| miette!("cannot {what} while a build is going on: {e}"))?;
     let repo = Repo::open(&plan.root, &layout.dir).map_err(|e| miette!("orch merge: {e}"))?;
-    let kept = repo
-        .kept()
+    Ok((lock, layout, repo))
+}
+
+/// Task `id`'s kept change, or the error `orch merge` gives when it has none to `what`.
+fn kept_change(repo: &Repo, id: &str, what: &str) -> Result<Kept> {
+    repo.kept()
         .into_iter()
         .find(|k| k.task == id)
         .ok_or_else(|| {
             miette!(
                 help = "`orch status` lists the kept worktrees",
-                "task {id} has no kept change to discard"
+                "task {id} has no kept change to {what}"
             )
-        })?;
+        })
+}
+
+/// `orch merge --discard TASK`: the task's kept worktree, branch and record removed on
+/// purpose, so that the next build runs it again. Takes the run lock.
+pub fn discard_kept(plan: &Plan, id: &str) -> Result<Discarded> {
+    let (_lock, _, repo) = locked_repo(plan, "discard")?;
+    let kept = kept_change(&repo, id, "discard")?;
     let dir = repo.tree_dir(id);
     // A resolution committed in the kept worktree is what is dropped, else the branch's.
     let commit = crate::workspace::git(&dir, &["rev-parse", "--verify", "HEAD^{commit}"])
@@ -457,11 +464,7 @@ pub fn discard_kept(plan: &Plan, id: &str) -> Result<Discarded> {
 /// their own tree), and recorded as the success the build would have recorded, outputs
 /// hashed after the merge. Takes the run lock.
 pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
-    use crate::state::lock::{LockWait, RunLock};
-    let layout = StateLayout::new(plan.state_dir());
-    let _lock = RunLock::acquire(&layout.lock(), LockWait::Refuse)
-        .map_err(|e| miette!("cannot merge while a build is going on: {e}"))?;
-    let repo = Repo::open(&plan.root, &layout.dir).map_err(|e| miette!("orch merge: {e}"))?;
+    let (_lock, layout, repo) = locked_repo(plan, "merge")?;
     let io = |e: std::io::Error| miette!("orch merge: {e}");
     let open_store = || StateStore::open(layout.clone()).map_err(|e| miette!("{e}"));
     let recovered = repo.recover().map_err(io)?;
@@ -473,16 +476,7 @@ pub fn merge_kept(plan: &Plan, id: &str) -> Result<MergeReport> {
         }
         store.close().map_err(io)?;
     }
-    let kept = repo
-        .kept()
-        .into_iter()
-        .find(|k| k.task == id)
-        .ok_or_else(|| {
-            miette!(
-                help = "`orch status` lists the kept worktrees",
-                "task {id} has no kept change to merge"
-            )
-        })?;
+    let kept = kept_change(&repo, id, "merge")?;
     if kept.kept_as == KeptAs::DepsConflict {
         // Nothing of the task's own to merge (it did not run): each dep's change is in the
         // person's tree, merged there; the person says that tree is right.

@@ -252,6 +252,7 @@ impl Repo {
         }
         std::fs::create_dir_all(self.worktrees_dir())?;
         let d = dir.to_string_lossy();
+        let _admin = worktree_admin();
         git(
             &self.top,
             &["worktree", "add", "--detach", "--quiet", &d, start],
@@ -308,9 +309,10 @@ impl Repo {
         Ok(Some(commit))
     }
 
-    /// Which of `paths` (relative to the project root) the commit holds. (`ls-tree` takes
-    /// no pathspec file: the whole listing, one git process, looked up.)
-    pub fn holds(&self, commit: &str, paths: &[String]) -> io::Result<Vec<bool>> {
+    /// Those of `paths` (relative to the project root) the commit does not hold: a task's
+    /// declared outputs its change lacks. (`ls-tree` takes no pathspec file: the whole
+    /// listing, one git process, looked up.)
+    pub fn missing_from<'p>(&self, commit: &str, paths: &'p [String]) -> io::Result<Vec<&'p str>> {
         let out = git(
             &self.top,
             &["ls-tree", "-r", "-z", "--name-only", "--full-tree", commit],
@@ -318,7 +320,8 @@ impl Repo {
         let listed: std::collections::HashSet<&str> = nul_split(&out).collect();
         Ok(paths
             .iter()
-            .map(|p| listed.contains(self.from_top(&crate::plan::normalize(p)).as_str()))
+            .filter(|p| !listed.contains(self.from_top(&crate::plan::normalize(p)).as_str()))
+            .map(String::as_str)
             .collect())
     }
 
@@ -352,13 +355,16 @@ impl Repo {
     /// forgets it.
     pub fn remove(&self, id: &str, keep_branch: bool) {
         let dir = self.tree_dir(id);
-        if dir.exists() {
-            let d = dir.to_string_lossy();
-            if git(&self.top, &["worktree", "remove", "--force", "--force", &d]).is_err() {
-                let _ = std::fs::remove_dir_all(&dir);
+        {
+            let _admin = worktree_admin();
+            if dir.exists() {
+                let d = dir.to_string_lossy();
+                if git(&self.top, &["worktree", "remove", "--force", "--force", &d]).is_err() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
             }
+            let _ = git(&self.top, &["worktree", "prune"]);
         }
-        let _ = git(&self.top, &["worktree", "prune"]);
         let _ = std::fs::remove_file(self.kept_path(id));
         self.drop_landing(id);
         if !keep_branch {
@@ -414,4 +420,13 @@ pub fn kept_in(worktrees: &Path) -> Vec<Kept> {
         .collect();
     out.sort_by(|a: &Kept, b| a.task.cmp(&b.task));
     out
+}
+
+/// Held around `git worktree add`, `remove` and `prune`, one at a time in this process: a
+/// prune while another task's `add` is half done removes the new entry's admin files
+/// (seen as "failed to read .git/worktrees/a/commondir" with two tasks starting at once).
+/// One build runs per project (the run lock), so a process-wide lock is enough.
+fn worktree_admin() -> std::sync::MutexGuard<'static, ()> {
+    static ADMIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ADMIN.lock().unwrap_or_else(|e| e.into_inner())
 }
