@@ -306,33 +306,9 @@ impl BuildContext<'_> {
                 Ok(())
             }
             Merged::Conflict { files, why } => {
-                let files: Vec<String> = files
-                    .iter()
-                    .map(|p| iso.repo.from_root(p).unwrap_or(p).to_string())
-                    .collect();
-                let branch = worktree::branch(&task.id);
-                let reason = format!(
-                    "conflict: {} ({why}); the change is kept on branch {branch}: `orch diff {}` \
-                     shows it, `orch merge {}` merges it once resolved",
-                    files.join(", "),
-                    task.id,
-                    task.id
-                );
-                let kept = Kept {
-                    task: task.id.clone(),
-                    branch,
-                    kept_as: KeptAs::Conflict,
-                    change: Some(change.clone()),
-                    files,
-                    reason: reason.clone(),
-                    success,
-                    deps: Vec::new(),
-                };
-                // The record first: it names the change, which `orch merge` needs, while a
-                // worktree without one is what the next build reclaims (and runs again).
-                iso.repo
-                    .keep(&kept)
-                    .and_then(|()| iso.repo.set_branch(&task.id, &change.commit))
+                let reason = iso
+                    .repo
+                    .keep_conflict(&task.id, change, &files, &why, success)
                     .map_err(|e| launch("keeping its branch", e))?;
                 *slot = None;
                 Err(conflict(reason))

@@ -253,30 +253,7 @@ impl Repo {
                 r.success,
             ),
             Merged::Conflict { files, why } => {
-                let files: Vec<String> = files
-                    .iter()
-                    .map(|p| self.from_root(p).unwrap_or(p).to_string())
-                    .collect();
-                let branch = super::worktree::branch(&r.task);
-                let reason = format!(
-                    "conflict: {} ({why}); the change is kept on branch {branch}: `orch diff {}` \
-                     shows it, `orch merge {}` merges it once resolved",
-                    files.join(", "),
-                    r.task,
-                    r.task
-                );
-                // The kept record before the branch: it names the change `orch merge` needs.
-                self.keep(&Kept {
-                    task: r.task.clone(),
-                    branch,
-                    kept_as: KeptAs::Conflict,
-                    change: Some(change),
-                    files,
-                    reason: reason.clone(),
-                    success: r.success,
-                    deps: Vec::new(),
-                })?;
-                self.set_branch(&r.task, &r.new)?;
+                let reason = self.keep_conflict(&r.task, change, &files, &why, r.success)?;
                 (
                     format!(
                         "an interrupted merge of {} no longer merges onto your tree: {reason}",
@@ -291,6 +268,43 @@ impl Repo {
             task: r.task,
             success,
         })
+    }
+
+    /// A task's change that does not merge (`files`, relative to the top, and git's `why`),
+    /// kept on its branch with `success` for `orch merge`; the conflict's reason. The kept
+    /// record goes first: it names the change `orch merge` needs, while a worktree without
+    /// one is what the next build reclaims (and runs again).
+    pub fn keep_conflict(
+        &self,
+        task: &str,
+        change: Change,
+        files: &[String],
+        why: &str,
+        success: Option<serde_json::Value>,
+    ) -> io::Result<String> {
+        let files: Vec<String> = files
+            .iter()
+            .map(|p| self.from_root(p).unwrap_or(p).to_string())
+            .collect();
+        let branch = super::worktree::branch(task);
+        let reason = format!(
+            "conflict: {} ({why}); the change is kept on branch {branch}: `orch diff {task}` \
+             shows it, `orch merge {task}` merges it once resolved",
+            files.join(", "),
+        );
+        let commit = change.commit.clone();
+        self.keep(&Kept {
+            task: task.to_string(),
+            branch,
+            kept_as: KeptAs::Conflict,
+            change: Some(change),
+            files,
+            reason: reason.clone(),
+            success,
+            deps: Vec::new(),
+        })?;
+        self.set_branch(task, &commit)?;
+        Ok(reason)
     }
 
     /// Steps 3 and 4: the record's paths set to the new commit's, then HEAD moved. The git
